@@ -1,0 +1,106 @@
+//! # annals — an embedded event store and CQRS framework
+//!
+//! An application links annals, opens a directory, and gets a crash-safe event store with a
+//! typed command layer on top. The model is [Castore](https://github.com/castore-dev/castore)'s:
+//! events grouped by aggregate id and versioned, reduced into aggregates, pushed through event
+//! stores by commands that retry on version conflicts.
+//!
+//! ## Where things are
+//! annals is built in floors; each imports only from the floors below it.
+//!
+//! | floor | module | concepts |
+//! |---|---|---|
+//! | 2. storage | [`storage`] | [`StorageAdapter`](storage::StorageAdapter), [`InMemoryAdapter`](storage::InMemoryAdapter), [`Limits`](storage::Limits), [`Timestamp`], paging |
+//! | 3. typed layer | [`mod@event`] | [`Events`], [`events!`], [`EventDetail`], [`NewEvent`] |
+//! | | [`aggregate`] | [`Aggregate`], [`Reducer`] |
+//! | | [`event_store`] | [`EventStore`] and its options and responses |
+//! | | [`group`] | [`GroupedEvent`], [`push_event_group`] |
+//! | | [`command`] | [`Command`], retries on [`EventAlreadyExists`] |
+//! | | [`codec`] | MessagePack payload encoding |
+//! | | [`testing`] | [`MockEventStore`](testing::MockEventStore), the adapter conformance suite |
+//!
+//! ## Example
+//! ```
+//! use std::sync::Arc;
+//! use serde::{Deserialize, Serialize};
+//! use annals::{EventDetail, EventStore, NewEvent, storage::InMemoryAdapter};
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! pub struct Appeared { pub name: String, pub level: u32 }
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! pub struct LeveledUp {}
+//!
+//! annals::events! {
+//!     pub enum PokemonEvent {
+//!         Appeared(Appeared) = "POKEMON_APPEARED",
+//!         LeveledUp(LeveledUp) = "POKEMON_LEVELED_UP",
+//!     }
+//! }
+//!
+//! #[derive(Debug, Clone)]
+//! pub struct Pokemon { pub name: String, pub level: u32 }
+//!
+//! fn reduce(pokemon: Option<Pokemon>, event: &EventDetail<PokemonEvent>) -> Pokemon {
+//!     match (pokemon, &event.event) {
+//!         (_, PokemonEvent::Appeared(e)) => Pokemon { name: e.name.clone(), level: e.level },
+//!         (Some(p), PokemonEvent::LeveledUp(_)) => Pokemon { level: p.level + 1, ..p },
+//!         (None, PokemonEvent::LeveledUp(_)) => unreachable!("the first event is Appeared"),
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let pokemons = EventStore::builder("POKEMONS", reduce)
+//!     .storage_adapter(Arc::new(InMemoryAdapter::new()))
+//!     .build()?;
+//! let appeared = PokemonEvent::Appeared(Appeared { name: "Pikachu".into(), level: 5 });
+//! pokemons.push_event(NewEvent::new("pikachu", 1, appeared), Default::default()).await?;
+//! let up = PokemonEvent::LeveledUp(LeveledUp {});
+//! pokemons.push_event(NewEvent::new("pikachu", 2, up), Default::default()).await?;
+//!
+//! let pikachu = pokemons.get_existing_aggregate("pikachu", Default::default()).await?;
+//! assert_eq!((pikachu.aggregate.level, pikachu.aggregate.version), (6, 2));
+//! # Ok::<(), annals::Error>(()) }).unwrap();
+//! ```
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
+pub mod aggregate;
+pub mod codec;
+pub mod command;
+mod error;
+pub mod event;
+pub mod event_store;
+pub mod group;
+pub mod storage;
+pub mod testing;
+
+pub use aggregate::{Aggregate, Reducer};
+pub use command::{Command, CommandFailure, RetryContext};
+pub use error::Error;
+pub use event::{EventDetail, Events, NewEvent, PayloadError};
+pub use event_store::{
+    EventStore, EventStoreBuilder, ExistingAggregate, GetAggregateOptions, GetAggregateResponse,
+    PushEventOptions, PushEventResponse,
+};
+pub use group::{EventGroup, GroupedEvent, push_event_group};
+pub use storage::{
+    AggregateIdsPage, EventAlreadyExists, GetEventsOptions, ListAggregateIdsOptions, Position,
+    StorageAdapter, StorageError, Timestamp,
+};
+
+/// The names most applications need: `use annals::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Aggregate, Command, Error, EventDetail, EventStore, Events, GetAggregateOptions,
+        GetEventsOptions, ListAggregateIdsOptions, NewEvent, PushEventOptions, Timestamp,
+        push_event_group,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}

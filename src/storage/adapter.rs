@@ -1,0 +1,105 @@
+//! The storage-adapter trait: Castore's `EventStorageAdapter`, on encoded events.
+
+use async_trait::async_trait;
+
+use super::{
+    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, GetEventsOptions, Limits,
+    ListAggregateIdsOptions, Position, StorageError, StoredEvent,
+};
+
+/// Where events live. One adapter can hold many event stores; an event group is atomic only
+/// within one adapter.
+///
+/// Adapters implement the four *required* methods ([`limits`](Self::limits),
+/// [`read_events`](Self::read_events), [`append`](Self::append) and
+/// [`scan_aggregate_ids`](Self::scan_aggregate_ids)); callers use the *provided* methods, which
+/// validate input against the limits and implement paging once for every adapter.
+///
+/// # Contract (checked by [`testing::conformance`](crate::testing::conformance))
+/// - Versions of an aggregate are exactly `1..=n`: appending an existing version fails with
+///   [`EventAlreadyExists`](super::EventAlreadyExists); any other version than `n + 1` fails
+///   with [`StorageError::UnexpectedVersion`].
+/// - A commit (one push or one event group, across aggregates and stores) is all or nothing,
+///   also under concurrency and crashes: no reader ever sees part of it.
+/// - Every committed event gets a gap-free, increasing global [`Position`]; the events of a
+///   commit get consecutive positions in the order given.
+/// - An append returns only once the commit is as durable as the adapter promises.
+#[async_trait]
+pub trait StorageAdapter: Send + Sync + 'static {
+    /// The limits this adapter enforces.
+    fn limits(&self) -> &Limits;
+
+    /// Reads the events of one aggregate that match `options`, ordered by version (descending
+    /// when `options.reverse`). Inputs are already validated.
+    async fn read_events(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+    ) -> Result<Vec<StoredEvent>, StorageError>;
+
+    /// Atomically appends a validated, non-empty commit and returns the position of each
+    /// event, in input order. Checks every version against the latest committed one (and
+    /// earlier events of the same commit).
+    async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError>;
+
+    /// Returns up to [`query.scan_limit()`](AggregateIdsQuery::scan_limit) entries of one store
+    /// admitted by [`query.admits`](AggregateIdsQuery::admits), in the query's order.
+    async fn scan_aggregate_ids(
+        &self,
+        event_store_id: &str,
+        query: &AggregateIdsQuery,
+    ) -> Result<Vec<AggregateIdEntry>, StorageError>;
+
+    /// Castore's `getEvents`: the events of an aggregate, ordered by version. Empty when the
+    /// aggregate does not exist.
+    async fn get_events(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        self.limits().check_event_store_id(event_store_id)?;
+        self.limits().check_aggregate_id(aggregate_id)?;
+        if options.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        self.read_events(event_store_id, aggregate_id, options)
+            .await
+    }
+
+    /// Castore's `pushEvent`: appends one event and returns its global position.
+    async fn push_event(&self, event: AppendEvent) -> Result<Position, StorageError> {
+        let positions = self.push_event_group(vec![event]).await?;
+        Ok(positions
+            .into_iter()
+            .next()
+            .expect("an append returns one position per event"))
+    }
+
+    /// Castore's `pushEventGroup`: appends events of several aggregates and stores, all or
+    /// nothing. Returns each event's position, in input order.
+    async fn push_event_group(
+        &self,
+        events: Vec<AppendEvent>,
+    ) -> Result<Vec<Position>, StorageError> {
+        self.limits().check_commit(&events)?;
+        let count = events.len();
+        let positions = self.append(events).await?;
+        debug_assert_eq!(positions.len(), count, "one position per appended event");
+        Ok(positions)
+    }
+
+    /// Castore's `listAggregateIds`: one page of aggregate ids ordered by their first event's
+    /// timestamp. See [`page`](super::page) for the paging rules.
+    async fn list_aggregate_ids(
+        &self,
+        event_store_id: &str,
+        options: &ListAggregateIdsOptions,
+    ) -> Result<AggregateIdsPage, StorageError> {
+        self.limits().check_event_store_id(event_store_id)?;
+        let query = options.resolve(event_store_id)?;
+        let entries = self.scan_aggregate_ids(event_store_id, &query).await?;
+        Ok(query.into_page(event_store_id, entries))
+    }
+}

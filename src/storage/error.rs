@@ -1,0 +1,112 @@
+//! Errors of the storage floor.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::LimitError;
+
+/// An event already exists at this aggregate id and version: someone else pushed first.
+///
+/// This is the optimistic-concurrency signal: [`Command`](crate::Command)s rerun their handler
+/// when they see it. Inside an event group it names the event of the group that conflicted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "event already exists: store {event_store_id:?}, aggregate {aggregate_id:?}, version {version}"
+)]
+pub struct EventAlreadyExists {
+    /// The store of the conflicting event.
+    pub event_store_id: String,
+    /// The aggregate of the conflicting event.
+    pub aggregate_id: String,
+    /// The version that is already taken.
+    pub version: u64,
+}
+
+/// Why a storage adapter refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The version is taken; re-read the aggregate and decide again.
+    #[error(transparent)]
+    EventAlreadyExists(#[from] EventAlreadyExists),
+    /// The version is neither taken nor the next one (a gap, or version 0). Unlike Castore,
+    /// annals refuses gaps so an aggregate's versions are always `1..=n`.
+    #[error(
+        "unexpected version {version} for store {event_store_id:?}, aggregate {aggregate_id:?}: \
+         {}",
+        match expected { Some(v) => format!("the next version is {v}"), None => "versions start at 1".to_owned() }
+    )]
+    UnexpectedVersion {
+        /// The store of the refused event.
+        event_store_id: String,
+        /// The aggregate of the refused event.
+        aggregate_id: String,
+        /// The refused version.
+        version: u64,
+        /// The version that would have been accepted, when known.
+        expected: Option<u64>,
+    },
+    /// An id, type, size or count broke a [`Limits`](super::Limits) bound. Nothing was written.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// A page token was not produced by `list_aggregate_ids` for this store.
+    #[error("invalid page token: {reason}")]
+    InvalidPageToken {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// An I/O operation failed. Nothing unacknowledged is visible; retry or reopen.
+    #[error("I/O error while trying to {operation} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk is full. Acknowledged data is intact; appends work again once space is freed.
+    #[error("no space left on device while writing {}", path.display())]
+    StorageFull {
+        /// The file that could not grow.
+        path: PathBuf,
+    },
+    /// Stored bytes failed a checksum or structural check somewhere other than the unacknowledged
+    /// tail of the log. Nothing was repaired automatically; run `annals verify`.
+    #[error("corruption in {} at offset {offset}: {reason}", file.display())]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// Another process, or another handle in this process, holds the store open.
+    #[error("store {} is locked by another process or handle; close it first", path.display())]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// An earlier write or fsync failed, so the on-disk state is uncertain; the store refuses
+    /// writes until it is reopened (which re-runs recovery).
+    #[error("store is poisoned after a failed write or sync ({reason}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        reason: String,
+    },
+    /// The store was closed.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StorageError {
+    /// The conflict, if this error is one.
+    pub fn event_already_exists(&self) -> Option<&EventAlreadyExists> {
+        match self {
+            StorageError::EventAlreadyExists(e) => Some(e),
+            _ => None,
+        }
+    }
+}

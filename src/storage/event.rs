@@ -1,0 +1,65 @@
+//! Events as storage adapters see them: ids, versions, a timestamp and opaque bytes.
+
+use super::Timestamp;
+
+/// A global log position: 1 for the first event ever committed to a storage adapter, then
+/// gap-free and strictly increasing in commit order. 0 means "before the first event".
+pub type Position = u64;
+
+/// An event with its payload and metadata already encoded (MessagePack by default).
+///
+/// This is the unit every [`StorageAdapter`](super::StorageAdapter) stores: adapters never see
+/// user types, only these bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedEvent {
+    /// The aggregate the event belongs to.
+    pub aggregate_id: String,
+    /// The event's version within its aggregate: 1 for the first event, then +1 each.
+    pub version: u64,
+    /// When the event happened.
+    pub timestamp: Timestamp,
+    /// The business meaning of the event, e.g. `POKEMON_APPEARED`.
+    pub event_type: String,
+    /// The schema version the payload was written with (1 unless the event type evolved).
+    pub schema_version: u32,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+    /// The encoded metadata.
+    pub metadata: Vec<u8>,
+}
+
+impl EncodedEvent {
+    /// Bytes of user data the event carries (id, type, payload, metadata): what
+    /// [`Limits::event_bytes_max`](super::Limits::event_bytes_max) bounds.
+    pub fn data_len(&self) -> usize {
+        self.aggregate_id.len() + self.event_type.len() + self.payload.len() + self.metadata.len()
+    }
+}
+
+/// An event as read back from storage: the encoded event and its global position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event's global position in its storage adapter.
+    pub position: Position,
+    /// The event itself.
+    pub event: EncodedEvent,
+}
+
+/// One event of a commit: the event and the store it is appended to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEvent {
+    /// The event store the event belongs to.
+    pub event_store_id: String,
+    /// The event.
+    pub event: EncodedEvent,
+}
+
+/// An aggregate id with the timestamp of its first event, as listed by
+/// [`StorageAdapter::list_aggregate_ids`](super::StorageAdapter::list_aggregate_ids).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AggregateIdEntry {
+    /// Timestamp of the aggregate's first event (version 1).
+    pub initial_event_timestamp: Timestamp,
+    /// The aggregate id.
+    pub aggregate_id: String,
+}

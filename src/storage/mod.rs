@@ -1,0 +1,25 @@
+//! Floor 2 — storage: the [`StorageAdapter`] trait and its adapters.
+//!
+//! Adapters store [`EncodedEvent`]s (ids, versions, timestamps and opaque payload bytes) and
+//! know nothing of user types. Every adapter passes the same conformance suite
+//! ([`crate::testing::conformance`]), so the typed layer above behaves identically on each.
+//!
+//! | adapter | durability | use |
+//! |---|---|---|
+//! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
+
+mod adapter;
+mod error;
+mod event;
+mod limits;
+mod memory;
+pub mod page;
+mod timestamp;
+
+pub use adapter::StorageAdapter;
+pub use error::{EventAlreadyExists, StorageError};
+pub use event::{AggregateIdEntry, AppendEvent, EncodedEvent, Position, StoredEvent};
+pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
+pub use memory::InMemoryAdapter;
+pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
+pub use timestamp::{InvalidTimestamp, Timestamp};

@@ -1,0 +1,1 @@
+//! The storage-adapter conformance suite.

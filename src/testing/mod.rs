@@ -1,0 +1,10 @@
+//! Tools for testing applications and adapters built on annals.
+//!
+//! - [`MockEventStore`]: an event store seeded with initial events on a private in-memory
+//!   adapter, with [`reset`](MockEventStore::reset) (Castore's `mockEventStore`).
+//! - [`conformance`]: the storage-adapter conformance suite every adapter must pass.
+
+pub mod conformance;
+mod mock;
+
+pub use mock::MockEventStore;
