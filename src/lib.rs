@@ -65,6 +65,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod aggregate;
 pub mod codec;
