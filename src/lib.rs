@@ -10,7 +10,8 @@
 //!
 //! | floor | module | concepts |
 //! |---|---|---|
-//! | 2. storage | [`storage`] | [`StorageAdapter`](storage::StorageAdapter), [`InMemoryAdapter`](storage::InMemoryAdapter), [`Limits`](storage::Limits), [`Timestamp`], paging |
+//! | 1. engine | [`engine`] | segmented log, group-commit writer, index, recovery, I/O seam, [`Durability`] |
+//! | 2. storage | [`storage`] | [`StorageAdapter`](storage::StorageAdapter), [`LogAdapter`](storage::LogAdapter) ([`open`]), [`InMemoryAdapter`](storage::InMemoryAdapter), [`Limits`](storage::Limits), [`Timestamp`], paging |
 //! | 3. typed layer | [`mod@event`] | [`Events`], [`events!`], [`EventDetail`], [`NewEvent`] |
 //! | | [`aggregate`] | [`Aggregate`], [`Reducer`] |
 //! | | [`event_store`] | [`EventStore`] and its options and responses |
@@ -70,6 +71,7 @@
 pub mod aggregate;
 pub mod codec;
 pub mod command;
+pub mod engine;
 mod error;
 pub mod event;
 pub mod event_store;
@@ -79,6 +81,7 @@ pub mod testing;
 
 pub use aggregate::{Aggregate, Reducer};
 pub use command::{Command, CommandFailure, RetryContext};
+pub use engine::Durability;
 pub use error::Error;
 pub use event::{EventDetail, Events, NewEvent, PayloadError};
 pub use event_store::{
@@ -88,7 +91,7 @@ pub use event_store::{
 pub use group::{EventGroup, GroupedEvent, push_event_group};
 pub use storage::{
     AggregateIdsPage, EventAlreadyExists, GetEventsOptions, ListAggregateIdsOptions, Position,
-    StorageAdapter, StorageError, Timestamp,
+    StorageAdapter, StorageError, Timestamp, open,
 };
 
 /// The names most applications need: `use annals::prelude::*;`.

@@ -96,6 +96,12 @@ pub enum StorageError {
         /// The failure that poisoned the store.
         reason: String,
     },
+    /// Options or limits that cannot work together (say, a commit larger than a segment).
+    #[error("invalid configuration: {reason}")]
+    InvalidConfiguration {
+        /// What is wrong.
+        reason: String,
+    },
     /// The store was closed.
     #[error("store is closed")]
     Closed,

@@ -6,12 +6,14 @@
 //!
 //! | adapter | durability | use |
 //! |---|---|---|
+//! | [`LogAdapter`] (default, [`open`]) | fdatasync before acknowledging | embedded, one process |
 //! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
 
 mod adapter;
 mod error;
 mod event;
 mod limits;
+mod log;
 mod memory;
 pub mod page;
 mod timestamp;
@@ -20,6 +22,7 @@ pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
 pub use event::{AggregateIdEntry, AppendEvent, EncodedEvent, Position, StoredEvent};
 pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
+pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 pub use timestamp::{InvalidTimestamp, Timestamp};

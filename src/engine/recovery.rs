@@ -1,0 +1,179 @@
+//! Recovery: rebuilding the writer's state from the log when a store opens.
+//!
+//! Starting at the index checkpoint, every frame is read and verified and its events are put in
+//! a fresh memtable. The scan stops at the first all-zero frame header (the end of data).
+//!
+//! A frame that fails verification is handled by where it is:
+//! - in a segment that is not the last one, it is [`EngineError::Corruption`]: a segment is
+//!   synced completely before the next one is created, so its content was durable;
+//! - in the last segment, it is a **torn tail** (a write that a crash interrupted, which was
+//!   never acknowledged) unless a later valid frame says, through its `durable_offset`, that the
+//!   bytes at the bad frame had been synced before; then it is corruption too. A torn tail is
+//!   zero-filled up to the segment's end and synced, so no stale frame can ever reappear.
+
+use std::sync::Arc;
+
+use super::error::EngineError;
+use super::frame::{self, FRAME_ALIGN, FRAME_HEADER_BYTES, FrameError};
+use super::index::{Cursor, Location, MemTable};
+use super::segment::Segment;
+
+/// Reads a region of a segment, mapping errors.
+fn read(segment: &Segment, offset: u64, len: usize) -> Result<Vec<u8>, EngineError> {
+    let mut buf = vec![0u8; len];
+    segment
+        .file
+        .read_exact_at(&mut buf, offset)
+        .map_err(|e| EngineError::io("read", &segment.path, e))?;
+    Ok(buf)
+}
+
+/// Reads and verifies the frame at `offset`; `Ok(None)` at the end of data.
+pub(crate) fn read_frame(
+    segment: &Segment,
+    offset: u64,
+) -> Result<Option<Result<(frame::FrameHeader, Vec<u8>), FrameError>>, EngineError> {
+    let size = segment.header.size;
+    if offset + FRAME_HEADER_BYTES as u64 > size {
+        return Ok(None);
+    }
+    let head = read(segment, offset, FRAME_HEADER_BYTES)?;
+    if head.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let header = match frame::decode_frame_header(&head) {
+        Ok(h) => h,
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    let len = FRAME_HEADER_BYTES as u64 + u64::from(header.body_len);
+    if offset + len > size {
+        return Ok(Some(Err(FrameError::Truncated {
+            needed: len,
+            available: size - offset,
+        })));
+    }
+    let bytes = read(segment, offset, len as usize)?;
+    let checked = frame::decode_frame(&bytes).map(|(h, _)| h);
+    Ok(Some(checked.map(|h| (h, bytes))))
+}
+
+/// Scans `segment` from `cursor` (which must point into it), applying every valid frame to
+/// `mem` and advancing `cursor`, up to the end of data or a torn tail (then zero-filled). `on_full` is called whenever `mem` holds `flush_every` events
+/// (to write it to the index during long replays).
+pub(crate) fn scan_segment(
+    segment: &Arc<Segment>,
+    is_last: bool,
+    cursor: &mut Cursor,
+    mem: &mut MemTable,
+    flush_every: usize,
+    on_full: &mut dyn FnMut(&mut MemTable, Cursor) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    loop {
+        let offset = cursor.offset;
+        let frame = match read_frame(segment, offset)? {
+            None => return Ok(()),
+            Some(Ok((header, bytes))) if header.first_position == cursor.next_position => {
+                (header, bytes)
+            }
+            Some(Ok(_)) => {
+                let e = FrameError::Malformed("frame position out of sequence");
+                return bad(segment, is_last, offset, e);
+            }
+            Some(Err(e)) => return bad(segment, is_last, offset, e),
+        };
+        let (header, bytes) = frame;
+        let (_, entries) =
+            frame::decode_frame(&bytes).map_err(|e| corruption(segment, offset, e))?;
+        for (i, (body_offset, entry)) in entries.into_iter().enumerate() {
+            let event = frame::decode_entry(entry).map_err(|e| corruption(segment, offset, e))?;
+            let loc = Location {
+                position: header.first_position + i as u64,
+                segment_id: segment.header.segment_id,
+                offset: offset + FRAME_HEADER_BYTES as u64 + u64::from(body_offset),
+                len: entry.len() as u32,
+            };
+            let expected = mem
+                .last_version(&event.store, &event.aggregate)
+                .map(|v| v + 1);
+            if expected.is_some_and(|v| v != event.version) {
+                return Err(corruption(
+                    segment,
+                    offset,
+                    FrameError::Malformed("aggregate version out of sequence"),
+                ));
+            }
+            mem.insert(
+                &event.store,
+                &event.aggregate,
+                event.version,
+                event.timestamp_ms,
+                loc,
+            );
+        }
+        cursor.offset = offset + header.frame_len();
+        cursor.next_position = header.first_position + u64::from(header.entry_count);
+        mem.end = *cursor;
+        if mem.events >= flush_every {
+            on_full(mem, *cursor)?;
+        }
+    }
+}
+
+fn corruption(segment: &Segment, offset: u64, e: FrameError) -> EngineError {
+    EngineError::Corruption {
+        file: segment.path.clone(),
+        offset,
+        reason: e.to_string(),
+    }
+}
+
+/// Decides what a bad frame at `offset` means (see the module docs) and acts on it.
+fn bad(segment: &Segment, is_last: bool, offset: u64, e: FrameError) -> Result<(), EngineError> {
+    if !is_last {
+        return Err(corruption(segment, offset, e));
+    }
+    // Look for a later valid frame that proves the bad bytes had been synced.
+    let size = segment.header.size;
+    let mut probe = offset + FRAME_ALIGN;
+    while probe + FRAME_HEADER_BYTES as u64 <= size {
+        let chunk_len = ((size - probe).min(1 << 20)) as usize;
+        let chunk = read(segment, probe, chunk_len)?;
+        let mut at = 0usize;
+        while at + 4 <= chunk.len() {
+            if chunk[at..at + 4] == frame::FRAME_MAGIC.to_le_bytes() {
+                if let Some(Ok((header, _))) = read_frame(segment, probe + at as u64)? {
+                    if header.durable_offset > offset {
+                        return Err(corruption(segment, offset, e));
+                    }
+                }
+            }
+            at += FRAME_ALIGN as usize;
+        }
+        probe += chunk_len as u64;
+    }
+    zero_from(segment, offset)?;
+    tracing::warn!(file = %segment.path.display(), offset, reason = %e, "truncated a torn log tail (unacknowledged data)");
+    Ok(())
+}
+
+/// Zero-fills `segment` from `offset` to its end (skipping regions already zero) and syncs.
+fn zero_from(segment: &Segment, offset: u64) -> Result<(), EngineError> {
+    let size = segment.header.size;
+    let mut at = offset;
+    let zeros = vec![0u8; 1 << 20];
+    while at < size {
+        let n = ((size - at).min(zeros.len() as u64)) as usize;
+        let current = read(segment, at, n)?;
+        if current.iter().any(|&b| b != 0) {
+            segment
+                .file
+                .write_all_at(&zeros[..n], at)
+                .map_err(|e| EngineError::io("truncate", &segment.path, e))?;
+        }
+        at += n as u64;
+    }
+    segment
+        .file
+        .sync_data()
+        .map_err(|e| EngineError::io("sync", &segment.path, e))
+}

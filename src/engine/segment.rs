@@ -1,0 +1,151 @@
+//! Segment files: the log is a sequence of preallocated files, each starting with a header.
+//!
+//! A segment is named `{segment_id:010}.seg` inside the store's `log/` directory. It is created
+//! at its full size and zero-filled (so a data sync never has to journal a size or extent
+//! change), then synced together with its directory before any commit is written to it.
+//! Commit frames follow the header back to back (8-byte aligned); zeros mark the end of data.
+//!
+//! Header (64 bytes, little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `ANNALSEG` |
+//! | 8 | 4 | format version (1) |
+//! | 12 | 4 | reserved, zero |
+//! | 16 | 8 | segment id (1, 2, …) |
+//! | 24 | 8 | first_position: global position of the segment's first event |
+//! | 32 | 8 | segment size in bytes |
+//! | 40 | 20 | reserved, zero |
+//! | 60 | 4 | CRC-32 of bytes 0 .. 60 |
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::io::{FileSystem, StoreFile};
+
+/// Magic bytes at the start of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
+/// The segment format this code writes and reads.
+pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// Bytes of the segment header; the first frame starts here.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+
+/// The checked header of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Sequence number of the segment, from 1.
+    pub segment_id: u64,
+    /// Global position of the first event stored in it.
+    pub first_position: u64,
+    /// Size the segment was created with.
+    pub size: u64,
+}
+
+impl SegmentHeader {
+    /// Serialises the header.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+        let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
+        h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        h[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+        h[16..24].copy_from_slice(&self.segment_id.to_le_bytes());
+        h[24..32].copy_from_slice(&self.first_position.to_le_bytes());
+        h[32..40].copy_from_slice(&self.size.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..60]);
+        h[60..64].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Parses and verifies a header; the reason on failure.
+    pub fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        if bytes.len() < SEGMENT_HEADER_BYTES as usize {
+            return Err("segment shorter than its header");
+        }
+        if bytes[0..8] != SEGMENT_MAGIC {
+            return Err("bad segment magic");
+        }
+        let mut crc = [0u8; 4];
+        crc.copy_from_slice(&bytes[60..64]);
+        if u32::from_le_bytes(crc) != crc32fast::hash(&bytes[0..60]) {
+            return Err("segment header checksum mismatch");
+        }
+        let u64_at = |at: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(a)
+        };
+        let mut version = [0u8; 4];
+        version.copy_from_slice(&bytes[8..12]);
+        if u32::from_le_bytes(version) != SEGMENT_FORMAT_VERSION {
+            return Err("unsupported segment format version");
+        }
+        let header = SegmentHeader {
+            segment_id: u64_at(16),
+            first_position: u64_at(24),
+            size: u64_at(32),
+        };
+        if header.segment_id == 0
+            || header.first_position == 0
+            || header.size < SEGMENT_HEADER_BYTES
+        {
+            return Err("segment header fields out of range");
+        }
+        Ok(header)
+    }
+}
+
+/// The file name of segment `segment_id`.
+pub fn file_name(segment_id: u64) -> String {
+    format!("{segment_id:010}.seg")
+}
+
+/// The segment id encoded in a file name, if it is a segment's.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let id = name.strip_suffix(".seg")?;
+    if id.len() != 10 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok().filter(|&id| id > 0)
+}
+
+/// An open segment.
+#[derive(Debug)]
+pub struct Segment {
+    /// Its header.
+    pub header: SegmentHeader,
+    /// Its path.
+    pub path: PathBuf,
+    /// The open file (shared by the writer and readers; reads and writes are positional).
+    pub file: Arc<dyn StoreFile>,
+}
+
+/// Creates segment `header.segment_id` in `dir`: zero-filled to its full size, header written,
+/// file and directory synced. On failure the partial file is removed (best effort).
+pub fn create(fs: &dyn FileSystem, dir: &Path, header: SegmentHeader) -> io::Result<Segment> {
+    let path = dir.join(file_name(header.segment_id));
+    let file = fs.open(&path, true)?;
+    let result = (|| {
+        file.set_len(0)?;
+        // Write real zeros rather than set_len or fallocate: the blocks are then allocated and
+        // initialised, so later fdatasyncs flush data only, never extent metadata.
+        let mut at = SEGMENT_HEADER_BYTES;
+        while at < header.size {
+            let n = (header.size - at).min(ZEROS.len() as u64) as usize;
+            file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        file.write_all_at(&header.encode(), 0)?;
+        file.sync_data()?;
+        fs.sync_dir(dir)
+    })();
+    match result {
+        Ok(()) => Ok(Segment { header, path, file }),
+        Err(e) => {
+            drop(file);
+            let _ = fs.remove(&path);
+            let _ = fs.sync_dir(dir);
+            Err(e)
+        }
+    }
+}

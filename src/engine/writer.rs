@@ -1,0 +1,507 @@
+//! The group-commit writer: one thread owns the log's tail.
+//!
+//! Appenders send pre-encoded commits over a channel. The writer takes every commit waiting
+//! (up to a batch limit), checks each commit's versions against the latest version of every
+//! aggregate it touches (memtables, then the persisted index, then earlier commits of the same
+//! batch), lays the accepted commits out as frames in one buffer, writes it with one call,
+//! syncs once (under [`Durability::Immediate`]), publishes the new locations to readers, and
+//! only then acknowledges each commit. A refused commit consumes no position, so global
+//! positions stay gap-free.
+//!
+//! Any failed write or sync **poisons** the engine: the outcome on disk is unknown (after a
+//! failed fsync the kernel may have dropped the dirty pages), so nothing more is acknowledged
+//! until the store is reopened and recovery has re-read the log. The exception is a full disk
+//! while creating a segment: nothing was written to the log, so only the commits that needed
+//! the new segment fail, with [`EngineError::StorageFull`], and later appends retry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::error::EngineError;
+use super::frame::{self, EncodedCommit, FRAME_HEADER_BYTES};
+use super::index::{Cursor, Location, MemTable};
+use super::segment::{self, Segment, SegmentHeader};
+use super::{Durability, Shared};
+
+/// Most bytes of commits written in one batch.
+const BATCH_BYTES_MAX: usize = 32 << 20;
+/// Most commits in one batch.
+const BATCH_COMMITS_MAX: usize = 4096;
+
+/// A message to the writer.
+pub(crate) enum Request {
+    /// Append a commit; reply with the position of its first event.
+    Append {
+        commit: EncodedCommit,
+        reply: oneshot::Sender<Result<u64, EngineError>>,
+    },
+    /// Make everything written so far durable.
+    Sync {
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub rx: Receiver<Request>,
+    pub checkpoints: Sender<Arc<MemTable>>,
+    pub segment: Arc<Segment>,
+    pub cursor: Cursor,
+    /// Bytes of the current segment known durable.
+    pub durable_offset: u64,
+    pub last_sync: Instant,
+}
+
+struct Accepted {
+    commit: EncodedCommit,
+    reply: oneshot::Sender<Result<u64, EngineError>>,
+    first_position: u64,
+    segment_id: u64,
+    frame_offset: u64,
+}
+
+impl Writer {
+    /// Runs until every sender is gone, then syncs and hands the last memtable over.
+    pub fn run(mut self) {
+        let tick = match self.shared.options.durability {
+            Durability::Periodic(every) => Some(every),
+            _ => None,
+        };
+        loop {
+            let first = match tick {
+                Some(every) => match self.rx.recv_timeout(every) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.periodic_sync();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = vec![first];
+            let mut bytes = 0usize;
+            while batch.len() < BATCH_COMMITS_MAX && bytes < BATCH_BYTES_MAX {
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        if let Request::Append { commit, .. } = &r {
+                            bytes += commit.body.len();
+                        }
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+            if tick.is_some() {
+                self.periodic_sync();
+            }
+        }
+        self.shutdown();
+    }
+
+    fn poisoned(&self) -> Option<EngineError> {
+        self.shared
+            .poison_reason()
+            .map(|reason| EngineError::Poisoned { reason })
+    }
+
+    fn poison(&self, error: &EngineError) {
+        self.shared.poison(error.to_string());
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        let mut appends = Vec::with_capacity(batch.len());
+        let mut syncs = Vec::new();
+        for request in batch {
+            match request {
+                Request::Append { commit, reply } => appends.push((commit, reply)),
+                Request::Sync { reply } => syncs.push(reply),
+            }
+        }
+        if let Some(e) = self.poisoned() {
+            for (_, reply) in appends {
+                let _ = reply.send(Err(EngineError::Poisoned {
+                    reason: e.to_string(),
+                }));
+            }
+            for reply in syncs {
+                let _ = reply.send(Err(EngineError::Poisoned {
+                    reason: e.to_string(),
+                }));
+            }
+            return;
+        }
+        let accepted = self.check_versions(appends);
+        let accepted = self.write(accepted);
+        let sync_result = if syncs.is_empty() {
+            Ok(())
+        } else {
+            self.sync()
+        };
+        for reply in syncs {
+            let _ =
+                reply.send(
+                    sync_result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| EngineError::Poisoned {
+                            reason: e.to_string(),
+                        }),
+                );
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        self.publish(&accepted);
+        for a in accepted {
+            let _ = a.reply.send(Ok(a.first_position));
+        }
+        self.maybe_freeze();
+    }
+
+    /// Refuses (and answers) commits whose versions are not the next ones.
+    fn check_versions(
+        &self,
+        appends: Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
+    ) -> Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)> {
+        // Hold the overlay's read lock while opening the index reader: the checkpointer drops a
+        // frozen memtable only after its index commit, so one of the two always has it.
+        let overlay = self
+            .shared
+            .overlay
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let reader = match self.shared.index.reader() {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = e.to_string();
+                for (_, reply) in appends {
+                    let _ = reply.send(Err(EngineError::index(
+                        "read index",
+                        &self.shared.index_path,
+                        &reason,
+                    )));
+                }
+                return Vec::new();
+            }
+        };
+        let mut batch_versions: HashMap<(String, String), u64> = HashMap::new();
+        let mut accepted = Vec::with_capacity(appends.len());
+        'commits: for (commit, reply) in appends {
+            let mut local: HashMap<(&str, &str), u64> = HashMap::new();
+            for key in &commit.keys {
+                let k = (key.store.as_str(), key.aggregate.as_str());
+                let last = match local.get(&k) {
+                    Some(&v) => Ok(v),
+                    None => match batch_versions.get(&(k.0.to_owned(), k.1.to_owned())) {
+                        Some(&v) => Ok(v),
+                        None => overlay.last_version(k.0, k.1, &reader),
+                    },
+                };
+                let last = match last {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue 'commits;
+                    }
+                };
+                if key.version != last + 1 {
+                    let _ = reply.send(Err(EngineError::Conflict {
+                        store: key.store.clone(),
+                        aggregate: key.aggregate.clone(),
+                        version: key.version,
+                        last,
+                    }));
+                    continue 'commits;
+                }
+                local.insert(k, key.version);
+            }
+            for ((s, a), v) in local {
+                batch_versions.insert((s.to_owned(), a.to_owned()), v);
+            }
+            accepted.push((commit, reply));
+        }
+        accepted
+    }
+
+    /// Lays out and writes the accepted commits; returns those that are now written (and
+    /// durable, under `Immediate`).
+    fn write(
+        &mut self,
+        commits: Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
+    ) -> Vec<Accepted> {
+        let mut done: Vec<Accepted> = Vec::with_capacity(commits.len());
+        let mut pending: Vec<Accepted> = Vec::new();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut buffer_offset = self.cursor.offset;
+        let mut commits = commits.into_iter();
+        while let Some((commit, reply)) = commits.next() {
+            let frame_len = frame::padded((FRAME_HEADER_BYTES + commit.body.len()) as u64);
+            if self.cursor.offset + frame_len > self.segment.header.size {
+                // Seal this segment (write and sync what it has), then start the next one.
+                if let Err(e) = self
+                    .flush(&buffer, buffer_offset)
+                    .and_then(|()| self.sync())
+                {
+                    self.fail(e, pending, Some((commit, reply)), commits);
+                    return done;
+                }
+                done.append(&mut pending);
+                buffer.clear();
+                if let Err(e) = self.roll() {
+                    let storage_full = matches!(e, EngineError::StorageFull { .. });
+                    if !storage_full {
+                        self.poison(&e);
+                    }
+                    let _ = reply.send(Err(clone_error(&e)));
+                    for (_, reply) in commits {
+                        let _ = reply.send(Err(clone_error(&e)));
+                    }
+                    return done;
+                }
+                buffer_offset = self.cursor.offset;
+                if self.cursor.offset + frame_len > self.segment.header.size {
+                    let e = EngineError::InvalidOptions(format!(
+                        "a commit of {frame_len} bytes does not fit in a segment"
+                    ));
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            }
+            let first_position = self.cursor.next_position;
+            let header = frame::encode_frame_header(&commit, first_position, self.durable_offset);
+            buffer.extend_from_slice(&header);
+            buffer.extend_from_slice(&commit.body);
+            buffer.resize(
+                buffer.len() + (frame_len as usize - FRAME_HEADER_BYTES - commit.body.len()),
+                0,
+            );
+            pending.push(Accepted {
+                first_position,
+                segment_id: self.segment.header.segment_id,
+                frame_offset: self.cursor.offset,
+                commit,
+                reply,
+            });
+            self.cursor.offset += frame_len;
+            self.cursor.next_position += pending.last().map_or(0, |a| a.commit.keys.len() as u64);
+        }
+        let result = self.flush(&buffer, buffer_offset).and_then(|()| {
+            match self.shared.options.durability {
+                Durability::Immediate => self.sync(),
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = result {
+            self.fail(e, pending, None, Vec::new().into_iter());
+            return done;
+        }
+        done.append(&mut pending);
+        done
+    }
+
+    /// Poisons the engine and fails every commit not yet acknowledged.
+    fn fail(
+        &mut self,
+        e: EngineError,
+        pending: Vec<Accepted>,
+        current: Option<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
+        rest: impl Iterator<Item = (EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
+    ) {
+        self.poison(&e);
+        let replies = pending
+            .into_iter()
+            .map(|a| a.reply)
+            .chain(current.map(|c| c.1))
+            .chain(rest.map(|c| c.1));
+        for reply in replies {
+            let _ = reply.send(Err(clone_error(&e)));
+        }
+    }
+
+    fn flush(&self, buffer: &[u8], offset: u64) -> Result<(), EngineError> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        self.segment
+            .file
+            .write_all_at(buffer, offset)
+            .map_err(|e| EngineError::io("write", &self.segment.path, e))
+    }
+
+    fn sync(&mut self) -> Result<(), EngineError> {
+        if self.durable_offset == self.cursor.offset {
+            return Ok(());
+        }
+        self.segment.file.sync_data().map_err(|e| {
+            let e = EngineError::io("sync", &self.segment.path, e);
+            self.poison(&e);
+            e
+        })?;
+        self.durable_offset = self.cursor.offset;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn periodic_sync(&mut self) {
+        if let Durability::Periodic(every) = self.shared.options.durability {
+            if self.last_sync.elapsed() >= every && self.poisoned().is_none() {
+                let _ = self.sync();
+            }
+        }
+    }
+
+    fn roll(&mut self) -> Result<(), EngineError> {
+        let header = SegmentHeader {
+            segment_id: self.segment.header.segment_id + 1,
+            first_position: self.cursor.next_position,
+            size: self.shared.options.segment_bytes,
+        };
+        let dir = &self.shared.log_dir;
+        let segment = segment::create(self.shared.fs.as_ref(), dir, header)
+            .map_err(|e| EngineError::io("create segment in", dir, e))?;
+        let segment = Arc::new(segment);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(header.segment_id, Arc::clone(&segment));
+        self.segment = segment;
+        self.cursor.segment_id = header.segment_id;
+        self.cursor.offset = segment::SEGMENT_HEADER_BYTES;
+        self.durable_offset = self.cursor.offset;
+        Ok(())
+    }
+
+    /// Makes written commits visible to readers and to the next version checks.
+    fn publish(&self, accepted: &[Accepted]) {
+        let mut overlay = self
+            .shared
+            .overlay
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for a in accepted {
+            let entries_start = a.frame_offset + FRAME_HEADER_BYTES as u64;
+            for (i, key) in a.commit.keys.iter().enumerate() {
+                let loc = Location {
+                    position: a.first_position + i as u64,
+                    segment_id: a.segment_id,
+                    offset: entries_start + u64::from(key.body_offset),
+                    len: key.len,
+                };
+                overlay.active.insert(
+                    &key.store,
+                    &key.aggregate,
+                    key.version,
+                    key.timestamp_ms,
+                    loc,
+                );
+            }
+        }
+        overlay.active.end = self.cursor;
+        self.shared.set_last_position(self.cursor.next_position - 1);
+    }
+
+    /// Hands the active memtable to the checkpointer once it is large enough and the previous
+    /// one is done. Its events must be durable first: the index never points past the
+    /// durable log.
+    fn maybe_freeze(&mut self) {
+        let due = {
+            let overlay = self
+                .shared
+                .overlay
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            overlay.frozen.is_none()
+                && overlay.active.events >= self.shared.options.checkpoint_events
+        };
+        if due {
+            self.freeze();
+        }
+    }
+
+    fn freeze(&mut self) {
+        if self.sync().is_err() {
+            return;
+        }
+        let frozen = {
+            let mut overlay = self
+                .shared
+                .overlay
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if overlay.active.events == 0 || overlay.frozen.is_some() {
+                return;
+            }
+            let active = std::mem::replace(&mut overlay.active, MemTable::starting_at(self.cursor));
+            let frozen = Arc::new(active);
+            overlay.frozen = Some(Arc::clone(&frozen));
+            frozen
+        };
+        let _ = self.checkpoints.send(frozen);
+    }
+
+    fn shutdown(&mut self) {
+        if self.poisoned().is_some() {
+            return;
+        }
+        if self.sync().is_err() {
+            return;
+        }
+        // Wait for a checkpoint in flight, then checkpoint the rest, so the next open replays
+        // nothing.
+        self.shared.wait_for_checkpoint();
+        self.freeze();
+        self.shared.wait_for_checkpoint();
+    }
+}
+
+/// A copy of an error for each waiting appender (I/O errors are not `Clone`).
+pub(crate) fn clone_error(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::StorageFull { path } => EngineError::StorageFull { path: path.clone() },
+        EngineError::Io {
+            operation,
+            path,
+            source,
+        } => EngineError::Io {
+            operation,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        EngineError::Corruption {
+            file,
+            offset,
+            reason,
+        } => EngineError::Corruption {
+            file: file.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        EngineError::Locked { path } => EngineError::Locked { path: path.clone() },
+        EngineError::Poisoned { reason } => EngineError::Poisoned {
+            reason: reason.clone(),
+        },
+        EngineError::Closed => EngineError::Closed,
+        EngineError::Conflict {
+            store,
+            aggregate,
+            version,
+            last,
+        } => EngineError::Conflict {
+            store: store.clone(),
+            aggregate: aggregate.clone(),
+            version: *version,
+            last: *last,
+        },
+        EngineError::InvalidOptions(s) => EngineError::InvalidOptions(s.clone()),
+    }
+}

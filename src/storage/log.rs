@@ -1,0 +1,307 @@
+//! The log adapter: the embedded, durable default — annals' own segmented log engine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
+    GetEventsOptions, Limits, Position, StorageAdapter, StorageError, StoredEvent, Timestamp,
+};
+use crate::engine::frame::{ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_HEADER_BYTES};
+use crate::engine::segment::SEGMENT_HEADER_BYTES;
+use crate::engine::{
+    Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
+    LogEvent, OsFileSystem,
+};
+
+/// Events stored in a directory on local disk, in annals' crash-safe segmented log.
+///
+/// Commits from concurrent tasks are grouped: one write and one fdatasync serve them all.
+/// Under the default [`Durability::Immediate`], an append returns only once it is on stable
+/// storage. One process (one handle) holds the store at a time; a second open fails with
+/// [`StorageError::Locked`].
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let adapter = annals::open(dir.path())?;
+/// assert!(matches!(annals::open(dir.path()), Err(annals::StorageError::Locked { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct LogAdapter {
+    engine: Engine,
+    limits: Limits,
+}
+
+/// Configures and opens a [`LogAdapter`]; made by [`LogAdapter::builder`].
+#[derive(Debug, Clone)]
+pub struct LogAdapterBuilder {
+    dir: PathBuf,
+    engine: EngineOptions,
+    limits: Limits,
+    fs: Arc<dyn FileSystem>,
+}
+
+impl LogAdapterBuilder {
+    /// When appends are acknowledged (default [`Durability::Immediate`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.engine.durability = durability;
+        self
+    }
+
+    /// Size of each segment file (default 64 MiB).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.engine.segment_bytes = bytes;
+        self
+    }
+
+    /// Events kept in memory before they are checkpointed into the persisted index (default
+    /// 100,000). Bounds both memory and the log replayed on open.
+    pub fn checkpoint_events(mut self, events: usize) -> Self {
+        self.engine.checkpoint_events = events;
+        self
+    }
+
+    /// Cache of the persisted index (default 64 MiB).
+    pub fn index_cache_bytes(mut self, bytes: usize) -> Self {
+        self.engine.index_cache_bytes = bytes;
+        self
+    }
+
+    /// Limits enforced on appends (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Performs I/O through `fs` instead of the operating system (fault-injection tests).
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.fs = fs;
+        self
+    }
+
+    /// Opens the store, creating it if needed, and recovers it after a crash.
+    pub fn open(self) -> Result<LogAdapter, StorageError> {
+        let limits = self.limits;
+        let per_event = ENTRY_HEADER_BYTES + limits.event_store_id_bytes_max;
+        let commit_max = (FRAME_HEADER_BYTES + limits.group_bytes_max)
+            .saturating_add(limits.group_events_max.saturating_mul(per_event))
+            as u64
+            + FRAME_ALIGN;
+        if commit_max
+            > self
+                .engine
+                .segment_bytes
+                .saturating_sub(SEGMENT_HEADER_BYTES)
+        {
+            return Err(StorageError::InvalidConfiguration {
+                reason: format!(
+                    "a commit within the limits may take {commit_max} bytes, more than a segment \
+                     of {} bytes holds; raise segment_bytes or lower the group limits",
+                    self.engine.segment_bytes
+                ),
+            });
+        }
+        let engine = Engine::open_with(self.fs, &self.dir, self.engine).map_err(storage_error)?;
+        Ok(LogAdapter { engine, limits })
+    }
+}
+
+/// Opens (or creates) a store in `dir` with default options: the log adapter, durable on
+/// every acknowledged append.
+pub fn open(dir: impl AsRef<Path>) -> Result<Arc<LogAdapter>, StorageError> {
+    LogAdapter::builder(dir).open().map(Arc::new)
+}
+
+impl LogAdapter {
+    /// Starts configuring a store in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> LogAdapterBuilder {
+        LogAdapterBuilder {
+            dir: dir.as_ref().to_owned(),
+            engine: EngineOptions::default(),
+            limits: Limits::default(),
+            fs: Arc::new(OsFileSystem),
+        }
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        self.engine.dir()
+    }
+
+    /// Global position of the last committed event (0 when empty).
+    pub fn last_position(&self) -> Position {
+        self.engine.last_position()
+    }
+
+    /// Figures about the store.
+    pub fn stats(&self) -> EngineStats {
+        self.engine.stats()
+    }
+
+    /// Makes every acknowledged append durable (useful under weaker durability).
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.engine.sync().await.map_err(storage_error)
+    }
+
+    /// Drains pending appends, syncs, checkpoints the index and releases the lock. Later calls
+    /// fail with [`StorageError::Closed`].
+    pub fn close(&self) {
+        self.engine.close();
+    }
+}
+
+fn to_log_event(
+    AppendEvent {
+        event_store_id,
+        event,
+    }: AppendEvent,
+) -> LogEvent {
+    LogEvent {
+        store: event_store_id,
+        aggregate: event.aggregate_id,
+        version: event.version,
+        timestamp_ms: event.timestamp.unix_millis(),
+        event_type: event.event_type,
+        schema_version: event.schema_version,
+        payload: event.payload,
+        metadata: event.metadata,
+    }
+}
+
+fn to_stored(position: u64, e: LogEvent) -> StoredEvent {
+    StoredEvent {
+        position,
+        event: EncodedEvent {
+            aggregate_id: e.aggregate,
+            version: e.version,
+            timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            payload: e.payload,
+            metadata: e.metadata,
+        },
+    }
+}
+
+/// Maps the engine's errors onto the storage floor's.
+fn storage_error(e: EngineError) -> StorageError {
+    match e {
+        EngineError::Conflict {
+            store,
+            aggregate,
+            version,
+            last,
+        } if version <= last => EventAlreadyExists {
+            event_store_id: store,
+            aggregate_id: aggregate,
+            version,
+        }
+        .into(),
+        EngineError::Conflict {
+            store,
+            aggregate,
+            version,
+            last,
+        } => StorageError::UnexpectedVersion {
+            event_store_id: store,
+            aggregate_id: aggregate,
+            version,
+            expected: Some(last + 1),
+        },
+        EngineError::Io {
+            operation,
+            path,
+            source,
+        } => StorageError::Io {
+            operation,
+            path,
+            source,
+        },
+        EngineError::StorageFull { path } => StorageError::StorageFull { path },
+        EngineError::Corruption {
+            file,
+            offset,
+            reason,
+        } => StorageError::Corruption {
+            file,
+            offset,
+            reason,
+        },
+        EngineError::Locked { path } => StorageError::Locked { path },
+        EngineError::Poisoned { reason } => StorageError::Poisoned { reason },
+        EngineError::Closed => StorageError::Closed,
+        EngineError::InvalidOptions(reason) => StorageError::InvalidConfiguration { reason },
+    }
+}
+
+#[async_trait]
+impl StorageAdapter for LogAdapter {
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    async fn read_events(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let events = self
+            .engine
+            .read_events(
+                event_store_id,
+                aggregate_id,
+                options.min_version.unwrap_or(1),
+                options.max_version.unwrap_or(u64::MAX),
+                options.limit,
+                options.reverse,
+            )
+            .map_err(storage_error)?;
+        Ok(events
+            .into_iter()
+            .map(|(position, e)| to_stored(position, e))
+            .collect())
+    }
+
+    async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
+        let count = events.len() as u64;
+        let commit = EncodedCommit::encode(events.into_iter().map(to_log_event).collect());
+        let first = self.engine.append(commit).await.map_err(storage_error)?;
+        Ok((first..first + count).collect())
+    }
+
+    async fn scan_aggregate_ids(
+        &self,
+        event_store_id: &str,
+        query: &AggregateIdsQuery,
+    ) -> Result<Vec<AggregateIdEntry>, StorageError> {
+        let cursor = query.after_entry.as_ref().map(|c| {
+            (
+                c.initial_event_timestamp.unix_millis(),
+                c.aggregate_id.as_str(),
+            )
+        });
+        let found = self
+            .engine
+            .list_aggregates(
+                event_store_id,
+                query.initial_event_after.map(Timestamp::unix_millis),
+                query.initial_event_before.map(Timestamp::unix_millis),
+                query.reverse,
+                cursor,
+                query.scan_limit().unwrap_or(usize::MAX),
+            )
+            .map_err(storage_error)?;
+        Ok(found
+            .into_iter()
+            .map(|(t, aggregate_id)| AggregateIdEntry {
+                initial_event_timestamp: Timestamp::from_unix_millis(t),
+                aggregate_id,
+            })
+            .collect())
+    }
+}
