@@ -350,9 +350,12 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
     Ok(header)
 }
 
+/// One entry of a verified frame: its offset within the body, and its bytes.
+pub type EntrySlice<'a> = (u32, &'a [u8]);
+
 /// Verifies a whole frame (`bytes` = header + body, no padding) and splits its entries.
 /// Returns the header and each entry's (offset within the body, bytes).
-pub fn decode_frame(bytes: &[u8]) -> Result<(FrameHeader, Vec<(u32, &[u8])>), FrameError> {
+pub fn decode_frame(bytes: &[u8]) -> Result<(FrameHeader, Vec<EntrySlice<'_>>), FrameError> {
     let header = decode_frame_header(bytes)?;
     let total = FRAME_HEADER_BYTES + header.body_len as usize;
     if bytes.len() < total {

@@ -169,8 +169,9 @@ impl MemTable {
     }
 }
 
-const EVENTS: TableDefinition<(&str, &str, u64), (u64, u64, u64, u32)> =
-    TableDefinition::new("events");
+/// (store, aggregate, version) → (position, segment id, offset, length).
+type EventsTable<'a> = TableDefinition<'a, (&'static str, &'static str, u64), (u64, u64, u64, u32)>;
+const EVENTS: EventsTable<'static> = TableDefinition::new("events");
 const AGGREGATES: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("aggregates");
 const BY_INITIAL: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_initial_event");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -201,7 +202,7 @@ struct Backend(Arc<dyn StoreFile>);
 
 impl redb::StorageBackend for Backend {
     fn len(&self) -> io::Result<u64> {
-        self.0.len()
+        self.0.size()
     }
     fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0; len];
@@ -451,34 +452,21 @@ impl IndexReader<'_> {
         let range = table
             .range::<(&str, i64, &str)>((lower, upper))
             .map_err(|e| err(e.into()))?;
-        let mut out = Vec::new();
-        let mut push = |item: Result<
-            (
-                redb::AccessGuard<'_, (&str, i64, &str)>,
-                redb::AccessGuard<'_, ()>,
-            ),
-            redb::StorageError,
-        >|
-         -> Result<bool, EngineError> {
-            let (key, _) = item.map_err(|e| err(e.into()))?;
-            let (_, t, id) = key.value();
-            out.push((t, id.to_owned()));
-            Ok(out.len() < limit)
-        };
         if limit == 0 {
             return Ok(Vec::new());
         }
-        if reverse {
-            for item in range.rev() {
-                if !push(item)? {
-                    break;
-                }
-            }
+        let mut out: Vec<(i64, String)> = Vec::new();
+        let items: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(range.rev())
         } else {
-            for item in range {
-                if !push(item)? {
-                    break;
-                }
+            Box::new(range)
+        };
+        for item in items {
+            let (key, _) = item.map_err(|e| err(e.into()))?;
+            let (_, t, id) = key.value();
+            out.push((t, id.to_owned()));
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)

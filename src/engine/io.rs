@@ -36,8 +36,8 @@ pub trait StoreFile: Send + Sync + Debug {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes written data durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
-    /// The file's length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    /// The file's size in bytes.
+    fn size(&self) -> io::Result<u64>;
     /// Truncates or extends (with zeros) the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
 }
@@ -69,10 +69,10 @@ impl FileSystem for OsFileSystem {
         let mut names = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
-                if let Some(name) = entry.file_name().to_str() {
-                    names.push(name.to_owned());
-                }
+            if entry.file_type()?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                names.push(name.to_owned());
             }
         }
         Ok(names)
@@ -129,7 +129,7 @@ impl StoreFile for OsFile {
         self.file.sync_data()
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 

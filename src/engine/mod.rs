@@ -619,7 +619,7 @@ fn load_segments(
         let file = fs
             .open(&path, false)
             .map_err(|e| EngineError::io("open", &path, e))?;
-        let len = file.len().map_err(|e| EngineError::io("stat", &path, e))?;
+        let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
         let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| EngineError::io("read", &path, e))?;
@@ -653,14 +653,14 @@ fn load_segments(
                 });
             }
         };
-        if let Some(prev) = segments.keys().next_back() {
-            if *prev + 1 != id {
-                return Err(EngineError::Corruption {
-                    file: path,
-                    offset: 0,
-                    reason: format!("segment {} is missing", prev + 1),
-                });
-            }
+        if let Some(prev) = segments.keys().next_back()
+            && *prev + 1 != id
+        {
+            return Err(EngineError::Corruption {
+                file: path,
+                offset: 0,
+                reason: format!("segment {} is missing", prev + 1),
+            });
         }
         segments.insert(id, Arc::new(Segment { header, path, file }));
     }

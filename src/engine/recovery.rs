@@ -28,11 +28,11 @@ fn read(segment: &Segment, offset: u64, len: usize) -> Result<Vec<u8>, EngineErr
     Ok(buf)
 }
 
+/// A frame read from disk: its header and bytes, or why it is invalid.
+pub(crate) type FrameRead = Result<(frame::FrameHeader, Vec<u8>), FrameError>;
+
 /// Reads and verifies the frame at `offset`; `Ok(None)` at the end of data.
-pub(crate) fn read_frame(
-    segment: &Segment,
-    offset: u64,
-) -> Result<Option<Result<(frame::FrameHeader, Vec<u8>), FrameError>>, EngineError> {
+pub(crate) fn read_frame(segment: &Segment, offset: u64) -> Result<Option<FrameRead>, EngineError> {
     let size = segment.header.size;
     if offset + FRAME_HEADER_BYTES as u64 > size {
         return Ok(None);
@@ -140,12 +140,11 @@ fn bad(segment: &Segment, is_last: bool, offset: u64, e: FrameError) -> Result<(
         let chunk = read(segment, probe, chunk_len)?;
         let mut at = 0usize;
         while at + 4 <= chunk.len() {
-            if chunk[at..at + 4] == frame::FRAME_MAGIC.to_le_bytes() {
-                if let Some(Ok((header, _))) = read_frame(segment, probe + at as u64)? {
-                    if header.durable_offset > offset {
-                        return Err(corruption(segment, offset, e));
-                    }
-                }
+            if chunk[at..at + 4] == frame::FRAME_MAGIC.to_le_bytes()
+                && let Some(Ok((header, _))) = read_frame(segment, probe + at as u64)?
+                && header.durable_offset > offset
+            {
+                return Err(corruption(segment, offset, e));
             }
             at += FRAME_ALIGN as usize;
         }

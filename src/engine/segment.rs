@@ -30,7 +30,7 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
 pub const SEGMENT_FORMAT_VERSION: u32 = 1;
 /// Bytes of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
-const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
 /// The checked header of a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -352,10 +352,11 @@ impl Writer {
     }
 
     fn periodic_sync(&mut self) {
-        if let Durability::Periodic(every) = self.shared.options.durability {
-            if self.last_sync.elapsed() >= every && self.poisoned().is_none() {
-                let _ = self.sync();
-            }
+        if let Durability::Periodic(every) = self.shared.options.durability
+            && self.last_sync.elapsed() >= every
+            && self.poisoned().is_none()
+        {
+            let _ = self.sync();
         }
     }
 
