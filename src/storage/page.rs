@@ -87,18 +87,20 @@ impl AggregateIdsQuery {
     }
 }
 
-const TOKEN_FORMAT: u32 = 1;
+const TOKEN_FORMAT: u32 = 2;
 
+/// Timestamps are kept as Unix milliseconds: every `Timestamp` an event can carry round-trips,
+/// including instants outside the four-digit years that the ISO 8601 form can express.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PageToken {
     format: u32,
     event_store_id: String,
     limit: Option<usize>,
-    initial_event_after: Option<Timestamp>,
-    initial_event_before: Option<Timestamp>,
+    initial_event_after_ms: Option<i64>,
+    initial_event_before_ms: Option<i64>,
     reverse: bool,
-    last_timestamp: Timestamp,
+    last_timestamp_ms: i64,
     last_aggregate_id: String,
 }
 
@@ -128,11 +130,15 @@ impl ListAggregateIdsOptions {
         }
         Ok(AggregateIdsQuery {
             limit: self.limit.or(token.limit),
-            initial_event_after: self.initial_event_after.or(token.initial_event_after),
-            initial_event_before: self.initial_event_before.or(token.initial_event_before),
+            initial_event_after: self.initial_event_after.or(token
+                .initial_event_after_ms
+                .map(Timestamp::from_unix_millis)),
+            initial_event_before: self.initial_event_before.or(token
+                .initial_event_before_ms
+                .map(Timestamp::from_unix_millis)),
             reverse: self.reverse.unwrap_or(token.reverse),
             after_entry: Some(AggregateIdEntry {
-                initial_event_timestamp: token.last_timestamp,
+                initial_event_timestamp: Timestamp::from_unix_millis(token.last_timestamp_ms),
                 aggregate_id: token.last_aggregate_id,
             }),
         })
@@ -154,10 +160,14 @@ impl AggregateIdsQuery {
                         format: TOKEN_FORMAT,
                         event_store_id: event_store_id.to_owned(),
                         limit: self.limit,
-                        initial_event_after: self.initial_event_after,
-                        initial_event_before: self.initial_event_before,
+                        initial_event_after_ms: self
+                            .initial_event_after
+                            .map(Timestamp::unix_millis),
+                        initial_event_before_ms: self
+                            .initial_event_before
+                            .map(Timestamp::unix_millis),
                         reverse: self.reverse,
-                        last_timestamp: last.initial_event_timestamp,
+                        last_timestamp_ms: last.initial_event_timestamp.unix_millis(),
                         last_aggregate_id: last.aggregate_id.clone(),
                     };
                     serde_json::to_string(&token).expect("a page token always serializes")

@@ -1,0 +1,1362 @@
+//! Compares annals with SQLite and redb on the same event workloads, in one run.
+//!
+//! This is a standalone runner (`harness = false`), not a criterion benchmark: fsync-bound
+//! workloads take milliseconds per operation, so it times operations itself, keeps every
+//! latency sample for exact percentiles, and prints one markdown table at the end.
+//!
+//! # Engines
+//! Every engine stores the same events (store id, aggregate id, version, global position,
+//! timestamp, type, a ~200-byte MessagePack payload and metadata) and acknowledges a commit
+//! only once it is durable, except where said:
+//! - **annals** goes through the public [`StorageAdapter`] API on a tokio runtime. Until the
+//!   log adapter lands it runs on [`InMemoryAdapter`], labelled "annals (in-memory)": that row
+//!   measures the API and the typed path, *not* durability. Switching to the log adapter is a
+//!   one-line change in [`open_annals_adapter`].
+//! - **SQLite** (bundled): WAL mode, `synchronous=FULL` (the WAL is fsynced at every commit),
+//!   one table keyed by `(store, aggregate, version)`; one connection behind a mutex, since
+//!   SQLite serialises writers anyway.
+//! - **redb**, used directly: a table keyed by `(store, aggregate, version)` holding the event
+//!   bytes, a one-row table with the last global position, default durability (fsync per
+//!   commit); one shared `Database`, whose write transactions are serialised.
+//!
+//! SQLite and redb check only that a version is unique (as Castore does); annals also checks
+//! that it is the next one.
+//!
+//! # Workloads
+//! 1. one writer, one durable commit per event: commits/s, p50 and p99 latency;
+//! 2. N concurrent writers (32 by default) on distinct aggregates: events/s and p99 latency;
+//! 3. bulk: 1,000 events per commit: events/s;
+//! 4. replay one aggregate of 100,000 events, decoding each payload with rmp-serde into a
+//!    struct and folding it into a typed aggregate: events/s;
+//! 5. bulk-load speed, open time (until ready to append) after a clean close and after a
+//!    simulated crash, and bytes on disk per event, at each size of
+//!    `ANNALS_BENCH_OPEN_EVENTS`.
+//!
+//! # Running
+//! `cargo bench --bench compare` runs everything with the defaults below and writes
+//! `target/compare-report.md` and `target/compare-report.svg`. Without `--bench` (as under
+//! `cargo test --all-targets`) it only runs a tiny smoke pass and writes nothing.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `ANNALS_BENCH_SECS` | 3 | seconds each timed write workload runs (after a warm-up) |
+//! | `ANNALS_BENCH_MAX_EVENTS` | 500000 | a write workload also stops after this many events |
+//! | `ANNALS_BENCH_WRITERS` | 32 | writer threads of workload 2 |
+//! | `ANNALS_BENCH_BATCH` | 1000 | events per commit of workload 3 and of every bulk load |
+//! | `ANNALS_BENCH_REPLAY_EVENTS` | 100000 | events of the replayed aggregate |
+//! | `ANNALS_BENCH_REPLAY_RUNS` | 3 | replays timed; the median is reported |
+//! | `ANNALS_BENCH_OPEN_EVENTS` | 100000,1000000 | store sizes of workload 5; empty skips it |
+//! | `ANNALS_BENCH_ENGINES` | annals,sqlite,redb | engines to run, in column order |
+//! | `ANNALS_BENCH_DIR` | target/compare-data | where the temporary databases live |
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use annals::storage::{
+    AppendEvent, EncodedEvent, GetEventsOptions, InMemoryAdapter, StorageAdapter, Timestamp,
+};
+use redb::{ReadableTable, TableDefinition};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use tokio::runtime::{Handle, Runtime};
+
+type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// The event store id every engine writes to.
+const STORE: &str = "BENCH";
+/// The type of every benchmark event.
+const EVENT_TYPE: &str = "ACCOUNT_CREDITED";
+/// Events per aggregate in bulk loads and in workload 3.
+const BULK_AGGREGATE_EVENTS: u64 = 100;
+/// Distinct payloads cycled through, encoded once before any timing.
+const PAYLOAD_POOL: usize = 64;
+/// Timestamp of the first event; event `i` is `i` milliseconds later.
+const EPOCH_MS: i64 = 1_714_566_896_789;
+
+// ---------------------------------------------------------------------------------------------
+// The annals engine's adapter: the one place to change when the log adapter lands.
+// ---------------------------------------------------------------------------------------------
+
+/// The storage adapter the annals engine benchmarks, and whether it survives a reopen.
+struct AnnalsAdapter {
+    adapter: Arc<dyn StorageAdapter>,
+    /// `true` for an adapter whose commits are durable and that reopens from `dir`.
+    durable: bool,
+}
+
+/// SWITCH POINT. Opens (or creates) the annals adapter under test in the empty or existing
+/// directory `dir`. To benchmark the log adapter, replace the `in_memory` line with, e.g.:
+///
+/// ```text
+/// Ok(AnnalsAdapter::durable(annals::storage::LogAdapter::open(dir, Default::default())?))
+/// ```
+///
+/// (wrap the call in `runtime.block_on(...)` if `open` is async). Labels, reopen and disk
+/// figures follow from `durable`; nothing else needs to change.
+fn open_annals_adapter(dir: &Path, runtime: &Handle) -> BenchResult<AnnalsAdapter> {
+    let _ = (dir, runtime);
+    Ok(AnnalsAdapter::in_memory(InMemoryAdapter::new()))
+}
+
+impl AnnalsAdapter {
+    fn in_memory(adapter: impl StorageAdapter) -> Self {
+        AnnalsAdapter {
+            adapter: Arc::new(adapter),
+            durable: false,
+        }
+    }
+
+    #[allow(dead_code)] // Used once the switch point opens the log adapter.
+    fn durable(adapter: impl StorageAdapter) -> Self {
+        AnnalsAdapter {
+            adapter: Arc::new(adapter),
+            durable: true,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events and the typed aggregate they fold into
+// ---------------------------------------------------------------------------------------------
+
+/// The payload of every event: about 200 bytes once encoded with named fields.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AccountCredited {
+    account_id: String,
+    amount_cents: i64,
+    currency: String,
+    reference: String,
+    memo: String,
+    tags: Vec<String>,
+    booked_at_ms: i64,
+    sequence: u64,
+}
+
+/// The metadata of every event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Metadata {
+    correlation_id: String,
+}
+
+fn payload_pool() -> BenchResult<Vec<Vec<u8>>> {
+    (0..PAYLOAD_POOL)
+        .map(|i| {
+            let payload = AccountCredited {
+                account_id: format!("acct-{:08}", i * 7919),
+                amount_cents: 1_000 + i as i64 * 37,
+                currency: "EUR".to_owned(),
+                reference: format!("INV-2024-{:06}", i * 104_729),
+                memo: format!("monthly subscription renewal, plan professional, seat {i:03}"),
+                tags: vec![
+                    "billing".to_owned(),
+                    "renewal".to_owned(),
+                    "eu-west".to_owned(),
+                ],
+                booked_at_ms: EPOCH_MS + i as i64,
+                sequence: i as u64,
+            };
+            Ok(rmp_serde::to_vec_named(&payload)?)
+        })
+        .collect()
+}
+
+fn metadata_bytes() -> BenchResult<Vec<u8>> {
+    let metadata = Metadata {
+        correlation_id: "0b6f8c2e-5d1a-4c3b-9e7f".to_owned(),
+    };
+    Ok(rmp_serde::to_vec_named(&metadata)?)
+}
+
+/// Pre-encoded event contents, shared by every engine and workload.
+struct Corpus {
+    payloads: Vec<Vec<u8>>,
+    metadata: Vec<u8>,
+}
+
+impl Corpus {
+    fn new() -> BenchResult<Self> {
+        Ok(Corpus {
+            payloads: payload_pool()?,
+            metadata: metadata_bytes()?,
+        })
+    }
+
+    fn event<'a>(&'a self, aggregate: &'a str, version: u64) -> BenchEvent<'a> {
+        BenchEvent {
+            aggregate,
+            version,
+            timestamp_ms: EPOCH_MS + version as i64,
+            payload: &self.payloads[version as usize % self.payloads.len()],
+            metadata: &self.metadata,
+        }
+    }
+
+    fn payload_bytes_mean(&self) -> usize {
+        self.payloads.iter().map(Vec::len).sum::<usize>() / self.payloads.len()
+    }
+}
+
+/// One event to append, borrowed from the corpus.
+#[derive(Clone, Copy, Debug)]
+struct BenchEvent<'a> {
+    aggregate: &'a str,
+    version: u64,
+    timestamp_ms: i64,
+    payload: &'a [u8],
+    metadata: &'a [u8],
+}
+
+/// One event as read back, borrowed from the engine's buffers where it can be.
+#[derive(Clone, Copy, Debug)]
+struct EventView<'a> {
+    version: u64,
+    position: u64,
+    event_type: &'a str,
+    payload: &'a [u8],
+}
+
+/// The typed aggregate of workload 4.
+#[derive(Debug, Default)]
+struct Account {
+    version: u64,
+    last_position: u64,
+    balance_cents: i64,
+    credits: u64,
+    memo_bytes: usize,
+}
+
+impl Account {
+    /// Decodes the payload and folds it in, checking the event comes in version order.
+    fn apply(&mut self, event: EventView<'_>) -> BenchResult<()> {
+        if event.version != self.version + 1 || event.position <= self.last_position {
+            return Err(format!(
+                "event v{} at position {} read after v{} at position {}",
+                event.version, event.position, self.version, self.last_position
+            )
+            .into());
+        }
+        if event.event_type != EVENT_TYPE {
+            return Err(format!("unexpected event type {:?}", event.event_type).into());
+        }
+        let credited: AccountCredited = rmp_serde::from_slice(event.payload)?;
+        self.version = event.version;
+        self.last_position = event.position;
+        self.balance_cents += credited.amount_cents;
+        self.credits += 1;
+        self.memo_bytes += credited.memo.len() + credited.reference.len();
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engines
+// ---------------------------------------------------------------------------------------------
+
+/// What a workload needs from a storage engine. Every append is one commit that is durable
+/// (as far as the engine promises) when the call returns.
+trait Engine: Send + Sync {
+    /// Appends one event in its own commit.
+    fn append_one(&self, event: &BenchEvent<'_>) -> BenchResult<()> {
+        self.append_batch(std::slice::from_ref(event))
+    }
+
+    /// Appends `events` in one atomic commit.
+    fn append_batch(&self, events: &[BenchEvent<'_>]) -> BenchResult<()>;
+
+    /// Visits the events of `aggregate` in version order.
+    fn read_aggregate(
+        &self,
+        aggregate: &str,
+        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+    ) -> BenchResult<()>;
+
+    /// Closes the engine cleanly; reopening is [`EngineKind::open`] on the same directory.
+    fn close(self: Box<Self>) -> BenchResult<()>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineKind {
+    Annals,
+    Sqlite,
+    Redb,
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "annals" => Ok(EngineKind::Annals),
+            "sqlite" => Ok(EngineKind::Sqlite),
+            "redb" => Ok(EngineKind::Redb),
+            other => Err(format!("unknown engine {other:?} (annals, sqlite, redb)")),
+        }
+    }
+}
+
+/// Per-run context: the tokio runtime the annals engine drives its futures on.
+struct Context {
+    runtime: Runtime,
+}
+
+/// An engine opened in a directory, with what the report needs to know about it.
+struct Opened {
+    engine: Box<dyn Engine>,
+    /// Whether its data survives close and open (and sits on disk).
+    durable: bool,
+}
+
+impl EngineKind {
+    /// Opens (or creates) the engine's store in `dir` and returns once it can append.
+    fn open(self, dir: &Path, ctx: &Context) -> BenchResult<Opened> {
+        Ok(match self {
+            EngineKind::Annals => {
+                let handle = ctx.runtime.handle().clone();
+                let opened = open_annals_adapter(dir, &handle)?;
+                Opened {
+                    durable: opened.durable,
+                    engine: Box::new(AnnalsEngine {
+                        adapter: opened.adapter,
+                        runtime: handle,
+                    }),
+                }
+            }
+            EngineKind::Sqlite => Opened {
+                engine: Box::new(SqliteEngine::open(dir)?),
+                durable: true,
+            },
+            EngineKind::Redb => Opened {
+                engine: Box::new(RedbEngine::open(dir)?),
+                durable: true,
+            },
+        })
+    }
+
+    /// The column label; `durable` tells the annals adapters apart.
+    fn label(self, durable: bool) -> &'static str {
+        match (self, durable) {
+            (EngineKind::Annals, false) => "annals (in-memory)",
+            (EngineKind::Annals, true) => "annals (log)",
+            (EngineKind::Sqlite, _) => "SQLite",
+            (EngineKind::Redb, _) => "redb",
+        }
+    }
+}
+
+/// annals through the public `StorageAdapter` API.
+struct AnnalsEngine {
+    adapter: Arc<dyn StorageAdapter>,
+    runtime: Handle,
+}
+
+impl AnnalsEngine {
+    fn to_append(event: &BenchEvent<'_>) -> AppendEvent {
+        AppendEvent {
+            event_store_id: STORE.to_owned(),
+            event: EncodedEvent {
+                aggregate_id: event.aggregate.to_owned(),
+                version: event.version,
+                timestamp: Timestamp::from_unix_millis(event.timestamp_ms),
+                event_type: EVENT_TYPE.to_owned(),
+                schema_version: 1,
+                payload: event.payload.to_vec(),
+                metadata: event.metadata.to_vec(),
+            },
+        }
+    }
+}
+
+impl Engine for AnnalsEngine {
+    fn append_one(&self, event: &BenchEvent<'_>) -> BenchResult<()> {
+        let append = Self::to_append(event);
+        self.runtime.block_on(self.adapter.push_event(append))?;
+        Ok(())
+    }
+
+    fn append_batch(&self, events: &[BenchEvent<'_>]) -> BenchResult<()> {
+        let group = events.iter().map(Self::to_append).collect();
+        self.runtime
+            .block_on(self.adapter.push_event_group(group))?;
+        Ok(())
+    }
+
+    fn read_aggregate(
+        &self,
+        aggregate: &str,
+        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+    ) -> BenchResult<()> {
+        let options = GetEventsOptions::default();
+        let events = self
+            .runtime
+            .block_on(self.adapter.get_events(STORE, aggregate, &options))?;
+        for stored in &events {
+            visit(EventView {
+                version: stored.event.version,
+                position: stored.position,
+                event_type: &stored.event.event_type,
+                payload: &stored.event.payload,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) -> BenchResult<()> {
+        drop(self.adapter);
+        Ok(())
+    }
+}
+
+/// SQLite: one `events` table, WAL, `synchronous=FULL`, one connection behind a mutex.
+struct SqliteEngine {
+    state: Mutex<SqliteState>,
+}
+
+struct SqliteState {
+    conn: rusqlite::Connection,
+    last_position: u64,
+}
+
+const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS events(
+    store TEXT, aggregate TEXT, version INTEGER, position INTEGER, timestamp INTEGER,
+    type TEXT, payload BLOB, metadata BLOB,
+    PRIMARY KEY(store, aggregate, version))";
+
+const SQLITE_INSERT: &str = "INSERT INTO events
+    (store, aggregate, version, position, timestamp, type, payload, metadata)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const SQLITE_SELECT: &str = "SELECT version, position, type, payload FROM events
+    WHERE store = ?1 AND aggregate = ?2 ORDER BY version";
+
+impl SqliteEngine {
+    fn open(dir: &Path) -> BenchResult<Self> {
+        let conn = rusqlite::Connection::open(dir.join("events.sqlite"))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("SQLite refused WAL mode (got {mode:?})").into());
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        conn.execute_batch(SQLITE_SCHEMA)?;
+        // Rows are inserted in position order, so the last rowid holds the last position:
+        // a B-tree descent instead of a scan of `position`, which has no index.
+        let last: Option<i64> = conn
+            .query_row(
+                "SELECT position FROM events ORDER BY rowid DESC LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(SqliteEngine {
+            state: Mutex::new(SqliteState {
+                conn,
+                last_position: u64::try_from(last.unwrap_or(0))?,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SqliteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Engine for SqliteEngine {
+    fn append_batch(&self, events: &[BenchEvent<'_>]) -> BenchResult<()> {
+        let mut state = self.lock();
+        let SqliteState {
+            conn,
+            last_position,
+        } = &mut *state;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut position = *last_position;
+        {
+            let mut insert = tx.prepare_cached(SQLITE_INSERT)?;
+            for event in events {
+                position += 1;
+                insert.execute(params![
+                    STORE,
+                    event.aggregate,
+                    i64::try_from(event.version)?,
+                    i64::try_from(position)?,
+                    event.timestamp_ms,
+                    EVENT_TYPE,
+                    event.payload,
+                    event.metadata,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        *last_position = position;
+        Ok(())
+    }
+
+    fn read_aggregate(
+        &self,
+        aggregate: &str,
+        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+    ) -> BenchResult<()> {
+        let state = self.lock();
+        let mut select = state.conn.prepare_cached(SQLITE_SELECT)?;
+        let mut rows = select.query(params![STORE, aggregate])?;
+        while let Some(row) = rows.next()? {
+            visit(EventView {
+                version: u64::try_from(row.get::<_, i64>(0)?)?,
+                position: u64::try_from(row.get::<_, i64>(1)?)?,
+                event_type: row.get_ref(2)?.as_str()?,
+                payload: row.get_ref(3)?.as_blob()?,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) -> BenchResult<()> {
+        let state = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
+        state.conn.close().map_err(|(_, e)| e)?;
+        Ok(())
+    }
+}
+
+/// redb used directly: events keyed by `(store, aggregate, version)`.
+struct RedbEngine {
+    db: redb::Database,
+}
+
+const REDB_EVENTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("events");
+const REDB_META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REDB_LAST_POSITION: &str = "last_position";
+
+impl RedbEngine {
+    fn open(dir: &Path) -> BenchResult<Self> {
+        let db = redb::Database::create(dir.join("events.redb"))?;
+        let txn = db.begin_read()?;
+        let last_position = match txn.open_table(REDB_META) {
+            Ok(meta) => meta.get(REDB_LAST_POSITION)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        drop(txn);
+        if last_position.is_none() {
+            let txn = db.begin_write()?;
+            txn.open_table(REDB_EVENTS)?;
+            txn.open_table(REDB_META)?.insert(REDB_LAST_POSITION, 0)?;
+            txn.commit()?;
+        }
+        Ok(RedbEngine { db })
+    }
+
+    /// The stored value: position, timestamp, type, payload and metadata, length-prefixed.
+    fn encode(buf: &mut Vec<u8>, position: u64, event: &BenchEvent<'_>) -> BenchResult<()> {
+        buf.clear();
+        buf.extend_from_slice(&position.to_le_bytes());
+        buf.extend_from_slice(&event.timestamp_ms.to_le_bytes());
+        buf.extend_from_slice(&u16::try_from(EVENT_TYPE.len())?.to_le_bytes());
+        buf.extend_from_slice(EVENT_TYPE.as_bytes());
+        buf.extend_from_slice(&u32::try_from(event.payload.len())?.to_le_bytes());
+        buf.extend_from_slice(event.payload);
+        buf.extend_from_slice(event.metadata);
+        Ok(())
+    }
+
+    fn decode(version: u64, bytes: &[u8]) -> BenchResult<EventView<'_>> {
+        let corrupt = || format!("redb value of v{version} is malformed");
+        let take = |at: usize, len: usize| bytes.get(at..at + len).ok_or_else(corrupt);
+        let position = u64::from_le_bytes(take(0, 8)?.try_into()?);
+        let type_len = usize::from(u16::from_le_bytes(take(16, 2)?.try_into()?));
+        let event_type = std::str::from_utf8(take(18, type_len)?)?;
+        let at = 18 + type_len;
+        let payload_len = u32::from_le_bytes(take(at, 4)?.try_into()?);
+        let payload = take(at + 4, usize::try_from(payload_len)?)?;
+        Ok(EventView {
+            version,
+            position,
+            event_type,
+            payload,
+        })
+    }
+}
+
+impl Engine for RedbEngine {
+    fn append_batch(&self, events: &[BenchEvent<'_>]) -> BenchResult<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(REDB_META)?;
+            let mut position = meta.get(REDB_LAST_POSITION)?.map_or(0, |v| v.value());
+            let mut table = txn.open_table(REDB_EVENTS)?;
+            let mut value = Vec::with_capacity(512);
+            for event in events {
+                position += 1;
+                Self::encode(&mut value, position, event)?;
+                let key = (STORE, event.aggregate, event.version);
+                if table.insert(key, value.as_slice())?.is_some() {
+                    // Dropping the transaction aborts the commit.
+                    return Err(
+                        format!("{} v{} already exists", event.aggregate, event.version).into(),
+                    );
+                }
+            }
+            meta.insert(REDB_LAST_POSITION, position)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn read_aggregate(
+        &self,
+        aggregate: &str,
+        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+    ) -> BenchResult<()> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REDB_EVENTS)?;
+        for entry in table.range((STORE, aggregate, 1)..=(STORE, aggregate, u64::MAX))? {
+            let (key, value) = entry?;
+            visit(Self::decode(key.value().2, value.value())?)?;
+        }
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) -> BenchResult<()> {
+        drop(self.db);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+struct Config {
+    /// `false` for the smoke pass run by `cargo test`: tiny sizes, no report files.
+    full: bool,
+    secs: f64,
+    max_events: u64,
+    writers: usize,
+    batch: usize,
+    replay_events: u64,
+    replay_runs: usize,
+    open_events: Vec<u64>,
+    engines: Vec<EngineKind>,
+    dir: PathBuf,
+    target_dir: PathBuf,
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> BenchResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|e| format!("{name}={value:?}: {e}").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+fn env_list<T: FromStr>(name: &str, default: &str) -> BenchResult<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.replace('_', "")
+                .parse()
+                .map_err(|e| format!("{name}: {s:?}: {e}").into())
+        })
+        .collect()
+}
+
+impl Config {
+    fn from_env(full: bool) -> BenchResult<Self> {
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        let dir = env_or("ANNALS_BENCH_DIR", target_dir.join("compare-data"))?;
+        let engines = env_list("ANNALS_BENCH_ENGINES", "annals,sqlite,redb")?;
+        if !full {
+            return Ok(Config {
+                full,
+                secs: 0.05,
+                max_events: 200,
+                writers: 4,
+                batch: 100,
+                replay_events: 1_000,
+                replay_runs: 1,
+                open_events: vec![1_000],
+                engines,
+                dir,
+                target_dir,
+            });
+        }
+        Ok(Config {
+            full,
+            secs: env_or("ANNALS_BENCH_SECS", 3.0)?,
+            max_events: env_or("ANNALS_BENCH_MAX_EVENTS", 500_000)?,
+            writers: env_or("ANNALS_BENCH_WRITERS", 32)?,
+            batch: env_or("ANNALS_BENCH_BATCH", 1_000)?,
+            replay_events: env_or("ANNALS_BENCH_REPLAY_EVENTS", 100_000)?,
+            replay_runs: env_or("ANNALS_BENCH_REPLAY_RUNS", 3)?,
+            open_events: env_list("ANNALS_BENCH_OPEN_EVENTS", "100000,1000000")?,
+            engines,
+            dir,
+            target_dir,
+        })
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.secs)
+    }
+
+    fn warm_up(&self) -> Duration {
+        Duration::from_secs_f64((self.secs / 10.0).min(0.5))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------------------------
+
+/// One figure of one engine.
+struct Measure {
+    /// The row of the report, e.g. "1 writer, 1 event/commit".
+    workload: String,
+    /// What is measured, with its unit, e.g. "commits/s".
+    metric: &'static str,
+    higher_is_better: bool,
+    /// `None` when the figure does not apply to the engine.
+    value: Option<f64>,
+}
+
+impl Measure {
+    fn new(workload: &str, metric: &'static str, higher_is_better: bool, value: f64) -> Self {
+        Measure {
+            workload: workload.to_owned(),
+            metric,
+            higher_is_better,
+            value: Some(value),
+        }
+    }
+
+    fn missing(workload: &str, metric: &'static str, higher_is_better: bool) -> Self {
+        Measure {
+            value: None,
+            ..Measure::new(workload, metric, higher_is_better, 0.0)
+        }
+    }
+}
+
+/// Latency samples in nanoseconds.
+#[derive(Default)]
+struct Latencies(Vec<u64>);
+
+impl Latencies {
+    fn record(&mut self, elapsed: Duration) {
+        self.0
+            .push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// The nearest-rank percentile `p` (0 < p ≤ 100) in microseconds.
+    fn percentile_us(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        self.0.sort_unstable();
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1] as f64 / 1_000.0
+    }
+}
+
+/// A fresh, empty directory for one engine and workload, deleted when dropped.
+fn scratch(config: &Config, name: &str) -> BenchResult<tempfile::TempDir> {
+    std::fs::create_dir_all(&config.dir)?;
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(&config.dir)?)
+}
+
+fn dir_bytes(dir: &Path) -> BenchResult<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Appends `total` events in commits of `batch`, to aggregates `{prefix}{n}` of
+/// `per_aggregate` events each, numbering events from `first`. Returns the next number.
+fn load(
+    engine: &dyn Engine,
+    corpus: &Corpus,
+    prefix: &str,
+    per_aggregate: u64,
+    first: u64,
+    total: u64,
+    batch: usize,
+) -> BenchResult<u64> {
+    let end = first + total;
+    let mut next = first;
+    while next < end {
+        let count = (end - next).min(batch as u64);
+        let ids: Vec<(String, u64)> = (next..next + count)
+            .map(|n| {
+                (
+                    format!("{prefix}{}", n / per_aggregate),
+                    n % per_aggregate + 1,
+                )
+            })
+            .collect();
+        let events: Vec<BenchEvent<'_>> = ids
+            .iter()
+            .map(|(aggregate, version)| corpus.event(aggregate, *version))
+            .collect();
+        engine.append_batch(&events)?;
+        next += count;
+    }
+    Ok(next)
+}
+
+/// Workload 1: one writer, one durable commit per event.
+fn single_writer(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
+    const ROW: &str = "1 writer, 1 event/commit";
+    let engine = &*opened.engine;
+    let aggregate = "single";
+    let mut version = 0;
+    let warm_up_end = Instant::now() + config.warm_up();
+    while Instant::now() < warm_up_end {
+        version += 1;
+        engine.append_one(&corpus.event(aggregate, version))?;
+    }
+    let mut latencies = Latencies::default();
+    let start = Instant::now();
+    let deadline = start + config.duration();
+    let mut commits = 0u64;
+    while Instant::now() < deadline && commits < config.max_events {
+        version += 1;
+        let event = corpus.event(aggregate, version);
+        let t = Instant::now();
+        engine.append_one(&event)?;
+        latencies.record(t.elapsed());
+        commits += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(vec![
+        Measure::new(ROW, "commits/s", true, commits as f64 / secs),
+        Measure::new(ROW, "p50 latency µs", false, latencies.percentile_us(50.0)),
+        Measure::new(ROW, "p99 latency µs", false, latencies.percentile_us(99.0)),
+    ])
+}
+
+/// Workload 2: concurrent writers, one aggregate each, one event per commit.
+fn concurrent_writers(
+    config: &Config,
+    opened: &Opened,
+    corpus: &Corpus,
+) -> BenchResult<Vec<Measure>> {
+    let row = format!("{} writers, 1 event/commit", config.writers);
+    let engine = &*opened.engine;
+    let writers = config.writers.max(1);
+    let per_writer_max = (config.max_events / writers as u64).max(1);
+    let barrier = Barrier::new(writers + 1);
+    let stop = AtomicBool::new(false);
+    let (start, results) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (barrier, stop) = (&barrier, &stop);
+                scope.spawn(move || -> BenchResult<(u64, Latencies, Instant)> {
+                    let aggregate = format!("writer-{w}");
+                    // Warm-up commit outside the timed window: creates the aggregate.
+                    engine.append_one(&corpus.event(&aggregate, 1))?;
+                    let mut version = 1;
+                    let mut latencies = Latencies::default();
+                    barrier.wait();
+                    let mut commits = 0;
+                    while !stop.load(Ordering::Relaxed) && commits < per_writer_max {
+                        version += 1;
+                        let event = corpus.event(&aggregate, version);
+                        let t = Instant::now();
+                        engine.append_one(&event)?;
+                        latencies.record(t.elapsed());
+                        commits += 1;
+                    }
+                    Ok((commits, latencies, Instant::now()))
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let deadline = start + config.duration();
+        while Instant::now() < deadline && handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a writer thread panicked".into()))
+            })
+            .collect();
+        (start, results)
+    });
+    let mut total = 0;
+    let mut end = start;
+    let mut latencies = Latencies::default();
+    for result in results {
+        let (commits, mut samples, finished) = result?;
+        total += commits;
+        end = end.max(finished);
+        latencies.0.append(&mut samples.0);
+    }
+    let secs = (end - start).as_secs_f64();
+    Ok(vec![
+        Measure::new(&row, "events/s", true, total as f64 / secs),
+        Measure::new(&row, "p99 latency µs", false, latencies.percentile_us(99.0)),
+    ])
+}
+
+/// Workload 3: commits of `config.batch` events over aggregates of 100 events.
+fn bulk(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
+    let row = format!("bulk, {} events/commit", group_digits(config.batch as f64));
+    let engine = &*opened.engine;
+    let batch = config.batch.max(1);
+    let mut next = load(
+        engine,
+        corpus,
+        "bulk-",
+        BULK_AGGREGATE_EVENTS,
+        0,
+        batch as u64,
+        batch,
+    )?;
+    let mut latencies = Latencies::default();
+    let start = Instant::now();
+    let deadline = start + config.duration();
+    let mut events = 0;
+    while Instant::now() < deadline && events < config.max_events {
+        let t = Instant::now();
+        next = load(
+            engine,
+            corpus,
+            "bulk-",
+            BULK_AGGREGATE_EVENTS,
+            next,
+            batch as u64,
+            batch,
+        )?;
+        latencies.record(t.elapsed());
+        events += batch as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(vec![
+        Measure::new(&row, "events/s", true, events as f64 / secs),
+        Measure::new(
+            &row,
+            "p50 commit ms",
+            false,
+            latencies.percentile_us(50.0) / 1e3,
+        ),
+    ])
+}
+
+/// Workload 4: replays one long aggregate into a typed `Account`.
+fn replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
+    let row = format!(
+        "replay {} events → typed aggregate",
+        group_digits(config.replay_events as f64)
+    );
+    let engine = &*opened.engine;
+    let total = config.replay_events.max(1);
+    // One aggregate: every event goes to `replay-0`.
+    load(
+        engine,
+        corpus,
+        "replay-",
+        total,
+        0,
+        total,
+        config.batch.max(1),
+    )?;
+    let mut runs = Vec::new();
+    for _ in 0..config.replay_runs.max(1) {
+        let mut account = Account::default();
+        let t = Instant::now();
+        engine.read_aggregate("replay-0", &mut |event| account.apply(event))?;
+        let elapsed = t.elapsed();
+        if account.version != total {
+            return Err(format!("replayed {} of {total} events", account.version).into());
+        }
+        std::hint::black_box(&account);
+        runs.push(elapsed);
+    }
+    runs.sort();
+    let median = runs[runs.len() / 2].as_secs_f64();
+    Ok(vec![Measure::new(
+        &row,
+        "events/s",
+        true,
+        total as f64 / median,
+    )])
+}
+
+/// Workload 5: bulk-loads `events`, then times opening until ready to append, after a clean
+/// close (median of 3) and after a simulated crash (once).
+///
+/// The crash image is a copy of the directory taken while the engine is open and idle, after
+/// its last acknowledged commit: what a killed process leaves behind. Opening it runs the
+/// engine's recovery (SQLite rebuilds its WAL index; redb repairs an unclosed database).
+fn open_time(
+    config: &Config,
+    ctx: &Context,
+    kind: EngineKind,
+    corpus: &Corpus,
+    events: u64,
+) -> BenchResult<Vec<Measure>> {
+    let row = format!("open at {} events", group_digits(events as f64));
+    const FIGURES: [&str; 4] = [
+        "bulk load events/s",
+        "open ms (clean)",
+        "open ms (after crash)",
+        "disk bytes/event",
+    ];
+    let dir = scratch(config, "open")?;
+    let opened = kind.open(dir.path(), ctx)?;
+    if !opened.durable {
+        opened.engine.close()?;
+        return Ok(vec![
+            Measure::missing(&row, FIGURES[0], true),
+            Measure::missing(&row, FIGURES[1], false),
+            Measure::missing(&row, FIGURES[2], false),
+            Measure::missing(&row, FIGURES[3], false),
+        ]);
+    }
+    let t = Instant::now();
+    let (prefix, per_aggregate) = ("open-", BULK_AGGREGATE_EVENTS);
+    load(
+        &*opened.engine,
+        corpus,
+        prefix,
+        per_aggregate,
+        0,
+        events,
+        config.batch,
+    )?;
+    let load_secs = t.elapsed().as_secs_f64();
+    eprintln!("    loaded {events} events in {load_secs:.1} s");
+    let crashed = scratch(config, "crash")?;
+    copy_dir(dir.path(), crashed.path())?;
+    opened.engine.close()?;
+    let bytes = dir_bytes(dir.path())?;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let reopened = kind.open(dir.path(), ctx)?;
+        runs.push(t.elapsed());
+        reopened.engine.close()?;
+    }
+    runs.sort();
+    let t = Instant::now();
+    let recovered = kind.open(crashed.path(), ctx)?;
+    let crash_open = t.elapsed();
+    recovered.engine.close()?;
+    Ok(vec![
+        Measure::new(&row, FIGURES[0], true, events as f64 / load_secs),
+        Measure::new(&row, FIGURES[1], false, runs[1].as_secs_f64() * 1e3),
+        Measure::new(&row, FIGURES[2], false, crash_open.as_secs_f64() * 1e3),
+        Measure::new(&row, FIGURES[3], false, bytes as f64 / events.max(1) as f64),
+    ])
+}
+
+/// Copies the files under `from` into the empty directory `to`.
+fn copy_dir(from: &Path, to: &Path) -> BenchResult<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+type Workload = fn(&Config, &Opened, &Corpus) -> BenchResult<Vec<Measure>>;
+
+/// Runs every workload on every engine. Returns the column labels and, per engine, its
+/// measures in the same order for every engine.
+fn run_all(
+    config: &Config,
+    ctx: &Context,
+    corpus: &Corpus,
+) -> BenchResult<(Vec<String>, Vec<Vec<Measure>>)> {
+    let workloads: [(&str, Workload); 4] = [
+        ("1 writer", single_writer),
+        ("concurrent writers", concurrent_writers),
+        ("bulk", bulk),
+        ("replay", replay),
+    ];
+    let mut labels = Vec::new();
+    let mut measures: Vec<Vec<Measure>> = config.engines.iter().map(|_| Vec::new()).collect();
+    for (name, workload) in workloads {
+        for (column, &kind) in config.engines.iter().enumerate() {
+            eprintln!("{name}: {kind:?}");
+            let dir = scratch(config, name.split(' ').next().unwrap_or("run"))?;
+            let opened = kind.open(dir.path(), ctx)?;
+            if labels.len() == column {
+                labels.push(kind.label(opened.durable).to_owned());
+            }
+            let result = workload(config, &opened, corpus)?;
+            opened.engine.close()?;
+            for m in &result {
+                eprintln!("    {} {}: {}", m.workload, m.metric, format_value(m.value));
+            }
+            measures[column].extend(result);
+        }
+    }
+    for &events in &config.open_events {
+        for (column, &kind) in config.engines.iter().enumerate() {
+            eprintln!("open at {events}: {kind:?}");
+            let result = open_time(config, ctx, kind, corpus, events)?;
+            for m in &result {
+                eprintln!("    {} {}: {}", m.workload, m.metric, format_value(m.value));
+            }
+            measures[column].extend(result);
+        }
+    }
+    Ok((labels, measures))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+fn group_digits(value: f64) -> String {
+    let digits = format!("{:.0}", value.round());
+    let (sign, digits) = digits.split_at(usize::from(digits.starts_with('-')));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+fn format_value(value: Option<f64>) -> String {
+    match value {
+        None => "n/a".to_owned(),
+        Some(v) if !v.is_finite() => "–".to_owned(),
+        Some(v) if v.abs() >= 100.0 => group_digits(v),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => {
+            let r = a / b;
+            if r >= 10.0 {
+                format!("{r:.0}×")
+            } else if r >= 0.1 {
+                format!("{r:.2}×")
+            } else {
+                // Two significant digits, however small.
+                let decimals = (-r.log10()).ceil().max(0.0) as usize + 1;
+                format!("{r:.decimals$}×")
+            }
+        }
+        _ => "–".to_owned(),
+    }
+}
+
+/// The markdown table: one row per figure, one column per engine, then annals/SQLite and
+/// annals/redb ratios when those engines ran.
+fn markdown_table(config: &Config, labels: &[String], measures: &[Vec<Measure>]) -> String {
+    let column = |kind| config.engines.iter().position(|&k| k == kind);
+    let annals = column(EngineKind::Annals);
+    let others: Vec<(usize, &str)> = [(EngineKind::Sqlite, "SQLite"), (EngineKind::Redb, "redb")]
+        .into_iter()
+        .filter_map(|(kind, name)| Some((column(kind)?, name)))
+        .filter(|_| annals.is_some())
+        .collect();
+    let mut out = String::from("| workload | figure |");
+    for label in labels {
+        let _ = write!(out, " {label} |");
+    }
+    for (_, name) in &others {
+        let _ = write!(out, " annals/{name} |");
+    }
+    out.push_str("\n|---|---|");
+    for _ in labels.iter().chain(others.iter().map(|_| &labels[0])) {
+        out.push_str("--:|");
+    }
+    out.push('\n');
+    let rows = measures.first().map_or(0, Vec::len);
+    for r in 0..rows {
+        let first = &measures[0][r];
+        let better = if first.higher_is_better { "↑" } else { "↓" };
+        let _ = write!(out, "| {} | {} {better} |", first.workload, first.metric);
+        for engine in measures {
+            let _ = write!(out, " {} |", format_value(engine[r].value));
+        }
+        if let Some(a) = annals {
+            for &(o, _) in &others {
+                let _ = write!(
+                    out,
+                    " {} |",
+                    ratio(measures[a][r].value, measures[o][r].value)
+                );
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn report(
+    config: &Config,
+    corpus: &Corpus,
+    labels: &[String],
+    measures: &[Vec<Measure>],
+) -> String {
+    let mut out = String::from("# annals vs SQLite vs redb\n\n");
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(
+        out,
+        "{cpus} CPUs; payload {} bytes (MessagePack, named fields), metadata {} bytes; \
+         {} s per write workload (at most {} events); {} writers; {} events per bulk commit; \
+         replay median of {} runs; data in `{}`.\n",
+        corpus.payload_bytes_mean(),
+        corpus.metadata.len(),
+        config.secs,
+        group_digits(config.max_events as f64),
+        config.writers,
+        group_digits(config.batch as f64),
+        config.replay_runs,
+        config.dir.display(),
+    );
+    out.push_str(&markdown_table(config, labels, measures));
+    out.push_str(
+        "\n↑ higher is better, ↓ lower is better; a ratio is annals' figure divided by the \
+         other engine's. SQLite: WAL, `synchronous=FULL`, one connection behind a mutex. \
+         redb: default durability (fsync per commit), one shared `Database`. Open: until ready \
+         to append, page cache warm; \"clean\" after a clean close (median of 3), \"after \
+         crash\" on a copy of the files taken while the engine was open (recovery runs).\n",
+    );
+    if labels.iter().any(|l| l.contains("in-memory")) {
+        out.push_str(
+            "\n**annals (in-memory)** keeps events in process memory and never touches the \
+             disk: its write figures are not durable and not comparable as such; it has no \
+             open time. They show the cost of the storage API itself; the log adapter's \
+             figures replace this column.\n",
+        );
+    }
+    out
+}
+
+const SVG_COLORS: [&str; 3] = ["#1f77b4", "#ff7f0e", "#2ca02c"];
+
+/// A bar chart: one panel per figure, one bar per engine, bars scaled to the panel's largest.
+fn svg_chart(labels: &[String], measures: &[Vec<Measure>]) -> String {
+    const WIDTH: usize = 760;
+    const LABEL_W: usize = 170;
+    const BAR_H: usize = 16;
+    const BAR_MAX_W: usize = 440;
+    let rows = measures.first().map_or(0, Vec::len);
+    let panel_h = 26 + labels.len() * (BAR_H + 4) + 10;
+    let height = 40 + rows * panel_h;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">\
+         annals vs SQLite vs redb (↑ higher is better, ↓ lower is better)</text>\n"
+    );
+    for r in 0..rows {
+        let first = &measures[0][r];
+        let top = 40 + r * panel_h;
+        let better = if first.higher_is_better { "↑" } else { "↓" };
+        let _ = writeln!(
+            svg,
+            "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{} — {} {better}</text>",
+            top + 16,
+            escape(&first.workload),
+            escape(first.metric),
+        );
+        let max = measures
+            .iter()
+            .filter_map(|m| m[r].value)
+            .filter(|v| v.is_finite())
+            .fold(0.0_f64, f64::max);
+        for (e, label) in labels.iter().enumerate() {
+            let y = top + 26 + e * (BAR_H + 4);
+            let value = measures[e][r].value.filter(|v| v.is_finite());
+            let width = match value {
+                Some(v) if max > 0.0 => ((v / max) * BAR_MAX_W as f64).max(1.0) as usize,
+                _ => 0,
+            };
+            let color = SVG_COLORS[e % SVG_COLORS.len()];
+            let _ = writeln!(
+                svg,
+                "<text x=\"20\" y=\"{}\">{}</text>\
+                 <rect x=\"{LABEL_W}\" y=\"{y}\" width=\"{width}\" height=\"{BAR_H}\" \
+                 fill=\"{color}\"/>\
+                 <text x=\"{}\" y=\"{}\">{}</text>",
+                y + 12,
+                escape(label),
+                LABEL_W + width + 6,
+                y + 12,
+                format_value(measures[e][r].value),
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn main() -> BenchResult<()> {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and then a smoke
+    // pass checks that every engine and workload still runs, in well under a second each.
+    let full = std::env::args().any(|a| a == "--bench");
+    let config = Config::from_env(full)?;
+    let ctx = Context {
+        runtime: tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    let corpus = Corpus::new()?;
+    let (labels, measures) = run_all(&config, &ctx, &corpus)?;
+    let report = report(&config, &corpus, &labels, &measures);
+    println!("\n{report}");
+    if config.full {
+        std::fs::create_dir_all(&config.target_dir)?;
+        let md = config.target_dir.join("compare-report.md");
+        let svg = config.target_dir.join("compare-report.svg");
+        std::fs::write(&md, &report)?;
+        std::fs::write(&svg, svg_chart(&labels, &measures))?;
+        eprintln!("wrote {} and {}", md.display(), svg.display());
+    }
+    Ok(())
+}
