@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -185,7 +185,7 @@ pub const INDEX_FORMAT_VERSION: u32 = 1;
 /// The persisted index (redb).
 pub struct Index {
     db: redb::Database,
-    path: PathBuf,
+    path: Arc<Path>,
 }
 
 impl fmt::Debug for Index {
@@ -234,14 +234,14 @@ impl Index {
             .map_err(|e| EngineError::index("open index", path, e))?;
         let index = Index {
             db,
-            path: path.to_owned(),
+            path: Arc::from(path),
         };
         index.init()?;
         Ok(index)
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
-        move |e| EngineError::index(operation, &self.path, e)
+        move |e| EngineError::index(operation, &*self.path, e)
     }
 
     fn init(&self) -> Result<(), EngineError> {
@@ -261,7 +261,7 @@ impl Index {
                 Some(v) if v == INDEX_FORMAT_VERSION.to_le_bytes() => {}
                 Some(_) => {
                     return Err(EngineError::Corruption {
-                        file: self.path.clone(),
+                        file: self.path.to_path_buf(),
                         offset: 0,
                         reason: "unknown index format version".into(),
                     });
@@ -285,19 +285,22 @@ impl Index {
         Cursor::decode(value.value())
             .map(Some)
             .ok_or_else(|| EngineError::Corruption {
-                file: self.path.clone(),
+                file: self.path.to_path_buf(),
                 offset: 0,
                 reason: "malformed checkpoint record".into(),
             })
     }
 
     /// A consistent read view.
-    pub fn reader(&self) -> Result<IndexReader<'_>, EngineError> {
+    pub fn reader(self: &Arc<Self>) -> Result<IndexReader, EngineError> {
         let txn = self
             .db
             .begin_read()
             .map_err(|e| self.err("read index")(e.into()))?;
-        Ok(IndexReader { txn, index: self })
+        Ok(IndexReader {
+            txn,
+            index: Arc::clone(self),
+        })
     }
 
     /// Writes a frozen memtable and its end as the new checkpoint, durably, in one transaction.
@@ -327,7 +330,7 @@ impl Index {
                             .map_err(|e| err(e.into()))?
                             .map(|v| v.value().1)
                             .ok_or_else(|| EngineError::Corruption {
-                                file: self.path.clone(),
+                                file: self.path.to_path_buf(),
                                 offset: 0,
                                 reason: format!("aggregate {aggregate:?} of store {store:?} continues but has no indexed start"),
                             })?,
@@ -362,14 +365,15 @@ impl Index {
 }
 
 /// A read transaction on the index.
-pub struct IndexReader<'a> {
+pub struct IndexReader {
+    // Field order matters: the transaction ends before the handle is released.
     txn: redb::ReadTransaction,
-    index: &'a Index,
+    index: Arc<Index>,
 }
 
-impl IndexReader<'_> {
+impl IndexReader {
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
-        self.index.err(operation)
+        move |e| EngineError::index(operation, &*self.index.path, e)
     }
 
     /// The latest indexed version of an aggregate.

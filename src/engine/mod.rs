@@ -6,6 +6,7 @@
 //! | [`io`] | the file-I/O seam ([`FileSystem`], [`StoreFile`]) used by fault-injection tests |
 //! | [`frame`] | record framing: commit frames and entries, with checksums |
 //! | [`segment`] | preallocated segment files and their header |
+//! | [`sim`] | a simulated disk that loses unsynced data, tears writes and fails on demand |
 //! | [`index`] | memtables and the persisted (redb) index with its checkpoint |
 //! | `writer` | the group-commit writer thread |
 //! | `recovery` | replaying the log tail on open, truncating a torn tail |
@@ -25,6 +26,7 @@ pub mod index;
 pub mod io;
 mod recovery;
 pub mod segment;
+pub mod sim;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -98,7 +100,7 @@ impl Overlay {
         &self,
         store: &str,
         aggregate: &str,
-        reader: &IndexReader<'_>,
+        reader: &IndexReader,
     ) -> Result<u64, EngineError> {
         if let Some(v) = self.active.last_version(store, aggregate) {
             return Ok(v);
@@ -123,7 +125,12 @@ pub(crate) struct Shared {
     pub options: EngineOptions,
     pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub overlay: RwLock<Overlay>,
-    pub index: Index,
+    /// The persisted index; replaced by a fresh handle after a failed checkpoint.
+    index: RwLock<Arc<Index>>,
+    /// Set when the writer shuts down; a failing checkpointer then gives up.
+    closing: std::sync::atomic::AtomicBool,
+    /// Set when the checkpointer has exited.
+    checkpointer_stopped: std::sync::atomic::AtomicBool,
     poison: Mutex<Option<String>>,
     checkpoint_done: Condvar,
     checkpoint_lock: Mutex<()>,
@@ -164,7 +171,8 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .frozen
                 .is_some();
-            if !busy || self.poison_reason().is_some() {
+            let stopped = self.checkpointer_stopped.load(Ordering::Acquire);
+            if !busy || stopped || self.poison_reason().is_some() {
                 return;
             }
             guard = self
@@ -173,6 +181,40 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// The current index handle.
+    pub fn index(&self) -> Arc<Index> {
+        Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the index handle with a freshly opened one (redb refuses all work after a
+    /// failed write or sync; reopening runs its repair). Waits until no reader still uses the
+    /// old handle, so the two never touch the file at once.
+    fn reopen_index(&self) -> Result<(), EngineError> {
+        let file = self
+            .fs
+            .open(&self.index_path, true)
+            .map_err(|e| EngineError::io("open", &self.index_path, e))?;
+        let mut slot = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::replace(
+            &mut *slot,
+            Arc::new(Index::open(
+                file,
+                &self.index_path,
+                self.options.index_cache_bytes,
+            )?),
+        );
+        drop(slot);
+        while Arc::strong_count(&old) > 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Tells a failing checkpointer to give up: the writer is shutting down.
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
     }
 
     fn segment(&self, id: u64) -> Option<Arc<Segment>> {
@@ -252,6 +294,9 @@ impl Engine {
         let segments = load_segments(fs.as_ref(), &log_dir)?;
         let index_path = dir.join("index.redb");
         let (index, checkpoint) = open_index(fs.as_ref(), &index_path, &options, &segments)?;
+        // The index file may have just been created: make its name durable.
+        fs.sync_dir(dir)
+            .map_err(|e| EngineError::io("sync directory", dir, e))?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             log_dir,
@@ -260,7 +305,9 @@ impl Engine {
             options,
             segments: RwLock::new(segments),
             overlay: RwLock::new(Overlay::default()),
-            index,
+            index: RwLock::new(Arc::new(index)),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            checkpointer_stopped: std::sync::atomic::AtomicBool::new(false),
             poison: Mutex::new(None),
             checkpoint_done: Condvar::new(),
             checkpoint_lock: Mutex::new(()),
@@ -394,7 +441,7 @@ impl Engine {
                 }
             }
             // Opened under the overlay lock: see `Writer::check_versions`.
-            (tails, self.shared.index.reader()?)
+            (tails, self.shared.index().reader()?)
         };
         let oldest_in_memory = tails
             .iter()
@@ -516,7 +563,7 @@ impl Engine {
                     found.extend(created.iter().filter(|(t, id)| admits(*t, id)).cloned());
                 }
             }
-            (found, self.shared.index.reader()?)
+            (found, self.shared.index().reader()?)
         };
         found.extend(reader.aggregates_by_initial(store, after, before, reverse, cursor, limit)?);
         found.sort_unstable();
@@ -566,22 +613,31 @@ impl Drop for Engine {
     }
 }
 
-/// Writes frozen memtables to the index, retrying failures (a full disk, say) with backoff.
+/// Writes frozen memtables to the index. A failed checkpoint (a full disk, say) is retried
+/// with backoff on a reopened index; the memtable stays readable meanwhile. The loop gives up
+/// when the store is poisoned or closing: the log is durable, so the next open replays it.
 fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
-    while let Ok(mem) = rx.recv() {
+    'memtables: while let Ok(mem) = rx.recv() {
         let mut backoff = Duration::from_millis(10);
         loop {
-            match shared.index.apply(&mem) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "index checkpoint failed; retrying");
-                    if shared.poison_reason().is_some() {
-                        return;
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            // Bind the handle in its own statement: it must not live across the reopen below.
+            let result = shared.index().apply(&mem);
+            let Err(e) = result else { break };
+            tracing::warn!(error = %e, "index checkpoint failed; reopening the index to retry");
+            // redb refuses all work, reads included, after a failed write: reopen at once.
+            while let Err(e) = shared.reopen_index() {
+                if shared.poison_reason().is_some() || shared.closing.load(Ordering::Acquire) {
+                    break 'memtables;
                 }
+                tracing::warn!(error = %e, "reopening the index failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            if shared.poison_reason().is_some() || shared.closing.load(Ordering::Acquire) {
+                break 'memtables;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         let mut overlay = shared.overlay.write().unwrap_or_else(|p| p.into_inner());
         if overlay
@@ -598,6 +654,12 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
             .unwrap_or_else(|p| p.into_inner());
         shared.checkpoint_done.notify_all();
     }
+    shared.checkpointer_stopped.store(true, Ordering::Release);
+    let _guard = shared
+        .checkpoint_lock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    shared.checkpoint_done.notify_all();
 }
 
 /// Opens every segment of `log_dir`, checking headers and sequence. A last segment with an
@@ -774,7 +836,7 @@ fn recover(
     let mut mem = MemTable::starting_at(cursor);
     let flush_every = shared.options.checkpoint_events;
     let mut flush = |mem: &mut MemTable, at: Cursor| -> Result<(), EngineError> {
-        shared.index.apply(mem)?;
+        shared.index().apply(mem)?;
         *mem = MemTable::starting_at(at);
         Ok(())
     };
@@ -812,7 +874,7 @@ fn recover(
     }
     mem.end = cursor;
     if mem.events > 0 {
-        shared.index.apply(&mem)?;
+        shared.index().apply(&mem)?;
         mem = MemTable::starting_at(cursor);
     }
     shared

@@ -179,7 +179,7 @@ impl Writer {
             .overlay
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        let reader = match self.shared.index.reader() {
+        let reader = match self.shared.index().reader() {
             Ok(r) => r,
             Err(e) => {
                 let reason = e.to_string();
@@ -451,6 +451,7 @@ impl Writer {
     }
 
     fn shutdown(&mut self) {
+        self.shared.start_closing();
         if self.poisoned().is_some() {
             return;
         }

@@ -1,0 +1,423 @@
+//! A simulated disk for fault-injection tests, behind the same seam as the real file system.
+//!
+//! [`SimFs`] keeps, for every file, what readers see (*written*) and what would survive a power
+//! loss (*durable*): `sync_data` makes a file's written bytes durable, `sync_dir` makes the
+//! directory's created and removed names durable. A crash image ([`SimFs::crash_image`]) is a
+//! new file system holding the durable state plus whichever unsynced writes a [`Damage`]
+//! variant lets through — none, all, a random subset, or all but a torn last write cut at a
+//! sector boundary.
+//!
+//! Faults ([`Fault`]) fail operations on demand: the k-th mutating operation once or from then
+//! on, one fsync, or `ENOSPC`. Only mutating operations (create, write, set_len, sync, remove)
+//! are counted, so "crash after the k-th operation" enumerates every distinct durable state.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::{self, Debug};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::io::{FileSystem, StoreFile};
+
+/// A failure to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail the `k`-th mutating operation (1-based) with `EIO`, once.
+    FailOnce(u64),
+    /// Fail the `k`-th and every later mutating operation with `EIO` (a dying disk, or the
+    /// moment of a crash).
+    FailFrom(u64),
+    /// Fail the `n`-th `sync_data` (1-based) with `EIO`, once; the unsynced writes of that
+    /// file are *dropped*, as Linux may do after a failed fsync.
+    FailSync(u64),
+    /// Fail every write and size extension from the `k`-th mutating operation on with
+    /// `ENOSPC`, until [`SimFs::clear_faults`].
+    NoSpaceFrom(u64),
+}
+
+/// Which unsynced writes survive in a crash image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Only durable data survives.
+    DropUnsynced,
+    /// Every write survives (a process crash without power loss).
+    KeepUnsynced,
+    /// Each unsynced write survives or not, at random (writes reordered by the disk).
+    RandomSubset {
+        /// Seed of the choice.
+        seed: u64,
+    },
+    /// Every unsynced write survives but the last, which is cut after a random number of
+    /// whole sectors.
+    TornLast {
+        /// Sector size: 512 or 4096.
+        sector: usize,
+        /// Seed of the cut.
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write { offset: u64, bytes: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Clone, Debug, Default)]
+struct FileData {
+    written: Vec<u8>,
+    durable: Vec<u8>,
+    unsynced: Vec<Op>,
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<PathBuf, FileData>,
+    /// Names that survive a crash (created and made durable by `sync_dir`).
+    durable_names: HashSet<PathBuf>,
+    dirs: HashSet<PathBuf>,
+    locks: HashSet<PathBuf>,
+    ops: u64,
+    syncs: u64,
+    faults: Vec<Fault>,
+}
+
+/// The simulated file system. Cloning shares the disk.
+#[derive(Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+impl Debug for SimFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.lock();
+        f.debug_struct("SimFs")
+            .field("files", &s.files.len())
+            .field("ops", &s.ops)
+            .finish()
+    }
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("injected I/O error ({what})"))
+}
+
+/// A small deterministic generator (xorshift64*), enough for choosing damage.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed >> 12;
+    *seed ^= *seed << 25;
+    *seed ^= *seed >> 27;
+    seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+impl SimFs {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// Removes every fault (say, after freeing disk space).
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Mutating operations performed so far.
+    pub fn ops(&self) -> u64 {
+        self.lock().ops
+    }
+
+    /// The disk after a power loss now: durable state plus what `damage` lets through. Locks
+    /// are released, faults and counters reset.
+    pub fn crash_image(&self, damage: Damage) -> SimFs {
+        let s = self.lock();
+        let mut files = HashMap::new();
+        for (path, data) in &s.files {
+            if !s.durable_names.contains(path) {
+                continue;
+            }
+            let mut bytes = data.durable.clone();
+            let (keep_all, mut seed) = match damage {
+                Damage::DropUnsynced => (false, 0),
+                Damage::KeepUnsynced => (true, 0),
+                Damage::RandomSubset { seed } => (false, seed | 1),
+                Damage::TornLast { seed, .. } => (true, seed | 1),
+            };
+            let last = data.unsynced.len().saturating_sub(1);
+            for (i, op) in data.unsynced.iter().enumerate() {
+                let keep = match damage {
+                    Damage::RandomSubset { .. } => next(&mut seed).is_multiple_of(2),
+                    _ => keep_all,
+                };
+                if !keep {
+                    continue;
+                }
+                match op {
+                    Op::Write { offset, bytes: w } => {
+                        let mut w = &w[..];
+                        if let Damage::TornLast { sector, .. } = damage
+                            && i == last
+                        {
+                            let sectors = w.len().div_ceil(sector);
+                            let kept = (next(&mut seed) as usize % (sectors + 1)) * sector;
+                            w = &w[..kept.min(w.len())];
+                        }
+                        apply_write(&mut bytes, *offset, w);
+                    }
+                    Op::SetLen(len) => bytes.resize(*len as usize, 0),
+                }
+            }
+            files.insert(
+                path.clone(),
+                FileData {
+                    written: bytes.clone(),
+                    durable: bytes,
+                    unsynced: Vec::new(),
+                },
+            );
+        }
+        let state = State {
+            durable_names: files.keys().cloned().collect(),
+            files,
+            dirs: s.dirs.clone(),
+            ..Default::default()
+        };
+        SimFs {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The written contents of a file (for corruption tests).
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        self.lock().files.get(path).map(|f| f.written.clone())
+    }
+
+    /// Replaces a file's contents, durably (for corruption tests).
+    pub fn write_file(&self, path: &Path, bytes: Vec<u8>) {
+        let mut s = self.lock();
+        s.durable_names.insert(path.to_owned());
+        s.files.insert(
+            path.to_owned(),
+            FileData {
+                written: bytes.clone(),
+                durable: bytes,
+                unsynced: Vec::new(),
+            },
+        );
+    }
+
+    /// Paths of all files.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut p: Vec<PathBuf> = self.lock().files.keys().cloned().collect();
+        p.sort();
+        p
+    }
+}
+
+fn apply_write(bytes: &mut Vec<u8>, offset: u64, w: &[u8]) {
+    let end = offset as usize + w.len();
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[offset as usize..end].copy_from_slice(w);
+}
+
+impl State {
+    /// Counts a mutating operation and applies faults; `growing` marks operations that need
+    /// space.
+    fn op(&mut self, what: &str, growing: bool) -> io::Result<()> {
+        self.ops += 1;
+        let k = self.ops;
+        let mut fail = None;
+        self.faults.retain(|f| match *f {
+            Fault::FailOnce(n) if n == k => {
+                fail = Some(eio(what));
+                false
+            }
+            Fault::FailFrom(n) if k >= n => {
+                fail = Some(eio(what));
+                true
+            }
+            Fault::NoSpaceFrom(n) if k >= n && growing => {
+                fail = Some(io::Error::from(io::ErrorKind::StorageFull));
+                true
+            }
+            _ => true,
+        });
+        fail.map_or(Ok(()), Err)
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    fs: SimFs,
+    path: PathBuf,
+}
+
+impl FileSystem for SimFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.dirs.insert(dir.to_owned());
+        Ok(())
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>> {
+        let mut s = self.lock();
+        if !s.files.contains_key(path) {
+            if !create {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            s.op("create", false)?;
+            s.files.insert(path.to_owned(), FileData::default());
+        }
+        Ok(Arc::new(SimFile {
+            fs: self.clone(),
+            path: path.to_owned(),
+        }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = self.lock();
+        Ok(s.files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.lock().files.contains_key(path))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.op("remove", false)?;
+        s.files
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.op("sync_dir", false)?;
+        let present: Vec<PathBuf> = s
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect();
+        s.durable_names.retain(|p| p.parent() != Some(dir));
+        s.durable_names.extend(present);
+        Ok(())
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Debug + Send + Sync>>> {
+        let mut s = self.lock();
+        if !s.locks.insert(path.to_owned()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SimLock {
+            fs: self.clone(),
+            path: path.to_owned(),
+        })))
+    }
+}
+
+#[derive(Debug)]
+struct SimLock {
+    fs: SimFs,
+    path: PathBuf,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        self.fs.lock().locks.remove(&self.path);
+    }
+}
+
+impl SimFile {
+    fn with<T>(&self, f: impl FnOnce(&mut State, &Path) -> io::Result<T>) -> io::Result<T> {
+        let mut s = self.fs.lock();
+        if !s.files.contains_key(&self.path) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        f(&mut s, &self.path)
+    }
+}
+
+fn file<'a>(s: &'a mut State, path: &Path) -> &'a mut FileData {
+    s.files.get_mut(path).expect("checked by SimFile::with")
+}
+
+impl StoreFile for SimFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.with(|s, p| {
+            let data = &file(s, p).written;
+            let end = offset as usize + buf.len();
+            if end > data.len() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            buf.copy_from_slice(&data[offset as usize..end]);
+            Ok(())
+        })
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.with(|s, p| {
+            let grows = offset + buf.len() as u64 > file(s, p).written.len() as u64;
+            s.op("write", grows)?;
+            let f = file(s, p);
+            apply_write(&mut f.written, offset, buf);
+            f.unsynced.push(Op::Write {
+                offset,
+                bytes: buf.to_vec(),
+            });
+            Ok(())
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.with(|s, p| {
+            s.op("sync", false)?;
+            s.syncs += 1;
+            let n = s.syncs;
+            let failed = s.faults.iter().position(|f| *f == Fault::FailSync(n));
+            let f = file(s, p);
+            if let Some(i) = failed {
+                // Like Linux after a failed fsync: the dirty data is dropped and the page
+                // cache shows the durable state again.
+                f.written = f.durable.clone();
+                f.unsynced.clear();
+                s.faults.remove(i);
+                return Err(eio("sync"));
+            }
+            f.durable = f.written.clone();
+            f.unsynced.clear();
+            Ok(())
+        })
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        self.with(|s, p| Ok(file(s, p).written.len() as u64))
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(|s, p| {
+            let grows = len > file(s, p).written.len() as u64;
+            s.op("set_len", grows)?;
+            let f = file(s, p);
+            f.written.resize(len as usize, 0);
+            f.unsynced.push(Op::SetLen(len));
+            Ok(())
+        })
+    }
+}
