@@ -59,7 +59,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use annals::storage::{
-    AppendEvent, EncodedEvent, GetEventsOptions, InMemoryAdapter, StorageAdapter, Timestamp,
+    self, AppendEvent, EncodedEvent, GetEventsOptions, StorageAdapter, Timestamp,
 };
 use redb::{ReadableTable, TableDefinition};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -94,16 +94,19 @@ struct AnnalsAdapter {
 /// directory `dir`. To benchmark the log adapter, replace the `in_memory` line with, e.g.:
 ///
 /// ```text
-/// Ok(AnnalsAdapter::durable(annals::storage::LogAdapter::open(dir, Default::default())?))
+/// Ok(AnnalsAdapter::durable(storage::LogAdapter::open(dir, Default::default())?))
 /// ```
 ///
-/// (wrap the call in `runtime.block_on(...)` if `open` is async). Labels, reopen and disk
-/// figures follow from `durable`; nothing else needs to change.
+/// (wrap the call in `runtime.block_on(...)` if `open` is async; the caller has entered the
+/// runtime, so `open` may spawn tasks). Labels, reopen and disk figures follow from `durable`;
+/// nothing else needs to change.
 fn open_annals_adapter(dir: &Path, runtime: &Handle) -> BenchResult<AnnalsAdapter> {
     let _ = (dir, runtime);
-    Ok(AnnalsAdapter::in_memory(InMemoryAdapter::new()))
+    Ok(AnnalsAdapter::in_memory(storage::InMemoryAdapter::new()))
 }
 
+// The switch point uses one of these two constructors; the other stays unused.
+#[allow(dead_code)]
 impl AnnalsAdapter {
     fn in_memory(adapter: impl StorageAdapter) -> Self {
         AnnalsAdapter {
@@ -112,7 +115,6 @@ impl AnnalsAdapter {
         }
     }
 
-    #[allow(dead_code)] // Used once the switch point opens the log adapter.
     fn durable(adapter: impl StorageAdapter) -> Self {
         AnnalsAdapter {
             adapter: Arc::new(adapter),
@@ -318,6 +320,7 @@ impl EngineKind {
         Ok(match self {
             EngineKind::Annals => {
                 let handle = ctx.runtime.handle().clone();
+                let _runtime = handle.enter();
                 let opened = open_annals_adapter(dir, &handle)?;
                 Opened {
                     durable: opened.durable,
@@ -407,6 +410,8 @@ impl Engine for AnnalsEngine {
     }
 
     fn close(self: Box<Self>) -> BenchResult<()> {
+        // Inside the runtime, in case the adapter's drop stops background tasks.
+        let _runtime = self.runtime.enter();
         drop(self.adapter);
         Ok(())
     }
