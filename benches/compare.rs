@@ -47,6 +47,7 @@
 //! | `ANNALS_BENCH_REPLAY_RUNS` | 3 | replays timed; the median is reported |
 //! | `ANNALS_BENCH_OPEN_EVENTS` | 100000,1000000 | store sizes of workload 5; empty skips it |
 //! | `ANNALS_BENCH_ENGINES` | annals,sqlite,redb | engines to run, in column order |
+//! | `ANNALS_BENCH_WORKLOADS` | single,concurrent,bulk,replay,open | workloads to run |
 //! | `ANNALS_BENCH_DIR` | target/compare-data | where the temporary databases live |
 
 use std::error::Error;
@@ -58,7 +59,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use annals::storage::{
-    AppendEvent, EncodedEvent, GetEventsOptions, InMemoryAdapter, StorageAdapter, Timestamp,
+    self, AppendEvent, EncodedEvent, GetEventsOptions, StorageAdapter, Timestamp,
 };
 use redb::{ReadableTable, TableDefinition};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -93,16 +94,19 @@ struct AnnalsAdapter {
 /// directory `dir`. To benchmark the log adapter, replace the `in_memory` line with, e.g.:
 ///
 /// ```text
-/// Ok(AnnalsAdapter::durable(annals::storage::LogAdapter::open(dir, Default::default())?))
+/// Ok(AnnalsAdapter::durable(storage::LogAdapter::open(dir, Default::default())?))
 /// ```
 ///
-/// (wrap the call in `runtime.block_on(...)` if `open` is async). Labels, reopen and disk
-/// figures follow from `durable`; nothing else needs to change.
+/// (wrap the call in `runtime.block_on(...)` if `open` is async; the caller has entered the
+/// runtime, so `open` may spawn tasks). Labels, reopen and disk figures follow from `durable`;
+/// nothing else needs to change.
 fn open_annals_adapter(dir: &Path, runtime: &Handle) -> BenchResult<AnnalsAdapter> {
     let _ = (dir, runtime);
-    Ok(AnnalsAdapter::in_memory(InMemoryAdapter::new()))
+    Ok(AnnalsAdapter::in_memory(storage::InMemoryAdapter::new()))
 }
 
+// The switch point uses one of these two constructors; the other stays unused.
+#[allow(dead_code)]
 impl AnnalsAdapter {
     fn in_memory(adapter: impl StorageAdapter) -> Self {
         AnnalsAdapter {
@@ -111,7 +115,6 @@ impl AnnalsAdapter {
         }
     }
 
-    #[allow(dead_code)] // Used once the switch point opens the log adapter.
     fn durable(adapter: impl StorageAdapter) -> Self {
         AnnalsAdapter {
             adapter: Arc::new(adapter),
@@ -317,6 +320,7 @@ impl EngineKind {
         Ok(match self {
             EngineKind::Annals => {
                 let handle = ctx.runtime.handle().clone();
+                let _runtime = handle.enter();
                 let opened = open_annals_adapter(dir, &handle)?;
                 Opened {
                     durable: opened.durable,
@@ -406,6 +410,8 @@ impl Engine for AnnalsEngine {
     }
 
     fn close(self: Box<Self>) -> BenchResult<()> {
+        // Inside the runtime, in case the adapter's drop stops background tasks.
+        let _runtime = self.runtime.enter();
         drop(self.adapter);
         Ok(())
     }
@@ -639,6 +645,7 @@ struct Config {
     replay_runs: usize,
     open_events: Vec<u64>,
     engines: Vec<EngineKind>,
+    workloads: Vec<String>,
     dir: PathBuf,
     target_dir: PathBuf,
 }
@@ -680,6 +687,10 @@ impl Config {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
         let dir = env_or("ANNALS_BENCH_DIR", target_dir.join("compare-data"))?;
         let engines = env_list("ANNALS_BENCH_ENGINES", "annals,sqlite,redb")?;
+        let workloads = env_list(
+            "ANNALS_BENCH_WORKLOADS",
+            "single,concurrent,bulk,replay,open",
+        )?;
         if !full {
             return Ok(Config {
                 full,
@@ -691,6 +702,7 @@ impl Config {
                 replay_runs: 1,
                 open_events: vec![1_000],
                 engines,
+                workloads,
                 dir,
                 target_dir,
             });
@@ -705,9 +717,14 @@ impl Config {
             replay_runs: env_or("ANNALS_BENCH_REPLAY_RUNS", 3)?,
             open_events: env_list("ANNALS_BENCH_OPEN_EVENTS", "100000,1000000")?,
             engines,
+            workloads,
             dir,
             target_dir,
         })
+    }
+
+    fn runs(&self, workload: &str) -> bool {
+        self.workloads.iter().any(|w| w == workload)
     }
 
     fn duration(&self) -> Duration {
@@ -1079,6 +1096,27 @@ fn open_time(
     ])
 }
 
+/// The disk's own fsync latency: 200 appends of 300 bytes, each followed by `fdatasync`.
+/// Returns p50 and p99 in microseconds. Virtual disks throttle, so the runner probes before
+/// and after the workloads and prints both with the figures.
+fn disk_probe(config: &Config) -> BenchResult<(f64, f64)> {
+    use std::io::Write as _;
+    let dir = scratch(config, "probe")?;
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(dir.path().join("probe"))?;
+    let record = [0x5a_u8; 300];
+    let mut latencies = Latencies::default();
+    for _ in 0..200 {
+        let t = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        latencies.record(t.elapsed());
+    }
+    Ok((latencies.percentile_us(50.0), latencies.percentile_us(99.0)))
+}
+
 /// Copies the files under `from` into the empty directory `to`.
 fn copy_dir(from: &Path, to: &Path) -> BenchResult<()> {
     for entry in std::fs::read_dir(from)? {
@@ -1104,21 +1142,27 @@ fn run_all(
     corpus: &Corpus,
 ) -> BenchResult<(Vec<String>, Vec<Vec<Measure>>)> {
     let workloads: [(&str, Workload); 4] = [
-        ("1 writer", single_writer),
-        ("concurrent writers", concurrent_writers),
+        ("single", single_writer),
+        ("concurrent", concurrent_writers),
         ("bulk", bulk),
         ("replay", replay),
     ];
     let mut labels = Vec::new();
+    for &kind in &config.engines {
+        let dir = scratch(config, "label")?;
+        let opened = kind.open(dir.path(), ctx)?;
+        labels.push(kind.label(opened.durable).to_owned());
+        opened.engine.close()?;
+    }
     let mut measures: Vec<Vec<Measure>> = config.engines.iter().map(|_| Vec::new()).collect();
     for (name, workload) in workloads {
+        if !config.runs(name) {
+            continue;
+        }
         for (column, &kind) in config.engines.iter().enumerate() {
             eprintln!("{name}: {kind:?}");
-            let dir = scratch(config, name.split(' ').next().unwrap_or("run"))?;
+            let dir = scratch(config, name)?;
             let opened = kind.open(dir.path(), ctx)?;
-            if labels.len() == column {
-                labels.push(kind.label(opened.durable).to_owned());
-            }
             let result = workload(config, &opened, corpus)?;
             opened.engine.close()?;
             for m in &result {
@@ -1127,7 +1171,12 @@ fn run_all(
             measures[column].extend(result);
         }
     }
-    for &events in &config.open_events {
+    let open_events = if config.runs("open") {
+        config.open_events.as_slice()
+    } else {
+        &[]
+    };
+    for &events in open_events {
         for (column, &kind) in config.engines.iter().enumerate() {
             eprintln!("open at {events}: {kind:?}");
             let result = open_time(config, ctx, kind, corpus, events)?;
@@ -1232,6 +1281,7 @@ fn markdown_table(config: &Config, labels: &[String], measures: &[Vec<Measure>])
 fn report(
     config: &Config,
     corpus: &Corpus,
+    probes: [(f64, f64); 2],
     labels: &[String],
     measures: &[Vec<Measure>],
 ) -> String {
@@ -1250,6 +1300,16 @@ fn report(
         group_digits(config.batch as f64),
         config.replay_runs,
         config.dir.display(),
+    );
+    let [(before_p50, before_p99), (after_p50, after_p99)] = probes;
+    let _ = writeln!(
+        out,
+        "Disk probe (300-byte append + `fdatasync`): p50 {} µs, p99 {} µs before the run; \
+         p50 {} µs, p99 {} µs after it.\n",
+        format_value(Some(before_p50)),
+        format_value(Some(before_p99)),
+        format_value(Some(after_p50)),
+        format_value(Some(after_p99)),
     );
     out.push_str(&markdown_table(config, labels, measures));
     out.push_str(
@@ -1347,8 +1407,10 @@ fn main() -> BenchResult<()> {
             .build()?,
     };
     let corpus = Corpus::new()?;
+    let before = disk_probe(&config)?;
     let (labels, measures) = run_all(&config, &ctx, &corpus)?;
-    let report = report(&config, &corpus, &labels, &measures);
+    let after = disk_probe(&config)?;
+    let report = report(&config, &corpus, [before, after], &labels, &measures);
     println!("\n{report}");
     if config.full {
         std::fs::create_dir_all(&config.target_dir)?;

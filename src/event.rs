@@ -246,10 +246,12 @@ struct RawEventDetail {
     timestamp: Timestamp,
     #[serde(rename = "type")]
     event_type: String,
+    // Castore omits `payload` and `metadata` when an event has none (JSON.stringify drops
+    // `undefined`), so both are optional; absent and `null` read the same.
     #[serde(default)]
-    payload: serde_json::Value,
+    payload: Option<serde_json::Value>,
     #[serde(default)]
-    metadata: serde_json::Value,
+    metadata: Option<serde_json::Value>,
 }
 
 impl<'de, E: Events> Deserialize<'de> for EventDetail<E> {
@@ -258,10 +260,23 @@ impl<'de, E: Events> Deserialize<'de> for EventDetail<E> {
         if raw.version == 0 {
             return Err(D::Error::custom("version must be at least 1"));
         }
-        let event = E::payload_from_json(&raw.event_type, raw.payload)
-            .map_err(|e| D::Error::custom(format!("event type {:?}: {e}", raw.event_type)))?;
-        let metadata = serde_json::from_value(raw.metadata)
-            .map_err(|e| D::Error::custom(format!("metadata: {e}")))?;
+        let event = match raw.payload {
+            Some(payload) => E::payload_from_json(&raw.event_type, payload),
+            // No payload: what a payload-less type decodes from, nothing (`()`, unit structs)
+            // or no fields (`struct LeveledUp {}`).
+            None => E::payload_from_json(&raw.event_type, serde_json::Value::Null).or_else(|_| {
+                E::payload_from_json(
+                    &raw.event_type,
+                    serde_json::Value::Object(Default::default()),
+                )
+            }),
+        }
+        .map_err(|e| D::Error::custom(format!("event type {:?}: {e}", raw.event_type)))?;
+        let metadata = match raw.metadata {
+            Some(metadata) => serde_json::from_value(metadata)
+                .map_err(|e| D::Error::custom(format!("metadata: {e}")))?,
+            None => E::Metadata::default(),
+        };
         Ok(EventDetail {
             aggregate_id: raw.aggregate_id,
             version: raw.version,

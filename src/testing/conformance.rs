@@ -53,12 +53,25 @@ const BASE_MILLIS: i64 = 1_700_000_000_000;
 
 /// A fresh adapter under test, and whatever must outlive it (a temporary directory, …).
 ///
-/// The adapter is dropped before the guard, so an adapter can close its files before their
-/// directory is removed.
+/// [`run`] drops the adapter, then shuts its runtime down, and only then drops the guard, so
+/// an adapter (and its background tasks) can close its files before their directory goes:
+///
+/// ```
+/// mod in_memory_in_a_temp_dir {
+///     use std::sync::Arc;
+///     use annals::storage::InMemoryAdapter;
+///     use annals::testing::conformance::Fixture;
+///
+///     annals::conformance_tests!(|| async {
+///         let dir = tempfile::tempdir().expect("a temporary directory");
+///         // An on-disk adapter would open its files in `dir.path()` here.
+///         Fixture::with_guard(Arc::new(InMemoryAdapter::new()), dir)
+///     });
+/// }
+/// ```
 pub struct Fixture {
-    // Fields drop in declaration order: the adapter goes before its guard.
     adapter: Arc<dyn StorageAdapter>,
-    _guard: Option<Box<dyn Any + Send>>,
+    guard: Option<Box<dyn Any + Send>>,
 }
 
 impl Fixture {
@@ -66,7 +79,7 @@ impl Fixture {
     pub fn new(adapter: Arc<dyn StorageAdapter>) -> Self {
         Fixture {
             adapter,
-            _guard: None,
+            guard: None,
         }
     }
 
@@ -74,7 +87,7 @@ impl Fixture {
     pub fn with_guard(adapter: Arc<dyn StorageAdapter>, guard: impl Any + Send) -> Self {
         Fixture {
             adapter,
-            _guard: Some(Box::new(guard)),
+            guard: Some(Box::new(guard)),
         }
     }
 
@@ -111,11 +124,16 @@ where
         .enable_all()
         .build()
         .expect("a tokio runtime for the conformance check starts");
-    runtime.block_on(async move {
-        let fixture: Fixture = factory().await.into();
-        check(fixture.adapter()).await;
-        drop(fixture);
+    let guard = runtime.block_on(async move {
+        let Fixture { adapter, guard } = factory().await.into();
+        check(Arc::clone(&adapter)).await;
+        drop(adapter);
+        guard
     });
+    // Background tasks of the adapter may still hold it until the runtime shuts down; only
+    // then can what it lives in (a temporary directory) go.
+    drop(runtime);
+    drop(guard);
 }
 
 /// Expands into one `#[test]` per conformance check, each running on a fresh adapter made by
