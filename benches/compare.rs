@@ -101,8 +101,10 @@ struct AnnalsAdapter {
 /// runtime, so `open` may spawn tasks). Labels, reopen and disk figures follow from `durable`;
 /// nothing else needs to change.
 fn open_annals_adapter(dir: &Path, runtime: &Handle) -> BenchResult<AnnalsAdapter> {
-    let _ = (dir, runtime);
-    Ok(AnnalsAdapter::in_memory(storage::InMemoryAdapter::new()))
+    let _ = runtime;
+    Ok(AnnalsAdapter::durable(
+        storage::LogAdapter::builder(dir).open()?,
+    ))
 }
 
 // The switch point uses one of these two constructors; the other stays unused.

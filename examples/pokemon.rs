@@ -9,10 +9,10 @@
 //! cargo run --release --example pokemon -- [DIR]
 //! ```
 //!
-//! `DIR` is where the events will be kept once the on-disk log adapter lands. Today the only
-//! adapter is [`InMemoryAdapter`], so the directory is accepted but unused and every event
-//! lives in memory until the process exits. [`open_storage`] is the one place that changes
-//! when the log adapter arrives.
+//! The events are kept in `DIR` (default `target/pokemon-store`) by annals' embedded log
+//! adapter: every acknowledged push is on disk before the command continues, and running the
+//! example again adds to the same store (ids are unique per run). [`open_storage`] is the one
+//! place that chooses the adapter.
 //!
 //! `CATCH_POKEMON` writes to two aggregates of two stores (`CAUGHT_BY_TRAINER` on the Pokémon,
 //! `POKEMON_CAUGHT` on the trainer) through [`annals::push_event_group`], so both events are
@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use annals::storage::InMemoryAdapter;
 use annals::{
     Aggregate, Command, CommandFailure, EventAlreadyExists, EventDetail, EventStore, Events,
     GetAggregateOptions, ListAggregateIdsOptions, NewEvent, RetryContext, StorageAdapter,
@@ -543,17 +542,17 @@ async fn catch_pokemon(
 
 /// Opens the storage adapter both event stores share.
 ///
-/// Today this is always an [`InMemoryAdapter`]: `dir` is reported and otherwise unused. When
-/// the on-disk log adapter is available, this function opens it in `dir` instead.
+/// The embedded log adapter in `dir` (default `target/pokemon-store`), durable on every
+/// acknowledged push.
 fn open_storage(dir: Option<&Path>) -> DemoResult<Arc<dyn StorageAdapter>> {
-    match dir {
-        Some(dir) => println!(
-            "storage: in memory (the on-disk adapter is not available yet; {} is unused)",
-            dir.display()
-        ),
-        None => println!("storage: in memory"),
-    }
-    Ok(Arc::new(InMemoryAdapter::new()))
+    let dir = dir.map_or_else(|| PathBuf::from("target/pokemon-store"), Path::to_owned);
+    let adapter = annals::open(&dir)?;
+    println!(
+        "storage: annals log in {} (last position before this run: {})",
+        dir.display(),
+        adapter.last_position()
+    );
+    Ok(adapter)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::ops::Bound;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -228,10 +229,24 @@ impl Index {
         path: &Path,
         cache_bytes: usize,
     ) -> Result<Self, EngineError> {
-        let db = redb::Database::builder()
-            .set_cache_size(cache_bytes)
-            .create_with_backend(Backend(file))
-            .map_err(|e| EngineError::index("open index", path, e))?;
+        // redb asserts on some damaged files (say, a file shorter than its header's layout
+        // after a crash lost a size change). The index is derived data, so a damaged one is
+        // reported as corrupt and rebuilt from the log rather than allowed to panic the caller.
+        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            redb::Database::builder()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(Backend(file))
+        }));
+        let db = match opened {
+            Ok(result) => result.map_err(|e| EngineError::index("open index", path, e))?,
+            Err(_) => {
+                return Err(EngineError::Corruption {
+                    file: path.to_owned(),
+                    offset: 0,
+                    reason: "the index database is damaged (redb refused to open it)".into(),
+                });
+            }
+        };
         let index = Index {
             db,
             path: Arc::from(path),
