@@ -269,11 +269,15 @@ impl Writer {
                 }
                 buffer_offset = self.cursor.offset;
                 if self.cursor.offset + frame_len > self.segment.header.size {
+                    // Later commits of the batch were version-checked assuming this one
+                    // lands, so they fail with it: writing them could leave a version gap.
                     let e = EngineError::InvalidOptions(format!(
                         "a commit of {frame_len} bytes does not fit in a segment"
                     ));
-                    let _ = reply.send(Err(e));
-                    continue;
+                    for (_, reply) in std::iter::once((commit, reply)).chain(commits) {
+                        let _ = reply.send(Err(clone_error(&e)));
+                    }
+                    return done;
                 }
             }
             let first_position = self.cursor.next_position;

@@ -2,3 +2,4 @@
 //! conflicts under concurrency, segment rollover, index checkpoints and locking.
 
 mod basics;
+mod durability_modes;
