@@ -8,10 +8,10 @@
 //! Every engine stores the same events (store id, aggregate id, version, global position,
 //! timestamp, type, a ~200-byte MessagePack payload and metadata) and acknowledges a commit
 //! only once it is durable, except where said:
-//! - **annals** goes through the public [`StorageAdapter`] API on a tokio runtime. Until the
-//!   log adapter lands it runs on [`InMemoryAdapter`], labelled "annals (in-memory)": that row
-//!   measures the API and the typed path, *not* durability. Switching to the log adapter is a
-//!   one-line change in [`open_annals_adapter`].
+//! - **annals** goes through the public [`StorageAdapter`] API on a tokio runtime, on the log
+//!   adapter (`LogAdapter::builder(dir).open()`, default options: `Durability::Immediate`,
+//!   an fdatasync before every acknowledgement, group commit across concurrent appenders).
+//!   The adapter is chosen in one place, [`open_annals_adapter`].
 //! - **SQLite** (bundled): WAL mode, `synchronous=FULL` (the WAL is fsynced at every commit),
 //!   one table keyed by `(store, aggregate, version)`; one connection behind a mutex, since
 //!   SQLite serialises writers anyway.
@@ -29,8 +29,18 @@
 //! 4. replay one aggregate of 100,000 events, decoding each payload with rmp-serde into a
 //!    struct and folding it into a typed aggregate: events/s;
 //! 5. bulk-load speed, open time (until ready to append) after a clean close and after a
-//!    simulated crash, and bytes on disk per event, at each size of
-//!    `ANNALS_BENCH_OPEN_EVENTS`.
+//!    simulated crash, bytes on disk per event, and the process's resident memory after
+//!    opening and reading a sample of aggregates, at each size of `ANNALS_BENCH_OPEN_EVENTS`;
+//! 6. scale (annals only): `ANNALS_BENCH_SCALE_EVENTS` events spread round-robin over
+//!    `ANNALS_BENCH_SCALE_AGGREGATES` aggregates, loaded in commits of
+//!    `ANNALS_BENCH_SCALE_BATCH` events under `Durability::None` and made durable with one
+//!    `sync()` at the end; then open time (clean and after a crash), resident memory, and the
+//!    latency of `get_events` on random aggregates.
+//!
+//! Resident memory is the process's RSS (`/proc/self/statm`) after opening and reading,
+//! minus the RSS just before opening, after returning freed heap to the OS (`malloc_trim`
+//! on glibc) so that memory kept by the allocator from earlier workloads does not hide the
+//! growth. It is Linux-only; elsewhere the figures are "n/a".
 //!
 //! # Running
 //! `cargo bench --bench compare` runs everything with the defaults below and writes
@@ -46,8 +56,13 @@
 //! | `ANNALS_BENCH_REPLAY_EVENTS` | 100000 | events of the replayed aggregate |
 //! | `ANNALS_BENCH_REPLAY_RUNS` | 3 | replays timed; the median is reported |
 //! | `ANNALS_BENCH_OPEN_EVENTS` | 100000,1000000 | store sizes of workload 5; empty skips it |
+//! | `ANNALS_BENCH_SAMPLE` | 1000 | aggregates read after opening, before measuring memory |
+//! | `ANNALS_BENCH_SCALE_EVENTS` | 1000000 | events of workload 6 |
+//! | `ANNALS_BENCH_SCALE_AGGREGATES` | 100000 | aggregates of workload 6 |
+//! | `ANNALS_BENCH_SCALE_BATCH` | 10000 | events per commit of workload 6's load |
+//! | `ANNALS_BENCH_SCALE_READS` | 10000 | random `get_events` calls timed in workload 6 |
 //! | `ANNALS_BENCH_ENGINES` | annals,sqlite,redb | engines to run, in column order |
-//! | `ANNALS_BENCH_WORKLOADS` | single,concurrent,bulk,replay,open | workloads to run |
+//! | `ANNALS_BENCH_WORKLOADS` | single,concurrent,bulk,replay,open,scale | workloads to run |
 //! | `ANNALS_BENCH_DIR` | target/compare-data | where the temporary databases live |
 
 use std::error::Error;
@@ -58,6 +73,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use annals::Durability;
 use annals::storage::{
     self, AppendEvent, EncodedEvent, GetEventsOptions, StorageAdapter, Timestamp,
 };
@@ -91,19 +107,23 @@ struct AnnalsAdapter {
 }
 
 /// SWITCH POINT. Opens (or creates) the annals adapter under test in the empty or existing
-/// directory `dir`. To benchmark the log adapter, replace the `in_memory` line with, e.g.:
-///
-/// ```text
-/// Ok(AnnalsAdapter::durable(storage::LogAdapter::open(dir, Default::default())?))
-/// ```
-///
-/// (wrap the call in `runtime.block_on(...)` if `open` is async; the caller has entered the
-/// runtime, so `open` may spawn tasks). Labels, reopen and disk figures follow from `durable`;
-/// nothing else needs to change.
+/// directory `dir`: the log adapter with its default options (`Durability::Immediate`).
+/// Labels, reopen, disk and memory figures follow from `durable`; for the in-memory adapter
+/// the line would be `Ok(AnnalsAdapter::in_memory(storage::InMemoryAdapter::new()))`.
 fn open_annals_adapter(dir: &Path, runtime: &Handle) -> BenchResult<AnnalsAdapter> {
     let _ = runtime;
     Ok(AnnalsAdapter::durable(
         storage::LogAdapter::builder(dir).open()?,
+    ))
+}
+
+/// The log adapter for workload 6's bulk load: default options but `Durability::None`, so
+/// appends are acknowledged after the write and one `sync()` makes the load durable.
+fn open_annals_bulk_loader(dir: &Path) -> BenchResult<Arc<storage::LogAdapter>> {
+    Ok(Arc::new(
+        storage::LogAdapter::builder(dir)
+            .durability(Durability::None)
+            .open()?,
     ))
 }
 
@@ -646,6 +666,12 @@ struct Config {
     replay_events: u64,
     replay_runs: usize,
     open_events: Vec<u64>,
+    /// Aggregates read after an open, before resident memory is measured.
+    sample: u64,
+    scale_events: u64,
+    scale_aggregates: u64,
+    scale_batch: usize,
+    scale_reads: usize,
     engines: Vec<EngineKind>,
     workloads: Vec<String>,
     dir: PathBuf,
@@ -691,7 +717,7 @@ impl Config {
         let engines = env_list("ANNALS_BENCH_ENGINES", "annals,sqlite,redb")?;
         let workloads = env_list(
             "ANNALS_BENCH_WORKLOADS",
-            "single,concurrent,bulk,replay,open",
+            "single,concurrent,bulk,replay,open,scale",
         )?;
         if !full {
             return Ok(Config {
@@ -703,6 +729,11 @@ impl Config {
                 replay_events: 1_000,
                 replay_runs: 1,
                 open_events: vec![1_000],
+                sample: 10,
+                scale_events: 2_000,
+                scale_aggregates: 200,
+                scale_batch: 500,
+                scale_reads: 50,
                 engines,
                 workloads,
                 dir,
@@ -718,6 +749,11 @@ impl Config {
             replay_events: env_or("ANNALS_BENCH_REPLAY_EVENTS", 100_000)?,
             replay_runs: env_or("ANNALS_BENCH_REPLAY_RUNS", 3)?,
             open_events: env_list("ANNALS_BENCH_OPEN_EVENTS", "100000,1000000")?,
+            sample: env_or("ANNALS_BENCH_SAMPLE", 1_000)?,
+            scale_events: env_or("ANNALS_BENCH_SCALE_EVENTS", 1_000_000)?,
+            scale_aggregates: env_or("ANNALS_BENCH_SCALE_AGGREGATES", 100_000)?,
+            scale_batch: env_or("ANNALS_BENCH_SCALE_BATCH", 10_000)?,
+            scale_reads: env_or("ANNALS_BENCH_SCALE_READS", 10_000)?,
             engines,
             workloads,
             dir,
@@ -760,6 +796,18 @@ impl Measure {
             metric,
             higher_is_better,
             value: Some(value),
+        }
+    }
+
+    fn maybe(
+        workload: &str,
+        metric: &'static str,
+        higher_is_better: bool,
+        value: Option<f64>,
+    ) -> Self {
+        Measure {
+            value,
+            ..Measure::new(workload, metric, higher_is_better, 0.0)
         }
     }
 
@@ -1044,22 +1092,23 @@ fn open_time(
     events: u64,
 ) -> BenchResult<Vec<Measure>> {
     let row = format!("open at {} events", group_digits(events as f64));
-    const FIGURES: [&str; 4] = [
+    const FIGURES: [&str; 6] = [
         "bulk load events/s",
         "open ms (clean)",
         "open ms (after crash)",
         "disk bytes/event",
+        "resident MiB (clean open + reads)",
+        "resident MiB (crash open + reads)",
     ];
     let dir = scratch(config, "open")?;
     let opened = kind.open(dir.path(), ctx)?;
     if !opened.durable {
         opened.engine.close()?;
-        return Ok(vec![
-            Measure::missing(&row, FIGURES[0], true),
-            Measure::missing(&row, FIGURES[1], false),
-            Measure::missing(&row, FIGURES[2], false),
-            Measure::missing(&row, FIGURES[3], false),
-        ]);
+        return Ok(FIGURES
+            .iter()
+            .enumerate()
+            .map(|(i, figure)| Measure::missing(&row, figure, i == 0))
+            .collect());
     }
     let t = Instant::now();
     let (prefix, per_aggregate) = ("open-", BULK_AGGREGATE_EVENTS);
@@ -1086,15 +1135,255 @@ fn open_time(
         reopened.engine.close()?;
     }
     runs.sort();
+    let aggregates = events.div_ceil(per_aggregate);
+    let sample = sample_aggregates(aggregates, config.sample, 1);
+    let clean_rss = {
+        let base = ResidentBaseline::take();
+        let reopened = kind.open(dir.path(), ctx)?;
+        read_sample(&*reopened.engine, prefix, &sample)?;
+        let grown = base.growth();
+        reopened.engine.close()?;
+        grown
+    };
+    let base = ResidentBaseline::take();
     let t = Instant::now();
     let recovered = kind.open(crashed.path(), ctx)?;
     let crash_open = t.elapsed();
+    read_sample(&*recovered.engine, prefix, &sample)?;
+    let crash_rss = base.growth();
     recovered.engine.close()?;
+    let mib = |bytes: Option<u64>| bytes.map(|b| b as f64 / f64::from(1 << 20));
     Ok(vec![
         Measure::new(&row, FIGURES[0], true, events as f64 / load_secs),
         Measure::new(&row, FIGURES[1], false, runs[1].as_secs_f64() * 1e3),
         Measure::new(&row, FIGURES[2], false, crash_open.as_secs_f64() * 1e3),
         Measure::new(&row, FIGURES[3], false, bytes as f64 / events.max(1) as f64),
+        Measure::maybe(&row, FIGURES[4], false, mib(clean_rss)),
+        Measure::maybe(&row, FIGURES[5], false, mib(crash_rss)),
+    ])
+}
+
+/// The process's resident set size in bytes, from `/proc/self/statm` (Linux only).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // x86-64 and aarch64 Linux as configured by every distribution: 4 KiB pages.
+    Some(pages * 4096)
+}
+
+/// Returns freed heap to the OS, so that RSS growth is not hidden by memory the allocator kept
+/// from earlier workloads (glibc only; elsewhere a no-op).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim takes no pointers and may be called at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// RSS before an engine is opened; [`ResidentBaseline::growth`] is what opening and reading
+/// added.
+struct ResidentBaseline(Option<u64>);
+
+impl ResidentBaseline {
+    fn take() -> Self {
+        trim_heap();
+        ResidentBaseline(resident_bytes())
+    }
+
+    fn growth(&self) -> Option<u64> {
+        Some(resident_bytes()?.saturating_sub(self.0?))
+    }
+}
+
+/// `count` aggregate numbers below `aggregates`, pseudo-random but the same every run for
+/// the same `seed`.
+fn sample_aggregates(aggregates: u64, count: u64, seed: u64) -> Vec<u64> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % aggregates.max(1)
+        })
+        .collect()
+}
+
+/// Reads every event of aggregates `{prefix}{n}` for `n` in `sample`; returns the latency of
+/// each read.
+fn read_sample(engine: &dyn Engine, prefix: &str, sample: &[u64]) -> BenchResult<Latencies> {
+    let mut latencies = Latencies::default();
+    for n in sample {
+        let aggregate = format!("{prefix}{n}");
+        let mut events = 0u64;
+        let t = Instant::now();
+        engine.read_aggregate(&aggregate, &mut |event| {
+            events += 1;
+            std::hint::black_box(event);
+            Ok(())
+        })?;
+        latencies.record(t.elapsed());
+        if events == 0 {
+            return Err(format!("aggregate {aggregate} read back empty").into());
+        }
+    }
+    Ok(latencies)
+}
+
+/// Workload 6 (annals only): `scale_events` events round-robin over `scale_aggregates`
+/// aggregates (aggregate `n % A` gets version `n / A + 1`, so each aggregate's events are
+/// spread over the whole log), loaded in commits of `scale_batch` under `Durability::None`
+/// and synced once; then open times, resident memory and random `get_events` latency.
+fn scale(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
+    let (events, aggregates) = (config.scale_events, config.scale_aggregates.max(1));
+    let row = format!(
+        "{} events over {} aggregates",
+        group_digits(events as f64),
+        group_digits(aggregates as f64)
+    );
+    let prefix = "scale-";
+    let dir = scratch(config, "scale")?;
+    let crashed = scratch(config, "scale-crash")?;
+    let handle = ctx.runtime.handle().clone();
+    let (load_secs, sync_secs) = {
+        let _runtime = handle.enter();
+        let loader = open_annals_bulk_loader(dir.path())?;
+        let engine = AnnalsEngine {
+            adapter: loader.clone(),
+            runtime: handle.clone(),
+        };
+        let t = Instant::now();
+        let batch = config.scale_batch.max(1) as u64;
+        let mut next = 0;
+        let mut ids: Vec<(String, u64)> = Vec::with_capacity(batch as usize);
+        while next < events {
+            let count = (events - next).min(batch);
+            ids.clear();
+            ids.extend(
+                (next..next + count)
+                    .map(|n| (format!("{prefix}{}", n % aggregates), n / aggregates + 1)),
+            );
+            let batch: Vec<BenchEvent<'_>> = ids
+                .iter()
+                .map(|(aggregate, version)| corpus.event(aggregate, *version))
+                .collect();
+            engine.append_batch(&batch)?;
+            next += count;
+            if next % (events / 10).max(1) < count {
+                eprintln!(
+                    "    loaded {next} events in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let synced = Instant::now();
+        handle.block_on(loader.sync())?;
+        let sync_secs = synced.elapsed().as_secs_f64();
+        let load_secs = t.elapsed().as_secs_f64();
+        copy_dir(dir.path(), crashed.path())?;
+        Box::new(engine).close()?;
+        loader.close();
+        drop(loader);
+        (load_secs, sync_secs)
+    };
+    eprintln!("    loaded and synced in {load_secs:.1} s (sync {sync_secs:.2} s)");
+    let bytes = dir_bytes(dir.path())?;
+    let kind = EngineKind::Annals;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let reopened = kind.open(dir.path(), ctx)?;
+        runs.push(t.elapsed());
+        reopened.engine.close()?;
+    }
+    runs.sort();
+    let sample = sample_aggregates(aggregates, config.sample, 1);
+    let reads = sample_aggregates(aggregates, config.scale_reads as u64, 2);
+    let (clean_rss, mut latencies, reads_secs) = {
+        let base = ResidentBaseline::take();
+        let reopened = kind.open(dir.path(), ctx)?;
+        read_sample(&*reopened.engine, prefix, &sample)?;
+        let grown = base.growth();
+        let t = Instant::now();
+        let latencies = read_sample(&*reopened.engine, prefix, &reads)?;
+        let secs = t.elapsed().as_secs_f64();
+        reopened.engine.close()?;
+        (grown, latencies, secs)
+    };
+    let base = ResidentBaseline::take();
+    let t = Instant::now();
+    let recovered = kind.open(crashed.path(), ctx)?;
+    let crash_open = t.elapsed();
+    read_sample(&*recovered.engine, prefix, &sample)?;
+    let crash_rss = base.growth();
+    recovered.engine.close()?;
+    let mib = |bytes: Option<u64>| bytes.map(|b| b as f64 / f64::from(1 << 20));
+    let per_aggregate = |bytes: Option<u64>| bytes.map(|b| b as f64 / aggregates as f64);
+    Ok(vec![
+        Measure::new(
+            &row,
+            "load events/s (Durability::None + sync)",
+            true,
+            events as f64 / load_secs,
+        ),
+        Measure::new(&row, "final sync ms", false, sync_secs * 1e3),
+        Measure::new(
+            &row,
+            "disk bytes/event",
+            false,
+            bytes as f64 / events.max(1) as f64,
+        ),
+        Measure::new(&row, "open ms (clean)", false, runs[1].as_secs_f64() * 1e3),
+        Measure::new(
+            &row,
+            "open ms (after crash)",
+            false,
+            crash_open.as_secs_f64() * 1e3,
+        ),
+        Measure::maybe(
+            &row,
+            "resident MiB (clean open + reads)",
+            false,
+            mib(clean_rss),
+        ),
+        Measure::maybe(
+            &row,
+            "resident bytes/aggregate (clean open + reads)",
+            false,
+            per_aggregate(clean_rss),
+        ),
+        Measure::maybe(
+            &row,
+            "resident MiB (crash open + reads)",
+            false,
+            mib(crash_rss),
+        ),
+        Measure::new(
+            &row,
+            "get_events reads/s (random aggregate)",
+            true,
+            reads.len() as f64 / reads_secs,
+        ),
+        Measure::new(
+            &row,
+            "get_events p50 µs",
+            false,
+            latencies.percentile_us(50.0),
+        ),
+        Measure::new(
+            &row,
+            "get_events p99 µs",
+            false,
+            latencies.percentile_us(99.0),
+        ),
     ])
 }
 
@@ -1136,13 +1425,18 @@ fn copy_dir(from: &Path, to: &Path) -> BenchResult<()> {
 
 type Workload = fn(&Config, &Opened, &Corpus) -> BenchResult<Vec<Measure>>;
 
-/// Runs every workload on every engine. Returns the column labels and, per engine, its
-/// measures in the same order for every engine.
-fn run_all(
-    config: &Config,
-    ctx: &Context,
-    corpus: &Corpus,
-) -> BenchResult<(Vec<String>, Vec<Vec<Measure>>)> {
+/// What a run measured.
+struct Results {
+    /// Column labels, one per engine.
+    labels: Vec<String>,
+    /// Per engine, its measures, in the same order for every engine.
+    measures: Vec<Vec<Measure>>,
+    /// Workload 6, annals only.
+    scale: Vec<Measure>,
+}
+
+/// Runs every workload on every engine.
+fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Results> {
     let workloads: [(&str, Workload); 4] = [
         ("single", single_writer),
         ("concurrent", concurrent_writers),
@@ -1188,7 +1482,19 @@ fn run_all(
             measures[column].extend(result);
         }
     }
-    Ok((labels, measures))
+    let mut scale_measures = Vec::new();
+    if config.runs("scale") && config.engines.contains(&EngineKind::Annals) {
+        eprintln!("scale: Annals");
+        scale_measures = scale(config, ctx, corpus)?;
+        for m in &scale_measures {
+            eprintln!("    {} {}: {}", m.workload, m.metric, format_value(m.value));
+        }
+    }
+    Ok(Results {
+        labels,
+        measures,
+        scale: scale_measures,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1280,13 +1586,8 @@ fn markdown_table(config: &Config, labels: &[String], measures: &[Vec<Measure>])
     out
 }
 
-fn report(
-    config: &Config,
-    corpus: &Corpus,
-    probes: [(f64, f64); 2],
-    labels: &[String],
-    measures: &[Vec<Measure>],
-) -> String {
+fn report(config: &Config, corpus: &Corpus, probes: [(f64, f64); 2], results: &Results) -> String {
+    let (labels, measures) = (&results.labels, &results.measures);
     let mut out = String::from("# annals vs SQLite vs redb\n\n");
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let _ = writeln!(
@@ -1321,6 +1622,26 @@ fn report(
          to append, page cache warm; \"clean\" after a clean close (median of 3), \"after \
          crash\" on a copy of the files taken while the engine was open (recovery runs).\n",
     );
+    out.push_str(
+        "\nResident MiB: growth of the process's RSS from just before the open (heap trimmed) \
+         to after it and after reading every event of a fixed sample of aggregates.\n",
+    );
+    if let Some(first) = results.scale.first() {
+        let _ = writeln!(
+            out,
+            "\n## Scale: {} (annals only)\n\nLoaded in commits of {} events under \
+             `Durability::None`, then one `sync()`; each aggregate's events are spread over \
+             the whole log (round-robin). Opens and reads use the default options \
+             (`Durability::Immediate`); `get_events` reads every event of a random aggregate, \
+             page cache warm.\n\n| figure | annals (log) |\n|---|--:|",
+            first.workload,
+            group_digits(config.scale_batch as f64),
+        );
+        for m in &results.scale {
+            let better = if m.higher_is_better { "↑" } else { "↓" };
+            let _ = writeln!(out, "| {} {better} | {} |", m.metric, format_value(m.value));
+        }
+    }
     if labels.iter().any(|l| l.contains("in-memory")) {
         out.push_str(
             "\n**annals (in-memory)** keeps events in process memory and never touches the \
@@ -1410,16 +1731,16 @@ fn main() -> BenchResult<()> {
     };
     let corpus = Corpus::new()?;
     let before = disk_probe(&config)?;
-    let (labels, measures) = run_all(&config, &ctx, &corpus)?;
+    let results = run_all(&config, &ctx, &corpus)?;
     let after = disk_probe(&config)?;
-    let report = report(&config, &corpus, [before, after], &labels, &measures);
+    let report = report(&config, &corpus, [before, after], &results);
     println!("\n{report}");
     if config.full {
         std::fs::create_dir_all(&config.target_dir)?;
         let md = config.target_dir.join("compare-report.md");
         let svg = config.target_dir.join("compare-report.svg");
         std::fs::write(&md, &report)?;
-        std::fs::write(&svg, svg_chart(&labels, &measures))?;
+        std::fs::write(&svg, svg_chart(&results.labels, &results.measures))?;
         eprintln!("wrote {} and {}", md.display(), svg.display());
     }
     Ok(())
