@@ -1,0 +1,14 @@
+//! Acknowledged commits survive `kill -9` of a real process.
+//!
+//! The parent test re-executes this test binary as a child process that opens a store on the
+//! real file system (small segments and frequent index checkpoints, so rollovers and
+//! checkpoints happen all the time) and appends single events and event groups from several
+//! concurrent tasks as fast as it can, printing one line per acknowledged commit. After a
+//! random delay the parent sends SIGKILL, reaps the child, reopens the same directory and
+//! checks it: every acknowledged commit is present byte-identical at its reported positions,
+//! no commit is partly visible, versions and positions are gap-free, and the next append
+//! succeeds. The directory is reused for the next child, so every run also recovers from all
+//! the crashes before it. `ANNALS_KILL_RUNS` sets the number of kills (default 100).
+
+mod sigkill;
+mod workload;
