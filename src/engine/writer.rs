@@ -298,12 +298,10 @@ impl Writer {
             self.cursor.offset += frame_len;
             self.cursor.next_position += pending.last().map_or(0, |a| a.commit.keys.len() as u64);
         }
-        let result = self.flush(&buffer, buffer_offset).and_then(|()| {
-            match self.shared.options.durability {
-                Durability::Immediate => self.sync(),
-                _ => Ok(()),
-            }
-        });
+        let result = match self.shared.options.durability {
+            Durability::Immediate => self.flush_durable(&buffer, buffer_offset),
+            _ => self.flush(&buffer, buffer_offset),
+        };
         if let Err(e) = result {
             self.fail(e, pending, None, Vec::new().into_iter());
             return done;
@@ -339,6 +337,22 @@ impl Writer {
             .file
             .write_all_at(buffer, offset)
             .map_err(|e| EngineError::io("write", &self.segment.path, e))
+    }
+
+    /// Writes `buffer` and makes everything written so far durable, in one call when possible.
+    fn flush_durable(&mut self, buffer: &[u8], offset: u64) -> Result<(), EngineError> {
+        if buffer.is_empty() || self.durable_offset != offset {
+            // Nothing new, or older bytes are still unsynced: write, then sync it all.
+            self.flush(buffer, offset)?;
+            return self.sync();
+        }
+        self.segment
+            .file
+            .write_all_durable_at(buffer, offset)
+            .map_err(|e| EngineError::io("write durably", &self.segment.path, e))?;
+        self.durable_offset = self.cursor.offset;
+        self.last_sync = Instant::now();
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), EngineError> {
