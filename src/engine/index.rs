@@ -172,9 +172,11 @@ impl MemTable {
 
 /// (store, aggregate, version) → (position, segment id, offset, length).
 type EventsTable<'a> = TableDefinition<'a, (&'static str, &'static str, u64), (u64, u64, u64, u32)>;
-const EVENTS: EventsTable<'static> = TableDefinition::new("events");
-const AGGREGATES: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("aggregates");
-const BY_INITIAL: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_initial_event");
+pub(crate) const EVENTS: EventsTable<'static> = TableDefinition::new("events");
+pub(crate) const AGGREGATES: TableDefinition<(&str, &str), (u64, i64)> =
+    TableDefinition::new("aggregates");
+pub(crate) const BY_INITIAL: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("by_initial_event");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Sorts after every valid aggregate id of at most 256 bytes.
 const MAX_ID: &str = "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}";
@@ -387,6 +389,27 @@ pub struct IndexReader {
 }
 
 impl IndexReader {
+    /// The read transaction, for the integrity check (`verify`), which scans every table.
+    pub(crate) fn transaction(&self) -> &redb::ReadTransaction {
+        &self.txn
+    }
+
+    /// The checkpoint as of this read view (`None`: nothing indexed yet).
+    pub(crate) fn checkpoint(&self) -> Result<Option<Cursor>, EngineError> {
+        let err = self.err("read index checkpoint");
+        let meta = self.txn.open_table(META).map_err(|e| err(e.into()))?;
+        let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        Cursor::decode(value.value())
+            .map(Some)
+            .ok_or_else(|| EngineError::Corruption {
+                file: self.index.path.to_path_buf(),
+                offset: 0,
+                reason: "malformed checkpoint record".into(),
+            })
+    }
+
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
         move |e| EngineError::index(operation, &*self.index.path, e)
     }

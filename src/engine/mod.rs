@@ -10,6 +10,7 @@
 //! | [`index`] | memtables and the persisted (redb) index with its checkpoint |
 //! | `writer` | the group-commit writer thread |
 //! | `recovery` | replaying the log tail on open, truncating a torn tail |
+//! | [`verify`] | the integrity check: [`Engine::verify`], [`verify_dir`] |
 //!
 //! Directory layout of a store:
 //!
@@ -27,6 +28,7 @@ pub mod io;
 mod recovery;
 pub mod segment;
 pub mod sim;
+pub mod verify;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -44,6 +46,7 @@ pub use error::EngineError;
 pub use frame::{EncodedCommit, LogEvent};
 use index::{Cursor, Index, IndexReader, Location, MemTable};
 pub use io::{FileSystem, OsFileSystem, StoreFile};
+pub use verify::{VerifyReport, verify_dir};
 use segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use writer::{Request, Writer};
 

@@ -13,7 +13,7 @@ use crate::engine::frame::{ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_HEADER_BYTES};
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
-    LogEvent, OsFileSystem,
+    LogEvent, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -140,6 +140,23 @@ impl LogAdapter {
     /// Figures about the store.
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
+    }
+
+    /// Checks the integrity of the whole store — segment headers, frame and entry checksums,
+    /// gap-free positions and versions, and the index against the log — up to the last
+    /// position published when the call starts, while appends continue. See
+    /// [`annals::engine::verify`](crate::engine::verify) for what is checked; a closed store
+    /// can be checked without opening it with [`verify_dir`](crate::engine::verify_dir).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let adapter = annals::open(dir.path())?;
+    /// let report = adapter.verify()?;
+    /// assert!(report.is_clean(), "{:?}", report.problems);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn verify(&self) -> Result<VerifyReport, StorageError> {
+        self.engine.verify().map_err(storage_error)
     }
 
     /// Makes every acknowledged append durable (useful under weaker durability).

@@ -1,0 +1,950 @@
+//! The integrity check: reads every byte the store depends on and reports what is wrong.
+//!
+//! [`Engine::verify`](super::Engine::verify) checks an open store while it keeps serving
+//! appends; [`verify_dir`] checks a closed store without opening it (read-only: it changes no
+//! byte, but takes the store's `LOCK`, so a store held by another handle gives
+//! [`EngineError::Locked`]). Both return a [`VerifyReport`]: counts, and a list of
+//! [`Problem`]s, each naming the file and the offset or aggregate involved.
+//!
+//! What is checked:
+//! - every segment header (magic, version, checksum, id, size, first position), segments
+//!   numbered without gaps, and zeros after the end of data in every sealed segment;
+//! - every frame checksum and every entry checksum, positions gap-free across frames and
+//!   segments, and the versions of every aggregate exactly `1..=n`;
+//! - **index against log**: every event up to the index checkpoint has an `events` entry
+//!   pointing exactly at it (segment, offset, length, position) and no entry points anywhere
+//!   else; each aggregate's row in `aggregates` holds its last checkpointed version and its
+//!   initial-event timestamp; `by_initial_event` holds exactly one row per aggregate; the
+//!   checkpoint lies on a frame boundary of the log. On an open store, events past the
+//!   checkpoint (held in memory) are looked up through the engine's read path and must point
+//!   at the same bytes.
+//!
+//! **Concurrency.** [`Engine::verify`](super::Engine::verify) takes a consistent snapshot when
+//! it starts — the last published position, the segment list and a read transaction of the
+//! index, all under the lock that the writer publishes under — and checks the log up to that
+//! position only; appends made meanwhile are neither blocked nor checked. The index read
+//! transaction is held until the check ends, so an index reopen after a failed checkpoint
+//! waits for it.
+//!
+//! **Offline.** [`verify_dir`] reads the log as recovery would, without repairing it: an
+//! invalid frame in the last segment that recovery would truncate as a torn, unacknowledged
+//! tail is reported in [`VerifyReport::torn_tail`], not as a problem (unless a later frame
+//! proves those bytes were durable). The index is opened over a copy-on-write view of its
+//! file, so redb's own repair after an unclean shutdown happens in memory only.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::Serialize;
+
+use super::error::EngineError;
+use super::frame::{self, FRAME_ALIGN, FRAME_HEADER_BYTES};
+use super::index::{AGGREGATES, BY_INITIAL, Cursor, EVENTS, Index, IndexReader, Location};
+use super::io::{FileSystem, OsFileSystem, StoreFile};
+use super::recovery::read_frame;
+use super::segment::{self, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
+use super::{Engine, EngineOptions};
+
+/// What [`Engine::verify`](super::Engine::verify) or [`verify_dir`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// Segment files checked.
+    pub segments: u64,
+    /// Commit frames checked.
+    pub frames: u64,
+    /// Events (entries) checked.
+    pub events: u64,
+    /// Distinct aggregates (across event stores) seen in the log.
+    pub aggregates: u64,
+    /// Bytes of the log in use: segment headers and frames, padding included.
+    pub bytes: u64,
+    /// Bytes of the segment files (they are preallocated).
+    pub file_bytes: u64,
+    /// Global position of the last event checked (0 when empty).
+    pub last_position: u64,
+    /// The index checkpoint, when the index has one.
+    pub checkpoint: Option<Checkpoint>,
+    /// Entries of the persisted index's `events` table.
+    pub index_entries: u64,
+    /// Events past the checkpoint (held in memory by an open store, replayed on open).
+    pub unindexed_events: u64,
+    /// An invalid frame at the end of the last segment that opening the store will truncate:
+    /// a write interrupted by a crash, never acknowledged. Only [`verify_dir`] reports it.
+    pub torn_tail: Option<TornTail>,
+    /// Everything that is wrong; empty when the store is intact.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// Whether no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The log position up to which the persisted index is complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    /// Segment of the next frame.
+    pub segment_id: u64,
+    /// Offset of the next frame in that segment.
+    pub offset: u64,
+    /// Global position of the next event.
+    pub next_position: u64,
+}
+
+impl From<Cursor> for Checkpoint {
+    fn from(c: Cursor) -> Self {
+        Checkpoint {
+            segment_id: c.segment_id,
+            offset: c.offset,
+            next_position: c.next_position,
+        }
+    }
+}
+
+/// An unacknowledged, torn write at the end of the log (see [`VerifyReport::torn_tail`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TornTail {
+    /// The last segment.
+    pub file: PathBuf,
+    /// Where the invalid data starts.
+    pub offset: u64,
+    /// Why the frame there is invalid.
+    pub reason: String,
+}
+
+/// One thing wrong with the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The file involved (a segment, or the index).
+    pub file: PathBuf,
+    /// Byte offset in `file`, when the problem has one.
+    pub offset: Option<u64>,
+    /// Event store id, when the problem concerns an aggregate.
+    pub store: Option<String>,
+    /// Aggregate id, when the problem concerns an aggregate.
+    pub aggregate: Option<String>,
+    /// Version, when the problem concerns one event.
+    pub version: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(offset) = self.offset {
+            write!(f, " at offset {offset}")?;
+        }
+        if let (Some(store), Some(aggregate)) = (&self.store, &self.aggregate) {
+            write!(f, ", aggregate {store:?}/{aggregate:?}")?;
+        }
+        if let Some(version) = self.version {
+            write!(f, " v{version}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Checks the closed store in `dir` without modifying it. Fails with
+/// [`EngineError::Locked`] when another handle holds the store, and with an I/O error when
+/// `dir` is not a store.
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport, EngineError> {
+    verify_dir_with(Arc::new(OsFileSystem), dir)
+}
+
+/// [`verify_dir`] through `fs` (the simulated disk in tests).
+pub fn verify_dir_with(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyReport, EngineError> {
+    let log_dir = dir.join("log");
+    let is_store = fs
+        .exists(&log_dir)
+        .map_err(|e| EngineError::io("open store", &log_dir, e))?;
+    if !is_store {
+        return Err(EngineError::io(
+            "open store",
+            &log_dir,
+            io::Error::new(io::ErrorKind::NotFound, "not an annals store (no log/)"),
+        ));
+    }
+    let lock_path = dir.join("LOCK");
+    let _lock = fs
+        .try_lock(&lock_path)
+        .map_err(|e| EngineError::io("lock", &lock_path, e))?
+        .ok_or_else(|| EngineError::Locked {
+            path: dir.to_owned(),
+        })?;
+    let mut check = Check::new(dir);
+    let segments = load_segments(fs.as_ref(), &log_dir, &mut check)?;
+    let index_path = dir.join("index.redb");
+    let index = match open_index(fs.as_ref(), &index_path) {
+        Ok(index) => Some(Arc::new(index)),
+        Err(reason) => {
+            check.problem(&index_path, None, format!("{reason}; opening rebuilds it"));
+            None
+        }
+    };
+    let reader = match index.as_ref().map(Index::reader).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            check.problem(&index_path, None, format!("{e}; opening rebuilds it"));
+            None
+        }
+    };
+    check.run(&segments, reader.as_ref(), &index_path, None)?;
+    Ok(check.report)
+}
+
+impl Engine {
+    /// Checks the whole store (see the [module docs](crate::engine::verify)) up to the last
+    /// position published when the call starts; appends continue meanwhile. Reads every
+    /// segment, so it takes about as long as reading the log once.
+    pub fn verify(&self) -> Result<VerifyReport, EngineError> {
+        let shared = &self.shared;
+        let (limit, segments, reader) = {
+            // The writer publishes positions under this lock, and the checkpointer drops a
+            // frozen memtable only under it too: what is read here is one consistent state.
+            let _overlay = shared.overlay.read().unwrap_or_else(|p| p.into_inner());
+            let limit = self.last_position();
+            let segments: Vec<Arc<Segment>> = shared
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            (limit, segments, shared.index().reader()?)
+        };
+        let mut check = Check::new(&shared.dir);
+        for s in &segments {
+            check.segment_header(s, true);
+        }
+        let unindexed = check.run(&segments, Some(&reader), &shared.index_path, Some(limit))?;
+        drop(reader);
+        check.check_unindexed(self, unindexed);
+        if check.report.last_position != limit {
+            let file = segments.last().map_or(shared.log_dir.clone(), |s| s.path.clone());
+            check.problem(
+                &file,
+                None,
+                format!(
+                    "the log ends at position {}, but the store has published position {limit}",
+                    check.report.last_position
+                ),
+            );
+        }
+        Ok(check.report)
+    }
+}
+
+/// State of one aggregate while the log is scanned.
+#[derive(Debug, Default)]
+struct AggregateState {
+    last: u64,
+    initial_ms: i64,
+    /// Last version at a position below the checkpoint (0: none).
+    last_indexed: u64,
+}
+
+/// An event past the checkpoint, to be looked up through the engine.
+type Unindexed = HashMap<(String, String), Vec<(u64, Location)>>;
+
+struct Check {
+    report: VerifyReport,
+    aggregates: HashMap<(String, String), AggregateState>,
+}
+
+impl Check {
+    fn new(dir: &Path) -> Self {
+        Check {
+            report: VerifyReport {
+                dir: dir.to_owned(),
+                ..VerifyReport::default()
+            },
+            aggregates: HashMap::new(),
+        }
+    }
+
+    fn problem(&mut self, file: &Path, offset: Option<u64>, message: String) {
+        self.report.problems.push(Problem {
+            file: file.to_owned(),
+            offset,
+            store: None,
+            aggregate: None,
+            version: None,
+            message,
+        });
+    }
+
+    fn event_problem(
+        &mut self,
+        file: &Path,
+        offset: Option<u64>,
+        key: (&str, &str, u64),
+        message: String,
+    ) {
+        self.report.problems.push(Problem {
+            file: file.to_owned(),
+            offset,
+            store: Some(key.0.to_owned()),
+            aggregate: Some(key.1.to_owned()),
+            version: Some(key.2),
+            message,
+        });
+    }
+
+    /// Re-reads a segment's header from disk and compares it with the one in use.
+    fn segment_header(&mut self, s: &Segment, online: bool) {
+        let mut head = vec![0u8; SEGMENT_HEADER_BYTES as usize];
+        let problem = match s.file.read_exact_at(&mut head, 0) {
+            Err(e) => Some(format!("cannot read the segment header: {e}")),
+            Ok(()) => match SegmentHeader::decode(&head) {
+                Err(reason) => Some(reason.to_owned()),
+                Ok(h) if online && h != s.header => {
+                    Some("the segment header changed since the store was opened".to_owned())
+                }
+                Ok(_) => None,
+            },
+        };
+        if let Some(message) = problem {
+            self.problem(&s.path, Some(0), message);
+        }
+    }
+
+    /// Scans the log (up to position `limit`, when given) and checks the persisted index
+    /// against it. Returns the events past the checkpoint, for the caller to look up.
+    fn run(
+        &mut self,
+        segments: &[Arc<Segment>],
+        reader: Option<&IndexReader>,
+        index_path: &Path,
+        limit: Option<u64>,
+    ) -> Result<Unindexed, EngineError> {
+        let checkpoint = match reader.map(IndexReader::checkpoint).transpose() {
+            Ok(c) => c.flatten(),
+            Err(e) => {
+                self.problem(index_path, None, e.to_string());
+                None
+            }
+        };
+        self.report.checkpoint = checkpoint.map(Checkpoint::from);
+        let indexed_below = checkpoint.map_or(1, |c| c.next_position);
+        let mut scan = Scan {
+            expected: segments.first().map_or(1, |s| s.header.first_position),
+            checkpoint,
+            checkpoint_seen: false,
+            indexed_below,
+            limit,
+            unindexed: HashMap::new(),
+            matched: 0,
+        };
+        let mut previous: Option<u64> = None;
+        for (i, s) in segments.iter().enumerate() {
+            let id = s.header.segment_id;
+            match previous {
+                None if id != 1 && s.header.first_position == 1 => {
+                    self.problem(&s.path, Some(0), "the first segment is not number 1".into());
+                }
+                Some(p) if p + 1 != id => {
+                    self.problem(&s.path, Some(0), format!("segment {} is missing", p + 1));
+                }
+                _ => {}
+            }
+            previous = Some(id);
+            self.report.segments += 1;
+            self.report.file_bytes += s.header.size;
+            self.report.bytes += SEGMENT_HEADER_BYTES;
+            let is_last = i + 1 == segments.len();
+            self.scan_segment(s, is_last, reader, &mut scan)?;
+        }
+        self.report.last_position = scan.expected.saturating_sub(1);
+        self.report.aggregates = self.aggregates.len() as u64;
+        self.report.unindexed_events = self.report.events - scan.matched.min(self.report.events);
+        if let Some(c) = checkpoint
+            && !scan.checkpoint_seen
+        {
+            self.problem(
+                index_path,
+                None,
+                format!("the checkpoint {c:?} is not a frame boundary of the log"),
+            );
+        }
+        if let Some(reader) = reader {
+            if let Err(e) = self.check_index_tables(reader, index_path, scan.matched) {
+                self.problem(index_path, None, format!("cannot read the index: {e}"));
+            }
+        }
+        Ok(scan.unindexed)
+    }
+
+    fn scan_segment(
+        &mut self,
+        s: &Arc<Segment>,
+        is_last: bool,
+        reader: Option<&IndexReader>,
+        scan: &mut Scan,
+    ) -> Result<(), EngineError> {
+        if s.header.first_position != scan.expected {
+            self.problem(
+                &s.path,
+                Some(24),
+                format!(
+                    "the segment starts at position {}, expected {}",
+                    s.header.first_position, scan.expected
+                ),
+            );
+            scan.expected = s.header.first_position;
+        }
+        let mut offset = SEGMENT_HEADER_BYTES;
+        scan.at_boundary(s.header.segment_id, offset);
+        loop {
+            if scan.limit.is_some_and(|l| scan.expected > l) {
+                return Ok(());
+            }
+            let (header, bytes) = match read_frame(s, offset) {
+                Err(e) => {
+                    self.problem(&s.path, Some(offset), e.to_string());
+                    return Ok(());
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    if is_last && scan.limit.is_none() {
+                        self.torn_or_corrupt(s, offset, e.to_string())?;
+                    } else {
+                        self.problem(&s.path, Some(offset), format!("invalid frame: {e}"));
+                    }
+                    return Ok(());
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if header.first_position != scan.expected {
+                let message = format!(
+                    "frame starts at position {}, expected {}",
+                    header.first_position, scan.expected
+                );
+                if is_last && scan.limit.is_none() {
+                    self.torn_or_corrupt(s, offset, message)?;
+                } else {
+                    self.problem(&s.path, Some(offset), message);
+                }
+                return Ok(());
+            }
+            self.report.frames += 1;
+            self.frame_entries(s, offset, &bytes, reader, scan);
+            offset += header.frame_len();
+            self.report.bytes += header.frame_len();
+            scan.expected = header
+                .first_position
+                .saturating_add(u64::from(header.entry_count));
+            scan.at_boundary(s.header.segment_id, offset);
+        }
+        if !is_last || scan.limit.is_none() {
+            self.zeros_after(s, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the entries of a verified frame, their versions and their index entries.
+    fn frame_entries(
+        &mut self,
+        s: &Segment,
+        frame_offset: u64,
+        bytes: &[u8],
+        reader: Option<&IndexReader>,
+        scan: &mut Scan,
+    ) {
+        let (header, entries) = match frame::decode_frame(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.problem(&s.path, Some(frame_offset), format!("invalid frame: {e}"));
+                return;
+            }
+        };
+        for (i, (body_offset, entry)) in entries.into_iter().enumerate() {
+            let offset = frame_offset + FRAME_HEADER_BYTES as u64 + u64::from(body_offset);
+            let event = match frame::decode_entry(entry) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.problem(&s.path, Some(offset), format!("invalid entry: {e}"));
+                    continue;
+                }
+            };
+            self.report.events += 1;
+            let position = header.first_position.saturating_add(i as u64);
+            let key = (event.store.as_str(), event.aggregate.as_str(), event.version);
+            let loc = Location {
+                position,
+                segment_id: s.header.segment_id,
+                offset,
+                len: entry.len() as u32,
+            };
+            let state = self
+                .aggregates
+                .entry((event.store.clone(), event.aggregate.clone()))
+                .or_default();
+            let expected = state.last + 1;
+            if state.last == 0 {
+                state.initial_ms = event.timestamp_ms;
+            }
+            state.last = event.version;
+            if position < scan.indexed_below {
+                state.last_indexed = event.version;
+            }
+            if event.version != expected {
+                self.event_problem(
+                    &s.path,
+                    Some(offset),
+                    key,
+                    format!("version out of sequence: expected v{expected}"),
+                );
+            }
+            if position < scan.indexed_below {
+                if let Some(reader) = reader {
+                    self.indexed(reader, &s.path, key, loc, scan);
+                }
+            } else {
+                scan.unindexed
+                    .entry((event.store.clone(), event.aggregate.clone()))
+                    .or_default()
+                    .push((event.version, loc));
+            }
+        }
+    }
+
+    /// Checks the index entry of one checkpointed event.
+    fn indexed(
+        &mut self,
+        reader: &IndexReader,
+        file: &Path,
+        key: (&str, &str, u64),
+        loc: Location,
+        scan: &mut Scan,
+    ) {
+        let found = reader
+            .transaction()
+            .open_table(EVENTS)
+            .map_err(redb::Error::from)
+            .and_then(|t| Ok(t.get(key)?.map(|v| v.value())));
+        let message = match found {
+            Err(e) => format!("cannot read its index entry: {e}"),
+            Ok(None) => "checkpointed event has no index entry".to_owned(),
+            Ok(Some((position, segment_id, offset, len)))
+                if (position, segment_id, offset, len)
+                    == (loc.position, loc.segment_id, loc.offset, loc.len) =>
+            {
+                scan.matched += 1;
+                return;
+            }
+            Ok(Some((position, segment_id, offset, len))) => format!(
+                "index entry says position {position}, segment {segment_id}, offset {offset}, \
+                 {len} bytes; the log has position {}, segment {}, {} bytes",
+                loc.position, loc.segment_id, loc.len
+            ),
+        };
+        self.event_problem(file, Some(loc.offset), key, message);
+    }
+
+    /// An invalid frame in the last segment of a closed store: a torn tail that recovery will
+    /// truncate, unless a later valid frame proves the bytes had been synced.
+    fn torn_or_corrupt(
+        &mut self,
+        s: &Segment,
+        offset: u64,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        let size = s.header.size;
+        let mut probe = offset + FRAME_ALIGN;
+        while probe + FRAME_HEADER_BYTES as u64 <= size {
+            let n = ((size - probe).min(1 << 20)) as usize;
+            let chunk = read(s, probe, n)?;
+            let mut at = 0usize;
+            while at + 4 <= chunk.len() {
+                if chunk[at..at + 4] == frame::FRAME_MAGIC.to_le_bytes()
+                    && let Ok(Some(Ok((header, _)))) = read_frame(s, probe + at as u64)
+                    && header.durable_offset > offset
+                {
+                    self.problem(
+                        &s.path,
+                        Some(offset),
+                        format!(
+                            "invalid frame ({reason}) in data that a later frame (at offset {}) \
+                             records as durable",
+                            probe + at as u64
+                        ),
+                    );
+                    return Ok(());
+                }
+                at += FRAME_ALIGN as usize;
+            }
+            probe += n as u64;
+        }
+        self.report.torn_tail = Some(TornTail {
+            file: s.path.clone(),
+            offset,
+            reason,
+        });
+        Ok(())
+    }
+
+    /// Reports non-zero bytes after the end of data of a segment.
+    fn zeros_after(&mut self, s: &Segment, end: u64) -> Result<(), EngineError> {
+        let mut at = end;
+        while at < s.header.size {
+            let n = ((s.header.size - at).min(1 << 20)) as usize;
+            let chunk = read(s, at, n)?;
+            if let Some(i) = chunk.iter().position(|&b| b != 0) {
+                self.problem(
+                    &s.path,
+                    Some(at + i as u64),
+                    "non-zero bytes after the end of data".into(),
+                );
+                return Ok(());
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks that the index tables hold nothing but what the log up to the checkpoint
+    /// implies. `matched` events were already found with exact entries.
+    fn check_index_tables(
+        &mut self,
+        reader: &IndexReader,
+        path: &Path,
+        matched: u64,
+    ) -> Result<(), redb::Error> {
+        let txn = reader.transaction();
+        let events = txn.open_table(EVENTS)?;
+        self.report.index_entries = events.len()?;
+        if self.report.index_entries != matched {
+            // Some entry matches no checkpointed event: find which.
+            for item in events.iter()? {
+                let (key, value) = item?;
+                let (store, aggregate, version) = key.value();
+                let known = self
+                    .aggregates
+                    .get(&(store.to_owned(), aggregate.to_owned()))
+                    .is_some_and(|a| version >= 1 && version <= a.last_indexed);
+                if !known {
+                    let (position, segment_id, offset, _) = value.value();
+                    self.event_problem(
+                        path,
+                        None,
+                        (store, aggregate, version),
+                        format!(
+                            "index entry (position {position}, segment {segment_id}, offset \
+                             {offset}) points at no checkpointed event of the log"
+                        ),
+                    );
+                }
+            }
+        }
+        let aggregates = txn.open_table(AGGREGATES)?;
+        let by_initial = txn.open_table(BY_INITIAL)?;
+        let mut expected_rows = 0u64;
+        let mut problems = Vec::new();
+        for ((store, aggregate), state) in &self.aggregates {
+            if state.last_indexed == 0 {
+                continue;
+            }
+            expected_rows += 1;
+            let key = (store.clone(), aggregate.clone(), state.last_indexed);
+            match aggregates.get((store.as_str(), aggregate.as_str()))? {
+                None => problems.push((key.clone(), "no row in the aggregates table".into())),
+                Some(v) if v.value() != (state.last_indexed, state.initial_ms) => {
+                    let (last, initial) = v.value();
+                    problems.push((
+                        key.clone(),
+                        format!(
+                            "aggregates row says last version {last}, initial timestamp \
+                             {initial}; the log says {}, {}",
+                            state.last_indexed, state.initial_ms
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            let row = (store.as_str(), state.initial_ms, aggregate.as_str());
+            if by_initial.get(row)?.is_none() {
+                problems.push((key, "no row in the by_initial_event table".to_owned()));
+            }
+        }
+        for ((store, aggregate, version), message) in problems {
+            self.event_problem(path, None, (&store, &aggregate, version), message);
+        }
+        let mut extra = Vec::new();
+        if aggregates.len()? != expected_rows {
+            for item in aggregates.iter()? {
+                let (key, _) = item?;
+                let (store, aggregate) = key.value();
+                if !self.indexed_aggregate(store, aggregate, None) {
+                    extra.push((store.to_owned(), aggregate.to_owned(), "aggregates"));
+                }
+            }
+        }
+        if by_initial.len()? != expected_rows {
+            for item in by_initial.iter()? {
+                let (key, _) = item?;
+                let (store, initial, aggregate) = key.value();
+                if !self.indexed_aggregate(store, aggregate, Some(initial)) {
+                    extra.push((store.to_owned(), aggregate.to_owned(), "by_initial_event"));
+                }
+            }
+        }
+        for (store, aggregate, table) in extra {
+            self.report.problems.push(Problem {
+                file: path.to_owned(),
+                offset: None,
+                store: Some(store),
+                aggregate: Some(aggregate),
+                version: None,
+                message: format!("{table} row for an aggregate with no checkpointed events"),
+            });
+        }
+        Ok(())
+    }
+
+    fn indexed_aggregate(&self, store: &str, aggregate: &str, initial: Option<i64>) -> bool {
+        self.aggregates
+            .get(&(store.to_owned(), aggregate.to_owned()))
+            .is_some_and(|a| a.last_indexed > 0 && initial.is_none_or(|t| t == a.initial_ms))
+    }
+
+    /// Looks the events past the checkpoint up through the engine's read path.
+    fn check_unindexed(&mut self, engine: &Engine, unindexed: Unindexed) {
+        for ((store, aggregate), events) in unindexed {
+            let (Some(min), Some(max)) = (events.first(), events.last()) else {
+                continue;
+            };
+            let file = engine.shared.index_path.clone();
+            let found = match engine.locations(&store, &aggregate, min.0, max.0) {
+                Ok(found) => found,
+                Err(e) => {
+                    let key = (store.as_str(), aggregate.as_str(), min.0);
+                    self.event_problem(&file, None, key, format!("lookup failed: {e}"));
+                    continue;
+                }
+            };
+            if found != events {
+                let key = (store.as_str(), aggregate.as_str(), min.0);
+                self.event_problem(
+                    &file,
+                    None,
+                    key,
+                    format!(
+                        "the in-memory index disagrees with the log for versions {}..={}",
+                        min.0, max.0
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Progress through the log.
+struct Scan {
+    /// Position of the next event.
+    expected: u64,
+    checkpoint: Option<Cursor>,
+    checkpoint_seen: bool,
+    /// Events below this position are in the persisted index.
+    indexed_below: u64,
+    limit: Option<u64>,
+    unindexed: Unindexed,
+    /// Checkpointed events whose index entry matched exactly.
+    matched: u64,
+}
+
+impl Scan {
+    fn at_boundary(&mut self, segment_id: u64, offset: u64) {
+        let here = Cursor {
+            segment_id,
+            offset,
+            next_position: self.expected,
+        };
+        if self.checkpoint == Some(here) {
+            self.checkpoint_seen = true;
+        }
+    }
+}
+
+fn read(s: &Segment, offset: u64, len: usize) -> Result<Vec<u8>, EngineError> {
+    let mut buf = vec![0u8; len];
+    s.file
+        .read_exact_at(&mut buf, offset)
+        .map_err(|e| EngineError::io("read", &s.path, e))?;
+    Ok(buf)
+}
+
+/// Opens every segment read-only, as the engine would, reporting bad headers instead of
+/// repairing anything.
+fn load_segments(
+    fs: &dyn FileSystem,
+    log_dir: &Path,
+    check: &mut Check,
+) -> Result<Vec<Arc<Segment>>, EngineError> {
+    let mut ids: Vec<u64> = fs
+        .list(log_dir)
+        .map_err(|e| EngineError::io("list", log_dir, e))?
+        .iter()
+        .filter_map(|name| segment::parse_file_name(name))
+        .collect();
+    ids.sort_unstable();
+    let mut segments = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let path = log_dir.join(segment::file_name(id));
+        let file = fs
+            .open(&path, false)
+            .map_err(|e| EngineError::io("open", &path, e))?;
+        let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
+        let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| EngineError::io("read", &path, e))?;
+        let reason = match SegmentHeader::decode(&head) {
+            Ok(header) if header.segment_id == id && header.size == len => {
+                segments.push(Arc::new(Segment { header, path, file }));
+                continue;
+            }
+            Ok(_) => "segment size or id differs from its header",
+            Err(reason) => reason,
+        };
+        if i + 1 == ids.len() {
+            // Recovery removes it: a segment whose creation did not finish holds no data.
+            check.report.torn_tail = Some(TornTail {
+                file: path,
+                offset: 0,
+                reason: format!("{reason} (a segment being created; opening removes it)"),
+            });
+        } else {
+            check.problem(&path, Some(0), reason.to_owned());
+        }
+    }
+    Ok(segments)
+}
+
+/// Opens the index over a copy-on-write view of its file: nothing is written to disk.
+fn open_index(fs: &dyn FileSystem, path: &Path) -> Result<Index, String> {
+    let file = fs
+        .open(path, false)
+        .map_err(|e| format!("cannot open the index: {e}"))?;
+    let base_len = file.size().map_err(|e| format!("cannot stat the index: {e}"))?;
+    let view = Arc::new(CopyOnWrite {
+        base: file,
+        state: Mutex::new(Overlay {
+            len: base_len,
+            base_valid: base_len,
+            pages: HashMap::new(),
+        }),
+    });
+    let cache = EngineOptions::default().index_cache_bytes;
+    Index::open(view, path, cache).map_err(|e| format!("the index is unreadable: {e}"))
+}
+
+const PAGE: u64 = 4096;
+
+/// A file whose writes stay in memory, over a base file that is only read.
+#[derive(Debug)]
+struct CopyOnWrite {
+    base: Arc<dyn StoreFile>,
+    state: Mutex<Overlay>,
+}
+
+#[derive(Debug)]
+struct Overlay {
+    len: u64,
+    /// Bytes of the base file still visible (a shrink hides the rest).
+    base_valid: u64,
+    pages: HashMap<u64, Vec<u8>>,
+}
+
+impl CopyOnWrite {
+    fn state(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fills `buf` with the base file's bytes at `offset` (zeros past what is visible).
+    fn read_base(&self, state: &Overlay, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        buf.fill(0);
+        if offset < state.base_valid {
+            let n = ((state.base_valid - offset).min(buf.len() as u64)) as usize;
+            self.base.read_exact_at(&mut buf[..n], offset)?;
+        }
+        Ok(())
+    }
+}
+
+impl StoreFile for CopyOnWrite {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let state = self.state();
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= state.len)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let mut at = offset;
+        while at < end {
+            let page = at / PAGE;
+            let within = (at % PAGE) as usize;
+            let n = ((PAGE - at % PAGE).min(end - at)) as usize;
+            let out = &mut buf[(at - offset) as usize..(at - offset) as usize + n];
+            match state.pages.get(&page) {
+                Some(bytes) => out.copy_from_slice(&bytes[within..within + n]),
+                None => self.read_base(&state, out, at)?,
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut state = self.state();
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut at = offset;
+        while at < end {
+            let page = at / PAGE;
+            if !state.pages.contains_key(&page) {
+                let mut bytes = vec![0u8; PAGE as usize];
+                if page * PAGE < state.len {
+                    self.read_base(&state, &mut bytes, page * PAGE)?;
+                }
+                state.pages.insert(page, bytes);
+            }
+            let within = (at % PAGE) as usize;
+            let n = ((PAGE - at % PAGE).min(end - at)) as usize;
+            let from = (at - offset) as usize;
+            let bytes = state.pages.get_mut(&page).expect("inserted above");
+            bytes[within..within + n].copy_from_slice(&buf[from..from + n]);
+            at += n as u64;
+        }
+        state.len = state.len.max(end);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.state().len)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = self.state();
+        if len < state.len {
+            state.base_valid = state.base_valid.min(len);
+            state.pages.retain(|&page, _| page * PAGE < len);
+            if let Some(bytes) = state.pages.get_mut(&(len / PAGE)) {
+                bytes[(len % PAGE) as usize..].fill(0);
+            }
+        }
+        state.len = len;
+        Ok(())
+    }
+}
