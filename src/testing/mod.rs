@@ -5,6 +5,8 @@
 //! - [`conformance`]: the storage-adapter conformance suite every adapter must pass.
 
 pub mod conformance;
+#[doc(hidden)]
+pub mod fuzz;
 mod mock;
 
 pub use mock::MockEventStore;
