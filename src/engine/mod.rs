@@ -46,8 +46,8 @@ pub use error::EngineError;
 pub use frame::{EncodedCommit, LogEvent};
 use index::{Cursor, Index, IndexReader, Location, MemTable};
 pub use io::{FileSystem, OsFileSystem, StoreFile};
-pub use verify::{VerifyReport, verify_dir};
 use segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
+pub use verify::{VerifyReport, verify_dir};
 use writer::{Request, Writer};
 
 /// When an append is acknowledged relative to its data reaching stable storage.
@@ -666,7 +666,9 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
 }
 
 /// Opens every segment of `log_dir`, checking headers and sequence. A last segment with an
-/// unreadable header was being created when the store stopped (it holds no data): removed.
+/// unreadable header and nothing but zeros after it was being created when the store stopped:
+/// it holds no data and is removed. One with data after a bad header is corruption (a damaged
+/// header must never make acknowledged commits disappear).
 fn load_segments(
     fs: &dyn FileSystem,
     log_dir: &Path,
@@ -690,7 +692,7 @@ fn load_segments(
             .map_err(|e| EngineError::io("read", &path, e))?;
         let header = match SegmentHeader::decode(&head) {
             Ok(h) if h.segment_id == id && h.size == len => h,
-            Ok(_) if i + 1 == ids.len() => {
+            Ok(_) if i + 1 == ids.len() && holds_no_data(file.as_ref(), &path, len)? => {
                 remove_unfinished(
                     fs,
                     log_dir,
@@ -699,7 +701,7 @@ fn load_segments(
                 )?;
                 continue;
             }
-            Err(reason) if i + 1 == ids.len() => {
+            Err(reason) if i + 1 == ids.len() && holds_no_data(file.as_ref(), &path, len)? => {
                 remove_unfinished(fs, log_dir, &path, reason)?;
                 continue;
             }
@@ -730,6 +732,22 @@ fn load_segments(
         segments.insert(id, Arc::new(Segment { header, path, file }));
     }
     Ok(segments)
+}
+
+/// Whether every byte of a segment after its header is zero: no frame was ever written to it.
+fn holds_no_data(file: &dyn StoreFile, path: &Path, len: u64) -> Result<bool, EngineError> {
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut buf = vec![0u8; 1 << 20];
+    while at < len {
+        let n = ((len - at).min(buf.len() as u64)) as usize;
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(|e| EngineError::io("read", path, e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 fn remove_unfinished(
