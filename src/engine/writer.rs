@@ -17,13 +17,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::error::EngineError;
 use super::frame::{self, EncodedCommit, FRAME_HEADER_BYTES};
-use super::index::{Cursor, Location, MemTable};
+use super::index::{Cursor, IndexReader, Location, MemTable};
 use super::segment::{self, Segment, SegmentHeader};
 use super::{Durability, Shared};
 
@@ -179,7 +179,7 @@ impl Writer {
             .overlay
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        let reader = match self.shared.index().reader() {
+        let reader = match self.shared.index_reader() {
             Ok(r) => r,
             Err(e) => {
                 let reason = e.to_string();
@@ -481,6 +481,27 @@ impl Writer {
         self.shared.wait_for_checkpoint();
         self.freeze();
         self.shared.wait_for_checkpoint();
+    }
+}
+
+impl Shared {
+    /// A reader of the persisted index. After a failed checkpoint, redb refuses all work on
+    /// the old handle until the checkpointer swaps in a reopened one; a reader that hits that
+    /// window waits briefly for the swap and tries again on the new handle.
+    pub(crate) fn index_reader(&self) -> Result<IndexReader, EngineError> {
+        let index = self.index();
+        let first_error = match index.reader() {
+            Ok(reader) => return Ok(reader),
+            Err(e) => e,
+        };
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(1));
+            let current = self.index();
+            if !Arc::ptr_eq(&current, &index) {
+                return current.reader();
+            }
+        }
+        Err(first_error)
     }
 }
 
