@@ -86,7 +86,10 @@ fn print_report(r: &VerifyReport) {
         r.segments, r.bytes, r.file_bytes
     );
     println!("frames       {}", r.frames);
-    println!("events       {} (last position {})", r.events, r.last_position);
+    println!(
+        "events       {} (last position {})",
+        r.events, r.last_position
+    );
     println!("aggregates   {}", r.aggregates);
     match &r.checkpoint {
         Some(c) => println!(
@@ -94,7 +97,10 @@ fn print_report(r: &VerifyReport) {
              replayed on open)",
             c.segment_id, c.offset, c.next_position, r.index_entries, r.unindexed_events
         ),
-        None => println!("checkpoint   none ({} events replayed on open)", r.unindexed_events),
+        None => println!(
+            "checkpoint   none ({} events replayed on open)",
+            r.unindexed_events
+        ),
     }
     if let Some(t) = &r.torn_tail {
         println!(
