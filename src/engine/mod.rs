@@ -444,7 +444,7 @@ impl Engine {
                 }
             }
             // Opened under the overlay lock: see `Writer::check_versions`.
-            (tails, self.shared.index().reader()?)
+            (tails, self.shared.index_reader()?)
         };
         let oldest_in_memory = tails
             .iter()
@@ -566,7 +566,7 @@ impl Engine {
                     found.extend(created.iter().filter(|(t, id)| admits(*t, id)).cloned());
                 }
             }
-            (found, self.shared.index().reader()?)
+            (found, self.shared.index_reader()?)
         };
         found.extend(reader.aggregates_by_initial(store, after, before, reverse, cursor, limit)?);
         found.sort_unstable();
