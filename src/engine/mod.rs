@@ -673,81 +673,39 @@ fn load_segments(
     fs: &dyn FileSystem,
     log_dir: &Path,
 ) -> Result<BTreeMap<u64, Arc<Segment>>, EngineError> {
-    let mut ids: Vec<u64> = fs
-        .list(log_dir)
-        .map_err(|e| EngineError::io("list", log_dir, e))?
-        .iter()
-        .filter_map(|name| segment::parse_file_name(name))
-        .collect();
-    ids.sort_unstable();
+    let found = segment::find_all(fs, log_dir)?;
+    let last_id = found.last().map(|f| f.id);
     let mut segments = BTreeMap::new();
-    for (i, &id) in ids.iter().enumerate() {
-        let path = log_dir.join(segment::file_name(id));
-        let file = fs
-            .open(&path, false)
-            .map_err(|e| EngineError::io("open", &path, e))?;
-        let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
-        let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| EngineError::io("read", &path, e))?;
-        let header = match SegmentHeader::decode(&head) {
-            Ok(h) if h.segment_id == id && h.size == len => h,
-            Ok(_) if i + 1 == ids.len() && holds_no_data(file.as_ref(), &path, len)? => {
-                remove_unfinished(
-                    fs,
-                    log_dir,
-                    &path,
-                    "segment size or id differs from its header",
-                )?;
-                continue;
-            }
-            Err(reason) if i + 1 == ids.len() && holds_no_data(file.as_ref(), &path, len)? => {
-                remove_unfinished(fs, log_dir, &path, reason)?;
-                continue;
-            }
-            Ok(_) => {
-                return Err(EngineError::Corruption {
-                    file: path,
-                    offset: 0,
-                    reason: "segment size or id differs from its header".into(),
-                });
-            }
-            Err(reason) => {
-                return Err(EngineError::Corruption {
-                    file: path,
-                    offset: 0,
-                    reason: reason.into(),
-                });
-            }
+    for f in found {
+        let id = f.id;
+        let reason = match &f.header {
+            Ok(_) => None,
+            Err(reason) => Some(*reason),
         };
+        if let Some(reason) = reason {
+            if Some(id) == last_id && f.holds_no_data()? {
+                remove_unfinished(fs, log_dir, &f.path, reason)?;
+                continue;
+            }
+            return Err(EngineError::Corruption {
+                file: f.path,
+                offset: 0,
+                reason: reason.into(),
+            });
+        }
         if let Some(prev) = segments.keys().next_back()
             && *prev + 1 != id
         {
             return Err(EngineError::Corruption {
-                file: path,
+                file: f.path,
                 offset: 0,
                 reason: format!("segment {} is missing", prev + 1),
             });
         }
-        segments.insert(id, Arc::new(Segment { header, path, file }));
+        let segment = f.into_segment().expect("the header was checked above");
+        segments.insert(id, Arc::new(segment));
     }
     Ok(segments)
-}
-
-/// Whether every byte of a segment after its header is zero: no frame was ever written to it.
-fn holds_no_data(file: &dyn StoreFile, path: &Path, len: u64) -> Result<bool, EngineError> {
-    let mut at = SEGMENT_HEADER_BYTES;
-    let mut buf = vec![0u8; 1 << 20];
-    while at < len {
-        let n = ((len - at).min(buf.len() as u64)) as usize;
-        file.read_exact_at(&mut buf[..n], at)
-            .map_err(|e| EngineError::io("read", path, e))?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-        at += n as u64;
-    }
-    Ok(true)
 }
 
 fn remove_unfinished(

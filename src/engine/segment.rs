@@ -22,6 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::error::EngineError;
 use super::io::{FileSystem, StoreFile};
 
 /// Magic bytes at the start of every segment.
@@ -148,4 +149,86 @@ pub fn create(fs: &dyn FileSystem, dir: &Path, header: SegmentHeader) -> io::Res
             Err(e)
         }
     }
+}
+
+/// A segment file found on disk, opened, with its header checked against its name and size.
+#[derive(Debug)]
+pub struct Found {
+    /// The id in its file name.
+    pub id: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: Arc<dyn StoreFile>,
+    /// Its size in bytes.
+    pub len: u64,
+    /// The header, or why it is unusable (unreadable, or not matching the name or size).
+    pub header: Result<SegmentHeader, &'static str>,
+}
+
+impl Found {
+    /// Whether every byte after the header is zero: no frame was ever written to it, so a bad
+    /// header means the segment's creation did not finish.
+    pub fn holds_no_data(&self) -> Result<bool, EngineError> {
+        let mut at = SEGMENT_HEADER_BYTES;
+        let mut buf = vec![0u8; 1 << 20];
+        while at < self.len {
+            let n = ((self.len - at).min(buf.len() as u64)) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(|e| EngineError::io("read", &self.path, e))?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
+    }
+
+    /// The open segment, when its header is good.
+    pub fn into_segment(self) -> Option<Segment> {
+        let header = self.header.ok()?;
+        Some(Segment {
+            header,
+            path: self.path,
+            file: self.file,
+        })
+    }
+}
+
+/// Every segment file in `dir`, ascending by id, opened and with its header read.
+pub fn find_all(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Found>, EngineError> {
+    let mut ids: Vec<u64> = fs
+        .list(dir)
+        .map_err(|e| EngineError::io("list", dir, e))?
+        .iter()
+        .filter_map(|name| parse_file_name(name))
+        .collect();
+    ids.sort_unstable();
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        let path = dir.join(file_name(id));
+        let file = fs
+            .open(&path, false)
+            .map_err(|e| EngineError::io("open", &path, e))?;
+        let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
+        let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| EngineError::io("read", &path, e))?;
+        let header = SegmentHeader::decode(&head).and_then(|h| {
+            if h.segment_id == id && h.size == len {
+                Ok(h)
+            } else {
+                Err("segment size or id differs from its header")
+            }
+        });
+        found.push(Found {
+            id,
+            path,
+            file,
+            len,
+            header,
+        });
+    }
+    Ok(found)
 }

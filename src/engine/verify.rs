@@ -801,40 +801,26 @@ fn load_segments(
     log_dir: &Path,
     check: &mut Check,
 ) -> Result<Vec<Arc<Segment>>, EngineError> {
-    let mut ids: Vec<u64> = fs
-        .list(log_dir)
-        .map_err(|e| EngineError::io("list", log_dir, e))?
-        .iter()
-        .filter_map(|name| segment::parse_file_name(name))
-        .collect();
-    ids.sort_unstable();
+    let found = segment::find_all(fs, log_dir)?;
+    let last_id = found.last().map(|f| f.id);
     let mut segments = Vec::new();
-    for (i, &id) in ids.iter().enumerate() {
-        let path = log_dir.join(segment::file_name(id));
-        let file = fs
-            .open(&path, false)
-            .map_err(|e| EngineError::io("open", &path, e))?;
-        let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
-        let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| EngineError::io("read", &path, e))?;
-        let reason = match SegmentHeader::decode(&head) {
-            Ok(header) if header.segment_id == id && header.size == len => {
-                segments.push(Arc::new(Segment { header, path, file }));
+    for f in found {
+        let reason = match f.header {
+            Ok(_) => {
+                segments.extend(f.into_segment().map(Arc::new));
                 continue;
             }
-            Ok(_) => "segment size or id differs from its header",
             Err(reason) => reason,
         };
-        if i + 1 == ids.len() {
+        if Some(f.id) == last_id && f.holds_no_data()? {
             // Recovery removes it: a segment whose creation did not finish holds no data.
             check.report.torn_tail = Some(TornTail {
-                file: path,
+                file: f.path,
                 offset: 0,
                 reason: format!("{reason} (a segment being created; opening removes it)"),
             });
         } else {
-            check.problem(&path, Some(0), reason.to_owned());
+            check.problem(&f.path, Some(0), reason.to_owned());
         }
     }
     Ok(segments)
