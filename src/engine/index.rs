@@ -232,29 +232,28 @@ impl Index {
         cache_bytes: usize,
     ) -> Result<Self, EngineError> {
         // redb asserts on some damaged files (say, a file shorter than its header's layout
-        // after a crash lost a size change). The index is derived data, so a damaged one is
-        // reported as corrupt and rebuilt from the log rather than allowed to panic the caller.
+        // after a crash lost a size change), while opening them or in the first commit (`init`
+        // below). The index is derived data, so a damaged one is reported as corrupt and
+        // rebuilt from the log rather than allowed to panic the caller.
         let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            redb::Database::builder()
+            let db = redb::Database::builder()
                 .set_cache_size(cache_bytes)
                 .create_with_backend(Backend(file))
+                .map_err(|e| EngineError::index("open index", path, e))?;
+            let index = Index {
+                db,
+                path: Arc::from(path),
+            };
+            index.init()?;
+            Ok(index)
         }));
-        let db = match opened {
-            Ok(result) => result.map_err(|e| EngineError::index("open index", path, e))?,
-            Err(_) => {
-                return Err(EngineError::Corruption {
-                    file: path.to_owned(),
-                    offset: 0,
-                    reason: "the index database is damaged (redb refused to open it)".into(),
-                });
-            }
-        };
-        let index = Index {
-            db,
-            path: Arc::from(path),
-        };
-        index.init()?;
-        Ok(index)
+        opened.unwrap_or_else(|_| {
+            Err(EngineError::Corruption {
+                file: path.to_owned(),
+                offset: 0,
+                reason: "the index database is damaged (redb refused to open it)".into(),
+            })
+        })
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
