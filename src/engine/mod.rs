@@ -161,6 +161,31 @@ impl Shared {
         self.last_position.store(position, Ordering::Release);
     }
 
+    /// Blocks until no memtable is waiting for the checkpointer, or `limit` has passed.
+    pub fn wait_for_checkpoint_up_to(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut guard = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while Instant::now() < deadline {
+            let busy = self
+                .overlay
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .frozen
+                .is_some();
+            if !busy || self.checkpointer_stopped.load(Ordering::Acquire) {
+                return;
+            }
+            guard = self
+                .checkpoint_done
+                .wait_timeout(guard, Duration::from_millis(10))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Blocks until no memtable is waiting for the checkpointer.
     pub fn wait_for_checkpoint(&self) {
         let mut guard = self
@@ -328,9 +353,15 @@ impl Engine {
                 .spawn(move || checkpoint_loop(&shared, &crx))
                 .map_err(|e| EngineError::io("spawn checkpoint thread for", dir, e))?
         };
+        let (acks, acks_rx) = mpsc::channel();
+        let notifier = std::thread::Builder::new()
+            .name("annals-notify".into())
+            .spawn(move || writer::notify_loop(&acks_rx))
+            .map_err(|e| EngineError::io("spawn notifier thread for", dir, e))?;
         let writer = Writer {
             shared: Arc::clone(&shared),
             rx,
+            acks,
             checkpoints: ctx,
             durable_offset: cursor.offset,
             cursor,
@@ -344,7 +375,7 @@ impl Engine {
         Ok(Engine {
             shared,
             tx: Mutex::new(Some(tx)),
-            threads: Mutex::new(vec![writer, checkpointer]),
+            threads: Mutex::new(vec![writer, checkpointer, notifier]),
         })
     }
 
@@ -813,7 +844,9 @@ fn recover(
     };
     let mut cursor = checkpoint.unwrap_or(start);
     let mut mem = MemTable::starting_at(cursor);
-    let flush_every = shared.options.checkpoint_events;
+    // Writers keep the unindexed tail below about twice the threshold (see
+    // `Writer::maybe_freeze`); a longer one (an index rebuild) is indexed in chunks meanwhile.
+    let flush_every = shared.options.checkpoint_events.saturating_mul(4);
     let mut flush = |mem: &mut MemTable, at: Cursor| -> Result<(), EngineError> {
         shared.index().apply(mem)?;
         *mem = MemTable::starting_at(at);
@@ -851,11 +884,9 @@ fn recover(
             &mut flush,
         )?;
     }
+    // The replayed tail stays in memory: the writer hands it to the checkpointer as soon as
+    // it starts, so opening does not wait for it to be indexed.
     mem.end = cursor;
-    if mem.events > 0 {
-        shared.index().apply(&mem)?;
-        mem = MemTable::starting_at(cursor);
-    }
     shared
         .overlay
         .write()

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -45,9 +45,22 @@ pub(crate) enum Request {
     },
 }
 
+/// A durable commit's acknowledgement: its waiting appender and its first position.
+pub(crate) type Ack = (oneshot::Sender<Result<u64, EngineError>>, u64);
+
+/// Sends acknowledgements, in order, until the writer hangs up.
+pub(crate) fn notify_loop(acks: &Receiver<Vec<Ack>>) {
+    while let Ok(batch) = acks.recv() {
+        for (reply, position) in batch {
+            let _ = reply.send(Ok(position));
+        }
+    }
+}
+
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub rx: Receiver<Request>,
+    pub acks: mpsc::Sender<Vec<Ack>>,
     pub checkpoints: Sender<Arc<MemTable>>,
     pub segment: Arc<Segment>,
     pub cursor: Cursor,
@@ -67,6 +80,8 @@ struct Accepted {
 impl Writer {
     /// Runs until every sender is gone, then syncs and hands the last memtable over.
     pub fn run(mut self) {
+        // A recovered log tail may already be due for a checkpoint.
+        self.maybe_freeze();
         let tick = match self.shared.options.durability {
             Durability::Periodic(every) => Some(every),
             _ => None,
@@ -161,8 +176,16 @@ impl Writer {
             return;
         }
         self.publish(&accepted);
-        for a in accepted {
-            let _ = a.reply.send(Ok(a.first_position));
+        // Waking every waiting appender costs more than the write and sync of a batch, so a
+        // separate thread does it while the writer moves on to the next batch.
+        let acks: Vec<Ack> = accepted
+            .into_iter()
+            .map(|a| (a.reply, a.first_position))
+            .collect();
+        if let Err(mpsc::SendError(acks)) = self.acks.send(acks) {
+            for (reply, position) in acks {
+                let _ = reply.send(Ok(position));
+            }
         }
         self.maybe_freeze();
     }
@@ -432,19 +455,31 @@ impl Writer {
     /// Hands the active memtable to the checkpointer once it is large enough and the previous
     /// one is done. Its events must be durable first: the index never points past the
     /// durable log.
-    fn maybe_freeze(&mut self) {
-        let due = {
+    ///
+    /// Back-pressure: when the active memtable reaches twice the threshold while the previous
+    /// one is still being checkpointed, the writer waits (up to a second per batch) for the
+    /// checkpointer. This bounds memory and the log tail a crash recovery must replay.
+    pub(crate) fn maybe_freeze(&mut self) {
+        let threshold = self.shared.options.checkpoint_events;
+        let (pending, events) = {
             let overlay = self
                 .shared
                 .overlay
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            overlay.frozen.is_none()
-                && overlay.active.events >= self.shared.options.checkpoint_events
+            (overlay.frozen.is_some(), overlay.active.events)
         };
-        if due {
-            self.freeze();
+        if events < threshold {
+            return;
         }
+        if pending {
+            if events < threshold.saturating_mul(2) {
+                return;
+            }
+            self.shared
+                .wait_for_checkpoint_up_to(Duration::from_secs(1));
+        }
+        self.freeze();
     }
 
     fn freeze(&mut self) {
