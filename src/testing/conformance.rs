@@ -430,10 +430,15 @@ pub async fn push_round_trips_events_byte_for_byte(adapter: Arc<dyn StorageAdapt
     let adapter = &*adapter;
     let limits = *adapter.limits();
     let all_bytes: Vec<u8> = (0..=255).collect();
+    let long_type = "T".repeat(limits.event_type_bytes_max);
+    // A large payload, but within the adapter's event limit next to the other fields.
+    let room = limits
+        .event_bytes_max
+        .saturating_sub("round trip é".len() + long_type.len() + all_bytes.len());
     let pseudo_random: Vec<u8> = (0u32..65_536)
+        .take(room)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let long_type = "T".repeat(limits.event_type_bytes_max);
     let events = [
         EncodedEvent {
             aggregate_id: "round trip é".to_owned(),
