@@ -187,7 +187,8 @@ pub const INDEX_FORMAT_VERSION: u32 = 1;
 
 /// The persisted index (redb).
 pub struct Index {
-    db: redb::Database,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    db: Option<redb::Database>,
     path: Arc<Path>,
 }
 
@@ -223,7 +224,23 @@ impl redb::StorageBackend for Backend {
     }
 }
 
+impl Drop for Index {
+    fn drop(&mut self) {
+        // redb's own drop can assert on a damaged file it opened; the index is derived data,
+        // so that must not take the process (or a closing engine) down.
+        if let Some(db) = self.db.take() {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}
+
 impl Index {
+    fn db(&self) -> &redb::Database {
+        self.db
+            .as_ref()
+            .expect("the database is present until the index is dropped")
+    }
+
     /// Opens (or creates) the index in `file`. Fails if it is unreadable or of another
     /// format; the caller then rebuilds it.
     pub fn open(
@@ -241,7 +258,7 @@ impl Index {
                 .create_with_backend(Backend(file))
                 .map_err(|e| EngineError::index("open index", path, e))?;
             let index = Index {
-                db,
+                db: Some(db),
                 path: Arc::from(path),
             };
             index.init()?;
@@ -262,7 +279,7 @@ impl Index {
 
     fn init(&self) -> Result<(), EngineError> {
         let err = self.err("initialise index");
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.db().begin_write().map_err(|e| err(e.into()))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
             let format = meta
@@ -293,7 +310,7 @@ impl Index {
     /// The log position up to which the index is complete (`None`: nothing indexed yet).
     pub fn checkpoint(&self) -> Result<Option<Cursor>, EngineError> {
         let err = self.err("read index checkpoint");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
         let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
             return Ok(None);
@@ -310,7 +327,7 @@ impl Index {
     /// A consistent read view.
     pub fn reader(self: &Arc<Self>) -> Result<IndexReader, EngineError> {
         let txn = self
-            .db
+            .db()
             .begin_read()
             .map_err(|e| self.err("read index")(e.into()))?;
         Ok(IndexReader {
@@ -321,8 +338,22 @@ impl Index {
 
     /// Writes a frozen memtable and its end as the new checkpoint, durably, in one transaction.
     pub fn apply(&self, mem: &MemTable) -> Result<(), EngineError> {
+        // redb asserts on some damaged files it nevertheless opened; contain that as
+        // corruption of this derived file rather than a dead checkpointer thread.
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(mem))).unwrap_or_else(
+            |_| {
+                Err(EngineError::Corruption {
+                    file: self.path.to_path_buf(),
+                    offset: 0,
+                    reason: "the index database is damaged (redb failed while writing it)".into(),
+                })
+            },
+        )
+    }
+
+    fn apply_unguarded(&self, mem: &MemTable) -> Result<(), EngineError> {
         let err = self.err("write index checkpoint");
-        let mut txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let mut txn = self.db().begin_write().map_err(|e| err(e.into()))?;
         txn.set_quick_repair(true);
         {
             let mut events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
@@ -374,7 +405,7 @@ impl Index {
     /// Number of indexed events (for statistics).
     pub fn event_count(&self) -> Result<u64, EngineError> {
         let err = self.err("count index entries");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
         let events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
         events.len().map_err(|e| err(e.into()))
     }

@@ -651,12 +651,36 @@ impl Drop for Engine {
 /// with backoff on a reopened index; the memtable stays readable meanwhile. The loop gives up
 /// when the store is poisoned or closing: the log is durable, so the next open replays it.
 fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
+    /// Tells waiters the checkpointer is gone, however it ends (a panic included), so a
+    /// closing writer never waits for it forever.
+    struct Stopped<'a>(&'a Shared);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.checkpointer_stopped.store(true, Ordering::Release);
+            let _guard = self
+                .0
+                .checkpoint_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.0.checkpoint_done.notify_all();
+        }
+    }
+    let _stopped = Stopped(shared);
     'memtables: while let Ok(mem) = rx.recv() {
         let mut backoff = Duration::from_millis(10);
         loop {
             // Bind the handle in its own statement: it must not live across the reopen below.
             let result = shared.index().apply(&mem);
             let Err(e) = result else { break };
+            if let EngineError::Corruption { .. } = e {
+                // The derived index is damaged: stop checkpointing (the log stays the source
+                // of truth, and the tail stays readable in memory) and delete the file so the
+                // next open rebuilds it from the log.
+                tracing::error!(error = %e, "index damaged; it will be rebuilt on the next open");
+                let _ = shared.fs.remove(&shared.index_path);
+                let _ = shared.fs.sync_dir(&shared.dir);
+                break 'memtables;
+            }
             tracing::warn!(error = %e, "index checkpoint failed; reopening the index to retry");
             // redb refuses all work, reads included, after a failed write: reopen at once.
             while let Err(e) = shared.reopen_index() {
@@ -688,12 +712,6 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
             .unwrap_or_else(|p| p.into_inner());
         shared.checkpoint_done.notify_all();
     }
-    shared.checkpointer_stopped.store(true, Ordering::Release);
-    let _guard = shared
-        .checkpoint_lock
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    shared.checkpoint_done.notify_all();
 }
 
 /// Opens every segment of `log_dir`, checking headers and sequence. A last segment with an

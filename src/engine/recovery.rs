@@ -71,6 +71,7 @@ pub(crate) fn scan_segment(
     loop {
         let offset = cursor.offset;
         let frame = match read_frame(segment, offset)? {
+            None if is_last => return clear_after_end(segment, offset),
             None => return Ok(()),
             Some(Ok((header, bytes))) if header.first_position == cursor.next_position => {
                 (header, bytes)
@@ -128,6 +129,24 @@ fn corruption(segment: &Segment, offset: u64, e: FrameError) -> EngineError {
 }
 
 /// Decides what a bad frame at `offset` means (see the module docs) and acts on it.
+/// At the end of data of the last segment, everything after must be zero. A crash can persist
+/// the later sectors of an unacknowledged write but not its first ones, leaving valid-looking
+/// frames behind zeros; later appends could then line up with them. Such bytes are a torn
+/// tail: checked and zero-filled like one.
+fn clear_after_end(segment: &Segment, offset: u64) -> Result<(), EngineError> {
+    let size = segment.header.size;
+    let mut at = offset;
+    while at < size {
+        let n = ((size - at).min(1 << 20)) as usize;
+        if read(segment, at, n)?.iter().any(|&b| b != 0) {
+            let e = FrameError::Malformed("stale bytes after the end of data");
+            return bad(segment, true, offset, e);
+        }
+        at += n as u64;
+    }
+    Ok(())
+}
+
 fn bad(segment: &Segment, is_last: bool, offset: u64, e: FrameError) -> Result<(), EngineError> {
     if !is_last {
         return Err(corruption(segment, offset, e));
