@@ -209,6 +209,14 @@ impl redb::StorageBackend for Backend {
         self.0.size()
     }
     fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        // A damaged file can make redb ask for absurd ranges: check before allocating.
+        let size = self.0.size()?;
+        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read of {len} bytes at {offset} past the end of the index ({size} bytes)"),
+            ));
+        }
         let mut buf = vec![0; len];
         self.0.read_exact_at(&mut buf, offset)?;
         Ok(buf)
