@@ -86,6 +86,18 @@ impl LogAdapterBuilder {
     /// Opens the store, creating it if needed, and recovers it after a crash.
     pub fn open(self) -> Result<LogAdapter, StorageError> {
         let limits = self.limits;
+        // The entry format stores ids and types with 16-bit lengths (docs/format.md).
+        let u16_max = usize::from(u16::MAX);
+        if limits.aggregate_id_bytes_max > u16_max
+            || limits.event_store_id_bytes_max > u16_max
+            || limits.event_type_bytes_max > u16_max
+        {
+            return Err(StorageError::InvalidConfiguration {
+                reason: format!(
+                    "ids and event types are limited to {u16_max} bytes by the log format"
+                ),
+            });
+        }
         let per_event = ENTRY_HEADER_BYTES + limits.event_store_id_bytes_max;
         let commit_max = (FRAME_HEADER_BYTES + limits.group_bytes_max)
             .saturating_add(limits.group_events_max.saturating_mul(per_event))
