@@ -5,7 +5,13 @@
 //! wholly readable or wholly rejected. Each **entry** (one event) also carries its own checksum,
 //! so a random read of one event is verified without reading its whole commit.
 //!
-//! Frame header (40 bytes, little-endian), then the entries, then zero padding to 8 bytes:
+//! A frame is: header (40 bytes), entries (`body_len` bytes), zero padding to a multiple of 8,
+//! footer (8 bytes, [`FRAME_FOOTER`]). The header's end mark and the footer are constant bytes
+//! that are never zero and have at least two bits set each, so a single flipped bit cannot zero
+//! them. Recovery relies on this to tell a torn write (whose missing part reads as zeros) from
+//! damage to a frame that was written whole (see `recovery`).
+//!
+//! Frame header (little-endian):
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -17,7 +23,9 @@
 //! | 16 | 8 | first_position: global position of the first entry |
 //! | 24 | 8 | durable_offset: bytes of this segment known durable when the frame was written |
 //! | 32 | 4 | entry_count |
-//! | 36 | 4 | reserved, zero |
+//! | 36 | 2 | header check: low 16 bits of the CRC-32 of bytes 8 .. 36 |
+//! | 38 | 1 | reserved, zero |
+//! | 39 | 1 | end mark [`HEADER_END_MARK`] |
 //!
 //! Entry (44 bytes of header, then the variable parts in this order):
 //!
@@ -46,6 +54,12 @@ pub const FRAME_HEADER_BYTES: usize = 40;
 pub const ENTRY_HEADER_BYTES: usize = 44;
 /// Frames start at multiples of this.
 pub const FRAME_ALIGN: u64 = 8;
+/// The last byte of every frame header.
+pub const HEADER_END_MARK: u8 = 0xA5;
+/// The last 8 bytes of every frame.
+pub const FRAME_FOOTER: [u8; 8] = *b"ANLC-END";
+/// Bytes of a frame footer.
+pub const FRAME_FOOTER_BYTES: usize = FRAME_FOOTER.len();
 /// The only frame kind written today; others are reserved for later record types.
 pub const KIND_EVENTS: u8 = 1;
 
@@ -116,10 +130,20 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Bytes the frame occupies in the segment, padding included.
+    /// Bytes the frame occupies in the segment, padding and footer included.
     pub fn frame_len(&self) -> u64 {
-        padded(FRAME_HEADER_BYTES as u64 + u64::from(self.body_len))
+        frame_len(u64::from(self.body_len))
     }
+
+    /// Offset of the footer from the start of the frame.
+    pub fn footer_offset(&self) -> u64 {
+        self.frame_len() - FRAME_FOOTER_BYTES as u64
+    }
+}
+
+/// Bytes a frame with `body_len` bytes of entries occupies in a segment.
+pub fn frame_len(body_len: u64) -> u64 {
+    padded(FRAME_HEADER_BYTES as u64 + body_len) + FRAME_FOOTER_BYTES as u64
 }
 
 /// `len` rounded up to [`FRAME_ALIGN`].
@@ -300,6 +324,26 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LogEvent, FrameError> {
     })
 }
 
+/// Appends the whole frame of `commit` (header, entries, padding, footer) to `out`.
+pub fn write_frame(
+    commit: &EncodedCommit,
+    first_position: u64,
+    durable_offset: u64,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    out.extend_from_slice(&encode_frame_header(commit, first_position, durable_offset));
+    out.extend_from_slice(&commit.body);
+    let footer_at = start + frame_len(commit.body.len() as u64) as usize - FRAME_FOOTER_BYTES;
+    out.resize(footer_at, 0);
+    out.extend_from_slice(&FRAME_FOOTER);
+}
+
+/// The header check of a header's bytes 8 .. 36.
+fn header_check(h: &[u8]) -> u16 {
+    crc32fast::hash(&h[8..36]) as u16
+}
+
 /// Builds the header of a frame around `commit`'s body.
 pub fn encode_frame_header(
     commit: &EncodedCommit,
@@ -315,6 +359,9 @@ pub fn encode_frame_header(
     h[16..24].copy_from_slice(&first_position.to_le_bytes());
     h[24..32].copy_from_slice(&durable_offset.to_le_bytes());
     h[32..36].copy_from_slice(&count.to_le_bytes());
+    let check = header_check(&h);
+    h[36..38].copy_from_slice(&check.to_le_bytes());
+    h[39] = HEADER_END_MARK;
     let mut crc = Hasher::new();
     crc.update(&h[8..]);
     crc.combine(&commit.body_crc);
@@ -322,7 +369,8 @@ pub fn encode_frame_header(
     h
 }
 
-/// Parses a frame header without checking the checksum (which needs the body).
+/// Parses a frame header and checks its header check, but not the frame checksum (which needs
+/// the body).
 pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
     if bytes.len() < FRAME_HEADER_BYTES {
         return Err(FrameError::Truncated {
@@ -333,6 +381,17 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
     let magic = u32_at(bytes, 0);
     if magic != FRAME_MAGIC {
         return Err(FrameError::BadMagic { found: magic });
+    }
+    if bytes[39] != HEADER_END_MARK || bytes[38] != 0 {
+        return Err(FrameError::Malformed("bad frame header end mark"));
+    }
+    let stored = u16_at(bytes, 36);
+    let computed = header_check(bytes);
+    if stored != computed {
+        return Err(FrameError::ChecksumMismatch {
+            stored: u32::from(stored),
+            computed: u32::from(computed),
+        });
     }
     let header = FrameHeader {
         body_len: u32_at(bytes, 8),
@@ -353,16 +412,25 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
 /// One entry of a verified frame: its offset within the body, and its bytes.
 pub type EntrySlice<'a> = (u32, &'a [u8]);
 
-/// Verifies a whole frame (`bytes` = header + body, no padding) and splits its entries.
-/// Returns the header and each entry's (offset within the body, bytes).
+/// Verifies a whole frame (`bytes` starts with the header and holds at least
+/// [`FrameHeader::frame_len`] bytes) and splits its entries. Returns the header and each entry's
+/// (offset within the body, bytes).
 pub fn decode_frame(bytes: &[u8]) -> Result<(FrameHeader, Vec<EntrySlice<'_>>), FrameError> {
     let header = decode_frame_header(bytes)?;
     let total = FRAME_HEADER_BYTES + header.body_len as usize;
-    if bytes.len() < total {
+    let whole = header.frame_len();
+    if (bytes.len() as u64) < whole {
         return Err(FrameError::Truncated {
-            needed: total as u64,
+            needed: whole,
             available: bytes.len() as u64,
         });
+    }
+    let footer_at = header.footer_offset() as usize;
+    if bytes[footer_at..footer_at + FRAME_FOOTER_BYTES] != FRAME_FOOTER {
+        return Err(FrameError::Malformed("bad frame footer"));
+    }
+    if bytes[total..footer_at].iter().any(|&b| b != 0) {
+        return Err(FrameError::Malformed("non-zero frame padding"));
     }
     let stored = u32_at(bytes, 4);
     let computed = crc32fast::hash(&bytes[8..total]);
@@ -409,9 +477,9 @@ mod tests {
     #[test]
     fn a_frame_round_trips_and_each_entry_verifies_alone() {
         let commit = EncodedCommit::encode(vec![event(1), event(2)]);
-        let header = encode_frame_header(&commit, 7, 64);
-        let mut bytes = header.to_vec();
-        bytes.extend_from_slice(&commit.body);
+        let mut bytes = Vec::new();
+        write_frame(&commit, 7, 64, &mut bytes);
+        assert_eq!(bytes.len() as u64, frame_len(commit.body.len() as u64));
         let (h, entries) = decode_frame(&bytes).unwrap();
         assert_eq!(
             (h.first_position, h.durable_offset, h.entry_count),
@@ -424,8 +492,8 @@ mod tests {
     #[test]
     fn any_flipped_bit_is_detected() {
         let commit = EncodedCommit::encode(vec![event(1)]);
-        let mut bytes = encode_frame_header(&commit, 1, 0).to_vec();
-        bytes.extend_from_slice(&commit.body);
+        let mut bytes = Vec::new();
+        write_frame(&commit, 1, 0, &mut bytes);
         for bit in 0..bytes.len() * 8 {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);

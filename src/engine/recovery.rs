@@ -7,9 +7,25 @@
 //! - in a segment that is not the last one, it is [`EngineError::Corruption`]: a segment is
 //!   synced completely before the next one is created, so its content was durable;
 //! - in the last segment, it is a **torn tail** (a write that a crash interrupted, which was
-//!   never acknowledged) unless a later valid frame says, through its `durable_offset`, that the
-//!   bytes at the bad frame had been synced before; then it is corruption too. A torn tail is
-//!   zero-filled up to the segment's end and synced, so no stale frame can ever reappear.
+//!   never acknowledged) only if both hold:
+//!   1. no later valid frame says, through its `durable_offset`, that the bytes at the bad frame
+//!      had been synced before;
+//!   2. the frame shows the mark of a torn write (see [`looks_torn`]): some part of it that is
+//!      never zero when written reads as zeros.
+//!
+//!   Otherwise it is corruption. A torn tail is zero-filled up to the segment's end and synced,
+//!   so no stale frame can ever reappear.
+//!
+//! Rule 2 rests on how a write can tear. The bytes past the end of data are always zero (segments
+//! are created zero-filled, and a torn tail is zero-filled before anything is appended), so the
+//! part of an interrupted write that did not reach the disk reads as zeros. Disks write whole
+//! 512-byte sectors atomically, so what is missing is a set of whole sectors; a write that stops
+//! part-way loses a suffix. A frame's magic, its header's end mark and its footer are never zero
+//! and no single flipped bit can zero them, and every sector strictly inside a frame holds some
+//! entry bytes. So a frame written whole and then damaged by a flipped bit is refused as
+//! corruption even when it is the very last one, where no later frame vouches for it — the only
+//! exception being a frame that holds a whole sector of zero bytes of its own (a payload with
+//! 512 aligned zero bytes), which the rule cannot tell from a lost sector.
 
 use std::sync::Arc;
 
@@ -45,7 +61,7 @@ pub(crate) fn read_frame(segment: &Segment, offset: u64) -> Result<Option<FrameR
         Ok(h) => h,
         Err(e) => return Ok(Some(Err(e))),
     };
-    let len = FRAME_HEADER_BYTES as u64 + u64::from(header.body_len);
+    let len = header.frame_len();
     if offset + len > size {
         return Ok(Some(Err(FrameError::Truncated {
             needed: len,
@@ -151,7 +167,26 @@ fn bad(segment: &Segment, is_last: bool, offset: u64, e: FrameError) -> Result<(
     if !is_last {
         return Err(corruption(segment, offset, e));
     }
-    // Look for a later valid frame that proves the bad bytes had been synced.
+    if !looks_torn(segment, offset)? {
+        return Err(EngineError::Corruption {
+            file: segment.path.clone(),
+            offset,
+            reason: format!(
+                "{e} (the frame was written whole, so this is damage, not a torn write)"
+            ),
+        });
+    }
+    if vouched_by(segment, offset)?.is_some() {
+        return Err(corruption(segment, offset, e));
+    }
+    zero_from(segment, offset)?;
+    tracing::warn!(file = %segment.path.display(), offset, reason = %e, "truncated a torn log tail (unacknowledged data)");
+    Ok(())
+}
+
+/// The offset of a later valid frame whose `durable_offset` says the bytes at `offset` had been
+/// synced before it was written, if there is one.
+pub(crate) fn vouched_by(segment: &Segment, offset: u64) -> Result<Option<u64>, EngineError> {
     let size = segment.header.size;
     let mut probe = offset + FRAME_ALIGN;
     while probe + FRAME_HEADER_BYTES as u64 <= size {
@@ -159,19 +194,63 @@ fn bad(segment: &Segment, is_last: bool, offset: u64, e: FrameError) -> Result<(
         let chunk = read(segment, probe, chunk_len)?;
         let mut at = 0usize;
         while at + 4 <= chunk.len() {
+            let candidate = probe + at as u64;
             if chunk[at..at + 4] == frame::FRAME_MAGIC.to_le_bytes()
-                && let Some(Ok((header, _))) = read_frame(segment, probe + at as u64)?
+                && let Some(Ok((header, _))) = read_frame(segment, candidate)?
                 && header.durable_offset > offset
             {
-                return Err(corruption(segment, offset, e));
+                return Ok(Some(candidate));
             }
             at += FRAME_ALIGN as usize;
         }
         probe += chunk_len as u64;
     }
-    zero_from(segment, offset)?;
-    tracing::warn!(file = %segment.path.display(), offset, reason = %e, "truncated a torn log tail (unacknowledged data)");
-    Ok(())
+    Ok(None)
+}
+
+/// Sector size assumed atomic by [`looks_torn`].
+const SECTOR: u64 = 512;
+
+/// Whether the invalid frame at `offset` (or the non-zero bytes after an all-zero header there)
+/// carries the mark of an interrupted write: a part that is never zero once written reads as
+/// zeros. See the module docs.
+pub(crate) fn looks_torn(segment: &Segment, offset: u64) -> Result<bool, EngineError> {
+    let size = segment.header.size;
+    let header_len = (size - offset).min(FRAME_HEADER_BYTES as u64) as usize;
+    let head = read(segment, offset, header_len)?;
+    if head.len() < FRAME_HEADER_BYTES || head[..4] == [0; 4] || head[39] == 0 {
+        // The start or the end of the header never reached the disk.
+        return Ok(true);
+    }
+    let header = match frame::decode_frame_header(&head) {
+        Ok(header) => header,
+        // A header that was written whole but does not check is damage.
+        Err(_) => return Ok(false),
+    };
+    let footer_at = offset + header.footer_offset();
+    if footer_at + frame::FRAME_FOOTER_BYTES as u64 > size {
+        return Ok(false);
+    }
+    let footer = read(segment, footer_at, frame::FRAME_FOOTER_BYTES)?;
+    if footer.contains(&0) {
+        // The end of the frame never reached the disk.
+        return Ok(true);
+    }
+    if footer != frame::FRAME_FOOTER {
+        return Ok(false);
+    }
+    // Written from its first to its last sector: was a sector in between lost?
+    let mut sector = offset.next_multiple_of(SECTOR);
+    while sector + SECTOR <= footer_at {
+        if read(segment, sector, SECTOR as usize)?
+            .iter()
+            .all(|&b| b == 0)
+        {
+            return Ok(true);
+        }
+        sector += SECTOR;
+    }
+    Ok(false)
 }
 
 /// Zero-fills `segment` from `offset` to its end (skipping regions already zero) and syncs.

@@ -10,7 +10,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `ANNALSEG` |
-//! | 8 | 4 | format version (1) |
+//! | 8 | 4 | format version (2) |
 //! | 12 | 4 | reserved, zero |
 //! | 16 | 8 | segment id (1, 2, …) |
 //! | 24 | 8 | first_position: global position of the segment's first event |
@@ -28,7 +28,7 @@ use super::io::{FileSystem, StoreFile};
 /// Magic bytes at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
 /// The segment format this code writes and reads.
-pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+pub const SEGMENT_FORMAT_VERSION: u32 = 2;
 /// Bytes of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 static ZEROS: [u8; 1 << 16] = [0; 1 << 16];

@@ -47,12 +47,20 @@ pub enum Damage {
         /// Seed of the choice.
         seed: u64,
     },
-    /// Every unsynced write survives but the last, which is cut after a random number of
-    /// whole sectors.
+    /// Every unsynced write survives but the last, which is cut at a random sector boundary
+    /// (a multiple of `sector` in the file): the disk wrote its first sectors only.
     TornLast {
         /// Sector size: 512 or 4096.
         sector: usize,
         /// Seed of the cut.
+        seed: u64,
+    },
+    /// Every unsynced write survives but the last, of which each sector (aligned in the file)
+    /// survives or not, at random: the disk wrote some sectors of it, in any order.
+    TornSectors {
+        /// Sector size: 512 or 4096.
+        sector: usize,
+        /// Seed of the choice.
         seed: u64,
     },
 }
@@ -149,7 +157,9 @@ impl SimFs {
                 Damage::DropUnsynced => (false, 0),
                 Damage::KeepUnsynced => (true, 0),
                 Damage::RandomSubset { seed } => (false, seed | 1),
-                Damage::TornLast { seed, .. } => (true, seed | 1),
+                Damage::TornLast { seed, .. } | Damage::TornSectors { seed, .. } => {
+                    (true, seed | 1)
+                }
             };
             let last = data.unsynced.len().saturating_sub(1);
             for (i, op) in data.unsynced.iter().enumerate() {
@@ -161,17 +171,24 @@ impl SimFs {
                     continue;
                 }
                 match op {
-                    Op::Write { offset, bytes: w } => {
-                        let mut w = &w[..];
-                        if let Damage::TornLast { sector, .. } = damage
-                            && i == last
-                        {
-                            let sectors = w.len().div_ceil(sector);
-                            let kept = (next(&mut seed) as usize % (sectors + 1)) * sector;
-                            w = &w[..kept.min(w.len())];
+                    Op::Write { offset, bytes: w } if i == last => match damage {
+                        Damage::TornLast { sector, .. } => {
+                            let pieces = sector_pieces(*offset, w.len(), sector);
+                            let kept = next(&mut seed) as usize % (pieces.len() + 1);
+                            for &(from, to) in &pieces[..kept] {
+                                apply_write(&mut bytes, *offset + from as u64, &w[from..to]);
+                            }
                         }
-                        apply_write(&mut bytes, *offset, w);
-                    }
+                        Damage::TornSectors { sector, .. } => {
+                            for (from, to) in sector_pieces(*offset, w.len(), sector) {
+                                if next(&mut seed).is_multiple_of(2) {
+                                    apply_write(&mut bytes, *offset + from as u64, &w[from..to]);
+                                }
+                            }
+                        }
+                        _ => apply_write(&mut bytes, *offset, w),
+                    },
+                    Op::Write { offset, bytes: w } => apply_write(&mut bytes, *offset, w),
                     Op::SetLen(len) => bytes.resize(*len as usize, 0),
                 }
             }
@@ -220,6 +237,20 @@ impl SimFs {
         p.sort();
         p
     }
+}
+
+/// Splits a write of `len` bytes at file offset `offset` at the file's `sector` boundaries:
+/// the (from, to) ranges of the write that fall in each sector, in order.
+fn sector_pieces(offset: u64, len: usize, sector: usize) -> Vec<(usize, usize)> {
+    let mut pieces = Vec::new();
+    let mut from = 0usize;
+    while from < len {
+        let at = offset as usize + from;
+        let to = (at / sector + 1) * sector - offset as usize;
+        pieces.push((from, to.min(len)));
+        from = to;
+    }
+    pieces
 }
 
 fn apply_write(bytes: &mut Vec<u8>, offset: u64, w: &[u8]) {

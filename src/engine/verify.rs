@@ -42,10 +42,10 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 use super::error::EngineError;
-use super::frame::{self, FRAME_ALIGN, FRAME_HEADER_BYTES};
+use super::frame::{self, FRAME_HEADER_BYTES};
 use super::index::{AGGREGATES, BY_INITIAL, Cursor, EVENTS, Index, IndexReader, Location};
 use super::io::{FileSystem, OsFileSystem, StoreFile};
-use super::recovery::read_frame;
+use super::recovery::{self, read_frame};
 use super::segment::{self, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use super::{Engine, EngineOptions};
 
@@ -432,15 +432,6 @@ impl Check {
             }
             self.report.frames += 1;
             self.frame_entries(s, offset, &bytes, reader, scan);
-            let data_end = offset + bytes.len() as u64;
-            let padding = read(
-                s,
-                data_end,
-                (offset + header.frame_len() - data_end) as usize,
-            )?;
-            if padding.iter().any(|&b| b != 0) {
-                self.problem(&s.path, Some(data_end), "non-zero frame padding".into());
-            }
             offset += header.frame_len();
             self.report.bytes += header.frame_len();
             scan.expected = header
@@ -561,38 +552,34 @@ impl Check {
     }
 
     /// An invalid frame in the last segment of a closed store: a torn tail that recovery will
-    /// truncate, unless a later valid frame proves the bytes had been synced.
+    /// truncate, unless a later valid frame proves the bytes had been synced or the frame was
+    /// written whole (the rules of `recovery`).
     fn torn_or_corrupt(
         &mut self,
         s: &Segment,
         offset: u64,
         reason: String,
     ) -> Result<(), EngineError> {
-        let size = s.header.size;
-        let mut probe = offset + FRAME_ALIGN;
-        while probe + FRAME_HEADER_BYTES as u64 <= size {
-            let n = ((size - probe).min(1 << 20)) as usize;
-            let chunk = read(s, probe, n)?;
-            let mut at = 0usize;
-            while at + 4 <= chunk.len() {
-                if chunk[at..at + 4] == frame::FRAME_MAGIC.to_le_bytes()
-                    && let Ok(Some(Ok((header, _)))) = read_frame(s, probe + at as u64)
-                    && header.durable_offset > offset
-                {
-                    self.problem(
-                        &s.path,
-                        Some(offset),
-                        format!(
-                            "invalid frame ({reason}) in data that a later frame (at offset {}) \
-                             records as durable",
-                            probe + at as u64
-                        ),
-                    );
-                    return Ok(());
-                }
-                at += FRAME_ALIGN as usize;
-            }
-            probe += n as u64;
+        if let Some(later) = recovery::vouched_by(s, offset)? {
+            self.problem(
+                &s.path,
+                Some(offset),
+                format!(
+                    "invalid frame ({reason}) in data that a later frame (at offset {later}) \
+                     records as durable"
+                ),
+            );
+            return Ok(());
+        }
+        if !recovery::looks_torn(s, offset)? {
+            self.problem(
+                &s.path,
+                Some(offset),
+                format!(
+                    "invalid frame ({reason}) that was written whole: damage, not a torn write"
+                ),
+            );
+            return Ok(());
         }
         self.report.torn_tail = Some(TornTail {
             file: s.path.clone(),

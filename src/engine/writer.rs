@@ -267,7 +267,7 @@ impl Writer {
         let mut buffer_offset = self.cursor.offset;
         let mut commits = commits.into_iter();
         while let Some((commit, reply)) = commits.next() {
-            let frame_len = frame::padded((FRAME_HEADER_BYTES + commit.body.len()) as u64);
+            let frame_len = frame::frame_len(commit.body.len() as u64);
             if self.cursor.offset + frame_len > self.segment.header.size {
                 // Seal this segment (write and sync what it has), then start the next one.
                 if let Err(e) = self
@@ -304,13 +304,7 @@ impl Writer {
                 }
             }
             let first_position = self.cursor.next_position;
-            let header = frame::encode_frame_header(&commit, first_position, self.durable_offset);
-            buffer.extend_from_slice(&header);
-            buffer.extend_from_slice(&commit.body);
-            buffer.resize(
-                buffer.len() + (frame_len as usize - FRAME_HEADER_BYTES - commit.body.len()),
-                0,
-            );
+            frame::write_frame(&commit, first_position, self.durable_offset, &mut buffer);
             pending.push(Accepted {
                 first_position,
                 segment_id: self.segment.header.segment_id,

@@ -9,7 +9,9 @@ use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
     GetEventsOptions, Limits, Position, StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
-use crate::engine::frame::{ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_HEADER_BYTES};
+use crate::engine::frame::{
+    ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
+};
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
@@ -102,7 +104,8 @@ impl LogAdapterBuilder {
         let commit_max = (FRAME_HEADER_BYTES + limits.group_bytes_max)
             .saturating_add(limits.group_events_max.saturating_mul(per_event))
             as u64
-            + FRAME_ALIGN;
+            + FRAME_ALIGN
+            + FRAME_FOOTER_BYTES as u64;
         if commit_max
             > self
                 .engine

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Durability;
 use crate::engine::frame::{
     self, EncodedCommit, FRAME_HEADER_BYTES, FrameHeader, LogEvent, decode_entry, decode_frame,
-    decode_frame_header, encode_entry, encode_frame_header,
+    decode_frame_header, encode_entry, write_frame,
 };
 use crate::engine::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::engine::sim::{Damage, Fault, SimFs};
@@ -232,8 +232,8 @@ fn frame_round_trip(data: &[u8]) {
     let events = events_from(&mut input);
     let commit = EncodedCommit::encode(events.clone());
     let offsets: Vec<u32> = commit.keys.iter().map(|k| k.body_offset).collect();
-    let mut bytes = encode_frame_header(&commit, first_position, durable_offset).to_vec();
-    bytes.extend_from_slice(&commit.body);
+    let mut bytes = Vec::new();
+    write_frame(&commit, first_position, durable_offset, &mut bytes);
     let expected = FrameHeader {
         body_len: commit.body.len() as u32,
         kind: frame::KIND_EVENTS,
@@ -241,10 +241,15 @@ fn frame_round_trip(data: &[u8]) {
         durable_offset,
         entry_count: events.len() as u32,
     };
-    // The writer pads frames to 8 bytes and the next frame may follow: neither may matter.
-    let mut padded = bytes.clone();
-    padded.resize(expected.frame_len() as usize + 8, 0xA5);
-    for framed in [&bytes, &padded] {
+    assert_eq!(
+        bytes.len() as u64,
+        expected.frame_len(),
+        "the frame's length"
+    );
+    // The next frame may follow: it must not matter.
+    let mut followed = bytes.clone();
+    followed.resize(bytes.len() + 8, 0xA5);
+    for framed in [&bytes, &followed] {
         let (header, entries) = decode_frame(framed).expect("an encoded frame decodes");
         assert_eq!(header, expected, "the frame header round-trips");
         let decoded: Vec<LogEvent> = entries
@@ -1061,14 +1066,13 @@ impl Harness {
     /// A power loss now: the disk keeps what `damage` lets through.
     async fn crash(&mut self, input: &mut Input<'_>) {
         let seed = input.u64(2);
-        let damage = match input.byte() % 4 {
+        let sector = if seed.is_multiple_of(2) { 512 } else { 4096 };
+        let damage = match input.byte() % 5 {
             0 => Damage::DropUnsynced,
             1 => Damage::KeepUnsynced,
             2 => Damage::RandomSubset { seed },
-            _ => Damage::TornLast {
-                sector: if seed.is_multiple_of(2) { 512 } else { 4096 },
-                seed,
-            },
+            3 => Damage::TornLast { sector, seed },
+            _ => Damage::TornSectors { sector, seed },
         };
         let image = self.fs.crash_image(damage);
         // The old disk is gone: fail everything its store still tries, so closing is quick.
@@ -1220,7 +1224,7 @@ fn frame_seeds() -> Vec<Vec<u8>> {
     // Real frames, cut out of the template's segment.
     let mut at = SEGMENT_HEADER_BYTES as usize;
     while let Ok(h) = decode_frame_header(&template.segment[at..]) {
-        let len = FRAME_HEADER_BYTES + h.body_len as usize;
+        let len = h.frame_len() as usize;
         if seeds.len() < 2 {
             seeds.push(template.segment[at..at + len].to_vec());
         }

@@ -12,4 +12,5 @@
 mod bit_flips;
 mod fixture;
 mod index_damage;
+mod last_frame;
 mod torn_tail;

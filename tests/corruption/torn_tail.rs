@@ -1,5 +1,5 @@
-//! A torn, unacknowledged last record, cut at every offset: truncated cleanly, earlier data
-//! intact.
+//! A torn, unacknowledged last record — cut at every offset, or missing any one of its
+//! sectors: truncated cleanly, earlier data intact.
 
 use std::time::Instant;
 
@@ -11,14 +11,14 @@ use annals::{Durability, Timestamp};
 use crate::bit_flips::end_of_data;
 use crate::fixture::{self, Image, contents, open};
 
-#[tokio::test]
-async fn a_torn_unacknowledged_tail_is_truncated_at_every_offset() {
-    let start = Instant::now();
-    let (image, expected) = fixture::build(true).await;
-    // Append one more small commit without durability (never acknowledged as durable), and
-    // take the disk as a crash left it with that write complete.
+/// The fixture plus one more commit (of `payload_len` payload bytes) written without
+/// durability, so never acknowledged as durable, as a crash left the disk with that write
+/// complete; and where its frame lies in segment 2.
+async fn with_unacknowledged_frame(image: &Image, payload_len: usize) -> (Image, usize, usize) {
     let fs = image.disk();
     let log = fixture::open_with(&fs, Durability::None).expect("open");
+    let mut payload = b"unacknowledged".to_vec();
+    payload.resize(payload_len, b'!');
     let event = AppendEvent {
         event_store_id: "POKEMONS".into(),
         event: EncodedEvent {
@@ -27,7 +27,7 @@ async fn a_torn_unacknowledged_tail_is_truncated_at_every_offset() {
             timestamp: Timestamp::from_unix_millis(1),
             event_type: "T".into(),
             schema_version: 1,
-            payload: b"unacknowledged".to_vec(),
+            payload,
             metadata: vec![],
         },
     };
@@ -42,6 +42,41 @@ async fn a_torn_unacknowledged_tail_is_truncated_at_every_offset() {
         frame_end > frame_start,
         "the unacknowledged frame was written"
     );
+    (written, frame_start, frame_end)
+}
+
+#[tokio::test]
+async fn an_unacknowledged_frame_missing_any_one_sector_is_truncated() {
+    let start = Instant::now();
+    let (image, expected) = fixture::build(true).await;
+    let (written, frame_start, frame_end) = with_unacknowledged_frame(&image, 3000).await;
+    let path = fixture::segment(2);
+    let mut cases = 0;
+    for sector in (frame_start / 512 * 512..frame_end).step_by(512) {
+        let (from, to) = (sector.max(frame_start), (sector + 512).min(frame_end));
+        let fs = written.disk_with(&path, |b| b[from..to].fill(0));
+        let context = format!("sector {sector} lost (frame {frame_start}..{frame_end})");
+        let log = open(&fs).unwrap_or_else(|e| panic!("{context}: open failed: {e:?}"));
+        let got = contents(&log)
+            .await
+            .unwrap_or_else(|e| panic!("{context}: read failed: {e:?}"));
+        assert!(
+            got == expected,
+            "{context}: {}",
+            fixture::difference(&expected, &got)
+        );
+        cases += 1;
+    }
+    println!("lost sectors: {cases} cases in {:?}", start.elapsed());
+    assert!(cases >= 6, "the frame spans several sectors");
+}
+
+#[tokio::test]
+async fn a_torn_unacknowledged_tail_is_truncated_at_every_offset() {
+    let start = Instant::now();
+    let (image, expected) = fixture::build(true).await;
+    let (written, frame_start, frame_end) = with_unacknowledged_frame(&image, 14).await;
+    let path = fixture::segment(2);
     let (mut truncated, mut kept) = (0, 0);
     for cut in frame_start..frame_end {
         let fs = written.disk_with(&path, |b| b[cut..frame_end].fill(0));

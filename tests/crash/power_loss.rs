@@ -31,6 +31,10 @@ async fn acknowledged_commits_survive_power_loss_at_every_io_step() {
                 sector: 4096,
                 seed: k * 31,
             },
+            Damage::TornSectors {
+                sector: 512,
+                seed: k * 17,
+            },
         ];
         let crashed: Vec<SimFs> = damages.iter().map(|d| fs.crash_image(*d)).collect();
         drop(log);

@@ -123,6 +123,8 @@ fn damage() -> impl Strategy<Value = Damage> {
         any::<u64>().prop_map(|seed| Damage::RandomSubset { seed }),
         (prop_oneof![Just(512usize), Just(4096)], any::<u64>())
             .prop_map(|(sector, seed)| Damage::TornLast { sector, seed }),
+        (prop_oneof![Just(512usize), Just(4096)], any::<u64>())
+            .prop_map(|(sector, seed)| Damage::TornSectors { sector, seed }),
     ]
 }
 
