@@ -55,6 +55,39 @@ pub enum Error {
         /// What did not decode.
         reason: String,
     },
+    /// A stored event was written with a schema version newer than this code declares for its
+    /// type: it was written by a newer release. Upgrade the reader; old code cannot know what
+    /// the new schema means, so it refuses the event rather than misread it.
+    #[error(
+        "store {event_store_id:?}, aggregate {aggregate_id:?}, version {version}, \
+         type {event_type:?}: schema version {schema_version} is newer than the {known_schema_version} \
+         this code knows"
+    )]
+    SchemaVersionTooNew {
+        /// The store read.
+        event_store_id: String,
+        /// The aggregate read.
+        aggregate_id: String,
+        /// The event's version.
+        version: u64,
+        /// The event's type, as stored.
+        event_type: String,
+        /// The schema version the event was written with.
+        schema_version: u32,
+        /// The newest schema version this code declares for the type.
+        known_schema_version: u32,
+    },
+    /// The store's upcasters or event-type aliases do not fit its event types (an upcaster for
+    /// an undeclared type or from a version that is not older than the type's current one, two
+    /// upcasters for one step, an alias that shadows a declared type or points to an undeclared
+    /// one). Fix the store's builder calls.
+    #[error("store {event_store_id:?}: invalid schema evolution: {reason}")]
+    InvalidSchemaEvolution {
+        /// The store being built.
+        event_store_id: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An event's payload or metadata could not be encoded.
     #[error("store {event_store_id:?}, type {event_type:?}: cannot encode: {reason}")]
     Encode {

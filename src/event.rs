@@ -33,6 +33,18 @@ pub trait Events: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     /// This event's type name, e.g. `POKEMON_APPEARED`.
     fn event_type(&self) -> &'static str;
 
+    /// The schema version payloads of `event_type` are written with now: 1 until the type's
+    /// payload changes shape, then one more for each change. Events are stored with it, and
+    /// reading an event stored with an older one runs the store's upcasters (see
+    /// [`EventStoreBuilder::upcaster`](crate::EventStoreBuilder::upcaster)).
+    ///
+    /// The default is 1 for every type; [`events!`](crate::events) declares others with
+    /// `Variant(Payload) = "TYPE" schema N`.
+    fn schema_version(event_type: &str) -> u32 {
+        let _ = event_type;
+        1
+    }
+
     /// Encodes the payload with the [`codec`](crate::codec).
     fn encode_payload(&self) -> Result<Vec<u8>, CodecError>;
 
@@ -97,8 +109,28 @@ impl From<CodecError> for PayloadError {
 ///
 /// The macro derives `Debug` and `Clone`; add other derives as attributes. Without a
 /// `type Metadata = …;` line the metadata type is `()`.
+///
+/// A type whose payload changed shape declares its current schema version after its name
+/// (the default is 1); events are stored with it, and older events are upcast on reading:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Appeared { pub name: String }
+/// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct LeveledUp { pub levels: u32 }
+/// annals::events! {
+///     pub enum PokemonEvent {
+///         Appeared(Appeared) = "POKEMON_APPEARED",
+///         LeveledUp(LeveledUp) = "POKEMON_LEVELED_UP" schema 2,
+///     }
+/// }
+/// use annals::Events;
+/// assert_eq!(PokemonEvent::schema_version("POKEMON_APPEARED"), 1);
+/// assert_eq!(PokemonEvent::schema_version("POKEMON_LEVELED_UP"), 2);
+/// ```
 #[macro_export]
 macro_rules! events {
+    (@schema) => { 1 };
+    (@schema $schema:literal) => { $schema };
     (
         $(#[$attr:meta])*
         $vis:vis enum $name:ident {
@@ -120,7 +152,7 @@ macro_rules! events {
         @impl [$(#[$attr:meta])*] $vis:vis $name:ident [$meta:ty]
         $(
             $(#[$vattr:meta])*
-            $variant:ident($payload:ty) = $type_name:literal
+            $variant:ident($payload:ty) = $type_name:literal $(schema $schema:literal)?
         ),+ $(,)?
     ) => {
         $(#[$attr])*
@@ -135,6 +167,13 @@ macro_rules! events {
 
             fn event_type(&self) -> &'static str {
                 match self { $( Self::$variant(_) => $type_name, )+ }
+            }
+
+            fn schema_version(event_type: &str) -> u32 {
+                match event_type {
+                    $( $type_name => $crate::events!(@schema $($schema)?), )+
+                    _ => 1,
+                }
             }
 
             fn encode_payload(&self) -> ::std::result::Result<Vec<u8>, $crate::codec::CodecError> {

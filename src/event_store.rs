@@ -5,19 +5,21 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::aggregate::{Aggregate, Reducer, apply};
 use crate::codec;
 use crate::error::Error;
 use crate::event::{EventDetail, Events, NewEvent, PayloadError};
 use crate::group::GroupedEvent;
+use crate::snapshot::{SnapshotPolicy, Snapshots, Writes};
 use crate::storage::{
     AggregateIdsPage, AppendEvent, EncodedEvent, GetEventsOptions, Limits, ListAggregateIdsOptions,
-    Position, StorageAdapter, StoredEvent, Timestamp,
+    Position, SnapshotRecord, SnapshotStorage, StorageAdapter, StoredEvent, Timestamp,
+    event_checksum,
 };
-
-/// The schema version every event is written with until event types declare their own.
-pub(crate) const CURRENT_SCHEMA_VERSION: u32 = 1;
+use crate::upcast::{Evolution, UpcastError};
 
 type PushHook<E, S> = Arc<dyn Fn(PushEventResponse<E, S>) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -52,8 +54,11 @@ pub struct EventStore<E: Events, S> {
 struct Inner<E: Events, S> {
     event_store_id: String,
     reducer: Reducer<E, S>,
+    reducer_version: u64,
     adapter: RwLock<Option<Arc<dyn StorageAdapter>>>,
     on_event_pushed: Option<PushHook<E, S>>,
+    snapshots: Option<Snapshots<E, S>>,
+    evolution: Arc<Evolution>,
 }
 
 impl<E: Events, S> Clone for EventStore<E, S> {
@@ -69,6 +74,12 @@ impl<E: Events, S> fmt::Debug for EventStore<E, S> {
         f.debug_struct("EventStore")
             .field("event_store_id", &self.inner.event_store_id)
             .field("event_types", &E::EVENT_TYPES)
+            .field("reducer_version", &self.inner.reducer_version)
+            .field(
+                "snapshots",
+                &self.inner.snapshots.as_ref().map(|s| &s.policy),
+            )
+            .field("evolution", &self.inner.evolution)
             .finish_non_exhaustive()
     }
 }
@@ -77,8 +88,11 @@ impl<E: Events, S> fmt::Debug for EventStore<E, S> {
 pub struct EventStoreBuilder<E: Events, S> {
     event_store_id: String,
     reducer: Reducer<E, S>,
+    reducer_version: u64,
     adapter: Option<Arc<dyn StorageAdapter>>,
     on_event_pushed: Option<PushHook<E, S>>,
+    snapshots: Option<Snapshots<E, S>>,
+    evolution: Evolution,
 }
 
 impl<E: Events, S: Clone + Send + Sync + 'static> EventStoreBuilder<E, S> {
@@ -100,19 +114,118 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStoreBuilder<E, S> {
         self
     }
 
-    /// Builds the store, checking its id (`[A-Za-z0-9_.-]`, at most 128 bytes).
+    /// Sets the version of the reducer and state type (default 1). Snapshots record it, and a
+    /// store ignores and deletes snapshots taken under any other: bump it whenever the reducer
+    /// or the state type changes what a state means. It can be any number, such as a hash.
+    pub fn reducer_version(mut self, version: u64) -> Self {
+        self.reducer_version = version;
+        self
+    }
+
+    /// Registers the upcaster of `event_type` from schema version `from_schema_version` to the
+    /// next one, on the payload as a dynamic JSON value. See [`upcast`](crate::upcast).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// # pub struct Appeared { pub name: String, pub level: u32 }
+    /// annals::events! {
+    ///     pub enum PokemonEvent {
+    ///         // Schema 1 had `lvl`; schema 2 renamed it to `level`.
+    ///         Appeared(Appeared) = "POKEMON_APPEARED" schema 2,
+    ///     }
+    /// }
+    /// # fn reduce(_: Option<()>, _: &annals::EventDetail<PokemonEvent>) {}
+    /// let pokemons = annals::EventStore::builder("POKEMONS", reduce)
+    ///     .upcaster("POKEMON_APPEARED", 1, |mut payload| {
+    ///         let lvl = payload["lvl"].take();
+    ///         payload["level"] = lvl;
+    ///         Ok(payload)
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), annals::Error>(())
+    /// ```
+    pub fn upcaster<F>(
+        mut self,
+        event_type: impl Into<String>,
+        from_schema_version: u32,
+        upcaster: F,
+    ) -> Self
+    where
+        F: Fn(serde_json::Value) -> Result<serde_json::Value, UpcastError> + Send + Sync + 'static,
+    {
+        self.evolution
+            .add_step(event_type.into(), from_schema_version, Arc::new(upcaster));
+        self
+    }
+
+    /// Registers the upcaster of `event_type` from schema version `from_schema_version` to the
+    /// next one, on typed payloads: the stored payload is decoded as `Old`, converted, and the
+    /// `New` value goes on to the next step (or becomes the event). A payload that does not
+    /// decode as `Old` fails the read with [`Error::Decode`].
+    pub fn typed_upcaster<Old, New, F>(
+        self,
+        event_type: impl Into<String>,
+        from_schema_version: u32,
+        upcaster: F,
+    ) -> Self
+    where
+        Old: DeserializeOwned,
+        New: Serialize,
+        F: Fn(Old) -> New + Send + Sync + 'static,
+    {
+        self.upcaster(event_type, from_schema_version, move |payload| {
+            let old: Old = serde_json::from_value(payload)?;
+            Ok(serde_json::to_value(upcaster(old))?)
+        })
+    }
+
+    /// Reads events stored under the type name `old` as events of the declared type `new`
+    /// (for a renamed event type). Their schema versions continue `new`'s numbering.
+    pub fn event_type_alias(mut self, old: impl Into<String>, new: impl Into<String>) -> Self {
+        self.evolution.add_alias(old.into(), new.into());
+        self
+    }
+
+    /// Builds the store, checking its id (`[A-Za-z0-9_.-]`, at most 128 bytes) and that its
+    /// upcasters and aliases fit its event types ([`Error::InvalidSchemaEvolution`]).
     pub fn build(self) -> Result<EventStore<E, S>, Error> {
         Limits::default()
             .check_event_store_id(&self.event_store_id)
             .map_err(|e| Error::Storage(e.into()))?;
+        self.evolution.check::<E>(&self.event_store_id)?;
         Ok(EventStore {
             inner: Arc::new(Inner {
                 event_store_id: self.event_store_id,
                 reducer: self.reducer,
+                reducer_version: self.reducer_version,
                 adapter: RwLock::new(self.adapter),
                 on_event_pushed: self.on_event_pushed,
+                snapshots: self.snapshots,
+                evolution: Arc::new(self.evolution),
             }),
         })
+    }
+}
+
+impl<E, S> EventStoreBuilder<E, S>
+where
+    E: Events,
+    S: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// Takes snapshots of aggregates by `policy`, in the adapter's snapshot storage, so that
+    /// [`get_aggregate`](EventStore::get_aggregate) replays only the events after the newest
+    /// one. States are encoded with the [`codec`]. Pushes are unaffected; see
+    /// [`snapshot`](crate::snapshot) for when snapshots are written and when they are trusted.
+    /// On an adapter without snapshot storage the policy does nothing.
+    pub fn snapshots(mut self, policy: SnapshotPolicy<E, S>) -> Self {
+        self.snapshots = Some(Snapshots {
+            policy,
+            encode: codec::encode::<S>,
+            decode: codec::decode::<S>,
+            writes: Arc::default(),
+        });
+        self
     }
 }
 
@@ -128,9 +241,10 @@ pub struct GetAggregateOptions {
 pub struct GetAggregateResponse<E: Events, S> {
     /// The aggregate, `None` if it has no event.
     pub aggregate: Option<Aggregate<S>>,
-    /// The events it was built from.
+    /// The events folded to build it: all of them, or, when the read started from a
+    /// snapshot, those after the snapshot (possibly none).
     pub events: Vec<EventDetail<E>>,
-    /// The last of those events.
+    /// The aggregate's last event (at or below `max_version`).
     pub last_event: Option<EventDetail<E>>,
 }
 
@@ -140,9 +254,10 @@ pub struct GetAggregateResponse<E: Events, S> {
 pub struct ExistingAggregate<E: Events, S> {
     /// The aggregate.
     pub aggregate: Aggregate<S>,
-    /// The events it was built from (at least one).
+    /// The events folded to build it: all of them (at least one), or, when the read started
+    /// from a snapshot, those after the snapshot (possibly none).
     pub events: Vec<EventDetail<E>>,
-    /// The last of those events.
+    /// The aggregate's last event.
     pub last_event: EventDetail<E>,
 }
 
@@ -183,8 +298,11 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         EventStoreBuilder {
             event_store_id: event_store_id.into(),
             reducer: Arc::new(reducer),
+            reducer_version: 1,
             adapter: None,
             on_event_pushed: None,
+            snapshots: None,
+            evolution: Evolution::default(),
         }
     }
 
@@ -201,6 +319,25 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// The store's reducer.
     pub fn reducer(&self) -> &Reducer<E, S> {
         &self.inner.reducer
+    }
+
+    /// The version of the reducer and state type, recorded in every snapshot (see
+    /// [`EventStoreBuilder::reducer_version`]).
+    pub fn reducer_version(&self) -> u64 {
+        self.inner.reducer_version
+    }
+
+    /// The snapshot policy, if the store takes snapshots.
+    pub fn snapshot_policy(&self) -> Option<&SnapshotPolicy<E, S>> {
+        self.inner.snapshots.as_ref().map(|s| &s.policy)
+    }
+
+    /// Waits until every snapshot write started by this store's reads so far is over (written
+    /// or given up). Reads never wait for them; this is for tests and orderly shutdowns.
+    pub async fn flush_snapshots(&self) {
+        if let Some(snapshots) = &self.inner.snapshots {
+            snapshots.writes.flushed().await;
+        }
     }
 
     /// The storage adapter, or [`Error::UndefinedStorageAdapter`].
@@ -222,14 +359,23 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             .unwrap_or_else(|p| p.into_inner()) = Some(adapter);
     }
 
-    /// A store with the same id, reducer and hook on another adapter (not shared with `self`).
+    /// A store with the same id, reducer, hook, snapshot policy and upcasters on another
+    /// adapter (not shared with `self`).
     pub fn with_storage_adapter(&self, adapter: Arc<dyn StorageAdapter>) -> Self {
         EventStore {
             inner: Arc::new(Inner {
                 event_store_id: self.inner.event_store_id.clone(),
                 reducer: Arc::clone(&self.inner.reducer),
+                reducer_version: self.inner.reducer_version,
                 adapter: RwLock::new(Some(adapter)),
                 on_event_pushed: self.inner.on_event_pushed.clone(),
+                snapshots: self.inner.snapshots.as_ref().map(|s| Snapshots {
+                    policy: s.policy.clone(),
+                    encode: s.encode,
+                    decode: s.decode,
+                    writes: Arc::new(Writes::default()),
+                }),
+                evolution: Arc::clone(&self.inner.evolution),
             }),
         }
     }
@@ -265,23 +411,255 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     }
 
     /// The aggregate built from its events (up to `options.max_version`), with those events.
+    ///
+    /// With a [snapshot policy](EventStoreBuilder::snapshots), the read starts from the newest
+    /// valid snapshot at or below `max_version` and folds only the later events; the aggregate
+    /// is the one a full replay gives. If the fold passes a point where the policy fires, a
+    /// snapshot of the aggregate there is written in the background (the read does not wait).
+    /// See [`snapshot`](crate::snapshot).
     pub async fn get_aggregate(
         &self,
         aggregate_id: &str,
         options: GetAggregateOptions,
     ) -> Result<GetAggregateResponse<E, S>, Error> {
-        let range = GetEventsOptions {
-            max_version: options.max_version,
-            ..Default::default()
+        let adapter = self.storage_adapter()?;
+        let snapshots = self
+            .inner
+            .snapshots
+            .as_ref()
+            .filter(|_| adapter.snapshots().is_some());
+        let (start, anchor, stored) = match snapshots {
+            Some(snapshots) => {
+                self.start_from_snapshot(&adapter, snapshots, aggregate_id, options.max_version)
+                    .await?
+            }
+            None => {
+                let range = GetEventsOptions {
+                    max_version: options.max_version,
+                    ..Default::default()
+                };
+                let stored = adapter
+                    .get_events(self.event_store_id(), aggregate_id, &range)
+                    .await?;
+                (None, None, stored)
+            }
         };
-        let events = self.get_events(aggregate_id, range).await?;
-        let aggregate = self.build_aggregate(&events, None);
-        let last_event = events.last().cloned();
+        let last_version = stored.last().map_or(0, |s| s.event.version);
+        let mut aggregate = start;
+        let mut events = Vec::with_capacity(stored.len());
+        let mut to_snapshot = None;
+        for stored in stored {
+            // The anchor of a possible snapshot here, taken before decoding consumes the event.
+            let anchor = snapshots
+                .filter(|s| s.policy.may_fire(stored.event.version, last_version))
+                .map(|_| (stored.position, event_checksum(&stored.event)));
+            let event = self.decode(stored)?;
+            let next = self.reduce(aggregate.take(), &event);
+            if let (Some(snapshots), Some(anchor)) = (snapshots, anchor)
+                && snapshots.policy.fires(&next, &event, last_version)
+            {
+                to_snapshot = Some((next.clone(), anchor));
+            }
+            aggregate = Some(next);
+            events.push(event);
+        }
+        if let (Some(snapshots), Some((snapshot, anchor))) = (snapshots, to_snapshot) {
+            self.write_snapshot(&adapter, snapshots, snapshot, anchor);
+        }
+        let last_event = match (events.last(), anchor) {
+            (Some(last), _) => Some(last.clone()),
+            (None, Some(anchor)) => Some(self.decode(anchor)?),
+            (None, None) => None,
+        };
         Ok(GetAggregateResponse {
             aggregate,
             events,
             last_event,
         })
+    }
+
+    /// Where a read with snapshots starts: the aggregate of the newest usable snapshot at or
+    /// below `max_version` (or none), the event it was taken at, and the events to fold.
+    async fn start_from_snapshot(
+        &self,
+        adapter: &Arc<dyn StorageAdapter>,
+        snapshots: &Snapshots<E, S>,
+        aggregate_id: &str,
+        max_version: Option<u64>,
+    ) -> Result<(Option<Aggregate<S>>, Option<StoredEvent>, Vec<StoredEvent>), Error> {
+        let store = self.event_store_id();
+        let mut bound = max_version.unwrap_or(u64::MAX);
+        loop {
+            let candidate = adapter
+                .snapshots()
+                .and_then(|storage| self.usable_snapshot(storage, snapshots, aggregate_id, bound));
+            let Some((aggregate, record)) = candidate else {
+                let range = GetEventsOptions {
+                    max_version,
+                    ..Default::default()
+                };
+                let stored = adapter.get_events(store, aggregate_id, &range).await?;
+                return Ok((None, None, stored));
+            };
+            let range = GetEventsOptions {
+                min_version: Some(record.version),
+                max_version,
+                ..Default::default()
+            };
+            let mut stored = adapter.get_events(store, aggregate_id, &range).await?;
+            let anchored = stored.first().is_some_and(|first| {
+                first.event.version == record.version
+                    && first.position == record.event_position
+                    && event_checksum(&first.event) == record.event_checksum
+            });
+            if anchored {
+                let rest = stored.split_off(1);
+                return Ok((Some(aggregate), stored.pop(), rest));
+            }
+            tracing::warn!(
+                event_store_id = store,
+                aggregate_id,
+                version = record.version,
+                "ignoring a stale snapshot: its event no longer reads back as it was"
+            );
+            self.delete_snapshot(adapter, aggregate_id, record.version);
+            // `usable_snapshot` returns versions of at least 1.
+            bound = record.version - 1;
+        }
+    }
+
+    /// The newest snapshot at or below `bound` that was taken under this reducer version,
+    /// is intact and decodes; those in the way are deleted.
+    fn usable_snapshot(
+        &self,
+        storage: &dyn SnapshotStorage,
+        snapshots: &Snapshots<E, S>,
+        aggregate_id: &str,
+        mut bound: u64,
+    ) -> Option<(Aggregate<S>, SnapshotRecord)> {
+        let store = self.event_store_id();
+        loop {
+            let record = match storage.latest(store, aggregate_id, bound) {
+                Ok(Some(record)) => record,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(
+                        event_store_id = store,
+                        aggregate_id,
+                        error = %e,
+                        "snapshot storage failed; replaying the aggregate from its first event"
+                    );
+                    return None;
+                }
+            };
+            let problem = if record.version == 0 || record.version > bound {
+                Some("it is outside the requested versions".to_owned())
+            } else if record.reducer_version != self.inner.reducer_version {
+                tracing::debug!(
+                    event_store_id = store,
+                    aggregate_id,
+                    version = record.version,
+                    snapshot_reducer_version = record.reducer_version,
+                    reducer_version = self.inner.reducer_version,
+                    "deleting a snapshot of another reducer version"
+                );
+                None
+            } else if !record.is_intact() {
+                Some("its checksum does not match".to_owned())
+            } else {
+                match (snapshots.decode)(&record.state) {
+                    Ok(state) => {
+                        let aggregate = Aggregate {
+                            aggregate_id: aggregate_id.to_owned(),
+                            version: record.version,
+                            state,
+                        };
+                        return Some((aggregate, record));
+                    }
+                    Err(e) => Some(format!("its state does not decode: {e}")),
+                }
+            };
+            if let Some(problem) = problem {
+                tracing::warn!(
+                    event_store_id = store,
+                    aggregate_id,
+                    version = record.version,
+                    problem,
+                    "ignoring a damaged snapshot"
+                );
+            }
+            if let Err(e) = storage.delete(store, aggregate_id, record.version) {
+                tracing::warn!(event_store_id = store, aggregate_id, error = %e, "could not delete a snapshot");
+            }
+            bound = record.version.checked_sub(1)?.min(bound.saturating_sub(1));
+        }
+    }
+
+    fn delete_snapshot(&self, adapter: &Arc<dyn StorageAdapter>, aggregate_id: &str, version: u64) {
+        if let Some(storage) = adapter.snapshots()
+            && let Err(e) = storage.delete(self.event_store_id(), aggregate_id, version)
+        {
+            tracing::warn!(
+                event_store_id = self.event_store_id(),
+                aggregate_id,
+                error = %e,
+                "could not delete a snapshot"
+            );
+        }
+    }
+
+    /// Encodes and writes a snapshot of `aggregate`, then prunes the aggregate's older ones,
+    /// on a blocking task of the current Tokio runtime (inline without one). Failures are
+    /// warnings: the snapshot is only an optimisation.
+    fn write_snapshot(
+        &self,
+        adapter: &Arc<dyn StorageAdapter>,
+        snapshots: &Snapshots<E, S>,
+        aggregate: Aggregate<S>,
+        (event_position, event_checksum): (Position, u32),
+    ) {
+        let Some(slot) = snapshots
+            .writes
+            .claim(&aggregate.aggregate_id, aggregate.version)
+        else {
+            return;
+        };
+        let adapter = Arc::clone(adapter);
+        let store = self.event_store_id().to_owned();
+        let reducer_version = self.inner.reducer_version;
+        let keep = snapshots.policy.kept();
+        let encode = snapshots.encode;
+        let job = move || {
+            let _slot = slot;
+            let Some(storage) = adapter.snapshots() else {
+                return;
+            };
+            let id = aggregate.aggregate_id.as_str();
+            let state = match encode(&aggregate.state) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(event_store_id = store, aggregate_id = id, error = %e, "cannot encode a snapshot");
+                    return;
+                }
+            };
+            let record = SnapshotRecord::new(
+                aggregate.version,
+                reducer_version,
+                event_position,
+                event_checksum,
+                state,
+            );
+            let written = storage
+                .put(&store, id, &record)
+                .and_then(|()| storage.prune(&store, id, keep));
+            if let Err(e) = written {
+                tracing::warn!(event_store_id = store, aggregate_id = id, error = %e, "cannot write a snapshot");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(job)),
+            Err(_) => job(),
+        }
     }
 
     /// Like [`get_aggregate`](Self::get_aggregate), but fails with
@@ -365,7 +743,10 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             .await?)
     }
 
-    /// Turns a stored event into a typed one, or a typed error naming it.
+    /// Turns a stored event into a typed one, or a typed error naming it. An event stored
+    /// under an alias of a type is read as that type; one stored with an older schema version
+    /// is upcast to the current one (see [`upcast`](crate::upcast)); one stored with a newer
+    /// schema version than the type declares is [`Error::SchemaVersionTooNew`].
     pub fn decode(&self, stored: StoredEvent) -> Result<EventDetail<E>, Error> {
         let EncodedEvent {
             aggregate_id,
@@ -383,13 +764,31 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             event_type: event_type.clone(),
             reason,
         };
-        if schema_version != CURRENT_SCHEMA_VERSION {
-            return Err(decode_error(format!(
-                "schema version {schema_version} is not known to this store \
-                 (it reads version {CURRENT_SCHEMA_VERSION})"
-            )));
-        }
-        let event = match E::decode_payload(&event_type, &payload) {
+        let current_type = self.inner.evolution.resolve(&event_type);
+        let current_schema = E::schema_version(current_type);
+        let decoded = if schema_version == current_schema {
+            E::decode_payload(current_type, &payload)
+        } else if !E::EVENT_TYPES.contains(&current_type) {
+            Err(PayloadError::UnknownEventType)
+        } else if schema_version > current_schema {
+            return Err(Error::SchemaVersionTooNew {
+                event_store_id: self.event_store_id().to_owned(),
+                aggregate_id,
+                version,
+                event_type,
+                schema_version,
+                known_schema_version: current_schema,
+            });
+        } else {
+            let value = codec::to_json(&payload).map_err(|e| decode_error(e.0))?;
+            let value = self
+                .inner
+                .evolution
+                .upcast(current_type, schema_version, current_schema, value)
+                .map_err(&decode_error)?;
+            E::payload_from_json(current_type, value)
+        };
+        let event = match decoded {
             Ok(event) => event,
             Err(PayloadError::Invalid(reason)) => return Err(decode_error(reason)),
             Err(PayloadError::UnknownEventType) => {
@@ -430,7 +829,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 version: event.version,
                 timestamp: event.timestamp.unwrap_or(timestamp),
                 event_type: event.event.event_type().to_owned(),
-                schema_version: CURRENT_SCHEMA_VERSION,
+                schema_version: E::schema_version(event.event.event_type()),
                 payload: event.event.encode_payload().map_err(encode_error)?,
                 metadata: codec::encode(&event.metadata).map_err(encode_error)?,
             },

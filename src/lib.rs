@@ -11,11 +11,13 @@
 //! | floor | module | concepts |
 //! |---|---|---|
 //! | 1. engine | [`engine`] | segmented log, group-commit writer, index, recovery, I/O seam, [`Durability`] |
-//! | 2. storage | [`storage`] | [`StorageAdapter`](storage::StorageAdapter), [`LogAdapter`](storage::LogAdapter) ([`open`]), [`InMemoryAdapter`](storage::InMemoryAdapter), [`Limits`](storage::Limits), [`Timestamp`], paging |
+//! | 2. storage | [`storage`] | [`StorageAdapter`](storage::StorageAdapter), [`LogAdapter`](storage::LogAdapter) ([`open`]), [`InMemoryAdapter`](storage::InMemoryAdapter), [`Limits`](storage::Limits), [`Timestamp`], paging, [`SnapshotStorage`](storage::SnapshotStorage) |
 //! | 3. typed layer | [`mod@event`] | [`Events`], [`events!`], [`EventDetail`], [`NewEvent`] |
 //! | | [`aggregate`] | [`Aggregate`], [`Reducer`] |
 //! | | [`event_store`] | [`EventStore`] and its options and responses |
 //! | | [`group`] | [`GroupedEvent`], [`push_event_group`] |
+//! | | [`snapshot`] | [`SnapshotPolicy`]: snapshots, their invalidation and fallbacks |
+//! | | [`upcast`] | schema versions, upcasters, event-type aliases, [`UpcastError`] |
 //! | | [`command`] | [`Command`], retries on [`EventAlreadyExists`] |
 //! | | [`codec`] | MessagePack payload encoding |
 //! | | [`testing`] | [`MockEventStore`](testing::MockEventStore), the adapter conformance suite |
@@ -76,8 +78,10 @@ mod error;
 pub mod event;
 pub mod event_store;
 pub mod group;
+pub mod snapshot;
 pub mod storage;
 pub mod testing;
+pub mod upcast;
 
 pub use aggregate::{Aggregate, Reducer};
 pub use command::{Command, CommandFailure, RetryContext};
@@ -89,10 +93,12 @@ pub use event_store::{
     PushEventOptions, PushEventResponse,
 };
 pub use group::{EventGroup, GroupedEvent, push_event_group};
+pub use snapshot::SnapshotPolicy;
 pub use storage::{
     AggregateIdsPage, EventAlreadyExists, GetEventsOptions, ListAggregateIdsOptions, Position,
     StorageAdapter, StorageError, Timestamp, open,
 };
+pub use upcast::UpcastError;
 
 /// The names most applications need: `use annals::prelude::*;`.
 pub mod prelude {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::{
     AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, GetEventsOptions, Limits,
-    ListAggregateIdsOptions, Position, StorageError, StoredEvent,
+    ListAggregateIdsOptions, Position, SnapshotStorage, StorageError, StoredEvent,
 };
 
 /// Where events live. One adapter can hold many event stores; an event group is atomic only
@@ -24,6 +24,8 @@ use super::{
 /// - Every committed event gets a gap-free, increasing global [`Position`]; the events of a
 ///   commit get consecutive positions in the order given.
 /// - An append returns only once the commit is as durable as the adapter promises.
+/// - An adapter that offers [`snapshots`](Self::snapshots) stores records byte for byte under
+///   their key, and its newest-at-or-below and prune queries honour versions.
 #[async_trait]
 pub trait StorageAdapter: Send + Sync + 'static {
     /// The limits this adapter enforces.
@@ -50,6 +52,13 @@ pub trait StorageAdapter: Send + Sync + 'static {
         event_store_id: &str,
         query: &AggregateIdsQuery,
     ) -> Result<Vec<AggregateIdEntry>, StorageError>;
+
+    /// Where this adapter keeps aggregate snapshots, if it keeps any (the default: none, so
+    /// every aggregate is read from its first event). Snapshots are derived data: an adapter
+    /// may lose them, and the typed layer checks each one before using it.
+    fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
+        None
+    }
 
     /// Castore's `getEvents`: the events of an aggregate, ordered by version. Empty when the
     /// aggregate does not exist.

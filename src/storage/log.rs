@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::log_snapshots::LogSnapshots;
+use super::snapshot::SnapshotStorage;
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
     GetEventsOptions, Limits, Position, StorageAdapter, StorageError, StoredEvent, Timestamp,
@@ -36,6 +38,8 @@ use crate::engine::{
 pub struct LogAdapter {
     engine: Engine,
     limits: Limits,
+    /// Aggregate snapshots, in `snapshots.redb` (opened on first use).
+    snapshots: LogSnapshots,
 }
 
 /// Configures and opens a [`LogAdapter`]; made by [`LogAdapter::builder`].
@@ -120,8 +124,14 @@ impl LogAdapterBuilder {
                 ),
             });
         }
-        let engine = Engine::open_with(self.fs, &self.dir, self.engine).map_err(storage_error)?;
-        Ok(LogAdapter { engine, limits })
+        let engine = Engine::open_with(Arc::clone(&self.fs), &self.dir, self.engine)
+            .map_err(storage_error)?;
+        let snapshots = LogSnapshots::new(self.fs, &self.dir);
+        Ok(LogAdapter {
+            engine,
+            limits,
+            snapshots,
+        })
     }
 }
 
@@ -182,6 +192,7 @@ impl LogAdapter {
     /// Drains pending appends, syncs, checkpoints the index and releases the lock. Later calls
     /// fail with [`StorageError::Closed`].
     pub fn close(&self) {
+        self.snapshots.close();
         self.engine.close();
     }
 }
@@ -274,6 +285,10 @@ fn storage_error(e: EngineError) -> StorageError {
 impl StorageAdapter for LogAdapter {
     fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
+        Some(&self.snapshots)
     }
 
     async fn read_events(

@@ -6,12 +6,13 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventAlreadyExists, GetEventsOptions, Limits,
-    Position, StorageAdapter, StorageError, StoredEvent,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventAlreadyExists, GetEventsOptions,
+    InMemorySnapshots, Limits, Position, SnapshotStorage, StorageAdapter, StorageError,
+    StoredEvent,
 };
 
-/// Keeps every event in memory. Commits are atomic (one lock covers the version checks and the
-/// writes); nothing survives the process.
+/// Keeps every event, and every snapshot, in memory. Commits are atomic (one lock covers the
+/// version checks and the writes); nothing survives the process.
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -27,6 +28,7 @@ use super::{
 pub struct InMemoryAdapter {
     limits: Limits,
     state: Mutex<State>,
+    snapshots: InMemorySnapshots,
 }
 
 #[derive(Debug, Default)]
@@ -54,12 +56,21 @@ impl InMemoryAdapter {
         InMemoryAdapter {
             limits,
             state: Mutex::default(),
+            snapshots: InMemorySnapshots::new(),
         }
     }
 
-    /// Removes every event of every store. Positions keep increasing.
+    /// Removes every event and snapshot of every store. Positions keep increasing.
     pub fn clear(&self) {
-        self.lock().stores.clear();
+        let mut state = self.lock();
+        state.stores.clear();
+        // Under the same lock as the events, so no reader pairs a snapshot with new events.
+        self.snapshots.clear();
+    }
+
+    /// The adapter's snapshots (also reachable as [`StorageAdapter::snapshots`]).
+    pub fn snapshot_storage(&self) -> &InMemorySnapshots {
+        &self.snapshots
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -122,6 +133,10 @@ pub(crate) fn check_commit_versions(
 impl StorageAdapter for InMemoryAdapter {
     fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
+        Some(&self.snapshots)
     }
 
     async fn read_events(

@@ -14,8 +14,10 @@ mod error;
 mod event;
 mod limits;
 mod log;
+mod log_snapshots;
 mod memory;
 pub mod page;
+mod snapshot;
 mod timestamp;
 
 pub use adapter::StorageAdapter;
@@ -25,4 +27,5 @@ pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
+pub use snapshot::{InMemorySnapshots, SnapshotRecord, SnapshotStorage, event_checksum};
 pub use timestamp::{InvalidTimestamp, Timestamp};

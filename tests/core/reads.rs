@@ -229,7 +229,7 @@ async fn undecodable_metadata_is_a_typed_error() {
 }
 
 #[tokio::test]
-async fn unknown_schema_version_is_a_typed_error() {
+async fn newer_schema_version_is_a_typed_error() {
     let (adapter, pokemons) = pokemons_with_pikachu().await;
     let event = EncodedEvent {
         schema_version: 2,
@@ -241,7 +241,15 @@ async fn unknown_schema_version_is_a_typed_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Decode { version: 5, reason, .. } if reason.contains("schema")),
+        matches!(
+            &error,
+            Error::SchemaVersionTooNew {
+                version: 5,
+                schema_version: 2,
+                known_schema_version: 1,
+                ..
+            }
+        ),
         "{error:?}"
     );
 }

@@ -1,0 +1,231 @@
+//! Snapshots of aggregates: when an [`EventStore`](crate::EventStore) takes them, and how they
+//! are written without slowing anything down.
+//!
+//! A store given a [`SnapshotPolicy`] (with
+//! [`EventStoreBuilder::snapshots`](crate::EventStoreBuilder::snapshots)) keeps encoded
+//! aggregate states in its adapter's [`SnapshotStorage`](crate::storage::SnapshotStorage), and
+//! [`get_aggregate`](crate::EventStore::get_aggregate) starts from the newest valid one at or
+//! below the requested version, replaying only the later events.
+//!
+//! **When snapshots are taken.** Never on the push path: a push does exactly the same work
+//! with or without a policy. Snapshots are taken by reads. When `get_aggregate` folds events
+//! past a point where the policy fires (every `n`-th version, or where a predicate holds), it
+//! keeps the aggregate at the last such point and hands it to a blocking background task that
+//! encodes it, writes it and prunes the aggregate's older snapshots; the read returns without
+//! waiting. Commands read an aggregate before each push, so busy aggregates get snapshots as
+//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`]
+//! waits for the background writes (tests, orderly shutdown).
+//!
+//! **When a snapshot is used.** Only when all of these hold, otherwise the store falls back
+//! to an older snapshot or to the first event, so the result is always the one a full replay
+//! gives:
+//! - it was taken under the store's current
+//!   [`reducer_version`](crate::EventStoreBuilder::reducer_version) (others are deleted when
+//!   met: bump the version whenever the reducer or the state type changes meaning);
+//! - its checksum matches and its state decodes (otherwise it is deleted with a warning);
+//! - the event it was taken at still reads back with the same position and checksum
+//!   (otherwise it is stale, e.g. the event was lost to a power cut under a weak durability and
+//!   rewritten; it is deleted with a warning).
+//!
+//! A snapshot store that fails (a damaged file, an I/O error) is reported with a warning and
+//! the aggregate is replayed in full; it is never an error to the caller.
+//!
+//! **What changes in the response.** With a snapshot,
+//! [`GetAggregateResponse::events`](crate::GetAggregateResponse::events) holds only the events
+//! folded after it (possibly none); `aggregate` and `last_event` are the same as without.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::aggregate::Aggregate;
+use crate::codec::CodecError;
+use crate::event::{EventDetail, Events};
+
+/// Snapshot writes in flight per store beyond which further ones are skipped (they are an
+/// optimisation; the next read past a policy point takes them).
+const IN_FLIGHT_MAX: usize = 16;
+
+type Predicate<E, S> = Arc<dyn Fn(&Aggregate<S>, &EventDetail<E>) -> bool + Send + Sync>;
+
+/// When an [`EventStore`](crate::EventStore) takes snapshots of its aggregates, and how many
+/// it keeps per aggregate.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Credited { pub cents: i64 }
+/// # annals::events! { pub enum AccountEvent { Credited(Credited) = "CREDITED" } }
+/// use std::sync::Arc;
+/// use annals::{EventDetail, EventStore, SnapshotPolicy, storage::InMemoryAdapter};
+///
+/// fn reduce(balance: Option<i64>, e: &EventDetail<AccountEvent>) -> i64 {
+///     match &e.event { AccountEvent::Credited(c) => balance.unwrap_or(0) + c.cents }
+/// }
+/// let accounts = EventStore::builder("ACCOUNTS", reduce)
+///     .storage_adapter(Arc::new(InMemoryAdapter::new()))
+///     .snapshots(SnapshotPolicy::every(100).keep(3))
+///     .reducer_version(1) // bump when `reduce` or the state type changes meaning
+///     .build()?;
+/// # Ok::<(), annals::Error>(())
+/// ```
+pub struct SnapshotPolicy<E: Events, S> {
+    trigger: Trigger<E, S>,
+    keep: usize,
+}
+
+enum Trigger<E: Events, S> {
+    Every(u64),
+    When(Predicate<E, S>),
+}
+
+impl<E: Events, S> Clone for SnapshotPolicy<E, S> {
+    fn clone(&self) -> Self {
+        SnapshotPolicy {
+            trigger: match &self.trigger {
+                Trigger::Every(n) => Trigger::Every(*n),
+                Trigger::When(p) => Trigger::When(Arc::clone(p)),
+            },
+            keep: self.keep,
+        }
+    }
+}
+
+impl<E: Events, S> fmt::Debug for SnapshotPolicy<E, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SnapshotPolicy");
+        match &self.trigger {
+            Trigger::Every(n) => d.field("every", n),
+            Trigger::When(_) => d.field("when", &"<predicate>"),
+        };
+        d.field("keep", &self.keep).finish()
+    }
+}
+
+impl<E: Events, S> SnapshotPolicy<E, S> {
+    /// A snapshot at every version that is a multiple of `events` (0 is taken as 1), keeping
+    /// the newest 2 per aggregate.
+    pub fn every(events: u64) -> Self {
+        SnapshotPolicy {
+            trigger: Trigger::Every(events.max(1)),
+            keep: 2,
+        }
+    }
+
+    /// A snapshot after each event for which `predicate(aggregate, event)` holds, `aggregate`
+    /// being the aggregate with `event` folded in; keeps the newest 2 per aggregate. Only the
+    /// last such point of a read is written.
+    pub fn when(
+        predicate: impl Fn(&Aggregate<S>, &EventDetail<E>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        SnapshotPolicy {
+            trigger: Trigger::When(Arc::new(predicate)),
+            keep: 2,
+        }
+    }
+
+    /// Keeps the newest `snapshots` per aggregate (at least 1): older ones are deleted after
+    /// each write. More than one lets reads of older versions (`max_version`) start from a
+    /// snapshot too.
+    pub fn keep(mut self, snapshots: usize) -> Self {
+        self.keep = snapshots.max(1);
+        self
+    }
+
+    /// How many snapshots are kept per aggregate.
+    pub fn kept(&self) -> usize {
+        self.keep
+    }
+
+    /// Whether the policy may take a snapshot at `version` of a read whose last version is
+    /// `last_version`, before the event is decoded. With `every`, only the last multiple of a
+    /// read is worth writing; a predicate must see the event.
+    pub(crate) fn may_fire(&self, version: u64, last_version: u64) -> bool {
+        match &self.trigger {
+            Trigger::Every(n) => {
+                version.is_multiple_of(*n) && version.saturating_add(*n) > last_version
+            }
+            Trigger::When(_) => true,
+        }
+    }
+
+    /// Whether the policy takes a snapshot after `event`, folded into `aggregate` (see
+    /// [`may_fire`](Self::may_fire)).
+    pub(crate) fn fires(
+        &self,
+        aggregate: &Aggregate<S>,
+        event: &EventDetail<E>,
+        last_version: u64,
+    ) -> bool {
+        match &self.trigger {
+            Trigger::Every(_) => self.may_fire(event.version, last_version),
+            Trigger::When(predicate) => predicate(aggregate, event),
+        }
+    }
+}
+
+/// A store's snapshot settings, with the state codec captured where `S` is known to be
+/// serializable.
+pub(crate) struct Snapshots<E: Events, S> {
+    pub(crate) policy: SnapshotPolicy<E, S>,
+    pub(crate) encode: fn(&S) -> Result<Vec<u8>, CodecError>,
+    pub(crate) decode: fn(&[u8]) -> Result<S, CodecError>,
+    pub(crate) writes: Arc<Writes>,
+}
+
+/// Background snapshot writes of one store: how many are running, and which.
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    running: AtomicUsize,
+    keys: Mutex<HashSet<(String, u64)>>,
+    done: tokio::sync::Notify,
+}
+
+/// A claimed write slot; releasing it (on drop) wakes [`Writes::flushed`] waiters.
+pub(crate) struct WriteSlot {
+    writes: Arc<Writes>,
+    key: (String, u64),
+}
+
+impl Writes {
+    /// Claims a slot for the snapshot of `aggregate_id` at `version`; `None` if that snapshot
+    /// is already being written or too many writes are running.
+    pub(crate) fn claim(self: &Arc<Self>, aggregate_id: &str, version: u64) -> Option<WriteSlot> {
+        let key = (aggregate_id.to_owned(), version);
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= IN_FLIGHT_MAX || !keys.insert(key.clone()) {
+            return None;
+        }
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Some(WriteSlot {
+            writes: Arc::clone(self),
+            key,
+        })
+    }
+
+    /// Resolves once no write is running.
+    pub(crate) async fn flushed(&self) {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        self.writes
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+        if self.writes.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.writes.done.notify_waiters();
+        }
+    }
+}
