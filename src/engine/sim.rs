@@ -71,11 +71,25 @@ enum Op {
     SetLen(u64),
 }
 
+/// One file. `written` and `durable` are shared copy-on-write (with each other, and with crash
+/// images and corruption-test images), so taking an image or reopening a copy of a large file
+/// copies only what is written. Invariant: `written` is `durable` with `unsynced` applied.
 #[derive(Clone, Debug, Default)]
 struct FileData {
-    written: Vec<u8>,
-    durable: Vec<u8>,
+    written: Arc<Vec<u8>>,
+    durable: Arc<Vec<u8>>,
     unsynced: Vec<Op>,
+}
+
+impl FileData {
+    /// A file whose bytes are all durable.
+    fn durable(bytes: Arc<Vec<u8>>) -> Self {
+        FileData {
+            written: Arc::clone(&bytes),
+            durable: bytes,
+            unsynced: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -152,7 +166,7 @@ impl SimFs {
             if !s.durable_names.contains(path) {
                 continue;
             }
-            let mut bytes = data.durable.clone();
+            let mut bytes = Arc::clone(&data.durable);
             let (keep_all, mut seed) = match damage {
                 Damage::DropUnsynced => (false, 0),
                 Damage::KeepUnsynced => (true, 0),
@@ -176,30 +190,24 @@ impl SimFs {
                             let pieces = sector_pieces(*offset, w.len(), sector);
                             let kept = next(&mut seed) as usize % (pieces.len() + 1);
                             for &(from, to) in &pieces[..kept] {
-                                apply_write(&mut bytes, *offset + from as u64, &w[from..to]);
+                                let at = *offset + from as u64;
+                                apply_write(Arc::make_mut(&mut bytes), at, &w[from..to]);
                             }
                         }
                         Damage::TornSectors { sector, .. } => {
                             for (from, to) in sector_pieces(*offset, w.len(), sector) {
                                 if next(&mut seed).is_multiple_of(2) {
-                                    apply_write(&mut bytes, *offset + from as u64, &w[from..to]);
+                                    let at = *offset + from as u64;
+                                    apply_write(Arc::make_mut(&mut bytes), at, &w[from..to]);
                                 }
                             }
                         }
-                        _ => apply_write(&mut bytes, *offset, w),
+                        _ => apply(Arc::make_mut(&mut bytes), op),
                     },
-                    Op::Write { offset, bytes: w } => apply_write(&mut bytes, *offset, w),
-                    Op::SetLen(len) => bytes.resize(*len as usize, 0),
+                    op => apply(Arc::make_mut(&mut bytes), op),
                 }
             }
-            files.insert(
-                path.clone(),
-                FileData {
-                    written: bytes.clone(),
-                    durable: bytes,
-                    unsynced: Vec::new(),
-                },
-            );
+            files.insert(path.clone(), FileData::durable(bytes));
         }
         let state = State {
             durable_names: files.keys().cloned().collect(),
@@ -212,23 +220,19 @@ impl SimFs {
         }
     }
 
-    /// The written contents of a file (for corruption tests).
-    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
-        self.lock().files.get(path).map(|f| f.written.clone())
+    /// The written contents of a file (for corruption tests), shared: the file system copies
+    /// them before its next write to the file.
+    pub fn read_file(&self, path: &Path) -> Option<Arc<Vec<u8>>> {
+        self.lock().files.get(path).map(|f| Arc::clone(&f.written))
     }
 
-    /// Replaces a file's contents, durably (for corruption tests).
-    pub fn write_file(&self, path: &Path, bytes: Vec<u8>) {
+    /// Replaces a file's contents, durably (for corruption tests). Shared bytes are copied only
+    /// when the file is first written.
+    pub fn write_file(&self, path: &Path, bytes: impl Into<Arc<Vec<u8>>>) {
         let mut s = self.lock();
         s.durable_names.insert(path.to_owned());
-        s.files.insert(
-            path.to_owned(),
-            FileData {
-                written: bytes.clone(),
-                durable: bytes,
-                unsynced: Vec::new(),
-            },
-        );
+        s.files
+            .insert(path.to_owned(), FileData::durable(bytes.into()));
     }
 
     /// Paths of all files.
@@ -251,6 +255,13 @@ fn sector_pieces(offset: u64, len: usize, sector: usize) -> Vec<(usize, usize)> 
         from = to;
     }
     pieces
+}
+
+fn apply(bytes: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Write { offset, bytes: w } => apply_write(bytes, *offset, w),
+        Op::SetLen(len) => bytes.resize(*len as usize, 0),
+    }
 }
 
 fn apply_write(bytes: &mut Vec<u8>, offset: u64, w: &[u8]) {
@@ -407,7 +418,7 @@ impl StoreFile for SimFile {
             let grows = offset + buf.len() as u64 > file(s, p).written.len() as u64;
             s.op("write", grows)?;
             let f = file(s, p);
-            apply_write(&mut f.written, offset, buf);
+            apply_write(Arc::make_mut(&mut f.written), offset, buf);
             f.unsynced.push(Op::Write {
                 offset,
                 bytes: buf.to_vec(),
@@ -426,13 +437,18 @@ impl StoreFile for SimFile {
             if let Some(i) = failed {
                 // Like Linux after a failed fsync: the dirty data is dropped and the page
                 // cache shows the durable state again.
-                f.written = f.durable.clone();
+                f.written = Arc::clone(&f.durable);
                 f.unsynced.clear();
                 s.faults.remove(i);
                 return Err(eio("sync"));
             }
-            f.durable = f.written.clone();
-            f.unsynced.clear();
+            let ops = std::mem::take(&mut f.unsynced);
+            if !ops.is_empty() {
+                let durable = Arc::make_mut(&mut f.durable);
+                for op in &ops {
+                    apply(durable, op);
+                }
+            }
             Ok(())
         })
     }
@@ -446,7 +462,7 @@ impl StoreFile for SimFile {
             let grows = len > file(s, p).written.len() as u64;
             s.op("set_len", grows)?;
             let f = file(s, p);
-            f.written.resize(len as usize, 0);
+            Arc::make_mut(&mut f.written).resize(len as usize, 0);
             f.unsynced.push(Op::SetLen(len));
             Ok(())
         })

@@ -489,8 +489,14 @@ fn template() -> &'static Template {
         log.close();
         drop(log);
         Template {
-            segment: fs.read_file(&segment_path(1)).expect("segment 1 exists"),
-            index: fs.read_file(&index_path()).expect("the index exists"),
+            segment: fs
+                .read_file(&segment_path(1))
+                .expect("segment 1 exists")
+                .to_vec(),
+            index: fs
+                .read_file(&index_path())
+                .expect("the index exists")
+                .to_vec(),
             events,
         }
     })

@@ -73,10 +73,11 @@ pub struct Contents {
     pub last_position: u64,
 }
 
-/// A store image: the files of a store, taken from a simulated disk.
+/// A store image: the files of a store, taken from a simulated disk. The bytes are shared with
+/// every disk made from the image until that disk writes to them.
 #[derive(Clone, Debug)]
 pub struct Image {
-    pub files: Vec<(PathBuf, Vec<u8>)>,
+    pub files: Vec<(PathBuf, Arc<Vec<u8>>)>,
 }
 
 impl Image {
@@ -107,11 +108,11 @@ impl Image {
         let fs = SimFs::new();
         let mut edit = Some(edit);
         for (p, bytes) in &self.files {
-            let mut bytes = bytes.clone();
+            let mut bytes = Arc::clone(bytes);
             if p == path
                 && let Some(edit) = edit.take()
             {
-                edit(&mut bytes);
+                edit(Arc::make_mut(&mut bytes));
             }
             fs.write_file(p, bytes);
         }
