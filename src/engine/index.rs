@@ -24,6 +24,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::error::EngineError;
 use super::io::StoreFile;
+use super::segment::SegmentHeader;
 
 /// Where one event's entry lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,21 +77,181 @@ impl Cursor {
     }
 }
 
-/// The events of one aggregate appended since the last checkpoint.
+/// The start of a run; its versions run up to the next run's first version (or the tail's
+/// last version), and entry lengths live in the tail's `lens`.
+#[derive(Clone, Copy, Debug)]
+struct RunHead {
+    first_version: u64,
+    first_position: u64,
+    segment_id: u64,
+    offset: u64,
+    /// Offset just past the run's last entry.
+    end: u64,
+}
+
+/// A run: consecutive versions of one aggregate whose entries lie back to back in one segment
+/// with consecutive positions (the events of one aggregate in one commit, typically). One
+/// read fetches a whole run, and the persisted index holds one row per run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// Version of the first event.
+    pub first_version: u64,
+    /// Global position of the first event; event *i* has `first_position + i`.
+    pub first_position: u64,
+    /// Segment holding the run.
+    pub segment_id: u64,
+    /// Offset of the first entry in the segment; entry *i* follows entry *i - 1*.
+    pub offset: u64,
+    /// Length of each entry, in version order (never empty).
+    pub lens: Vec<u32>,
+}
+
+impl Run {
+    /// The latest version in the run.
+    pub fn last_version(&self) -> u64 {
+        self.first_version + self.lens.len() as u64 - 1
+    }
+
+    /// Offset just past the run's last entry.
+    pub fn end(&self) -> u64 {
+        self.offset + self.lens.iter().map(|&l| u64::from(l)).sum::<u64>()
+    }
+
+    /// Each event of the run with its location, ascending by version.
+    pub fn locations(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
+        let mut offset = self.offset;
+        self.lens.iter().enumerate().map(move |(i, &len)| {
+            let loc = Location {
+                position: self.first_position + i as u64,
+                segment_id: self.segment_id,
+                offset,
+                len,
+            };
+            offset += u64::from(len);
+            (self.first_version + i as u64, loc)
+        })
+    }
+
+    /// The part of the run with versions in `lo..=hi`, or `None` when they do not meet.
+    pub fn slice(&self, lo: u64, hi: u64) -> Option<Run> {
+        let lo = lo.max(self.first_version);
+        let hi = hi.min(self.last_version());
+        if lo > hi {
+            return None;
+        }
+        let skip = (lo - self.first_version) as usize;
+        let take = (hi - lo + 1) as usize;
+        let offset = self.offset + self.lens[..skip].iter().map(|&l| u64::from(l)).sum::<u64>();
+        Some(Run {
+            first_version: lo,
+            first_position: self.first_position + skip as u64,
+            segment_id: self.segment_id,
+            offset,
+            lens: self.lens[skip..skip + take].to_vec(),
+        })
+    }
+
+    /// Drops the first `n` events (`n` less than the run's length).
+    pub fn skip_front(&mut self, n: usize) {
+        let skipped: u64 = self.lens[..n].iter().map(|&l| u64::from(l)).sum();
+        self.lens.drain(..n);
+        self.first_version += n as u64;
+        self.first_position += n as u64;
+        self.offset += skipped;
+    }
+
+    /// Decodes a persisted row; `None` when it is malformed.
+    fn decode(first_version: u64, value: (u64, u64, u64, &[u8])) -> Option<Run> {
+        let (first_position, segment_id, offset, lens) = value;
+        if lens.is_empty() || lens.len() % 4 != 0 || first_version == 0 {
+            return None;
+        }
+        let lens = lens
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(Run {
+            first_version,
+            first_position,
+            segment_id,
+            offset,
+            lens,
+        })
+    }
+}
+
+/// The events of one aggregate appended since the last checkpoint, as runs.
 #[derive(Clone, Debug, Default)]
 pub struct Tail {
-    /// Version of `locations[0]`.
+    /// Version of the first event held.
     pub first_version: u64,
     /// Initial-event timestamp, when the aggregate was created in this memtable.
     pub initial_timestamp_ms: Option<i64>,
-    /// Locations of versions `first_version ..`.
-    pub locations: Vec<Location>,
+    heads: Vec<RunHead>,
+    /// Entry length of every version held, from `first_version`.
+    lens: Vec<u32>,
 }
 
 impl Tail {
     /// The latest version held.
     pub fn last_version(&self) -> u64 {
-        self.first_version + self.locations.len() as u64 - 1
+        self.first_version + self.lens.len() as u64 - 1
+    }
+
+    /// Appends version `last_version() + 1`, extending the last run when it lies right after
+    /// it in the log.
+    fn push(&mut self, version: u64, loc: Location) {
+        let end = loc.offset + u64::from(loc.len);
+        match self.heads.last_mut() {
+            Some(head)
+                if head.segment_id == loc.segment_id
+                    && head.end == loc.offset
+                    && head.first_position + (version - head.first_version) == loc.position =>
+            {
+                head.end = end;
+            }
+            _ => self.heads.push(RunHead {
+                first_version: version,
+                first_position: loc.position,
+                segment_id: loc.segment_id,
+                offset: loc.offset,
+                end,
+            }),
+        }
+        self.lens.push(loc.len);
+    }
+
+    /// The runs held, ascending.
+    pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
+        self.runs_in(1, u64::MAX)
+    }
+
+    /// The runs held, cut to versions `lo..=hi`, ascending.
+    pub fn runs_in(&self, lo: u64, hi: u64) -> impl Iterator<Item = Run> + '_ {
+        let last = self.last_version();
+        self.heads.iter().enumerate().filter_map(move |(i, head)| {
+            let run_last = self
+                .heads
+                .get(i + 1)
+                .map_or(last, |next| next.first_version - 1);
+            if run_last < lo || head.first_version > hi {
+                return None;
+            }
+            let start = (head.first_version - self.first_version) as usize;
+            let end = (run_last - self.first_version) as usize + 1;
+            let run = Run {
+                first_version: head.first_version,
+                first_position: head.first_position,
+                segment_id: head.segment_id,
+                offset: head.offset,
+                lens: self.lens[start..end].to_vec(),
+            };
+            if lo <= run.first_version && run_last <= hi {
+                Some(run)
+            } else {
+                run.slice(lo, hi)
+            }
+        })
     }
 }
 
@@ -134,34 +295,51 @@ impl MemTable {
         timestamp_ms: i64,
         loc: Location,
     ) {
-        let aggregates = match self.stores.get_mut(store) {
-            Some(a) => a,
-            None => self.stores.entry(store.to_owned()).or_default(),
-        };
-        let tail = match aggregates.get_mut(aggregate) {
-            Some(t) => t,
-            None => aggregates
-                .entry(aggregate.to_owned())
-                .or_insert_with(|| Tail {
-                    first_version: version,
-                    initial_timestamp_ms: None,
-                    locations: Vec::new(),
-                }),
-        };
-        debug_assert_eq!(
-            tail.first_version + tail.locations.len() as u64,
-            version,
-            "versions arrive in order"
-        );
-        tail.locations.push(loc);
-        if version == 1 {
-            tail.initial_timestamp_ms = Some(timestamp_ms);
-            self.created
-                .entry(store.to_owned())
-                .or_default()
-                .insert((timestamp_ms, aggregate.to_owned()));
+        self.insert_all([(store, aggregate, version, timestamp_ms, loc)]);
+    }
+
+    /// Records events (store, aggregate, version, timestamp, location) in order, as
+    /// [`MemTable::insert`] does; consecutive events of one aggregate cost one lookup.
+    pub fn insert_all<'k>(
+        &mut self,
+        events: impl IntoIterator<Item = (&'k str, &'k str, u64, i64, Location)>,
+    ) {
+        let mut current: Option<(&str, &str, &mut Tail)> = None;
+        for (store, aggregate, version, timestamp_ms, loc) in events {
+            let tail = match current.take() {
+                Some((s, a, tail)) if s == store && a == aggregate => tail,
+                _ => {
+                    let aggregates = match self.stores.get_mut(store) {
+                        Some(a) => a,
+                        None => self.stores.entry(store.to_owned()).or_default(),
+                    };
+                    match aggregates.get_mut(aggregate) {
+                        Some(t) => t,
+                        None => aggregates
+                            .entry(aggregate.to_owned())
+                            .or_insert_with(|| Tail {
+                                first_version: version,
+                                ..Tail::default()
+                            }),
+                    }
+                }
+            };
+            debug_assert_eq!(
+                tail.first_version + tail.lens.len() as u64,
+                version,
+                "versions arrive in order"
+            );
+            tail.push(version, loc);
+            if version == 1 {
+                tail.initial_timestamp_ms = Some(timestamp_ms);
+                self.created
+                    .entry(store.to_owned())
+                    .or_default()
+                    .insert((timestamp_ms, aggregate.to_owned()));
+            }
+            self.events += 1;
+            current = Some((store, aggregate, tail));
         }
-        self.events += 1;
     }
 
     /// Aggregates created here, ordered by (initial timestamp, id).
@@ -170,20 +348,27 @@ impl MemTable {
     }
 }
 
-/// (store, aggregate, version) → (position, segment id, offset, length).
-type EventsTable<'a> = TableDefinition<'a, (&'static str, &'static str, u64), (u64, u64, u64, u32)>;
-pub(crate) const EVENTS: EventsTable<'static> = TableDefinition::new("events");
+/// (store, aggregate, first version) → (first position, segment id, offset, entry lengths as
+/// u32 little-endian each): one row per [`Run`].
+type RunKey = (&'static str, &'static str, u64);
+type RunValue = (u64, u64, u64, &'static [u8]);
+type RunsTable<'a> = TableDefinition<'a, RunKey, RunValue>;
+const RUNS: RunsTable<'static> = TableDefinition::new("runs");
 pub(crate) const AGGREGATES: TableDefinition<(&str, &str), (u64, i64)> =
     TableDefinition::new("aggregates");
 pub(crate) const BY_INITIAL: TableDefinition<(&str, i64, &str), ()> =
     TableDefinition::new("by_initial_event");
+/// Segment id → (first position, size): the headers of segments the index covers, so opening
+/// a store need not read them (see [`Segment::lazy`](super::segment::Segment::lazy)).
+const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Sorts after every valid aggregate id of at most 256 bytes.
 const MAX_ID: &str = "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}";
 const CHECKPOINT_KEY: &str = "checkpoint";
 const FORMAT_KEY: &str = "format";
-/// The index layout this code writes.
-pub const INDEX_FORMAT_VERSION: u32 = 1;
+/// The index layout this code writes. Version 1 had one `events` row per event; an index of
+/// another version is rebuilt from the log.
+pub const INDEX_FORMAT_VERSION: u32 = 2;
 
 /// The persisted index (redb).
 pub struct Index {
@@ -240,6 +425,29 @@ impl Drop for Index {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
         }
     }
+}
+
+/// Runs `f`, turning a panic inside redb (it asserts on some damaged pages, e.g. a bad length
+/// in a variable-width value) into corruption of the index file, which is derived data.
+fn contained<T>(path: &Path, f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(EngineError::Corruption {
+            file: path.to_owned(),
+            offset: 0,
+            reason: "the index database is damaged (redb failed while reading it)".into(),
+        })
+    })
+}
+
+/// [`contained`] for the integrity check's table views, which speak redb's error type.
+fn contained_redb<T>(
+    f: impl FnOnce() -> Result<T, redb::StorageError>,
+) -> Result<T, redb::StorageError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(redb::StorageError::Corrupted(
+            "the index database is damaged (redb failed while reading it)".into(),
+        ))
+    })
 }
 
 impl Index {
@@ -308,7 +516,8 @@ impl Index {
                     });
                 }
             }
-            txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+            txn.open_table(RUNS).map_err(|e| err(e.into()))?;
+            txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
             txn.open_table(AGGREGATES).map_err(|e| err(e.into()))?;
             txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
         }
@@ -344,64 +553,92 @@ impl Index {
         })
     }
 
-    /// Writes a frozen memtable and its end as the new checkpoint, durably, in one transaction.
-    pub fn apply(&self, mem: &MemTable) -> Result<(), EngineError> {
+    /// Writes a frozen memtable and its end as the new checkpoint, durably, in one transaction,
+    /// with the headers of the segments up to the checkpoint's (those not yet recorded).
+    pub fn apply(&self, mem: &MemTable, segments: &[SegmentHeader]) -> Result<(), EngineError> {
         // redb asserts on some damaged files it nevertheless opened; contain that as
         // corruption of this derived file rather than a dead checkpointer thread.
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(mem))).unwrap_or_else(
-            |_| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(mem, segments)))
+            .unwrap_or_else(|_| {
                 Err(EngineError::Corruption {
                     file: self.path.to_path_buf(),
                     offset: 0,
                     reason: "the index database is damaged (redb failed while writing it)".into(),
                 })
-            },
-        )
+            })
     }
 
-    fn apply_unguarded(&self, mem: &MemTable) -> Result<(), EngineError> {
+    fn apply_unguarded(
+        &self,
+        mem: &MemTable,
+        segments: &[SegmentHeader],
+    ) -> Result<(), EngineError> {
         let err = self.err("write index checkpoint");
         let mut txn = self.db().begin_write().map_err(|e| err(e.into()))?;
         txn.set_quick_repair(true);
         {
-            let mut events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+            let mut runs = txn.open_table(RUNS).map_err(|e| err(e.into()))?;
             let mut aggregates = txn.open_table(AGGREGATES).map_err(|e| err(e.into()))?;
             let mut by_initial = txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
-            for (store, tails) in &mem.stores {
-                for (aggregate, tail) in tails {
-                    for (i, loc) in tail.locations.iter().enumerate() {
-                        let version = tail.first_version + i as u64;
-                        events
-                            .insert(
-                                (store.as_str(), aggregate.as_str(), version),
-                                (loc.position, loc.segment_id, loc.offset, loc.len),
-                            )
-                            .map_err(|e| err(e.into()))?;
-                    }
-                    let initial = match tail.initial_timestamp_ms {
-                        Some(t) => t,
-                        None => aggregates
-                            .get((store.as_str(), aggregate.as_str()))
-                            .map_err(|e| err(e.into()))?
-                            .map(|v| v.value().1)
-                            .ok_or_else(|| EngineError::Corruption {
-                                file: self.path.to_path_buf(),
-                                offset: 0,
-                                reason: format!("aggregate {aggregate:?} of store {store:?} continues but has no indexed start"),
-                            })?,
-                    };
-                    aggregates
-                        .insert(
-                            (store.as_str(), aggregate.as_str()),
-                            (tail.last_version(), initial),
-                        )
-                        .map_err(|e| err(e.into()))?;
-                    if tail.initial_timestamp_ms.is_some() {
-                        by_initial
-                            .insert((store.as_str(), initial, aggregate.as_str()), ())
-                            .map_err(|e| err(e.into()))?;
-                    }
+            // In key order: neighbouring inserts then touch the same B-tree pages.
+            let mut tails: Vec<(&str, &str, &Tail)> = mem
+                .stores
+                .iter()
+                .flat_map(|(s, tails)| tails.iter().map(move |(a, t)| (s.as_str(), a.as_str(), t)))
+                .collect();
+            tails.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+            let mut lens = Vec::new();
+            for (store, aggregate, tail) in tails {
+                for run in tail.runs() {
+                    lens.clear();
+                    lens.extend(run.lens.iter().flat_map(|l| l.to_le_bytes()));
+                    runs.insert(
+                        (store, aggregate, run.first_version),
+                        (
+                            run.first_position,
+                            run.segment_id,
+                            run.offset,
+                            lens.as_slice(),
+                        ),
+                    )
+                    .map_err(|e| err(e.into()))?;
                 }
+                let initial = match tail.initial_timestamp_ms {
+                    Some(t) => t,
+                    None => aggregates
+                        .get((store, aggregate))
+                        .map_err(|e| err(e.into()))?
+                        .map(|v| v.value().1)
+                        .ok_or_else(|| EngineError::Corruption {
+                            file: self.path.to_path_buf(),
+                            offset: 0,
+                            reason: format!(
+                                "aggregate {aggregate:?} of store {store:?} continues but has no \
+                                 indexed start"
+                            ),
+                        })?,
+                };
+                aggregates
+                    .insert((store, aggregate), (tail.last_version(), initial))
+                    .map_err(|e| err(e.into()))?;
+                if tail.initial_timestamp_ms.is_some() {
+                    by_initial
+                        .insert((store, initial, aggregate), ())
+                        .map_err(|e| err(e.into()))?;
+                }
+            }
+            let mut recorded = txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
+            let known = recorded
+                .last()
+                .map_err(|e| err(e.into()))?
+                .map_or(0, |(id, _)| id.value());
+            for h in segments
+                .iter()
+                .filter(|h| h.segment_id > known && h.segment_id <= mem.end.segment_id)
+            {
+                recorded
+                    .insert(h.segment_id, (h.first_position, h.size))
+                    .map_err(|e| err(e.into()))?;
             }
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
             meta.insert(CHECKPOINT_KEY, mem.end.encode().as_slice())
@@ -410,12 +647,38 @@ impl Index {
         txn.commit().map_err(|e| err(e.into()))
     }
 
-    /// Number of indexed events (for statistics).
-    pub fn event_count(&self) -> Result<u64, EngineError> {
+    /// The segment headers recorded by checkpoints, ascending by id.
+    pub fn segment_headers(&self) -> Result<Vec<SegmentHeader>, EngineError> {
+        contained(&self.path, || self.segment_headers_unguarded())
+    }
+
+    fn segment_headers_unguarded(&self) -> Result<Vec<SegmentHeader>, EngineError> {
+        let err = self.err("read index segments");
+        let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
+        let table = txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(|e| err(e.into()))? {
+            let (id, value) = item.map_err(|e| err(e.into()))?;
+            let (first_position, size) = value.value();
+            out.push(SegmentHeader {
+                segment_id: id.value(),
+                first_position,
+                size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether any event is indexed.
+    pub fn holds_events(&self) -> Result<bool, EngineError> {
+        contained(&self.path, || self.holds_events_unguarded())
+    }
+
+    fn holds_events_unguarded(&self) -> Result<bool, EngineError> {
         let err = self.err("count index entries");
         let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
-        let events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
-        events.len().map_err(|e| err(e.into()))
+        let runs = txn.open_table(RUNS).map_err(|e| err(e.into()))?;
+        Ok(!runs.is_empty().map_err(|e| err(e.into()))?)
     }
 }
 
@@ -427,9 +690,9 @@ pub struct IndexReader {
 }
 
 impl IndexReader {
-    /// The read transaction, for the integrity check (`verify`), which scans every table.
-    pub(crate) fn transaction(&self) -> &redb::ReadTransaction {
-        &self.txn
+    /// The index tables as the integrity check (`verify`) reads them (see [`IndexTables`]).
+    pub(crate) fn transaction(&self) -> IndexTables<'_> {
+        IndexTables { txn: &self.txn }
     }
 
     /// The checkpoint as of this read view (`None`: nothing indexed yet).
@@ -462,37 +725,71 @@ impl IndexReader {
             .map(|v| v.value().0))
     }
 
-    /// Locations of versions `min..=max` of an aggregate, ascending.
-    pub fn locations(
+    /// The runs holding versions `min..=max` of an aggregate, cut to that range, ascending.
+    pub fn runs(
         &self,
         store: &str,
         aggregate: &str,
         min: u64,
         max: u64,
-    ) -> Result<Vec<(u64, Location)>, EngineError> {
+    ) -> Result<Vec<Run>, EngineError> {
+        contained(&self.index.path, || {
+            self.runs_unguarded(store, aggregate, min, max)
+        })
+    }
+
+    fn runs_unguarded(
+        &self,
+        store: &str,
+        aggregate: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<Vec<Run>, EngineError> {
         let err = self.err("read index");
         if min > max {
             return Ok(Vec::new());
         }
-        let table = self.txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
-        let range = table
-            .range((store, aggregate, min)..=(store, aggregate, max))
-            .map_err(|e| err(e.into()))?;
+        let table = self.txn.open_table(RUNS).map_err(|e| err(e.into()))?;
         let mut out = Vec::new();
+        // The run holding `min` starts at or before it: the last row at or below it.
+        let mut next = min;
+        if min > 1 {
+            let mut before = table
+                .range((store, aggregate, 0)..=(store, aggregate, min))
+                .map_err(|e| err(e.into()))?;
+            if let Some(item) = before.next_back() {
+                let (key, value) = item.map_err(|e| err(e.into()))?;
+                let run = self.decode_run(key.value(), value.value())?;
+                if let Some(part) = run.slice(min, max) {
+                    out.push(part);
+                }
+                next = min + 1;
+            }
+        }
+        if next > max {
+            return Ok(out);
+        }
+        let range = table
+            .range((store, aggregate, next)..=(store, aggregate, max))
+            .map_err(|e| err(e.into()))?;
         for item in range {
             let (key, value) = item.map_err(|e| err(e.into()))?;
-            let (position, segment_id, offset, len) = value.value();
-            out.push((
-                key.value().2,
-                Location {
-                    position,
-                    segment_id,
-                    offset,
-                    len,
-                },
-            ));
+            let run = self.decode_run(key.value(), value.value())?;
+            out.extend(run.slice(min, max));
         }
         Ok(out)
+    }
+
+    fn decode_run(
+        &self,
+        key: (&str, &str, u64),
+        value: (u64, u64, u64, &[u8]),
+    ) -> Result<Run, EngineError> {
+        Run::decode(key.2, value).ok_or_else(|| EngineError::Corruption {
+            file: self.index.path.to_path_buf(),
+            offset: 0,
+            reason: format!("malformed index run {key:?}"),
+        })
     }
 
     /// Aggregates of `store` with initial timestamp in `after..=before`, in (timestamp, id)
@@ -550,5 +847,161 @@ impl IndexReader {
             }
         }
         Ok(out)
+    }
+}
+
+/// The index tables as the integrity check reads them: `open_table` takes [`AGGREGATES`] and
+/// [`BY_INITIAL`] (plain redb tables) or [`EVENTS`], a per-event view of the run table that
+/// answers with one row per event, so the check compares the index with the log event by
+/// event whatever the layout on disk.
+pub(crate) struct IndexTables<'a> {
+    txn: &'a redb::ReadTransaction,
+}
+
+impl IndexTables<'_> {
+    /// Opens one table (see [`TableSpec`]).
+    // redb's error is large; callers turn it into a message at once.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn open_table<T: TableSpec>(&self, spec: T) -> Result<T::Table, redb::TableError> {
+        spec.open(self.txn)
+    }
+}
+
+/// A table [`IndexTables::open_table`] can open.
+pub(crate) trait TableSpec {
+    /// The open table.
+    type Table;
+    /// Opens it in `txn`.
+    #[allow(clippy::result_large_err)]
+    fn open(self, txn: &redb::ReadTransaction) -> Result<Self::Table, redb::TableError>;
+}
+
+impl<K: redb::Key + 'static, V: redb::Value + 'static> TableSpec for TableDefinition<'_, K, V> {
+    type Table = redb::ReadOnlyTable<K, V>;
+    fn open(self, txn: &redb::ReadTransaction) -> Result<Self::Table, redb::TableError> {
+        txn.open_table(self)
+    }
+}
+
+/// The per-event view of the run table: (store, aggregate, version) → (position, segment id,
+/// offset, length).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventsView;
+
+/// Every indexed event, one row each (see [`IndexTables`]).
+pub(crate) const EVENTS: EventsView = EventsView;
+
+impl TableSpec for EventsView {
+    type Table = EventRows;
+    fn open(self, txn: &redb::ReadTransaction) -> Result<EventRows, redb::TableError> {
+        Ok(EventRows {
+            runs: txn.open_table(RUNS)?,
+        })
+    }
+}
+
+/// The open per-event view (see [`EVENTS`]).
+pub(crate) struct EventRows {
+    runs: redb::ReadOnlyTable<RunKey, RunValue>,
+}
+
+/// One event's row in [`EventRows`]: where it lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventRow(Location);
+
+impl EventRow {
+    /// (position, segment id, offset, length).
+    pub(crate) fn value(&self) -> (u64, u64, u64, u32) {
+        (
+            self.0.position,
+            self.0.segment_id,
+            self.0.offset,
+            self.0.len,
+        )
+    }
+}
+
+/// One event's key in [`EventRows`].
+#[derive(Clone, Debug)]
+pub(crate) struct EventKey {
+    store: String,
+    aggregate: String,
+    version: u64,
+}
+
+impl EventKey {
+    /// (store, aggregate, version).
+    pub(crate) fn value(&self) -> (&str, &str, u64) {
+        (&self.store, &self.aggregate, self.version)
+    }
+}
+
+/// A malformed run row, as redb reports unreadable values.
+fn malformed_run(key: (&str, &str, u64)) -> redb::StorageError {
+    redb::StorageError::Corrupted(format!("malformed index run {key:?}"))
+}
+
+impl EventRows {
+    /// The row of one event.
+    pub(crate) fn get(
+        &self,
+        key: (&str, &str, u64),
+    ) -> Result<Option<EventRow>, redb::StorageError> {
+        contained_redb(|| {
+            let (store, aggregate, version) = key;
+            let Some(item) = self
+                .runs
+                .range((store, aggregate, 0)..=(store, aggregate, version))?
+                .next_back()
+            else {
+                return Ok(None);
+            };
+            let (k, v) = item?;
+            let run =
+                Run::decode(k.value().2, v.value()).ok_or_else(|| malformed_run(k.value()))?;
+            Ok(run
+                .slice(version, version)
+                .and_then(|r| r.locations().next())
+                .map(|(_, loc)| EventRow(loc)))
+        })
+    }
+
+    /// Number of events indexed.
+    pub(crate) fn len(&self) -> Result<u64, redb::StorageError> {
+        contained_redb(|| {
+            let mut events = 0;
+            for item in self.runs.iter()? {
+                let (_, v) = item?;
+                events += (v.value().3.len() / 4) as u64;
+            }
+            Ok(events)
+        })
+    }
+
+    /// Every event's row, in key order.
+    pub(crate) fn iter(
+        &self,
+    ) -> Result<
+        impl Iterator<Item = Result<(EventKey, EventRow), redb::StorageError>>,
+        redb::StorageError,
+    > {
+        let rows = contained_redb(|| {
+            let mut rows = Vec::new();
+            for item in self.runs.iter()? {
+                let (k, v) = item?;
+                let (store, aggregate, first) = k.value();
+                let run = Run::decode(first, v.value()).ok_or_else(|| malformed_run(k.value()))?;
+                for (version, loc) in run.locations() {
+                    let key = EventKey {
+                        store: store.to_owned(),
+                        aggregate: aggregate.to_owned(),
+                        version,
+                    };
+                    rows.push((key, EventRow(loc)));
+                }
+            }
+            Ok(rows)
+        })?;
+        Ok(rows.into_iter().map(Ok))
     }
 }

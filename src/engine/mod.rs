@@ -44,7 +44,7 @@ use tokio::sync::oneshot;
 
 pub use error::EngineError;
 pub use frame::{EncodedCommit, LogEvent};
-use index::{Cursor, Index, IndexReader, Location, MemTable};
+use index::{Cursor, Index, IndexReader, Location, MemTable, Run};
 pub use io::{FileSystem, OsFileSystem, StoreFile};
 use segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 pub use verify::{VerifyReport, verify_dir};
@@ -245,6 +245,16 @@ impl Shared {
         self.closing.store(true, Ordering::Release);
     }
 
+    /// The headers of every segment, ascending.
+    fn segment_headers(&self) -> Vec<SegmentHeader> {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|s| s.header)
+            .collect()
+    }
+
     fn segment(&self, id: u64) -> Option<Arc<Segment>> {
         self.segments
             .read()
@@ -319,9 +329,8 @@ impl Engine {
             .map_err(|e| EngineError::io("create directory", &log_dir, e))?;
         fs.sync_dir(dir)
             .map_err(|e| EngineError::io("sync directory", dir, e))?;
-        let segments = load_segments(fs.as_ref(), &log_dir)?;
         let index_path = dir.join("index.redb");
-        let (index, checkpoint) = open_index(fs.as_ref(), &index_path, &options, &segments)?;
+        let (index, checkpoint, segments) = open_log(&fs, &log_dir, &index_path, &options)?;
         // The index file may have just been created: make its name durable.
         fs.sync_dir(dir)
             .map_err(|e| EngineError::io("sync directory", dir, e))?;
@@ -427,30 +436,79 @@ impl Engine {
         limit: Option<usize>,
         reverse: bool,
     ) -> Result<Vec<(u64, LogEvent)>, EngineError> {
-        let mut locations = self.locations(store, aggregate, min.max(1), max)?;
-        if let Some(limit) = limit {
-            if reverse {
-                let skip = locations.len().saturating_sub(limit);
-                locations.drain(..skip);
-            } else {
-                locations.truncate(limit);
-            }
-        }
-        let mut events = self.read_locations(store, aggregate, &locations)?;
+        let mut events = Vec::new();
+        self.visit_events(
+            store,
+            aggregate,
+            min,
+            max,
+            limit,
+            reverse,
+            &mut |position, e| {
+                events.push((
+                    position,
+                    LogEvent {
+                        store: store.to_owned(),
+                        aggregate: aggregate.to_owned(),
+                        version: e.version,
+                        timestamp_ms: e.timestamp_ms,
+                        event_type: e.event_type.to_owned(),
+                        schema_version: e.schema_version,
+                        payload: e.payload.to_vec(),
+                        metadata: e.metadata.to_vec(),
+                    },
+                ));
+            },
+        )?;
         if reverse {
             events.reverse();
         }
         Ok(events)
     }
 
+    /// Visits the events of one aggregate with versions in `min..=max` — at most `limit`, the
+    /// oldest ones, or the newest ones when `reverse` — in **ascending** version order, each
+    /// with its position, borrowed from the read buffer: nothing is allocated per event.
+    /// Every entry is verified (checksum, lengths, store, aggregate and version) before it is
+    /// visited.
+    #[allow(clippy::too_many_arguments)]
+    pub fn visit_events(
+        &self,
+        store: &str,
+        aggregate: &str,
+        min: u64,
+        max: u64,
+        limit: Option<usize>,
+        reverse: bool,
+        visit: &mut dyn FnMut(u64, EntryView<'_>),
+    ) -> Result<(), EngineError> {
+        let mut runs = self.runs(store, aggregate, min.max(1), max)?;
+        if let Some(limit) = limit {
+            limit_runs(&mut runs, limit, reverse);
+        }
+        self.read_runs(store, aggregate, &runs, visit)
+    }
+
     /// Locations of versions `min..=max` of an aggregate, ascending by version.
-    fn locations(
+    pub(crate) fn locations(
         &self,
         store: &str,
         aggregate: &str,
         min: u64,
         max: u64,
     ) -> Result<Vec<(u64, Location)>, EngineError> {
+        let runs = self.runs(store, aggregate, min, max)?;
+        Ok(runs.iter().flat_map(Run::locations).collect())
+    }
+
+    /// The runs holding versions `min..=max` of an aggregate, cut to that range, ascending.
+    fn runs(
+        &self,
+        store: &str,
+        aggregate: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<Vec<Run>, EngineError> {
         if min > max {
             return Ok(Vec::new());
         }
@@ -460,18 +518,14 @@ impl Engine {
                 .overlay
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            let mut tails = Vec::with_capacity(2);
-            for mem in [Some(&overlay.active), overlay.frozen.as_deref()]
+            // Frozen (older) first, then active.
+            let mut tails: Vec<(u64, Vec<Run>)> = Vec::with_capacity(2);
+            for mem in [overlay.frozen.as_deref(), Some(&overlay.active)]
                 .into_iter()
                 .flatten()
             {
                 if let Some(tail) = mem.tail(store, aggregate) {
-                    let lo = min.max(tail.first_version);
-                    let hi = max.min(tail.last_version());
-                    let slice: Vec<(u64, Location)> = (lo..=hi)
-                        .map(|v| (v, tail.locations[(v - tail.first_version) as usize]))
-                        .collect();
-                    tails.push((tail.first_version, slice));
+                    tails.push((tail.first_version, tail.runs_in(min, max).collect()));
                 }
             }
             // Opened under the overlay lock: see `Writer::check_versions`.
@@ -483,7 +537,7 @@ impl Engine {
             .min()
             .unwrap_or(u64::MAX);
         let mut out = if min < oldest_in_memory {
-            reader.locations(
+            reader.runs(
                 store,
                 aggregate,
                 min,
@@ -492,42 +546,49 @@ impl Engine {
         } else {
             Vec::new()
         };
-        // Frozen (older) first, then active; a version present twice keeps one copy.
-        for (_, slice) in tails.into_iter().rev() {
-            for (v, loc) in slice {
-                if out.last().is_none_or(|(last, _)| *last < v) {
-                    out.push((v, loc));
+        // A version present twice (in the index and a frozen memtable) keeps one copy.
+        for (_, runs) in tails {
+            for mut run in runs {
+                let next = out.last().map_or(0, |r| r.last_version() + 1);
+                if run.last_version() < next {
+                    continue;
                 }
+                if run.first_version < next {
+                    run.skip_front((next - run.first_version) as usize);
+                }
+                out.push(run);
             }
         }
         Ok(out)
     }
 
-    /// Reads and verifies entries, coalescing neighbouring ones into single reads.
-    fn read_locations(
+    /// Reads and verifies the entries of `runs`, coalescing neighbouring runs of a segment
+    /// into single reads, and visits them in order.
+    fn read_runs(
         &self,
         store: &str,
         aggregate: &str,
-        locations: &[(u64, Location)],
-    ) -> Result<Vec<(u64, LogEvent)>, EngineError> {
+        runs: &[Run],
+        visit: &mut dyn FnMut(u64, EntryView<'_>),
+    ) -> Result<(), EngineError> {
         const GAP_MAX: u64 = 64 << 10;
-        const RUN_MAX: u64 = 4 << 20;
-        let mut out = Vec::with_capacity(locations.len());
+        const READ_MAX: u64 = 4 << 20;
+        let mut buf = Vec::new();
         let mut i = 0;
-        while i < locations.len() {
-            let first = locations[i].1;
-            let mut end = first.offset + u64::from(first.len);
+        while i < runs.len() {
+            let first = &runs[i];
+            let mut end = first.end();
             let mut j = i + 1;
-            while j < locations.len() {
-                let next = locations[j].1;
+            while j < runs.len() {
+                let next = &runs[j];
                 if next.segment_id != first.segment_id
                     || next.offset < end
                     || next.offset - end > GAP_MAX
-                    || next.offset + u64::from(next.len) - first.offset > RUN_MAX
+                    || next.end() - first.offset > READ_MAX
                 {
                     break;
                 }
-                end = next.offset + u64::from(next.len);
+                end = next.end();
                 j += 1;
             }
             let segment =
@@ -538,32 +599,37 @@ impl Engine {
                         offset: 0,
                         reason: format!("index points into missing segment {}", first.segment_id),
                     })?;
-            let mut buf = vec![0u8; (end - first.offset) as usize];
+            buf.resize((end - first.offset) as usize, 0);
             segment
                 .file
                 .read_exact_at(&mut buf, first.offset)
-                .map_err(|e| EngineError::io("read", &segment.path, e))?;
-            for (version, loc) in &locations[i..j] {
-                let start = (loc.offset - first.offset) as usize;
-                let bytes = &buf[start..start + loc.len as usize];
-                let corrupt = |reason: String| EngineError::Corruption {
-                    file: segment.path.clone(),
-                    offset: loc.offset,
-                    reason,
-                };
-                let event = frame::decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
-                if event.store != store || event.aggregate != aggregate || event.version != *version
-                {
-                    return Err(corrupt(format!(
-                        "index entry for {store:?}/{aggregate:?} v{version} points at {:?}/{:?} v{}",
-                        event.store, event.aggregate, event.version
-                    )));
+                .map_err(|e| match e.kind() {
+                    // A lazily opened segment whose header fails its check on first use.
+                    std::io::ErrorKind::InvalidData => EngineError::Corruption {
+                        file: segment.path.clone(),
+                        offset: 0,
+                        reason: e.to_string(),
+                    },
+                    _ => EngineError::io("read", &segment.path, e),
+                })?;
+            for run in &runs[i..j] {
+                for (version, loc) in run.locations() {
+                    let start = (loc.offset - first.offset) as usize;
+                    let bytes = &buf[start..start + loc.len as usize];
+                    let entry =
+                        EntryView::decode(bytes, store, aggregate, version).map_err(|reason| {
+                            EngineError::Corruption {
+                                file: segment.path.clone(),
+                                offset: loc.offset,
+                                reason,
+                            }
+                        })?;
+                    visit(loc.position, entry);
                 }
-                out.push((loc.position, event));
             }
             i = j;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Aggregates of `store` by initial-event timestamp (inclusive bounds), strictly beyond
@@ -670,7 +736,8 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
         let mut backoff = Duration::from_millis(10);
         loop {
             // Bind the handle in its own statement: it must not live across the reopen below.
-            let result = shared.index().apply(&mem);
+            let headers = shared.segment_headers();
+            let result = shared.index().apply(&mem, &headers);
             let Err(e) = result else { break };
             if let EngineError::Corruption { .. } = e {
                 // The derived index is damaged: stop checkpointing (the log stays the source
@@ -714,41 +781,91 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
     }
 }
 
-/// Opens every segment of `log_dir`, checking headers and sequence. A last segment with an
-/// unreadable header and nothing but zeros after it was being created when the store stopped:
-/// it holds no data and is removed. One with data after a bad header is corruption (a damaged
-/// header must never make acknowledged commits disappear).
-fn load_segments(
-    fs: &dyn FileSystem,
+/// The open segments, by id.
+type Segments = BTreeMap<u64, Arc<Segment>>;
+
+/// Opens the index and the segments. Segments before the checkpoint's whose headers the index
+/// recorded are opened lazily, on first read (see [`Segment::lazy`]); the others — all of them
+/// when the index is rebuilt — are opened and checked now. So a clean open reads a bounded
+/// number of files whatever the store's size.
+fn open_log(
+    fs: &Arc<dyn FileSystem>,
     log_dir: &Path,
-) -> Result<BTreeMap<u64, Arc<Segment>>, EngineError> {
-    let found = segment::find_all(fs, log_dir)?;
-    let last_id = found.last().map(|f| f.id);
+    index_path: &Path,
+    options: &EngineOptions,
+) -> Result<(Index, Option<Cursor>, Segments), EngineError> {
+    let ids = segment::list_ids(fs.as_ref(), log_dir)?;
+    for pair in ids.windows(2) {
+        if pair[0] + 1 != pair[1] {
+            return Err(EngineError::Corruption {
+                file: log_dir.join(segment::file_name(pair[1])),
+                offset: 0,
+                reason: format!("segment {} is missing", pair[0] + 1),
+            });
+        }
+    }
+    let opened = open_index(fs.as_ref(), index_path, options, &ids).and_then(|opened| {
+        let (index, checkpoint, recorded) = opened;
+        let segments = load_segments(fs, log_dir, &ids, &recorded, checkpoint)?;
+        Ok((index, checkpoint, segments))
+    })?;
+    let (index, checkpoint, segments) = opened;
+    let problem = match checkpoint {
+        None if segments.is_empty() => return Ok((index, None, segments)),
+        None => match index.holds_events() {
+            Ok(false) => return Ok((index, None, segments)),
+            Ok(true) => "the index holds events but no checkpoint".to_owned(),
+            Err(e) => e.to_string(),
+        },
+        Some(c) => match segments.get(&c.segment_id) {
+            Some(s) if c.offset >= SEGMENT_HEADER_BYTES && c.offset <= s.header.size => {
+                return Ok((index, Some(c), segments));
+            }
+            _ => format!("its checkpoint {c:?} points outside the log"),
+        },
+    };
+    drop(index);
+    let index = rebuild_index(fs.as_ref(), index_path, options, &problem)?;
+    // Rebuilding replays the whole log: open every segment now.
+    let ids: Vec<u64> = segments.keys().copied().collect();
+    let segments = load_segments(fs, log_dir, &ids, &[], None)?;
+    Ok((index, None, segments))
+}
+
+/// Opens segments `ids` (ascending, without gaps). Those below the checkpoint's segment with a
+/// header in `recorded` are opened lazily; the others are opened and their headers checked. A
+/// last segment with an unreadable header and nothing but zeros after it was being created
+/// when the store stopped: it holds no data and is removed. One with data after a bad header
+/// is corruption (a damaged header must never make acknowledged commits disappear).
+fn load_segments(
+    fs: &Arc<dyn FileSystem>,
+    log_dir: &Path,
+    ids: &[u64],
+    recorded: &[SegmentHeader],
+    checkpoint: Option<Cursor>,
+) -> Result<Segments, EngineError> {
+    let last_id = ids.last().copied();
     let mut segments = BTreeMap::new();
-    for f in found {
-        let id = f.id;
-        let reason = match &f.header {
-            Ok(_) => None,
-            Err(reason) => Some(*reason),
-        };
-        if let Some(reason) = reason {
+    for &id in ids {
+        let known = recorded.iter().find(|h| h.segment_id == id);
+        if let (Some(header), Some(c)) = (known, checkpoint)
+            && id < c.segment_id
+            && Some(id) != last_id
+        {
+            let segment = Segment::lazy(Arc::clone(fs), log_dir, *header);
+            segments.insert(id, Arc::new(segment));
+            continue;
+        }
+        let f = segment::find(fs.as_ref(), log_dir, id)?;
+        if let Err(reason) = f.header {
             if Some(id) == last_id && f.holds_no_data()? {
-                remove_unfinished(fs, log_dir, &f.path, reason)?;
+                remove_unfinished(fs.as_ref(), log_dir, &f.path, reason)?;
                 continue;
             }
             return Err(EngineError::Corruption {
                 file: f.path,
                 offset: 0,
                 reason: reason.into(),
-            });
-        }
-        if let Some(prev) = segments.keys().next_back()
-            && *prev + 1 != id
-        {
-            return Err(EngineError::Corruption {
-                file: f.path,
-                offset: 0,
-                reason: format!("segment {} is missing", prev + 1),
             });
         }
         let segment = f.into_segment().expect("the header was checked above");
@@ -770,34 +887,54 @@ fn remove_unfinished(
         .map_err(|e| EngineError::io("sync directory", log_dir, e))
 }
 
-/// Opens the index and reads its checkpoint. An index that cannot be read, or whose
-/// checkpoint does not point into the log, is replaced by an empty one, rebuilt from the log.
+/// Opens the index and reads its checkpoint and recorded segment headers. An index that
+/// cannot be read, or that does not match the segment files `ids`, is replaced by an empty
+/// one, rebuilt from the log.
 fn open_index(
     fs: &dyn FileSystem,
     path: &Path,
     options: &EngineOptions,
-    segments: &BTreeMap<u64, Arc<Segment>>,
-) -> Result<(Index, Option<Cursor>), EngineError> {
+    ids: &[u64],
+) -> Result<(Index, Option<Cursor>, Vec<SegmentHeader>), EngineError> {
     let file = fs
         .open(path, true)
         .map_err(|e| EngineError::io("open", path, e))?;
     let problem = match Index::open(file, path, options.index_cache_bytes) {
         Err(e) => e.to_string(),
-        Ok(index) => match index.checkpoint() {
+        Ok(index) => match index
+            .checkpoint()
+            .and_then(|c| Ok((c, index.segment_headers()?)))
+        {
             Err(e) => e.to_string(),
-            Ok(None) if segments.is_empty() => return Ok((index, None)),
-            Ok(None) => match index.event_count() {
-                Ok(0) => return Ok((index, None)),
-                _ => "the index holds events but no checkpoint".to_owned(),
-            },
-            Ok(Some(c)) => match segments.get(&c.segment_id) {
-                Some(s) if c.offset >= SEGMENT_HEADER_BYTES && c.offset <= s.header.size => {
-                    return Ok((index, Some(c)));
+            Ok((checkpoint, recorded)) => {
+                let unknown = recorded
+                    .iter()
+                    .find(|h| ids.binary_search(&h.segment_id).is_err());
+                let outside = checkpoint.filter(|c| ids.binary_search(&c.segment_id).is_err());
+                match (unknown, outside) {
+                    (None, None) => return Ok((index, checkpoint, recorded)),
+                    (Some(h), _) => {
+                        format!("it records segment {} that is not in the log", h.segment_id)
+                    }
+                    (None, Some(c)) => format!("its checkpoint {c:?} points outside the log"),
                 }
-                _ => format!("its checkpoint {c:?} points outside the log"),
-            },
+            }
         },
     };
+    Ok((
+        rebuild_index(fs, path, options, &problem)?,
+        None,
+        Vec::new(),
+    ))
+}
+
+/// Replaces the index with an empty one (to be rebuilt from the log), saying why.
+fn rebuild_index(
+    fs: &dyn FileSystem,
+    path: &Path,
+    options: &EngineOptions,
+    problem: &str,
+) -> Result<Index, EngineError> {
     tracing::warn!(file = %path.display(), %problem, "rebuilding the index from the log");
     fs.remove(path)
         .map_err(|e| EngineError::io("remove", path, e))?;
@@ -807,7 +944,7 @@ fn open_index(
     let dir = path.parent().unwrap_or(Path::new("."));
     fs.sync_dir(dir)
         .map_err(|e| EngineError::io("sync directory", dir, e))?;
-    Ok((Index::open(file, path, options.index_cache_bytes)?, None))
+    Index::open(file, path, options.index_cache_bytes)
 }
 
 /// Replays the log past the index checkpoint into the active memtable; returns the segment to
@@ -866,7 +1003,7 @@ fn recover(
     // `Writer::maybe_freeze`); a longer one (an index rebuild) is indexed in chunks meanwhile.
     let flush_every = shared.options.checkpoint_events.saturating_mul(4);
     let mut flush = |mem: &mut MemTable, at: Cursor| -> Result<(), EngineError> {
-        shared.index().apply(mem)?;
+        shared.index().apply(mem, &shared.segment_headers())?;
         *mem = MemTable::starting_at(at);
         Ok(())
     };
@@ -911,4 +1048,123 @@ fn recover(
         .unwrap_or_else(|p| p.into_inner())
         .active = mem;
     Ok((last, cursor))
+}
+
+/// Keeps the first `limit` events of `runs` (the last `limit` when `reverse`).
+fn limit_runs(runs: &mut Vec<Run>, limit: usize, reverse: bool) {
+    let total: usize = runs.iter().map(|r| r.lens.len()).sum();
+    if total <= limit {
+        return;
+    }
+    if reverse {
+        let mut skip = total - limit;
+        while let Some(first) = runs.first_mut() {
+            if first.lens.len() > skip {
+                if skip > 0 {
+                    first.skip_front(skip);
+                }
+                break;
+            }
+            skip -= first.lens.len();
+            runs.remove(0);
+        }
+    } else {
+        let mut kept = 0;
+        let mut cut = runs.len();
+        for (i, run) in runs.iter_mut().enumerate() {
+            if kept + run.lens.len() >= limit {
+                run.lens.truncate(limit - kept);
+                cut = i + 1;
+                break;
+            }
+            kept += run.lens.len();
+        }
+        runs.truncate(cut);
+        runs.retain(|r| !r.lens.is_empty());
+    }
+}
+
+/// One event as read from the log, borrowed from the read buffer (see
+/// [`Engine::visit_events`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryView<'a> {
+    /// Version within the aggregate.
+    pub version: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Event type name.
+    pub event_type: &'a str,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// Encoded payload.
+    pub payload: &'a [u8],
+    /// Encoded metadata.
+    pub metadata: &'a [u8],
+}
+
+impl<'a> EntryView<'a> {
+    /// Verifies the entry occupying exactly `bytes` (checksum and lengths, as
+    /// [`frame::decode_entry`] does) and that it is version `version` of `store`/`aggregate`;
+    /// the reason when it is not.
+    fn decode(bytes: &'a [u8], store: &str, aggregate: &str, version: u64) -> Result<Self, String> {
+        use frame::ENTRY_HEADER_BYTES as HEADER;
+        let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let u64_at = |at: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(a)
+        };
+        if bytes.len() < HEADER {
+            return Err(format!("truncated entry: {} bytes", bytes.len()));
+        }
+        if u32_at(0) as usize != bytes.len() {
+            return Err("entry length differs from its slot".into());
+        }
+        let (stored, computed) = (u32_at(4), crc32fast::hash(&bytes[8..]));
+        if stored != computed {
+            return Err(format!(
+                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        let lens = [
+            u16_at(28),
+            u16_at(30),
+            u16_at(32),
+            u32_at(36) as usize,
+            u32_at(40) as usize,
+        ];
+        if lens.iter().sum::<usize>() + HEADER != bytes.len() {
+            return Err("entry part lengths do not add up".into());
+        }
+        let mut at = HEADER;
+        let mut parts = lens.map(|n| {
+            let part = &bytes[at..at + n];
+            at += n;
+            part
+        });
+        let found_version = u64_at(8);
+        if parts[0] != store.as_bytes()
+            || parts[1] != aggregate.as_bytes()
+            || found_version != version
+        {
+            return Err(format!(
+                "index entry for {store:?}/{aggregate:?} v{version} points at {:?}/{:?} v{found_version}",
+                String::from_utf8_lossy(parts[0]),
+                String::from_utf8_lossy(parts[1]),
+            ));
+        }
+        let event_type = std::str::from_utf8(std::mem::take(&mut parts[2]))
+            .map_err(|_| "event type is not UTF-8")?;
+        Ok(EntryView {
+            version,
+            timestamp_ms: u64_at(16) as i64,
+            event_type,
+            schema_version: u32_at(24),
+            payload: parts[3],
+            metadata: parts[4],
+        })
+    }
 }

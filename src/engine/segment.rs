@@ -20,7 +20,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::error::EngineError;
 use super::io::{FileSystem, StoreFile};
@@ -196,8 +196,8 @@ impl Found {
     }
 }
 
-/// Every segment file in `dir`, ascending by id, opened and with its header read.
-pub fn find_all(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Found>, EngineError> {
+/// The ids of the segment files in `dir`, ascending.
+pub fn list_ids(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>, EngineError> {
     let mut ids: Vec<u64> = fs
         .list(dir)
         .map_err(|e| EngineError::io("list", dir, e))?
@@ -205,30 +205,115 @@ pub fn find_all(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Found>, EngineErr
         .filter_map(|name| parse_file_name(name))
         .collect();
     ids.sort_unstable();
-    let mut found = Vec::with_capacity(ids.len());
-    for id in ids {
-        let path = dir.join(file_name(id));
-        let file = fs
-            .open(&path, false)
-            .map_err(|e| EngineError::io("open", &path, e))?;
-        let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
-        let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| EngineError::io("read", &path, e))?;
-        let header = SegmentHeader::decode(&head).and_then(|h| {
-            if h.segment_id == id && h.size == len {
-                Ok(h)
-            } else {
-                Err("segment size or id differs from its header")
-            }
-        });
-        found.push(Found {
-            id,
-            path,
-            file,
-            len,
+    Ok(ids)
+}
+
+/// Opens segment `id` of `dir` and reads its header.
+pub fn find(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineError> {
+    let path = dir.join(file_name(id));
+    let file = fs
+        .open(&path, false)
+        .map_err(|e| EngineError::io("open", &path, e))?;
+    let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
+    let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| EngineError::io("read", &path, e))?;
+    let header = SegmentHeader::decode(&head).and_then(|h| {
+        if h.segment_id == id && h.size == len {
+            Ok(h)
+        } else {
+            Err("segment size or id differs from its header")
+        }
+    });
+    Ok(Found {
+        id,
+        path,
+        file,
+        len,
+        header,
+    })
+}
+
+/// Every segment file in `dir`, ascending by id, opened and with its header read.
+pub fn find_all(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Found>, EngineError> {
+    list_ids(fs, dir)?
+        .into_iter()
+        .map(|id| find(fs, dir, id))
+        .collect()
+}
+
+impl Segment {
+    /// A sealed segment whose header is already known (recorded in the index): the file is
+    /// opened, and its header checked against `header`, on first use. Opening a store thus
+    /// touches only the segments it must read, whatever their number.
+    pub fn lazy(fs: Arc<dyn FileSystem>, dir: &Path, header: SegmentHeader) -> Segment {
+        let path = dir.join(file_name(header.segment_id));
+        let file = Arc::new(LazyFile {
+            fs,
+            path: path.clone(),
             header,
+            file: OnceLock::new(),
         });
+        Segment { header, path, file }
     }
-    Ok(found)
+}
+
+/// A segment file opened on first use (see [`Segment::lazy`]).
+#[derive(Debug)]
+struct LazyFile {
+    fs: Arc<dyn FileSystem>,
+    path: PathBuf,
+    header: SegmentHeader,
+    file: OnceLock<Arc<dyn StoreFile>>,
+}
+
+impl LazyFile {
+    /// The open file, opening it and checking its header the first time.
+    fn file(&self) -> io::Result<&Arc<dyn StoreFile>> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let file = self.fs.open(&self.path, false)?;
+        let len = file.size()?;
+        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+        if len < SEGMENT_HEADER_BYTES {
+            return Err(invalid("segment shorter than its header"));
+        }
+        file.read_exact_at(&mut head, 0)?;
+        match SegmentHeader::decode(&head) {
+            Ok(h) if h == self.header && h.size == len => {}
+            Ok(_) => {
+                return Err(invalid(
+                    "segment header or size differs from the index's record",
+                ));
+            }
+            Err(reason) => return Err(invalid(reason)),
+        }
+        Ok(self.file.get_or_init(|| file))
+    }
+}
+
+fn invalid(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason.to_owned())
+}
+
+impl StoreFile for LazyFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file()?.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file()?.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.file()?.sync_data()
+    }
+    fn write_all_durable_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file()?.write_all_durable_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.file()?.size()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file()?.set_len(len)
+    }
 }

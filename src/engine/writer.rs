@@ -25,7 +25,7 @@ use super::error::EngineError;
 use super::frame::{self, EncodedCommit, FRAME_HEADER_BYTES};
 use super::index::{Cursor, IndexReader, Location, MemTable};
 use super::segment::{self, Segment, SegmentHeader};
-use super::{Durability, Shared};
+use super::{Durability, Overlay, Shared};
 
 /// Most bytes of commits written in one batch.
 const BATCH_BYTES_MAX: usize = 32 << 20;
@@ -216,41 +216,22 @@ impl Writer {
                 return Vec::new();
             }
         };
-        let mut batch_versions: HashMap<(String, String), u64> = HashMap::new();
+        // Verdicts first, borrowing the commits; then the commits are moved out.
+        let verdicts: Vec<Result<(), EngineError>> = {
+            let mut batch_versions = HashMap::new();
+            appends
+                .iter()
+                .map(|(commit, _)| check_commit(commit, &mut batch_versions, &overlay, &reader))
+                .collect()
+        };
         let mut accepted = Vec::with_capacity(appends.len());
-        'commits: for (commit, reply) in appends {
-            let mut local: HashMap<(&str, &str), u64> = HashMap::new();
-            for key in &commit.keys {
-                let k = (key.store.as_str(), key.aggregate.as_str());
-                let last = match local.get(&k) {
-                    Some(&v) => Ok(v),
-                    None => match batch_versions.get(&(k.0.to_owned(), k.1.to_owned())) {
-                        Some(&v) => Ok(v),
-                        None => overlay.last_version(k.0, k.1, &reader),
-                    },
-                };
-                let last = match last {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        continue 'commits;
-                    }
-                };
-                if key.version != last + 1 {
-                    let _ = reply.send(Err(EngineError::Conflict {
-                        store: key.store.clone(),
-                        aggregate: key.aggregate.clone(),
-                        version: key.version,
-                        last,
-                    }));
-                    continue 'commits;
+        for ((commit, reply), verdict) in appends.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(()) => accepted.push((commit, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-                local.insert(k, key.version);
             }
-            for ((s, a), v) in local {
-                batch_versions.insert((s.to_owned(), a.to_owned()), v);
-            }
-            accepted.push((commit, reply));
         }
         accepted
     }
@@ -426,21 +407,18 @@ impl Writer {
             .unwrap_or_else(|p| p.into_inner());
         for a in accepted {
             let entries_start = a.frame_offset + FRAME_HEADER_BYTES as u64;
-            for (i, key) in a.commit.keys.iter().enumerate() {
-                let loc = Location {
-                    position: a.first_position + i as u64,
-                    segment_id: a.segment_id,
-                    offset: entries_start + u64::from(key.body_offset),
-                    len: key.len,
-                };
-                overlay.active.insert(
-                    &key.store,
-                    &key.aggregate,
-                    key.version,
-                    key.timestamp_ms,
-                    loc,
-                );
-            }
+            overlay
+                .active
+                .insert_all(a.commit.keys.iter().enumerate().map(|(i, key)| {
+                    let loc = Location {
+                        position: a.first_position + i as u64,
+                        segment_id: a.segment_id,
+                        offset: entries_start + u64::from(key.body_offset),
+                        len: key.len,
+                    };
+                    let (store, aggregate) = (key.store.as_str(), key.aggregate.as_str());
+                    (store, aggregate, key.version, key.timestamp_ms, loc)
+                }));
         }
         overlay.active.end = self.cursor;
         self.shared.set_last_position(self.cursor.next_position - 1);
@@ -511,6 +489,47 @@ impl Writer {
         self.freeze();
         self.shared.wait_for_checkpoint();
     }
+}
+
+/// Checks that every event of `commit` has the next version of its aggregate, given the
+/// latest versions of the batch's earlier accepted commits (`batch`, updated when it passes),
+/// then the memtables and the index. Consecutive events of one aggregate are checked against
+/// each other without a lookup.
+fn check_commit<'c>(
+    commit: &'c EncodedCommit,
+    batch: &mut HashMap<(&'c str, &'c str), u64>,
+    overlay: &Overlay,
+    reader: &IndexReader,
+) -> Result<(), EngineError> {
+    let mut local: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut previous: Option<((&str, &str), u64)> = None;
+    for key in &commit.keys {
+        let k = (key.store.as_str(), key.aggregate.as_str());
+        let last = match previous {
+            Some((p, v)) if p == k => v,
+            _ => {
+                if let Some((p, v)) = previous {
+                    local.insert(p, v);
+                }
+                match local.get(&k).or_else(|| batch.get(&k)) {
+                    Some(&v) => v,
+                    None => overlay.last_version(k.0, k.1, reader)?,
+                }
+            }
+        };
+        if key.version != last + 1 {
+            return Err(EngineError::Conflict {
+                store: key.store.clone(),
+                aggregate: key.aggregate.clone(),
+                version: key.version,
+                last,
+            });
+        }
+        previous = Some((k, key.version));
+    }
+    batch.extend(local);
+    batch.extend(previous);
+    Ok(())
 }
 
 impl Shared {

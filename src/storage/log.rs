@@ -215,21 +215,6 @@ fn to_log_event(
     }
 }
 
-fn to_stored(position: u64, e: LogEvent) -> StoredEvent {
-    StoredEvent {
-        position,
-        event: EncodedEvent {
-            aggregate_id: e.aggregate,
-            version: e.version,
-            timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
-            event_type: e.event_type,
-            schema_version: e.schema_version,
-            payload: e.payload,
-            metadata: e.metadata,
-        },
-    }
-}
-
 /// Maps the engine's errors onto the storage floor's.
 fn storage_error(e: EngineError) -> StorageError {
     match e {
@@ -297,21 +282,35 @@ impl StorageAdapter for LogAdapter {
         aggregate_id: &str,
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
-        let events = self
-            .engine
-            .read_events(
+        let mut events = Vec::new();
+        self.engine
+            .visit_events(
                 event_store_id,
                 aggregate_id,
                 options.min_version.unwrap_or(1),
                 options.max_version.unwrap_or(u64::MAX),
                 options.limit,
                 options.reverse,
+                &mut |position, e| {
+                    events.push(StoredEvent {
+                        position,
+                        event: EncodedEvent {
+                            aggregate_id: aggregate_id.to_owned(),
+                            version: e.version,
+                            timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
+                            event_type: e.event_type.to_owned(),
+                            schema_version: e.schema_version,
+                            payload: e.payload.to_vec(),
+                            metadata: e.metadata.to_vec(),
+                        },
+                    });
+                },
             )
             .map_err(storage_error)?;
-        Ok(events
-            .into_iter()
-            .map(|(position, e)| to_stored(position, e))
-            .collect())
+        if options.reverse {
+            events.reverse();
+        }
+        Ok(events)
     }
 
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
