@@ -2,11 +2,13 @@
 //! acknowledged append fdatasync'ed):
 //!
 //! - `get_aggregate` of one aggregate of 100,000 events (~200-byte payloads), as a full replay
-//!   and from a snapshot (policy `every(100)`, so at most 99 events are folded after it);
+//!   and from a snapshot: one at the last version (nothing to fold), and one 99 versions back
+//!   (99 events to fold, the most a policy of `every(100)` leaves);
 //! - `push_event` of single events by a store with and without a snapshot policy, pushes of
 //!   the two stores interleaved so both see the same disk;
-//! - `push_event` while another task keeps reading an aggregate through snapshots, so that
-//!   snapshot writes run during the timed pushes.
+//! - `push_event` while another task keeps pushing to and reading another aggregate, once
+//!   without snapshots and once with a policy, so that snapshot writes run during the timed
+//!   pushes.
 //!
 //! Each figure is a percentile over individual calls, printed as a table, followed by
 //! criterion's estimates for the two reads. Run with `cargo bench --bench snapshots` (about a
@@ -15,6 +17,7 @@
 //! path at a tiny size.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use annals::{EventDetail, EventStore, GetAggregateOptions, NewEvent, SnapshotPolicy, Timestamp};
@@ -88,13 +91,17 @@ fn new_event(aggregate_id: &str, version: u64) -> NewEvent<AccountEvent> {
 }
 
 struct Setup {
+    /// `every(100)`; its snapshot is at the last version, so reads fold no event.
     with: Accounts,
+    /// A snapshot 99 versions before the last, so reads fold 99 events: the most `every(100)`
+    /// ever folds.
+    behind: Accounts,
     without: Accounts,
     events: u64,
 }
 
-/// A log store in `dir` holding one aggregate of `events` events, and a store with and one
-/// without snapshots over it; the snapshot of the last hundred is written.
+/// A log store in `dir` holding one aggregate of `events` events in each of two stores, and
+/// the stores of [`Setup`] over them, with their snapshots written.
 fn setup(rt: &Runtime, dir: &std::path::Path, events: u64) -> Setup {
     let adapter = annals::open(dir).expect("the bench store opens");
     let without = EventStore::builder(STORE, reduce)
@@ -102,16 +109,29 @@ fn setup(rt: &Runtime, dir: &std::path::Path, events: u64) -> Setup {
         .build()
         .expect("BENCH is a valid id");
     let with = EventStore::builder(STORE, reduce)
-        .storage_adapter(adapter)
+        .storage_adapter(adapter.clone())
         .snapshots(SnapshotPolicy::every(100))
         .build()
         .expect("BENCH is a valid id");
+    let point = events - 99;
+    let behind = EventStore::builder("BENCH_BEHIND", reduce)
+        .storage_adapter(adapter)
+        .snapshots(SnapshotPolicy::when(
+            move |_, e: &EventDetail<AccountEvent>| e.version == point,
+        ))
+        .build()
+        .expect("BENCH_BEHIND is a valid id");
     rt.block_on(async {
         let mut version = 1;
         while version <= events {
-            let end = (version + 999).min(events);
+            let end = (version + 499).min(events);
             let group = (version..=end)
-                .map(|v| without.group_event(new_event(AGGREGATE, v), Default::default()))
+                .flat_map(|v| {
+                    [
+                        without.group_event(new_event(AGGREGATE, v), Default::default()),
+                        behind.group_event(new_event(AGGREGATE, v), Default::default()),
+                    ]
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .expect("events encode");
             annals::push_event_group(group)
@@ -124,9 +144,15 @@ fn setup(rt: &Runtime, dir: &std::path::Path, events: u64) -> Setup {
             .await
             .expect("the aggregate reads");
         with.flush_snapshots().await;
+        behind
+            .get_aggregate(AGGREGATE, GetAggregateOptions::default())
+            .await
+            .expect("the aggregate reads");
+        behind.flush_snapshots().await;
     });
     Setup {
         with,
+        behind,
         without,
         events,
     }
@@ -175,18 +201,28 @@ fn reads(rt: &Runtime, s: &Setup, full_runs: usize, snapshot_runs: usize) {
         assert_eq!(read(&s.without, s.events).await as u64, s.events);
     });
     let snap = sample(rt, snapshot_runs, async |_| {
-        assert!(
-            read(&s.with, s.events).await < 100,
-            "the read starts from a snapshot"
+        assert_eq!(
+            read(&s.with, s.events).await,
+            0,
+            "the snapshot is at the last version"
         );
     });
+    let behind = sample(rt, snapshot_runs, async |_| {
+        assert_eq!(
+            read(&s.behind, s.events).await,
+            99,
+            "99 events follow the snapshot"
+        );
+    });
+    let n = s.events;
+    row(&format!("get_aggregate, {n} events, full replay"), &full);
     row(
-        &format!("get_aggregate, {} events, full replay", s.events),
-        &full,
+        &format!("get_aggregate, {n} events, snapshot at the last version"),
+        &snap,
     );
     row(
-        &format!("get_aggregate, {} events, from a snapshot", s.events),
-        &snap,
+        &format!("get_aggregate, {n} events, snapshot + 99 events"),
+        &behind,
     );
 }
 
@@ -215,21 +251,29 @@ fn appends(rt: &Runtime, s: &Setup, runs: usize) {
     row("push_event, store with `every(100)`", &with);
 }
 
-/// Pushes to one aggregate while another task reads a second one through snapshots, so a
-/// snapshot write (of that aggregate, every 100 versions) runs during the timed pushes.
-fn appends_during_snapshot_writes(rt: &Runtime, s: &Setup, runs: usize) {
-    let reader = s.with.clone();
-    let writer = s.with.clone();
-    let times = rt.block_on(async move {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Times pushes by `writer` to one aggregate while another task keeps growing a second one
+/// (`tag`) by 100 events and reading it through `reader`; with a snapshot policy, each of those
+/// reads writes a snapshot during the timed pushes.
+fn appends_during_reads(
+    rt: &Runtime,
+    reader: &Accounts,
+    writer: &Accounts,
+    tag: &str,
+    runs: usize,
+) -> Vec<Duration> {
+    let reader = reader.clone();
+    let writer = writer.clone();
+    let read_side = format!("read-side-{tag}");
+    let push_side = format!("push-side-{tag}");
+    let mut times = rt.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
         let reading = {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
                 let mut version = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // Grow the read aggregate by 100 and read it: every read writes a snapshot.
+                while !stop.load(Ordering::Relaxed) {
                     let group = (version + 1..=version + 100)
-                        .map(|v| reader.group_event(new_event("read-side", v), Default::default()))
+                        .map(|v| reader.group_event(new_event(&read_side, v), Default::default()))
                         .collect::<Result<Vec<_>, _>>()
                         .expect("events encode");
                     annals::push_event_group(group)
@@ -237,7 +281,7 @@ fn appends_during_snapshot_writes(rt: &Runtime, s: &Setup, runs: usize) {
                         .expect("the group commits");
                     version += 100;
                     reader
-                        .get_aggregate("read-side", GetAggregateOptions::default())
+                        .get_aggregate(&read_side, GetAggregateOptions::default())
                         .await
                         .expect("the aggregate reads");
                 }
@@ -248,18 +292,28 @@ fn appends_during_snapshot_writes(rt: &Runtime, s: &Setup, runs: usize) {
         for version in 1..=runs as u64 {
             let start = Instant::now();
             writer
-                .push_event(new_event("push-during", version), Default::default())
+                .push_event(new_event(&push_side, version), Default::default())
                 .await
                 .expect("the push commits");
             times.push(start.elapsed());
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         reading.await.expect("the reader finishes");
         times
     });
-    let mut times = times;
     times.sort();
-    row("push_event, while snapshots are written", &times);
+    times
+}
+
+/// Pushes under the same concurrent load, without and with the snapshot writes it causes.
+fn appends_during_snapshot_writes(rt: &Runtime, s: &Setup, runs: usize) {
+    let quiet = appends_during_reads(rt, &s.without, &s.without, "quiet", runs);
+    let writing = appends_during_reads(rt, &s.with, &s.with, "writing", runs);
+    row("push_event, beside pushes and reads, no snapshots", &quiet);
+    row(
+        "push_event, beside pushes and reads writing snapshots",
+        &writing,
+    );
 }
 
 fn criterion_reads(rt: &Runtime, s: &Setup) {
@@ -275,6 +329,9 @@ fn criterion_reads(rt: &Runtime, s: &Setup) {
     });
     group.bench_function("from_snapshot", |b| {
         b.to_async(rt).iter(|| read(&s.with, s.events));
+    });
+    group.bench_function("from_snapshot_plus_99", |b| {
+        b.to_async(rt).iter(|| read(&s.behind, s.events));
     });
     group.finish();
     c.final_summary();
