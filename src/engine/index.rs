@@ -494,6 +494,10 @@ impl Index {
     }
 
     fn init(&self) -> Result<(), EngineError> {
+        // An index already in this format needs no write (a commit costs a sync at every open).
+        if self.initialised()? {
+            return Ok(());
+        }
         let err = self.err("initialise index");
         let txn = self.db().begin_write().map_err(|e| err(e.into()))?;
         {
@@ -522,6 +526,36 @@ impl Index {
             txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
         }
         txn.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Whether every table exists and the format is this code's; `false` when something is
+    /// missing (`init` then creates it, or refuses another format).
+    fn initialised(&self) -> Result<bool, EngineError> {
+        let err = self.err("initialise index");
+        let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(err(e.into())),
+        };
+        let format = meta.get(FORMAT_KEY).map_err(|e| err(e.into()))?;
+        if format.is_none_or(|v| v.value() != INDEX_FORMAT_VERSION.to_le_bytes()) {
+            return Ok(false);
+        }
+        let tables = [
+            txn.open_table(RUNS).map(drop),
+            txn.open_table(SEGMENTS).map(drop),
+            txn.open_table(AGGREGATES).map(drop),
+            txn.open_table(BY_INITIAL).map(drop),
+        ];
+        for table in tables {
+            match table {
+                Ok(()) => {}
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+                Err(e) => return Err(err(e.into())),
+            }
+        }
+        Ok(true)
     }
 
     /// The log position up to which the index is complete (`None`: nothing indexed yet).
@@ -1003,5 +1037,79 @@ impl EventRows {
             Ok(rows)
         })?;
         Ok(rows.into_iter().map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(position: u64, segment_id: u64, offset: u64, len: u32) -> Location {
+        Location {
+            position,
+            segment_id,
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn adjacent_events_share_a_run_and_any_gap_starts_a_new_one() {
+        let mut mem = MemTable::default();
+        mem.insert_all([
+            ("S", "a", 1, 10, loc(1, 1, 100, 50)),
+            ("S", "a", 2, 11, loc(2, 1, 150, 60)),
+            ("S", "b", 1, 12, loc(3, 1, 210, 70)),
+            // Another aggregate's entry lies in between: a new run.
+            ("S", "a", 3, 13, loc(4, 1, 280, 40)),
+            ("S", "a", 4, 14, loc(5, 1, 320, 40)),
+            // Another segment: a new run.
+            ("S", "a", 5, 15, loc(6, 2, 64, 40)),
+        ]);
+        let tail = mem.tail("S", "a").unwrap();
+        let runs: Vec<Run> = tail.runs().collect();
+        assert_eq!(runs.len(), 3);
+        assert_eq!(
+            (runs[0].first_version, runs[0].lens.clone()),
+            (1, vec![50, 60])
+        );
+        assert_eq!((runs[1].first_version, runs[1].offset), (3, 280));
+        assert_eq!(runs[2].segment_id, 2);
+        let all: Vec<(u64, Location)> = runs.iter().flat_map(Run::locations).collect();
+        assert_eq!(all[1], (2, loc(2, 1, 150, 60)));
+        assert_eq!(all[3], (4, loc(5, 1, 320, 40)));
+        assert_eq!(tail.last_version(), 5);
+        assert_eq!(mem.events, 6);
+        assert_eq!(mem.last_version("S", "b"), Some(1));
+    }
+
+    #[test]
+    fn a_run_cut_to_a_version_range_keeps_exact_locations() {
+        let run = Run {
+            first_version: 10,
+            first_position: 100,
+            segment_id: 3,
+            offset: 1000,
+            lens: vec![5, 6, 7, 8],
+        };
+        let part = run.slice(11, 12).unwrap();
+        assert_eq!(
+            part.locations().collect::<Vec<_>>(),
+            vec![(11, loc(101, 3, 1005, 6)), (12, loc(102, 3, 1011, 7))]
+        );
+        assert_eq!(part.end(), 1018);
+        assert!(run.slice(14, 20).is_none());
+        let mut front = run.clone();
+        front.skip_front(3);
+        assert_eq!(front.locations().next(), Some((13, loc(103, 3, 1018, 8))));
+    }
+
+    #[test]
+    fn malformed_run_rows_are_refused() {
+        assert!(Run::decode(1, (1, 1, 64, &[])).is_none());
+        assert!(Run::decode(1, (1, 1, 64, &[1, 0, 0])).is_none());
+        assert!(Run::decode(0, (1, 1, 64, &[1, 0, 0, 0])).is_none());
+        let run = Run::decode(2, (7, 1, 64, &[9, 0, 0, 0, 4, 0, 0, 0])).unwrap();
+        assert_eq!((run.last_version(), run.lens.clone()), (3, vec![9, 4]));
     }
 }

@@ -26,6 +26,7 @@ pub mod frame;
 pub mod index;
 pub mod io;
 mod recovery;
+pub mod scan;
 pub mod segment;
 pub mod sim;
 pub mod verify;
@@ -138,6 +139,8 @@ pub(crate) struct Shared {
     checkpoint_done: Condvar,
     checkpoint_lock: Mutex<()>,
     last_position: AtomicU64,
+    /// Tells readers following the log (see `scan`) that `last_position` moved.
+    published: tokio::sync::watch::Sender<u64>,
     _lock: Box<dyn fmt::Debug + Send + Sync>,
 }
 
@@ -159,6 +162,7 @@ impl Shared {
 
     pub fn set_last_position(&self, position: u64) {
         self.last_position.store(position, Ordering::Release);
+        self.published.send_replace(position);
     }
 
     /// Blocks until no memtable is waiting for the checkpointer, or `limit` has passed.
@@ -349,6 +353,7 @@ impl Engine {
             checkpoint_done: Condvar::new(),
             checkpoint_lock: Mutex::new(()),
             last_position: AtomicU64::new(0),
+            published: tokio::sync::watch::Sender::new(0),
             _lock: lock,
         });
         let (segment, cursor) = recover(&shared, checkpoint)?;
@@ -1166,5 +1171,54 @@ impl<'a> EntryView<'a> {
             payload: parts[3],
             metadata: parts[4],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(lengths: &[usize]) -> Vec<Run> {
+        let mut first_version = 1;
+        lengths
+            .iter()
+            .map(|&n| {
+                let run = Run {
+                    first_version,
+                    first_position: first_version,
+                    segment_id: 1,
+                    offset: 64 + first_version * 100,
+                    lens: vec![10; n],
+                };
+                first_version += n as u64;
+                run
+            })
+            .collect()
+    }
+
+    fn versions(runs: &[Run]) -> Vec<u64> {
+        runs.iter()
+            .flat_map(Run::locations)
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    #[test]
+    fn a_limit_keeps_the_oldest_or_with_reverse_the_newest_events() {
+        let mut forward = runs(&[2, 3, 2]);
+        limit_runs(&mut forward, 4, false);
+        assert_eq!(versions(&forward), vec![1, 2, 3, 4]);
+        let mut exact = runs(&[2, 3, 2]);
+        limit_runs(&mut exact, 5, false);
+        assert_eq!(versions(&exact), vec![1, 2, 3, 4, 5]);
+        let mut reverse = runs(&[2, 3, 2]);
+        limit_runs(&mut reverse, 4, true);
+        assert_eq!(versions(&reverse), vec![4, 5, 6, 7]);
+        let mut boundary = runs(&[2, 3, 2]);
+        limit_runs(&mut boundary, 2, true);
+        assert_eq!(versions(&boundary), vec![6, 7]);
+        let mut all = runs(&[2, 3]);
+        limit_runs(&mut all, 9, true);
+        assert_eq!(versions(&all), vec![1, 2, 3, 4, 5]);
     }
 }
