@@ -4,16 +4,17 @@ use async_trait::async_trait;
 
 use super::{
     AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, GetEventsOptions, Limits,
-    ListAggregateIdsOptions, Position, SnapshotStorage, StorageError, StoredEvent,
+    ListAggregateIdsOptions, LoggedEvent, Position, SnapshotStorage, StorageError, StoredEvent,
 };
 
 /// Where events live. One adapter can hold many event stores; an event group is atomic only
 /// within one adapter.
 ///
-/// Adapters implement the four *required* methods ([`limits`](Self::limits),
-/// [`read_events`](Self::read_events), [`append`](Self::append) and
-/// [`scan_aggregate_ids`](Self::scan_aggregate_ids)); callers use the *provided* methods, which
-/// validate input against the limits and implement paging once for every adapter.
+/// Adapters implement the *required* methods ([`limits`](Self::limits),
+/// [`read_events`](Self::read_events), [`append`](Self::append),
+/// [`scan_aggregate_ids`](Self::scan_aggregate_ids), [`read_log`](Self::read_log) and
+/// [`watch_log`](Self::watch_log)); callers use the *provided* methods, which validate input
+/// against the limits and implement paging once for every adapter.
 ///
 /// # Contract (checked by [`testing::conformance`](crate::testing::conformance))
 /// - Versions of an aggregate are exactly `1..=n`: appending an existing version fails with
@@ -24,6 +25,9 @@ use super::{
 /// - Every committed event gets a gap-free, increasing global [`Position`]; the events of a
 ///   commit get consecutive positions in the order given.
 /// - An append returns only once the commit is as durable as the adapter promises.
+/// - [`read_log`](Self::read_log) returns every committed event, of every store, in position
+///   order, and never an event of a commit that is not wholly committed; once an append has
+///   returned, [`watch_log`](Self::watch_log) holds a position at least as high as its events'.
 /// - An adapter that offers [`snapshots`](Self::snapshots) stores records byte for byte under
 ///   their key, and its newest-at-or-below and prune queries honour versions.
 #[async_trait]
@@ -52,6 +56,20 @@ pub trait StorageAdapter: Send + Sync + 'static {
         event_store_id: &str,
         query: &AggregateIdsQuery,
     ) -> Result<Vec<AggregateIdEntry>, StorageError>;
+
+    /// Reads up to `limit` committed events, of every store, with positions from `from`
+    /// (inclusive), in position order. Returns fewer when the log holds no more: a reader then
+    /// waits on [`watch_log`](Self::watch_log) and reads again.
+    async fn read_log(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError>;
+
+    /// The position of the last committed event (0 when none), as a receiver that is marked
+    /// changed whenever commits are made: what lets subscriptions follow appends without
+    /// polling.
+    fn watch_log(&self) -> tokio::sync::watch::Receiver<Position>;
 
     /// Where this adapter keeps aggregate snapshots, if it keeps any (the default: none, so
     /// every aggregate is read from its first event). Snapshots are derived data: an adapter

@@ -45,6 +45,20 @@ pub struct StoredEvent {
     pub event: EncodedEvent,
 }
 
+/// An event read from an adapter's global log (see [`StorageAdapter::read_log`]): the event,
+/// the store it belongs to, and its global position.
+///
+/// [`StorageAdapter::read_log`]: super::StorageAdapter::read_log
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// The event store the event belongs to.
+    pub event_store_id: String,
+    /// The event's global position.
+    pub position: Position,
+    /// The event itself.
+    pub event: EncodedEvent,
+}
+
 /// One event of a commit: the event and the store it is appended to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppendEvent {

@@ -9,11 +9,13 @@ use super::log_snapshots::LogSnapshots;
 use super::snapshot::SnapshotStorage;
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
-    GetEventsOptions, Limits, Position, StorageAdapter, StorageError, StoredEvent, Timestamp,
+    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
+    Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
 };
+use crate::engine::scan::LogCursor;
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
@@ -40,7 +42,13 @@ pub struct LogAdapter {
     limits: Limits,
     /// Aggregate snapshots, in `snapshots.redb` (opened on first use).
     snapshots: LogSnapshots,
+    /// Where recent `read_log` calls stopped, so a reader continuing from there does not have
+    /// to locate its position in the log again.
+    log_cursors: std::sync::Mutex<Vec<LogCursor>>,
 }
+
+/// How many `read_log` continuation points a log adapter remembers.
+const LOG_CURSORS: usize = 16;
 
 /// Configures and opens a [`LogAdapter`]; made by [`LogAdapter::builder`].
 #[derive(Debug, Clone)]
@@ -131,6 +139,7 @@ impl LogAdapterBuilder {
             engine,
             limits,
             snapshots,
+            log_cursors: std::sync::Mutex::default(),
         })
     }
 }
@@ -274,6 +283,50 @@ impl StorageAdapter for LogAdapter {
 
     fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
         Some(&self.snapshots)
+    }
+
+    async fn read_log(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError> {
+        let from = from.max(1);
+        let cursor = {
+            let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
+            match cursors.iter().position(|c| c.position() == from) {
+                Some(i) => cursors.remove(i),
+                None => LogCursor::at(from),
+            }
+        };
+        let batch = self.engine.read_log(cursor, limit).map_err(storage_error)?;
+        {
+            let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
+            if cursors.len() >= LOG_CURSORS {
+                cursors.remove(0);
+            }
+            cursors.push(batch.next);
+        }
+        Ok(batch
+            .events
+            .into_iter()
+            .map(|(position, e)| LoggedEvent {
+                event_store_id: e.store,
+                position,
+                event: EncodedEvent {
+                    aggregate_id: e.aggregate,
+                    version: e.version,
+                    timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
+                    event_type: e.event_type,
+                    schema_version: e.schema_version,
+                    payload: e.payload,
+                    metadata: e.metadata,
+                },
+            })
+            .collect())
+    }
+
+    fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
+        self.engine.watch_last_position()
     }
 
     async fn read_events(

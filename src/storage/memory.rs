@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventAlreadyExists, GetEventsOptions,
-    InMemorySnapshots, Limits, Position, SnapshotStorage, StorageAdapter, StorageError,
-    StoredEvent,
+    InMemorySnapshots, Limits, LoggedEvent, Position, SnapshotStorage, StorageAdapter,
+    StorageError, StoredEvent,
 };
 
 /// Keeps every event, and every snapshot, in memory. Commits are atomic (one lock covers the
@@ -29,12 +29,16 @@ pub struct InMemoryAdapter {
     limits: Limits,
     state: Mutex<State>,
     snapshots: InMemorySnapshots,
+    /// The last committed position, for [`StorageAdapter::watch_log`].
+    published: tokio::sync::watch::Sender<Position>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     stores: HashMap<String, StoreState>,
     last_position: Position,
+    /// The global log: (position, store, aggregate, version) of every event, by position.
+    log: Vec<(Position, String, String, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +61,7 @@ impl InMemoryAdapter {
             limits,
             state: Mutex::default(),
             snapshots: InMemorySnapshots::new(),
+            published: tokio::sync::watch::Sender::default(),
         }
     }
 
@@ -64,6 +69,7 @@ impl InMemoryAdapter {
     pub fn clear(&self) {
         let mut state = self.lock();
         state.stores.clear();
+        state.log.clear();
         // Under the same lock as the events, so no reader pairs a snapshot with new events.
         self.snapshots.clear();
     }
@@ -174,6 +180,12 @@ impl StorageAdapter for InMemoryAdapter {
             state.last_position += 1;
             let position = state.last_position;
             positions.push(position);
+            state.log.push((
+                position,
+                event_store_id.clone(),
+                event.aggregate_id.clone(),
+                event.version,
+            ));
             let store = state.stores.entry(event_store_id).or_default();
             if event.version == 1 {
                 store.by_initial_event.insert(AggregateIdEntry {
@@ -187,7 +199,39 @@ impl StorageAdapter for InMemoryAdapter {
                 .or_default();
             stream.push(StoredEvent { position, event });
         }
+        // Under the lock, so the published position never goes backwards.
+        self.published.send_replace(state.last_position);
         Ok(positions)
+    }
+
+    async fn read_log(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError> {
+        let state = self.lock();
+        let start = state.log.partition_point(|(p, ..)| *p < from);
+        Ok(state.log[start..]
+            .iter()
+            .take(limit)
+            .filter_map(|(position, store, aggregate, version)| {
+                let stored = state
+                    .stores
+                    .get(store)?
+                    .aggregates
+                    .get(aggregate)?
+                    .get(usize::try_from(*version).ok()?.checked_sub(1)?)?;
+                Some(LoggedEvent {
+                    event_store_id: store.clone(),
+                    position: *position,
+                    event: stored.event.clone(),
+                })
+            })
+            .collect())
+    }
+
+    fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
+        self.published.subscribe()
     }
 
     async fn scan_aggregate_ids(

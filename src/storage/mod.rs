@@ -22,7 +22,7 @@ mod timestamp;
 
 pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
-pub use event::{AggregateIdEntry, AppendEvent, EncodedEvent, Position, StoredEvent};
+pub use event::{AggregateIdEntry, AppendEvent, EncodedEvent, LoggedEvent, Position, StoredEvent};
 pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use memory::InMemoryAdapter;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use annals::storage::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, GetEventsOptions, InMemoryAdapter, Limits,
-    Position, StorageAdapter, StorageError, StoredEvent, Timestamp,
+    LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
 use annals::testing::conformance;
 use async_trait::async_trait;
@@ -24,6 +24,10 @@ enum Flaw {
     ExclusiveLowerBound,
     /// Skips the limit checks on writes.
     NoWriteLimits,
+    /// Reads the log from the position after the one asked for.
+    ExclusiveLogStart,
+    /// Hands out a log watch that never moves.
+    FrozenLogWatch,
 }
 
 struct Flawed {
@@ -102,6 +106,24 @@ impl StorageAdapter for Flawed {
         self.inner.scan_aggregate_ids(event_store_id, &query).await
     }
 
+    async fn read_log(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError> {
+        match self.flaw {
+            Flaw::ExclusiveLogStart => self.inner.read_log(from + 1, limit).await,
+            _ => self.inner.read_log(from, limit).await,
+        }
+    }
+
+    fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
+        match self.flaw {
+            Flaw::FrozenLogWatch => tokio::sync::watch::channel(0).1,
+            _ => self.inner.watch_log(),
+        }
+    }
+
     async fn push_event_group(
         &self,
         events: Vec<AppendEvent>,
@@ -174,6 +196,24 @@ fn suite_catches_writes_that_skip_the_limits() {
         Flaw::NoWriteLimits,
         "oversized_event_is_refused",
         conformance::oversized_event_is_refused,
+    );
+}
+
+#[test]
+fn suite_catches_a_log_read_that_skips_its_first_position() {
+    assert_caught(
+        Flaw::ExclusiveLogStart,
+        "read_log_returns_every_committed_event_in_position_order",
+        conformance::read_log_returns_every_committed_event_in_position_order,
+    );
+}
+
+#[test]
+fn suite_catches_a_log_watch_that_never_moves() {
+    assert_caught(
+        Flaw::FrozenLogWatch,
+        "watch_log_follows_commits",
+        conformance::watch_log_follows_commits,
     );
 }
 

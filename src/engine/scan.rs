@@ -1,0 +1,202 @@
+//! Reading the log in global order: what subscriptions catch up from.
+//!
+//! Every committed event has a global position, and the log holds them in that order: frames
+//! follow one another within a segment, and segment `n + 1` starts where segment `n` ends. A
+//! [`LogCursor`] names the next position to read and, once known, the frame that holds it, so a
+//! reader that keeps its cursor continues without searching. A cursor made from a bare position
+//! is located once: the segment is found from the segments' first positions, then frame headers
+//! are skipped (40 bytes read per frame) up to the frame that holds the position.
+//!
+//! Only published positions are read (those at or below [`super::Engine::last_position`]): their
+//! frames are complete and acknowledged, so a frame that does not verify there is corruption,
+//! never a torn write in progress.
+
+use std::sync::Arc;
+
+use super::Engine;
+use super::error::EngineError;
+use super::frame::{self, FRAME_HEADER_BYTES, LogEvent};
+use super::recovery::read_frame;
+use super::segment::{SEGMENT_HEADER_BYTES, Segment};
+
+/// Where a read of the log in global order continues.
+///
+/// ```
+/// use annals::engine::scan::LogCursor;
+/// let cursor = LogCursor::at(1);
+/// assert_eq!(cursor.position(), 1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogCursor {
+    /// The next global position to read (positions start at 1).
+    position: u64,
+    /// The frame that holds `position`, when known: (segment id, offset of the frame).
+    frame: Option<(u64, u64)>,
+}
+
+impl LogCursor {
+    /// A cursor at global position `position` (0 is read as 1, the first position).
+    pub fn at(position: u64) -> Self {
+        LogCursor {
+            position: position.max(1),
+            frame: None,
+        }
+    }
+
+    /// The next global position this cursor reads.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// Events read from the log in global order, and where the next read continues.
+#[derive(Debug)]
+pub struct LogBatch {
+    /// The events with their global positions, ascending and gap-free.
+    pub events: Vec<(u64, LogEvent)>,
+    /// The cursor after the last event returned.
+    pub next: LogCursor,
+}
+
+impl Engine {
+    /// Reads up to `max_events` committed events from `from`, in global order.
+    ///
+    /// Returns fewer (possibly none) when the log has no more published events; the batch's
+    /// `next` cursor then continues where it stopped, so a reader can wait for
+    /// [`Engine::last_position`] to grow and read again. Reads run concurrently with appends.
+    pub fn read_log(&self, from: LogCursor, max_events: usize) -> Result<LogBatch, EngineError> {
+        let last = self.last_position();
+        let mut cursor = from;
+        let mut events = Vec::new();
+        if cursor.position > last || max_events == 0 {
+            return Ok(LogBatch {
+                events,
+                next: cursor,
+            });
+        }
+        let (mut segment, mut offset) = match cursor.frame {
+            Some((id, offset)) => match self.segment(id) {
+                Some(segment) => (segment, offset),
+                None => self.locate(cursor.position)?,
+            },
+            None => self.locate(cursor.position)?,
+        };
+        while cursor.position <= last && events.len() < max_events {
+            let Some(read) = read_frame(&segment, offset)? else {
+                // The end of this segment's data: the log continues in the next segment.
+                let id = segment.header.segment_id;
+                segment = self.next_segment(id).ok_or_else(|| {
+                    missing(&segment, offset, "the log ends before the last position")
+                })?;
+                offset = SEGMENT_HEADER_BYTES;
+                continue;
+            };
+            let (header, bytes) = read.map_err(|e| missing(&segment, offset, &e.to_string()))?;
+            let (_, entries) = frame::decode_frame(&bytes)
+                .map_err(|e| missing(&segment, offset, &e.to_string()))?;
+            let first = header.first_position;
+            if first > cursor.position {
+                return Err(missing(&segment, offset, "a gap in the global positions"));
+            }
+            let frame_end = first + u64::from(header.entry_count);
+            for (i, (_, entry)) in entries.into_iter().enumerate() {
+                let position = first + i as u64;
+                if position < cursor.position {
+                    continue;
+                }
+                if position > last || events.len() >= max_events {
+                    break;
+                }
+                let event = frame::decode_entry(entry)
+                    .map_err(|e| missing(&segment, offset, &e.to_string()))?;
+                events.push((position, event));
+                cursor.position = position + 1;
+            }
+            if cursor.position >= frame_end {
+                offset += header.frame_len();
+            }
+        }
+        cursor.frame = Some((segment.header.segment_id, offset));
+        Ok(LogBatch {
+            events,
+            next: cursor,
+        })
+    }
+
+    fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        segments.get(&id).cloned()
+    }
+
+    fn next_segment(&self, id: u64) -> Option<Arc<Segment>> {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        segments.range(id + 1..).next().map(|(_, s)| Arc::clone(s))
+    }
+
+    /// The segment and frame offset holding published position `position`.
+    fn locate(&self, position: u64) -> Result<(Arc<Segment>, u64), EngineError> {
+        let segment = {
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            segments
+                .values()
+                .rev()
+                .find(|s| s.header.first_position <= position)
+                .cloned()
+        };
+        let segment = segment.ok_or_else(|| EngineError::Corruption {
+            file: self.shared.log_dir.clone(),
+            offset: 0,
+            reason: format!("no segment holds position {position}"),
+        })?;
+        let mut offset = SEGMENT_HEADER_BYTES;
+        loop {
+            let mut head = [0u8; FRAME_HEADER_BYTES];
+            if offset + FRAME_HEADER_BYTES as u64 > segment.header.size {
+                return Err(missing(&segment, offset, "position past the segment's end"));
+            }
+            segment
+                .file
+                .read_exact_at(&mut head, offset)
+                .map_err(|e| EngineError::io("read", &segment.path, e))?;
+            if head == [0; FRAME_HEADER_BYTES] {
+                // The end of this segment's data: the position is the next segment's first.
+                return Ok((segment, offset));
+            }
+            let header = frame::decode_frame_header(&head)
+                .map_err(|e| missing(&segment, offset, &e.to_string()))?;
+            if header.first_position + u64::from(header.entry_count) > position {
+                return Ok((segment, offset));
+            }
+            offset += header.frame_len();
+        }
+    }
+}
+
+/// A published part of the log that cannot be read back as it should.
+fn missing(segment: &Segment, offset: u64, reason: &str) -> EngineError {
+    EngineError::Corruption {
+        file: segment.path.clone(),
+        offset,
+        reason: format!("reading the log in order: {reason}"),
+    }
+}
+
+impl Engine {
+    /// A receiver of the last published position, to follow the log without polling: it is
+    /// marked changed whenever appends are acknowledged (and holds the newest position only).
+    pub fn watch_last_position(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.published.subscribe()
+    }
+}
