@@ -21,6 +21,9 @@
 //! | | [`command`] | [`Command`], retries on [`EventAlreadyExists`] |
 //! | | [`codec`] | MessagePack payload encoding |
 //! | | [`testing`] | [`MockEventStore`](testing::MockEventStore), the adapter conformance suite |
+//! | 4. runtime | [`subscription`] | [`Subscription`](subscription::Subscription): the global log in order, caught up then live; [`Filter`](subscription::Filter) |
+//! | | [`consumer`] | [`Consumer`](consumer::Consumer): named, durable, at-least-once subscriptions |
+//! | | [`state`] | [`StateStore`](state::StateStore): the runtime's durable state (checkpoints, and what commits with them) |
 //!
 //! ## Example
 //! ```
@@ -73,13 +76,16 @@
 pub mod aggregate;
 pub mod codec;
 pub mod command;
+pub mod consumer;
 pub mod engine;
 mod error;
 pub mod event;
 pub mod event_store;
 pub mod group;
 pub mod snapshot;
+pub mod state;
 pub mod storage;
+pub mod subscription;
 pub mod testing;
 pub mod upcast;
 

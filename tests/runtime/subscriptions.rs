@@ -1,0 +1,160 @@
+//! Subscriptions deliver every committed event in global order, caught up then live.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::storage::{InMemoryAdapter, StorageAdapter};
+use annals::subscription::{Filter, Subscription};
+
+use crate::{event, log_store};
+
+/// Pushes `count` commits over a few aggregates of two stores (every third a group of two),
+/// and returns (store, aggregate, version, type) in commit order.
+async fn fill(adapter: &dyn StorageAdapter, count: u64) -> Vec<(String, String, u64, String)> {
+    let mut pushed = Vec::new();
+    let mut versions = std::collections::HashMap::new();
+    for i in 0..count {
+        let targets: Vec<(&str, String)> = if i % 3 == 2 {
+            vec![
+                ("POKEMONS", format!("p{}", i % 5)),
+                ("TRAINERS", format!("t{}", i % 4)),
+            ]
+        } else {
+            vec![("POKEMONS", format!("p{}", i % 5))]
+        };
+        let commit: Vec<_> = targets
+            .into_iter()
+            .map(|(store, aggregate)| {
+                let v = versions.entry((store, aggregate.clone())).or_insert(0u64);
+                *v += 1;
+                let event_type = if *v == 1 { "CREATED" } else { "CHANGED" };
+                pushed.push((
+                    store.to_owned(),
+                    aggregate.clone(),
+                    *v,
+                    event_type.to_owned(),
+                ));
+                event(store, &aggregate, *v, event_type)
+            })
+            .collect();
+        adapter.push_event_group(commit).await.expect("push");
+    }
+    pushed
+}
+
+async fn check_catch_up(adapter: Arc<dyn StorageAdapter>) {
+    let pushed = fill(&*adapter, 400).await;
+    let total = pushed.len() as u64;
+    for from in [1, 2, total / 2, total] {
+        let mut subscription = Subscription::new(Arc::clone(&adapter), from, Filter::all());
+        for (i, expected) in pushed.iter().enumerate().skip(from as usize - 1) {
+            let got = subscription.next().await.expect("next");
+            assert_eq!(got.position, i as u64 + 1, "from {from}");
+            let key = (
+                got.event_store_id.clone(),
+                got.event.aggregate_id.clone(),
+                got.event.version,
+                got.event.event_type.clone(),
+            );
+            assert_eq!(&key, expected, "from {from}, position {}", got.position);
+        }
+        assert_eq!(subscription.try_next().await.expect("try_next"), None);
+        assert_eq!(subscription.position(), total + 1);
+    }
+    // Filters keep order and skip the rest; the position still moves past skipped events.
+    let mut trainers = Subscription::new(
+        Arc::clone(&adapter),
+        1,
+        Filter::all().stores(["TRAINERS"]).event_types(["CHANGED"]),
+    );
+    let expected: Vec<_> = pushed
+        .iter()
+        .filter(|(s, _, _, t)| s == "TRAINERS" && t == "CHANGED")
+        .collect();
+    assert!(!expected.is_empty());
+    for e in expected {
+        let got = trainers.next().await.expect("next");
+        assert_eq!(
+            (
+                &got.event_store_id,
+                &got.event.aggregate_id,
+                got.event.version
+            ),
+            (&e.0, &e.1, e.2)
+        );
+    }
+    assert_eq!(trainers.try_next().await.expect("try_next"), None);
+    assert_eq!(trainers.position(), total + 1);
+}
+
+#[tokio::test]
+async fn a_subscription_catches_up_in_global_order_from_any_position_in_memory() {
+    check_catch_up(Arc::new(InMemoryAdapter::new())).await;
+}
+
+#[tokio::test]
+async fn a_subscription_catches_up_in_global_order_from_any_position_on_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    check_catch_up(log_store(dir.path())).await;
+}
+
+/// A subscriber that started before the writes sees every one of them, live, in order, while
+/// segments roll over beneath it.
+async fn check_live(adapter: Arc<dyn StorageAdapter>) {
+    const COMMITS: u64 = 600;
+    let events = COMMITS + COMMITS / 3; // every third commit is a group of two
+    let mut subscription = Subscription::new(Arc::clone(&adapter), 1, Filter::all());
+    let writer = {
+        let adapter = Arc::clone(&adapter);
+        tokio::spawn(async move { fill(&*adapter, COMMITS).await })
+    };
+    let mut seen = Vec::new();
+    for _ in 0..events {
+        let next = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await;
+        seen.push(next.expect("an event arrives").expect("next"));
+    }
+    let pushed = writer.await.expect("writer");
+    assert_eq!(pushed.len() as u64, events);
+    assert_eq!(subscription.try_next().await.expect("drained"), None);
+    for (i, (got, expected)) in seen.iter().zip(&pushed).enumerate() {
+        assert_eq!(got.position, i as u64 + 1);
+        assert_eq!(
+            (
+                &got.event_store_id,
+                &got.event.aggregate_id,
+                got.event.version
+            ),
+            (&expected.0, &expected.1, expected.2)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_subscription_delivers_concurrent_commits_in_order_in_memory() {
+    check_live(Arc::new(InMemoryAdapter::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_subscription_delivers_concurrent_commits_in_order_on_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    check_live(log_store(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_subscription_wakes_on_the_next_commit() {
+    let adapter: Arc<dyn StorageAdapter> = Arc::new(InMemoryAdapter::new());
+    let mut subscription = Subscription::new(Arc::clone(&adapter), 1, Filter::all());
+    let waiter = tokio::spawn(async move { subscription.next().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "nothing to deliver yet");
+    adapter
+        .push_event(event("POKEMONS", "pikachu", 1, "CREATED"))
+        .await
+        .expect("push");
+    let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken by the commit")
+        .expect("task")
+        .expect("next");
+    assert_eq!(got.event.aggregate_id, "pikachu");
+}
