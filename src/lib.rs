@@ -23,6 +23,8 @@
 //! | | [`testing`] | [`MockEventStore`](testing::MockEventStore), the adapter conformance suite |
 //! | 4. runtime | [`subscription`] | [`Subscription`](subscription::Subscription): the global log in order, caught up then live; [`Filter`](subscription::Filter) |
 //! | | [`consumer`] | [`Consumer`](consumer::Consumer): named, durable, at-least-once subscriptions |
+//! | | [`channel`] | Castore's message channels: [`Message`](channel::Message)s, buses and queues ([`InMemoryBus`](channel::InMemoryBus), [`InMemoryQueue`](channel::InMemoryQueue)), published from the log by a [`Publisher`](channel::Publisher) |
+//! | | [`dam`] | pour history into a channel as replayed messages ([`pour_events`](dam::pour_events) and friends) |
 //! | | [`state`] | [`StateStore`](state::StateStore): the runtime's durable state (checkpoints, and what commits with them) |
 //!
 //! ## Example
@@ -74,9 +76,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod aggregate;
+pub mod channel;
 pub mod codec;
 pub mod command;
 pub mod consumer;
+pub mod dam;
 pub mod engine;
 mod error;
 pub mod event;

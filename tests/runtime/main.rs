@@ -1,5 +1,6 @@
 //! The runtime floor: subscriptions on the global log, durable consumers and their state.
 
+mod channels;
 mod consumers;
 mod subscriptions;
 
