@@ -26,6 +26,7 @@
 //! | | [`channel`] | Castore's message channels: [`Message`](channel::Message)s, buses and queues ([`InMemoryBus`](channel::InMemoryBus), [`InMemoryQueue`](channel::InMemoryQueue)), published from the log by a [`Publisher`](channel::Publisher) |
 //! | | [`dam`] | pour history into a channel as replayed messages ([`pour_events`](dam::pour_events) and friends) |
 //! | | [`state`] | [`StateStore`](state::StateStore): the runtime's durable state (checkpoints, and what commits with them) |
+//! | | [`view`] | [`KvView`](view::KvView) (redb) and `SqlView` (SQLite, feature `sql`): projections applied exactly once, rebuilt side by side, read-your-writes |
 //!
 //! ## Example
 //! ```
@@ -92,6 +93,7 @@ pub mod storage;
 pub mod subscription;
 pub mod testing;
 pub mod upcast;
+pub mod view;
 
 pub use aggregate::{Aggregate, Reducer};
 pub use command::{Command, CommandFailure, RetryContext};

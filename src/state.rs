@@ -136,6 +136,40 @@ impl StateStore {
         })
     }
 
+    /// Like [`commit_with_checkpoint`](Self::commit_with_checkpoint), but `apply` may decline:
+    /// when it returns `Ok(Err(e))`, nothing of the transaction is committed (neither its
+    /// writes nor the checkpoint) and `e` is returned as `Ok(Err(e))`. What lets a view refuse
+    /// a batch whose handler failed without losing the reason.
+    pub fn try_commit_with_checkpoint<T, E>(
+        &self,
+        name: &str,
+        next: Position,
+        apply: impl FnOnce(&redb::WriteTransaction) -> Result<Result<T, E>, TxnError>,
+    ) -> Result<Result<T, E>, StorageError> {
+        self.guarded("write", || {
+            let txn = self.db.begin_write()?;
+            match apply(&txn)? {
+                Ok(out) => {
+                    txn.open_table(CONSUMERS)?.insert(name, next)?;
+                    txn.commit()?;
+                    Ok(Ok(out))
+                }
+                Err(declined) => {
+                    txn.abort()?;
+                    Ok(Err(declined))
+                }
+            }
+        })
+    }
+
+    /// Removes consumer `name`'s checkpoint inside `txn` (so it commits with the rest of the
+    /// transaction): for consumers that are retired, such as a view version replaced by a
+    /// rebuild.
+    pub fn remove_checkpoint_in(txn: &redb::WriteTransaction, name: &str) -> Result<(), TxnError> {
+        txn.open_table(CONSUMERS)?.remove(name)?;
+        Ok(())
+    }
+
     /// Moves consumer `name`'s checkpoint to `next`, durably.
     pub fn set_checkpoint(&self, name: &str, next: Position) -> Result<(), StorageError> {
         self.commit_with_checkpoint(name, next, |_| Ok(()))

@@ -1,0 +1,542 @@
+//! Key-value views: tables of string keys and serde values in the redb database of a
+//! [`StateStore`], committed with the view's checkpoint.
+//!
+//! Each view version owns the tables named `view:{name}:v{version}:{table}`; its checkpoint is
+//! the consumer checkpoint `view:{name}:v{version}`; the table `view_versions` maps a view name
+//! to its active version. Values are MessagePack ([`codec`](crate::codec)).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use std::{sync::Arc, time::Duration};
+//! use annals::{EventDetail, EventStore, NewEvent, state::StateStore, storage::InMemoryAdapter};
+//! use annals::view::{KvTables, KvView, KvError};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Appeared { pub name: String }
+//! # annals::events! { pub enum PokemonEvent { Appeared(Appeared) = "POKEMON_APPEARED" } }
+//!
+//! let adapter = Arc::new(InMemoryAdapter::new());
+//! let pokemons = EventStore::builder("POKEMONS", |_, _: &EventDetail<PokemonEvent>| ())
+//!     .storage_adapter(adapter.clone())
+//!     .build()?;
+//! let names = KvView::builder("pokemon-names", 1)
+//!     .on(&pokemons, |tables: &mut KvTables<'_>, event: &EventDetail<PokemonEvent>| {
+//!         let PokemonEvent::Appeared(appeared) = &event.event;
+//!         tables.put("names", &event.aggregate_id, &appeared.name)
+//!     })
+//!     .build(Arc::new(StateStore::in_memory()))?;
+//! let runner = names.run(adapter);
+//!
+//! let appeared = PokemonEvent::Appeared(Appeared { name: "Pikachu".into() });
+//! let pushed = pokemons.push_event(NewEvent::new("p1", 1, appeared), Default::default()).await?;
+//! names.wait_for(pushed.position, Duration::from_secs(10)).await?; // read-your-writes
+//! assert_eq!(names.get::<String>("names", "p1")?.as_deref(), Some("Pikachu"));
+//! runner.stop().await?;
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::progress::Progress;
+use super::runner::{Backend, Refused, Start, ViewRunner};
+use super::{BoxError, Failure, Routes, ViewError, ViewId, decoder, guarded};
+use crate::codec;
+use crate::event::{EventDetail, Events};
+use crate::event_store::EventStore;
+use crate::state::{StateStore, TxnError};
+use crate::storage::{LoggedEvent, Position, StorageAdapter};
+use crate::subscription::Filter;
+
+/// View name → its active version.
+const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("view_versions");
+
+type Table<'a> = TableDefinition<'a, &'static str, &'static [u8]>;
+
+/// An error of a key-value table operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// The database failed; the transaction is aborted.
+    #[error("view table {table:?}: {source}")]
+    Database {
+        /// The table.
+        table: String,
+        /// redb's error.
+        source: Box<redb::Error>,
+    },
+    /// A value does not encode.
+    #[error("view table {table:?}, key {key:?}: the value does not encode: {reason}")]
+    Encode {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stored value does not decode into the type asked for (the view's code changed what
+    /// it stores without a new version?).
+    #[error("view table {table:?}, key {key:?}: the value does not decode: {reason}")]
+    Decode {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn database(table: &str) -> impl FnOnce(redb::Error) -> KvError + '_ {
+    move |e| KvError::Database {
+        table: table.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T, KvError> {
+    codec::decode(bytes).map_err(|e| KvError::Decode {
+        table: table.to_owned(),
+        key: key.to_owned(),
+        reason: e.0,
+    })
+}
+
+/// The tables of one view version inside the transaction applying a batch: what handlers
+/// write to. Nothing is visible to queries before the batch commits.
+pub struct KvTables<'t> {
+    txn: &'t WriteTransaction,
+    prefix: &'t str,
+}
+
+impl std::fmt::Debug for KvTables<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvTables")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvTables<'_> {
+    fn open(&self, table: &str) -> Result<redb::Table<'_, &'static str, &'static [u8]>, KvError> {
+        let name = format!("{}{table}", self.prefix);
+        self.txn
+            .open_table(Table::new(&name))
+            .map_err(|e| database(table)(e.into()))
+    }
+
+    /// The value at `key` in `table`, if any.
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>, KvError> {
+        let t = self.open(table)?;
+        let bytes = t.get(key).map_err(|e| database(table)(e.into()))?;
+        bytes.map(|b| decode(table, key, b.value())).transpose()
+    }
+
+    /// Sets `key` in `table` to `value` (the table is created if missing).
+    pub fn put<T: Serialize + ?Sized>(
+        &mut self,
+        table: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), KvError> {
+        let bytes = codec::encode(value).map_err(|e| KvError::Encode {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            reason: e.0,
+        })?;
+        let mut t = self.open(table)?;
+        t.insert(key, bytes.as_slice())
+            .map_err(|e| database(table)(e.into()))?;
+        Ok(())
+    }
+
+    /// Removes `key` from `table`; whether it was there.
+    pub fn remove(&mut self, table: &str, key: &str) -> Result<bool, KvError> {
+        let mut t = self.open(table)?;
+        let removed = t.remove(key).map_err(|e| database(table)(e.into()))?;
+        Ok(removed.is_some())
+    }
+
+    /// The rows of `table` whose keys start with `prefix`, in key order.
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, KvError> {
+        let t = self.open(table)?;
+        let mut rows = Vec::new();
+        let range = t.range(prefix..).map_err(|e| database(table)(e.into()))?;
+        for row in range {
+            let (k, v) = row.map_err(|e| database(table)(e.into()))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            rows.push((k.value().to_owned(), decode(table, k.value(), v.value())?));
+        }
+        Ok(rows)
+    }
+}
+
+type KvHandler = Box<dyn Fn(&mut KvTables<'_>, &LoggedEvent) -> Result<(), Failure> + Send + Sync>;
+
+/// Configures a [`KvView`]: its handlers, then [`build`](Self::build).
+pub struct KvViewBuilder {
+    name: String,
+    version: u64,
+    handlers: Vec<(Filter, KvHandler)>,
+    routes: Routes,
+}
+
+impl std::fmt::Debug for KvViewBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvViewBuilder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("handlers", &self.handlers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvViewBuilder {
+    /// Handles every event of `store`, decoded (and upcast) into its typed form.
+    pub fn on<E, S, H, Err>(mut self, store: &EventStore<E, S>, handler: H) -> Self
+    where
+        E: Events,
+        S: Clone + Send + Sync + 'static,
+        H: Fn(&mut KvTables<'_>, &EventDetail<E>) -> Result<(), Err> + Send + Sync + 'static,
+        Err: Into<BoxError>,
+    {
+        let decode = decoder(store);
+        self.routes.add_store(store.event_store_id());
+        let filter = Filter::all().stores([store.event_store_id()]);
+        let handler: KvHandler = Box::new(move |tables, logged| {
+            let event = decode(logged)?;
+            handler(tables, &event).map_err(|e| Failure::Handler(e.into()))
+        });
+        self.handlers.push((filter, handler));
+        self
+    }
+
+    /// Handles every event `filter` admits, as stored (no decoding).
+    pub fn on_logged<H, Err>(mut self, filter: Filter, handler: H) -> Self
+    where
+        H: Fn(&mut KvTables<'_>, &LoggedEvent) -> Result<(), Err> + Send + Sync + 'static,
+        Err: Into<BoxError>,
+    {
+        self.routes.add_any();
+        let handler: KvHandler = Box::new(move |tables, logged| {
+            handler(tables, logged).map_err(|e| Failure::Handler(e.into()))
+        });
+        self.handlers.push((filter, handler));
+        self
+    }
+
+    /// The view, with its tables and checkpoint in `state`. Fails on an invalid name or
+    /// version, and with [`ViewError::Superseded`] when a newer version is active.
+    pub fn build(self, state: Arc<StateStore>) -> Result<KvView, ViewError> {
+        let id = ViewId::new(self.name, self.version)?;
+        let checkpoint = checkpoint_name(&id.name, id.version);
+        let next = state.checkpoint(&checkpoint)?.unwrap_or(1);
+        let active = active_version(&state, &id.name)?;
+        if let Some(active) = active.filter(|a| *a > id.version) {
+            return Err(id.superseded(active));
+        }
+        let inner = KvInner {
+            prefix: format!("{checkpoint}:"),
+            checkpoint,
+            progress: Progress::new(next, active == Some(id.version)),
+            filter: self.routes.filter(),
+            handlers: self.handlers,
+            state,
+            id,
+        };
+        Ok(KvView {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+fn checkpoint_name(name: &str, version: u64) -> String {
+    format!("view:{name}:v{version}")
+}
+
+/// The version of view `name` a table name belongs to.
+fn version_of(table: &str, name: &str) -> Option<u64> {
+    let rest = table
+        .strip_prefix("view:")?
+        .strip_prefix(name)?
+        .strip_prefix(":v")?;
+    rest.split(':').next()?.parse().ok()
+}
+
+fn active_version(state: &StateStore, name: &str) -> Result<Option<u64>, ViewError> {
+    Ok(state.read(|txn| match txn.open_table(VERSIONS) {
+        Ok(t) => Ok(t.get(name)?.map(|v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    })?)
+}
+
+/// A key-value view: see the [module docs](self). Cheap to clone; clones share the runner's
+/// progress.
+#[derive(Clone)]
+pub struct KvView {
+    inner: Arc<KvInner>,
+}
+
+struct KvInner {
+    id: ViewId,
+    /// The consumer checkpoint of this version.
+    checkpoint: String,
+    /// The prefix of this version's table names.
+    prefix: String,
+    state: Arc<StateStore>,
+    handlers: Vec<(Filter, KvHandler)>,
+    filter: Filter,
+    progress: Progress,
+}
+
+impl std::fmt::Debug for KvView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvView")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvView {
+    /// Starts configuring version `version` (from 1) of the view `name`.
+    pub fn builder(name: impl Into<String>, version: u64) -> KvViewBuilder {
+        KvViewBuilder {
+            name: name.into(),
+            version,
+            handlers: Vec::new(),
+            routes: Routes::default(),
+        }
+    }
+
+    /// The view's name.
+    pub fn name(&self) -> &str {
+        &self.inner.id.name
+    }
+
+    /// This handle's version.
+    pub fn version(&self) -> u64 {
+        self.inner.id.version
+    }
+
+    /// The version queries read: the active one, `None` before any version caught up.
+    pub fn active_version(&self) -> Result<Option<u64>, ViewError> {
+        active_version(&self.inner.state, &self.inner.id.name)
+    }
+
+    /// The first position this version has not applied, as committed.
+    pub fn checkpoint(&self) -> Result<Position, ViewError> {
+        Ok(self
+            .inner
+            .state
+            .checkpoint(&self.inner.checkpoint)?
+            .unwrap_or(1))
+    }
+
+    /// Starts a [`ViewRunner`] applying `adapter`'s log to this version. Call it inside a
+    /// Tokio runtime, once per view version.
+    pub fn run(&self, adapter: Arc<dyn StorageAdapter>) -> ViewRunner {
+        ViewRunner::spawn(self.inner.clone(), adapter)
+    }
+
+    /// Waits until this version is active and has applied the event at `position` (see
+    /// [read-your-writes](super#read-your-writes)); [`ViewError::Timeout`] after `timeout`,
+    /// [`ViewError::NotRunning`] if the runner ends first.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), ViewError> {
+        self.inner
+            .progress
+            .wait_for(&self.inner.id, position, timeout)
+            .await
+    }
+
+    /// The value at `key` in `table` of the served version (see [`active_version`]
+    /// (Self::active_version); this version before any is active).
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>, ViewError> {
+        let bytes = self.read_rows(table, key, true)?;
+        Ok(bytes
+            .into_iter()
+            .next()
+            .map(|(k, v)| decode(table, &k, &v))
+            .transpose()?)
+    }
+
+    /// Every row of `table` of the served version, in key order.
+    pub fn scan<T: DeserializeOwned>(&self, table: &str) -> Result<Vec<(String, T)>, ViewError> {
+        self.scan_prefix(table, "")
+    }
+
+    /// The rows of `table` of the served version whose keys start with `prefix`, in key
+    /// order.
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, ViewError> {
+        let rows = self.read_rows(table, prefix, false)?;
+        let decoded: Result<Vec<_>, KvError> = rows
+            .into_iter()
+            .map(|(k, v)| Ok((k.clone(), decode(table, &k, &v)?)))
+            .collect();
+        Ok(decoded?)
+    }
+
+    /// Raw rows of `table` in the served version: the row at `key` when `exact`, else the rows
+    /// whose keys start with it.
+    fn read_rows(
+        &self,
+        table: &str,
+        key: &str,
+        exact: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, ViewError> {
+        let id = &self.inner.id;
+        let read = self.inner.state.read(|txn| {
+            let active = match txn.open_table(VERSIONS) {
+                Ok(t) => t.get(id.name.as_str())?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let served = active.unwrap_or(id.version);
+            if served > id.version {
+                return Ok(Err(served));
+            }
+            let name = format!("{}:{table}", checkpoint_name(&id.name, served));
+            let t = match txn.open_table(Table::new(&name)) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Ok(Vec::new())),
+                Err(e) => return Err(e.into()),
+            };
+            if exact {
+                let row = t.get(key)?.map(|v| (key.to_owned(), v.value().to_vec()));
+                return Ok(Ok(row.into_iter().collect()));
+            }
+            let mut rows = Vec::new();
+            for row in t.range(key..)? {
+                let (k, v) = row?;
+                if !k.value().starts_with(key) {
+                    break;
+                }
+                rows.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(Ok(rows))
+        })?;
+        read.map_err(|active| id.superseded(active))
+    }
+}
+
+impl KvInner {
+    fn apply_in(
+        &self,
+        txn: &WriteTransaction,
+        events: &[LoggedEvent],
+    ) -> Result<Result<(), Refused>, TxnError> {
+        let active = txn
+            .open_table(VERSIONS)?
+            .get(self.id.name.as_str())?
+            .map(|v| v.value());
+        if let Some(active) = active.filter(|a| *a > self.id.version) {
+            return Ok(Err(Refused::Other(self.id.superseded(active))));
+        }
+        let mut tables = KvTables {
+            txn,
+            prefix: &self.prefix,
+        };
+        for (index, event) in events.iter().enumerate() {
+            for (filter, handler) in &self.handlers {
+                if !filter.admits(event) {
+                    continue;
+                }
+                if let Err(failure) = guarded(|| handler(&mut tables, event)) {
+                    let error = failure.into_error(&self.id, event);
+                    return Ok(Err(Refused::Failed { index, error }));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Makes this version active and drops the tables and checkpoints of older versions.
+    fn activate_in(&self, txn: &WriteTransaction, older: &[String]) -> Result<(), TxnError> {
+        txn.open_table(VERSIONS)?
+            .insert(self.id.name.as_str(), self.id.version)?;
+        let doomed: Vec<_> = txn
+            .list_tables()?
+            .filter(|t| version_of(t.name(), &self.id.name).is_some_and(|v| v < self.id.version))
+            .collect();
+        for table in doomed {
+            txn.delete_table(table)?;
+        }
+        for checkpoint in older {
+            StateStore::remove_checkpoint_in(txn, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoints of this view's older versions.
+    fn older_checkpoints(&self) -> Result<Vec<String>, ViewError> {
+        let prefix = format!("view:{}:v", self.id.name);
+        Ok(self
+            .state
+            .checkpoints()?
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                name.strip_prefix(&prefix)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v < self.id.version)
+            })
+            .collect())
+    }
+}
+
+impl Backend for KvInner {
+    fn id(&self) -> &ViewId {
+        &self.id
+    }
+
+    fn filter(&self) -> Filter {
+        self.filter.clone()
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    fn start(&self) -> Result<Start, ViewError> {
+        let active = active_version(&self.state, &self.id.name)?;
+        if let Some(active) = active.filter(|a| *a > self.id.version) {
+            return Err(self.id.superseded(active));
+        }
+        let next = self.state.checkpoint(&self.checkpoint)?.unwrap_or(1);
+        Ok(Start {
+            next,
+            active: active == Some(self.id.version),
+        })
+    }
+
+    fn apply(&self, events: &[LoggedEvent], next: Position, activate: bool) -> Result<(), Refused> {
+        let older = if activate {
+            self.older_checkpoints()?
+        } else {
+            Vec::new()
+        };
+        self.state
+            .try_commit_with_checkpoint(&self.checkpoint, next, |txn| {
+                let applied = self.apply_in(txn, events)?;
+                if applied.is_ok() && activate {
+                    self.activate_in(txn, &older)?;
+                }
+                Ok(applied)
+            })
+            .map_err(ViewError::from)?
+    }
+}
