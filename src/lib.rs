@@ -26,6 +26,8 @@
 //! | | [`channel`] | Castore's message channels: [`Message`](channel::Message)s, buses and queues ([`InMemoryBus`](channel::InMemoryBus), [`InMemoryQueue`](channel::InMemoryQueue)), published from the log by a [`Publisher`](channel::Publisher) |
 //! | | [`dam`] | pour history into a channel as replayed messages ([`pour_events`](dam::pour_events) and friends) |
 //! | | [`state`] | [`StateStore`](state::StateStore): the runtime's durable state (checkpoints, and what commits with them) |
+//! | | [`action`] | actions: [`EventAction`](action::EventAction) with retries and [dead letters](action::dead_letter), [`HttpActions`](action::http::HttpActions), the [`ActionContext`](action::ActionContext) that keeps commands from calling actions |
+//! | | [`queue`] | [`Queue`](queue::Queue): a durable queue with visibility timeout, acks and dead letters; [`QueueAction`](queue::QueueAction) |
 //! | | [`view`] | [`KvView`](view::KvView) (redb) and `SqlView` (SQLite, feature `sql`): projections applied exactly once, rebuilt side by side, read-your-writes |
 //!
 //! ## Example
@@ -76,6 +78,7 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod action;
 pub mod aggregate;
 pub mod channel;
 pub mod codec;
@@ -87,6 +90,7 @@ mod error;
 pub mod event;
 pub mod event_store;
 pub mod group;
+pub mod queue;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
