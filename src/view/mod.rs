@@ -247,6 +247,7 @@ impl ViewId {
         }
     }
 
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn damaged(&self, reason: impl Into<String>) -> ViewError {
         ViewError::Damaged {
             view: self.name.clone(),

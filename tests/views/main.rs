@@ -3,7 +3,9 @@
 //! Guards the view guarantees: each event applied exactly once across crashes (a batch and
 //! its checkpoint commit together), catch-up then live following, SQL joins, side-by-side
 //! rebuilds, read-your-writes, and handler failures that stop the view without skipping the
-//! event. Tests that depend on the log run on the in-memory and the log adapter.
+//! event. Tests that depend on the log run on the in-memory and the log adapter. They need the
+//! `sql` feature (on by default).
+#![cfg(feature = "sql")]
 
 mod failures;
 mod kv;
