@@ -8,7 +8,7 @@
 //! | status | when | source |
 //! |---|---|---|
 //! | 400 | the body is not JSON, or not the input's shape | the framework |
-//! | 404 | an aggregate is missing, or no route matches | [`Error::AggregateNotFound`](crate::Error::AggregateNotFound), [`HttpError::NotFound`] |
+//! | 404 | an aggregate is missing, or no route matches | [`Error::AggregateNotFound`], [`HttpError::NotFound`] |
 //! | 409 | a version conflict outlived the command's retries | [`EventAlreadyExists`](crate::EventAlreadyExists), [`HttpError::Conflict`] |
 //! | 413 | the body is over the limit ([`HttpActions::body_limit`]) | the framework |
 //! | 422 | the input is well-formed but invalid (the body also names the field) | [`ValidationError`] |

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use annals::action::dead_letter::RetryDeadLetterError;
-use annals::action::{ActionContext, ActionError, EventAction, RetryPolicy, Trigger};
+use annals::action::{
+    ActionContext, ActionError, ActionRunError, EventAction, RetryPolicy, Trigger,
+};
 use annals::queue::Queue;
 use annals::state::StateStore;
 use annals::storage::{LoggedEvent, StorageAdapter};
@@ -403,4 +405,42 @@ async fn undecodable_event_is_dead_lettered_by_a_typed_action() {
         letters[0].error
     );
     runner.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn runner_that_cannot_commit_a_dead_letter_stops_reports_why_and_skips_nothing() {
+    let adapter = in_memory();
+    let state = Arc::new(StateStore::in_memory());
+    // A table of another type under the dead letters' name: writing a dead letter fails.
+    let squatter: redb::TableDefinition<&str, &str> =
+        redb::TableDefinition::new("action_dead_letters");
+    state
+        .write(|txn| {
+            txn.open_table(squatter)?;
+            Ok(())
+        })
+        .unwrap();
+    let store = pokemons(&adapter);
+    appear(&store, "pikachu", "Pikachu").await;
+    let poison = appear(&store, "missingno", "MissingNo.").await;
+
+    let recorder = Recorder::new();
+    let runner = recorder
+        .action("sprites")
+        .spawn(adapter, state.clone())
+        .unwrap();
+    let waited = within("the runner ending", runner.wait_past(poison)).await;
+    assert!(
+        matches!(waited, Err(ActionRunError::Aborted { .. })),
+        "{waited:?}"
+    );
+    assert!(runner.is_finished());
+    let stopped = runner.stop().await;
+    assert!(
+        matches!(stopped, Err(ActionRunError::Storage { ref action, .. }) if action == "sprites"),
+        "{stopped:?}"
+    );
+    // The checkpoint stays on the poison event: it is neither lost nor half dead-lettered.
+    assert_eq!(state.checkpoint("sprites").unwrap(), Some(poison));
+    assert_eq!(recorder.handled(), ["pikachu"]);
 }
