@@ -78,13 +78,19 @@ impl Filter {
 
     /// Whether `event` passes the filter.
     pub fn admits(&self, event: &LoggedEvent) -> bool {
+        self.admits_parts(&event.event_store_id, Some(&event.event.event_type))
+    }
+
+    /// Whether something of `event_store_id` and `event_type` passes the filter; something
+    /// without an event type (say, an aggregate-exists message) passes no type filter.
+    pub fn admits_parts(&self, event_store_id: &str, event_type: Option<&str>) -> bool {
         self.stores
             .as_ref()
-            .is_none_or(|s| s.contains(&event.event_store_id))
+            .is_none_or(|s| s.contains(event_store_id))
             && self
                 .types
                 .as_ref()
-                .is_none_or(|t| t.contains(&event.event.event_type))
+                .is_none_or(|t| event_type.is_some_and(|e| t.contains(e)))
     }
 }
 

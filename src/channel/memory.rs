@@ -1,21 +1,21 @@
 //! In-memory channel adapters: a bus that fans out to listeners, and a queue with one consumer.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{ChannelError, Delivery, Message, MessageChannel};
+use crate::subscription::Filter;
 
 /// Messages an in-memory channel holds per consumer before `publish` waits.
 const CAPACITY: usize = 1024;
 
-/// Which messages a bus listener receives.
+/// Which messages a bus listener receives: a [`Filter`] on stores and event types, and whether
+/// replays are wanted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerFilter {
-    stores: Option<BTreeSet<String>>,
-    event_types: Option<BTreeSet<String>>,
+    filter: Filter,
     replay: bool,
 }
 
@@ -31,7 +31,7 @@ impl ListenerFilter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.stores = Some(stores.into_iter().map(Into::into).collect());
+        self.filter = self.filter.stores(stores);
         self
     }
 
@@ -42,7 +42,7 @@ impl ListenerFilter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.event_types = Some(event_types.into_iter().map(Into::into).collect());
+        self.filter = self.filter.event_types(event_types);
         self
     }
 
@@ -56,14 +56,8 @@ impl ListenerFilter {
     pub fn admits(&self, message: &Message, replay: bool) -> bool {
         (!replay || self.replay)
             && self
-                .stores
-                .as_ref()
-                .is_none_or(|s| s.contains(message.event_store_id()))
-            && self.event_types.as_ref().is_none_or(|t| {
-                message
-                    .event_type()
-                    .is_some_and(|event_type| t.contains(event_type))
-            })
+                .filter
+                .admits_parts(message.event_store_id(), message.event_type())
     }
 }
 

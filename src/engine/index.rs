@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::io;
 use std::ops::Bound;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -23,7 +22,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::error::EngineError;
-use super::io::StoreFile;
+use super::io::{RedbBackend, StoreFile};
 use super::segment::SegmentHeader;
 
 /// Where one event's entry lives.
@@ -385,38 +384,6 @@ impl fmt::Debug for Index {
     }
 }
 
-/// Adapts a [`StoreFile`] to redb's storage backend, so the index goes through the I/O seam.
-#[derive(Debug)]
-struct Backend(Arc<dyn StoreFile>);
-
-impl redb::StorageBackend for Backend {
-    fn len(&self) -> io::Result<u64> {
-        self.0.size()
-    }
-    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        // A damaged file can make redb ask for absurd ranges: check before allocating.
-        let size = self.0.size()?;
-        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("read of {len} bytes at {offset} past the end of the index ({size} bytes)"),
-            ));
-        }
-        let mut buf = vec![0; len];
-        self.0.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
-        self.0.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_all_at(data, offset)
-    }
-}
-
 impl Drop for Index {
     fn drop(&mut self) {
         // redb's own drop can assert on a damaged file it opened; the index is derived data,
@@ -471,7 +438,7 @@ impl Index {
         let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let db = redb::Database::builder()
                 .set_cache_size(cache_bytes)
-                .create_with_backend(Backend(file))
+                .create_with_backend(RedbBackend(file))
                 .map_err(|e| EngineError::index("open index", path, e))?;
             let index = Index {
                 db: Some(db),

@@ -168,3 +168,40 @@ impl StoreFile for OsFile {
         self.file.set_len(len)
     }
 }
+
+/// A [`StoreFile`] as redb's storage backend, so that redb files (the index, snapshots) go
+/// through the I/O seam like the log, fault injection included.
+#[derive(Debug)]
+pub struct RedbBackend(pub Arc<dyn StoreFile>);
+
+impl redb::StorageBackend for RedbBackend {
+    fn len(&self) -> io::Result<u64> {
+        self.0.size()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        // A damaged file can make redb ask for absurd ranges: check before allocating.
+        let size = self.0.size()?;
+        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read of {len} bytes at {offset} past the end of the file ({size} bytes)"),
+            ));
+        }
+        let mut buf = vec![0; len];
+        self.0.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+}

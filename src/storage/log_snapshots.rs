@@ -21,7 +21,8 @@ use std::sync::{Arc, RwLock};
 use redb::{ReadableTable, TableDefinition};
 
 use super::{SnapshotRecord, SnapshotStorage, StorageError};
-use crate::engine::{FileSystem, StoreFile};
+use crate::engine::FileSystem;
+use crate::engine::io::RedbBackend;
 
 /// The file name, in the store directory.
 pub(crate) const SNAPSHOTS_FILE: &str = "snapshots.redb";
@@ -82,38 +83,6 @@ impl fmt::Debug for LogSnapshots {
         f.debug_struct("LogSnapshots")
             .field("path", &self.path)
             .finish_non_exhaustive()
-    }
-}
-
-/// Adapts a [`StoreFile`] to redb's storage backend.
-#[derive(Debug)]
-struct Backend(Arc<dyn StoreFile>);
-
-impl redb::StorageBackend for Backend {
-    fn len(&self) -> io::Result<u64> {
-        self.0.size()
-    }
-    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        // A damaged file can make redb ask for absurd ranges: check before allocating.
-        let size = self.0.size()?;
-        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("read of {len} bytes at {offset} past the end of the file ({size} bytes)"),
-            ));
-        }
-        let mut buf = vec![0; len];
-        self.0.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
-        self.0.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_all_at(data, offset)
     }
 }
 
@@ -268,7 +237,7 @@ impl LogSnapshots {
                 .map_err(self.io_error("open snapshot file"))?;
             let db = redb::Database::builder()
                 .set_cache_size(4 << 20)
-                .create_with_backend(Backend(file))
+                .create_with_backend(RedbBackend(file))
                 .map_err(|e| self.redb_error(e))?;
             let db = Db(Some(db));
             self.init(db.get())?;
