@@ -140,7 +140,9 @@ pub(crate) struct Shared {
     checkpoint_lock: Mutex<()>,
     last_position: AtomicU64,
     /// Tells readers following the log (see `scan`) that `last_position` moved.
-    published: tokio::sync::watch::Sender<u64>,
+    /// `None` once the engine is closed: dropping the sender wakes every follower, which then
+    /// finds the store closed.
+    published: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
     _lock: Box<dyn fmt::Debug + Send + Sync>,
 }
 
@@ -162,7 +164,9 @@ impl Shared {
 
     pub fn set_last_position(&self, position: u64) {
         self.last_position.store(position, Ordering::Release);
-        self.published.send_replace(position);
+        if let Some(published) = &*self.published.lock().unwrap_or_else(|p| p.into_inner()) {
+            published.send_replace(position);
+        }
     }
 
     /// Blocks until no memtable is waiting for the checkpointer, or `limit` has passed.
@@ -353,7 +357,7 @@ impl Engine {
             checkpoint_done: Condvar::new(),
             checkpoint_lock: Mutex::new(()),
             last_position: AtomicU64::new(0),
-            published: tokio::sync::watch::Sender::new(0),
+            published: Mutex::new(Some(tokio::sync::watch::Sender::new(0))),
             _lock: lock,
         });
         let (segment, cursor) = recover(&shared, checkpoint)?;
@@ -709,6 +713,14 @@ impl Engine {
         for t in threads {
             let _ = t.join();
         }
+        // Followers of the log wake up and find it closed.
+        drop(
+            self.shared
+                .published
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 

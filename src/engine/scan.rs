@@ -196,7 +196,16 @@ fn missing(segment: &Segment, offset: u64, reason: &str) -> EngineError {
 impl Engine {
     /// A receiver of the last published position, to follow the log without polling: it is
     /// marked changed whenever appends are acknowledged (and holds the newest position only).
+    /// Once the engine is closed, waiting on it fails at once (its sender is gone).
     pub fn watch_last_position(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.published.subscribe()
+        let published = self
+            .shared
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &*published {
+            Some(sender) => sender.subscribe(),
+            None => tokio::sync::watch::channel(self.last_position()).1,
+        }
     }
 }

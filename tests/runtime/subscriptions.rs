@@ -158,3 +158,26 @@ async fn a_waiting_subscription_wakes_on_the_next_commit() {
         .expect("next");
     assert_eq!(got.event.aggregate_id, "pikachu");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_subscription_ends_with_closed_when_the_log_store_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(
+        annals::storage::LogAdapter::builder(dir.path())
+            .open()
+            .expect("open"),
+    );
+    let adapter: Arc<dyn StorageAdapter> = log.clone();
+    let mut subscription = Subscription::new(adapter, 1, Filter::all());
+    let waiter = tokio::spawn(async move { subscription.next().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    log.close();
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter wakes when the store closes")
+        .expect("task");
+    assert!(
+        matches!(ended, Err(annals::StorageError::Closed)),
+        "{ended:?}"
+    );
+}
