@@ -14,6 +14,12 @@
 //! example again adds to the same store (ids are unique per run). [`open_storage`] is the one
 //! place that chooses the adapter.
 //!
+//! Then the runtime floor: a SQL view (a Pokédex per trainer, a join of two tables) kept up to
+//! date from the log, an event-triggered action that queues a notification for each catch, a
+//! queue-triggered action that delivers them, and an HTTP endpoint, `POST /pokemons/catch`,
+//! served on loopback and called with a real HTTP client. Their state (`state.redb`, `views/`)
+//! lives beside the events.
+//!
 //! `CATCH_POKEMON` writes to two aggregates of two stores (`CAUGHT_BY_TRAINER` on the Pokémon,
 //! `POKEMON_CAUGHT` on the trainer) through [`annals::push_event_group`], so both events are
 //! committed or neither is. When two trainers race, the loser's group fails with
@@ -27,6 +33,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
+use annals::action::{ActionContext, ActionError, EventAction};
+use annals::queue::{Queue, QueueAction};
+use annals::state::StateStore;
+use annals::view::SqlView;
 use annals::{
     Aggregate, Command, CommandFailure, EventAlreadyExists, EventDetail, EventStore, Events,
     GetAggregateOptions, ListAggregateIdsOptions, NewEvent, RetryContext, StorageAdapter,
@@ -363,8 +374,9 @@ pub struct AppearPokemon {
     pub trigger: Trigger,
 }
 
-/// Input of `CATCH_POKEMON`.
-#[derive(Debug, Clone)]
+/// Input of `CATCH_POKEMON` (also the JSON body of `POST /pokemons/catch`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CatchPokemon {
     /// The Pokémon to catch.
     pub pokemon_id: String,
@@ -542,11 +554,9 @@ async fn catch_pokemon(
 
 /// Opens the storage adapter both event stores share.
 ///
-/// The embedded log adapter in `dir` (default `target/pokemon-store`), durable on every
-/// acknowledged push.
-fn open_storage(dir: Option<&Path>) -> DemoResult<Arc<dyn StorageAdapter>> {
-    let dir = dir.map_or_else(|| PathBuf::from("target/pokemon-store"), Path::to_owned);
-    let adapter = annals::open(&dir)?;
+/// The embedded log adapter in `dir`, durable on every acknowledged push.
+fn open_storage(dir: &Path) -> DemoResult<Arc<dyn StorageAdapter>> {
+    let adapter = annals::open(dir)?;
     println!(
         "storage: annals log in {} (last position before this run: {})",
         dir.display(),
@@ -880,6 +890,205 @@ impl App {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Views and actions
+// ---------------------------------------------------------------------------------------------
+
+/// The Pokédex: trainers and Pokémon in two SQL tables, joined by queries.
+fn pokedex_view(pokemons: &Pokemons, trainers: &Trainers, dir: &Path) -> DemoResult<SqlView> {
+    let view = SqlView::builder("pokedex", 1)
+        .schema("CREATE TABLE trainers (id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+        .schema(
+            "CREATE TABLE pokemons (id TEXT PRIMARY KEY, name TEXT NOT NULL, \
+             level INTEGER NOT NULL, trainer_id TEXT)",
+        )
+        .on(
+            trainers,
+            |db: &rusqlite::Connection, event: &EventDetail<TrainerEvent>| {
+                if let TrainerEvent::Created(trainer) = &event.event {
+                    db.execute(
+                        "INSERT INTO trainers (id, name) VALUES (?1, ?2)",
+                        (&event.aggregate_id, &trainer.name),
+                    )?;
+                }
+                Ok::<(), rusqlite::Error>(())
+            },
+        )
+        .on(
+            pokemons,
+            |db: &rusqlite::Connection, event: &EventDetail<PokemonEvent>| {
+                let id = &event.aggregate_id;
+                match &event.event {
+                    PokemonEvent::Appeared(p) => db.execute(
+                        "INSERT INTO pokemons (id, name, level) VALUES (?1, ?2, ?3)",
+                        (id, &p.name, p.level),
+                    )?,
+                    PokemonEvent::CaughtByTrainer(c) => db.execute(
+                        "UPDATE pokemons SET trainer_id = ?2 WHERE id = ?1",
+                        (id, &c.trainer_id),
+                    )?,
+                    PokemonEvent::LeveledUp(_) => {
+                        db.execute("UPDATE pokemons SET level = level + 1 WHERE id = ?1", [id])?
+                    }
+                };
+                Ok::<(), rusqlite::Error>(())
+            },
+        )
+        .open(dir.join("views"))?;
+    Ok(view)
+}
+
+/// A command's refusal as an HTTP answer.
+fn http_error(e: CommandError) -> HttpError {
+    match e {
+        CommandError::PokemonNotFound { .. } | CommandError::TrainerNotFound { .. } => {
+            HttpError::NotFound(e.to_string())
+        }
+        CommandError::AlreadyCaught { .. } | CommandError::LevelMax { .. } => {
+            HttpError::Conflict(e.to_string())
+        }
+        CommandError::Store(e) => e.into(),
+    }
+}
+
+impl App {
+    /// The runtime floor around the stores: a view, an event action feeding a queue, a queue
+    /// action, and an HTTP endpoint.
+    async fn views_and_actions(
+        &self,
+        dir: &Path,
+        adapter: Arc<dyn StorageAdapter>,
+        cast: &Cast,
+    ) -> DemoResult<()> {
+        heading("views and actions: a SQL view, an event action, a queue, HTTP");
+        let state = Arc::new(StateStore::open(dir.join("state.redb"))?);
+        let pokedex = pokedex_view(&self.pokemons, &self.trainers, dir)?;
+        let view = pokedex.run(Arc::clone(&adapter));
+
+        // Each catch queues a notification (at least once, through a durable consumer)...
+        let notify = EventAction::typed(
+            "notify-trainer",
+            &self.pokemons,
+            |event: EventDetail<PokemonEvent>, mut ctx: ActionContext| async move {
+                if let PokemonEvent::CaughtByTrainer(caught) = &event.event {
+                    let text = format!("{} caught {}", caught.trainer_id, event.aggregate_id);
+                    ctx.enqueue_json("notifications", &text)?;
+                }
+                Ok::<(), ActionError>(())
+            },
+        )
+        .spawn(Arc::clone(&adapter), Arc::clone(&state))?;
+        // ... and the queue's action delivers them.
+        let notifications = Queue::open(Arc::clone(&state), "notifications");
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&delivered);
+        let deliver = QueueAction::new(
+            "deliver-notification",
+            notifications.clone(),
+            move |message, _ctx| {
+                let count = Arc::clone(&count);
+                async move {
+                    let text: String = serde_json::from_slice(&message.body)?;
+                    println!("  notification: {text}");
+                    count.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), ActionError>(())
+                }
+            },
+        )
+        .spawn();
+
+        // POST /pokemons/catch runs CATCH_POKEMON.
+        let commands = Arc::clone(&self.commands);
+        let app_ctx = self.ctx.clone();
+        let router = HttpActions::new(Arc::clone(&state))
+            .post(
+                "/pokemons/catch",
+                move |input: CatchPokemon, mut ctx: ActionContext| {
+                    let (commands, app_ctx) = (Arc::clone(&commands), app_ctx.clone());
+                    async move {
+                        let catch = ctx
+                            .run(&commands.catch_pokemon, input, app_ctx)
+                            .await
+                            .map_err(http_error)?;
+                        Ok::<_, HttpError>(Reply::created(serde_json::json!({
+                            "pokemonId": catch.pokemon.aggregate_id,
+                            "version": catch.pokemon.version,
+                        })))
+                    }
+                },
+            )
+            .router()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/pokemons/catch", listener.local_addr()?);
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_until(listener, router, async {
+            let _ = stopped.await;
+        }));
+        let eevee = self
+            .commands
+            .appear_pokemon
+            .handle(
+                AppearPokemon {
+                    name: "Eevee".into(),
+                    level: 8,
+                    trigger: Trigger::Random,
+                },
+                self.ctx.clone(),
+            )
+            .await?;
+        let client = reqwest::Client::new();
+        for trainer_id in [&cast.ash, &cast.misty] {
+            let body = CatchPokemon {
+                pokemon_id: eevee.clone(),
+                trainer_id: trainer_id.clone(),
+            };
+            let response = client.post(&url).json(&body).send().await?;
+            let status = response.status();
+            println!(
+                "  POST /pokemons/catch by {trainer_id}: {status} {}",
+                response.text().await?
+            );
+        }
+        let _ = stop_server.send(());
+        server.await??;
+
+        // Read-your-writes: wait until the view has applied everything pushed so far.
+        let last = *adapter.watch_log().borrow();
+        pokedex.wait_for(last, Duration::from_secs(10)).await?;
+        let rows = pokedex.query(|db| {
+            let mut query = db.prepare(
+                "SELECT t.name, group_concat(p.name || ' (lv ' || p.level || ')', ', ') \
+                 FROM trainers t JOIN pokemons p ON p.trainer_id = t.id \
+                 WHERE t.id IN (?1, ?2) GROUP BY t.id ORDER BY t.name",
+            )?;
+            let rows = query
+                .query_map([&cast.ash, &cast.misty], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>();
+            rows
+        })?;
+        println!("  pokedex view (trainers JOIN pokemons):");
+        for (trainer, pokemons) in rows {
+            println!("    {trainer:<6} {pokemons}");
+        }
+
+        notify.wait_past(last).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while notifications.len()? > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!(
+            "  {} notification(s) delivered this run",
+            delivered.load(Ordering::SeqCst)
+        );
+        deliver.stop().await?;
+        notify.stop().await?;
+        view.stop().await?;
+        Ok(())
+    }
+}
+
 /// Reads `[DIR]` from the command line.
 fn parse_args() -> DemoResult<Option<PathBuf>> {
     let mut args = std::env::args_os().skip(1);
@@ -898,9 +1107,9 @@ fn parse_args() -> DemoResult<Option<PathBuf>> {
 
 /// Runs the scenario against the storage named on the command line.
 async fn run() -> DemoResult<()> {
-    let dir = parse_args()?;
-    let adapter = open_storage(dir.as_deref())?;
-    let (pokemons, trainers) = event_stores(adapter)?;
+    let dir = parse_args()?.unwrap_or_else(|| PathBuf::from("target/pokemon-store"));
+    let adapter = open_storage(&dir)?;
+    let (pokemons, trainers) = event_stores(Arc::clone(&adapter))?;
     let commands = Arc::new(Commands::new(&pokemons, &trainers));
     // Unique per run, so that runs sharing a directory never reuse an aggregate id.
     let run = format!("{:06x}", Timestamp::now().unix_millis().rem_euclid(1 << 24));
@@ -920,6 +1129,7 @@ async fn run() -> DemoResult<()> {
     app.rejection(&cast).await?;
     app.race(&cast).await?;
     app.listing().await?;
+    app.views_and_actions(&dir, adapter, &cast).await?;
     println!("\ndone");
     Ok(())
 }
