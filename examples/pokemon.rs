@@ -1061,12 +1061,10 @@ impl App {
                  FROM trainers t JOIN pokemons p ON p.trainer_id = t.id \
                  WHERE t.id IN (?1, ?2) GROUP BY t.id ORDER BY t.name",
             )?;
-            let rows = query
-                .query_map([&cast.ash, &cast.misty], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>();
-            rows
+            let rows: Vec<(String, String)> = query
+                .query_map([&cast.ash, &cast.misty], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
         })?;
         println!("  pokedex view (trainers JOIN pokemons):");
         for (trainer, pokemons) in rows {
