@@ -364,6 +364,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Sorts after every valid aggregate id of at most 256 bytes.
 const MAX_ID: &str = "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}";
 const CHECKPOINT_KEY: &str = "checkpoint";
+/// Where the log ended when the store was closed cleanly (see [`Index::clean_end`]).
+const CLEAN_END_KEY: &str = "clean_end";
 const FORMAT_KEY: &str = "format";
 /// The index layout this code writes. Version 1 had one `events` row per event; an index of
 /// another version is rebuilt from the log.
@@ -540,6 +542,36 @@ impl Index {
                 offset: 0,
                 reason: "malformed checkpoint record".into(),
             })
+    }
+
+    /// Where the log ended when the store was last closed cleanly — every frame synced and
+    /// indexed — if no open for writing has happened since. Recovery then knows that nothing
+    /// lies after the end of data and skips checking the rest of the last segment for zeros.
+    pub fn clean_end(&self) -> Result<Option<Cursor>, EngineError> {
+        contained(&self.path, || {
+            let err = self.err("read clean-close mark");
+            let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            let value = meta.get(CLEAN_END_KEY).map_err(|e| err(e.into()))?;
+            Ok(value.and_then(|v| Cursor::decode(v.value())))
+        })
+    }
+
+    /// Records (`Some`) or removes (`None`) the clean-close mark, durably.
+    pub fn set_clean_end(&self, end: Option<Cursor>) -> Result<(), EngineError> {
+        contained(&self.path, || {
+            let err = self.err("write clean-close mark");
+            let txn = self.db().begin_write().map_err(|e| err(e.into()))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+                match end {
+                    Some(end) => meta.insert(CLEAN_END_KEY, end.encode().as_slice()),
+                    None => meta.remove(CLEAN_END_KEY),
+                }
+                .map_err(|e| err(e.into()))?;
+            }
+            txn.commit().map_err(|e| err(e.into()))
+        })
     }
 
     /// A consistent read view.

@@ -1016,6 +1016,21 @@ fn recover(
     };
     let mut cursor = checkpoint.unwrap_or(start);
     let mut mem = MemTable::starting_at(cursor);
+    // After a clean close nothing lies past the end of data, so the rest of the last segment
+    // (up to its whole size) need not be read. The mark is removed, durably, before anything is
+    // written: a crash after this open must find no mark and check the tail again.
+    let mut clean_end = shared.index().clean_end().unwrap_or(None);
+    if clean_end.is_some() {
+        match shared.index().set_clean_end(None) {
+            Ok(()) => {}
+            // A damaged index is rebuilt later; meanwhile trust nothing it says.
+            Err(e @ EngineError::Corruption { .. }) => {
+                tracing::warn!(error = %e, "cannot clear the clean-close mark; checking the log's tail");
+                clean_end = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     // Writers keep the unindexed tail below about twice the threshold (see
     // `Writer::maybe_freeze`); a longer one (an index rebuild) is indexed in chunks meanwhile.
     let flush_every = shared.options.checkpoint_events.saturating_mul(4);
@@ -1050,6 +1065,7 @@ fn recover(
         recovery::scan_segment(
             segment,
             is_last,
+            clean_end,
             &mut cursor,
             &mut mem,
             flush_every,

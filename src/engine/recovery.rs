@@ -74,11 +74,14 @@ pub(crate) fn read_frame(segment: &Segment, offset: u64) -> Result<Option<FrameR
 }
 
 /// Scans `segment` from `cursor` (which must point into it), applying every valid frame to
-/// `mem` and advancing `cursor`, up to the end of data or a torn tail (then zero-filled). `on_full` is called whenever `mem` holds `flush_every` events
-/// (to write it to the index during long replays).
+/// `mem` and advancing `cursor`, up to the end of data or a torn tail (then zero-filled).
+/// `on_full` is called whenever `mem` holds `flush_every` events (to write it to the index
+/// during long replays). When the data of the last segment ends exactly at `clean_end` (where
+/// a clean close left it), the rest of the segment is known to be zeros and is not read.
 pub(crate) fn scan_segment(
     segment: &Arc<Segment>,
     is_last: bool,
+    clean_end: Option<Cursor>,
     cursor: &mut Cursor,
     mem: &mut MemTable,
     flush_every: usize,
@@ -87,6 +90,7 @@ pub(crate) fn scan_segment(
     loop {
         let offset = cursor.offset;
         let frame = match read_frame(segment, offset)? {
+            None if is_last && clean_end == Some(*cursor) => return Ok(()),
             None if is_last => return clear_after_end(segment, offset),
             None => return Ok(()),
             Some(Ok((header, bytes))) if header.first_position == cursor.next_position => {

@@ -488,6 +488,14 @@ impl Writer {
         self.shared.wait_for_checkpoint();
         self.freeze();
         self.shared.wait_for_checkpoint();
+        // Everything is synced and indexed: mark the close as clean, so the next open need not
+        // look for stale bytes after the end of data (only a crash leaves any).
+        let index = self.shared.index();
+        if index.checkpoint().ok().flatten() == Some(self.cursor)
+            && let Err(e) = index.set_clean_end(Some(self.cursor))
+        {
+            tracing::warn!(error = %e, "could not mark the close as clean; the next open checks the log's tail");
+        }
     }
 }
 
