@@ -11,4 +11,10 @@
 //! the crashes before it. `ANNALS_KILL_RUNS` sets the number of kills (default 100).
 
 mod sigkill;
+mod views;
 mod workload;
+
+/// A generator of kill delays, seeded from the clock.
+fn sigkill_rng() -> sigkill::Rng {
+    sigkill::Rng::seeded()
+}

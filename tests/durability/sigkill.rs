@@ -25,9 +25,14 @@ const KILLS_PER_STORE: u64 = 200;
 const SIGKILL: i32 = 9;
 
 /// A small xorshift generator for delays and the child's choices.
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded from the clock and the process id.
+    pub fn seeded() -> Self {
+        Rng(seed())
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -35,7 +40,8 @@ impl Rng {
         self.0
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
