@@ -1,0 +1,272 @@
+//! The registry of live instances: handles, delivery into mailboxes, passivation and
+//! least-recently-used eviction.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::instance::{Envelope, Instance, Outcome};
+use super::{Entity, EntityError, EntityOptions, Reply};
+use crate::event_store::EventStore;
+
+/// Runs the entities of one kind `T` over one event store: one live instance per id at most,
+/// started on demand. Cheap to clone; instances stop when every clone is dropped (after
+/// answering what they already hold). See the [module documentation](super).
+pub struct Entities<T: Entity> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Entity> Clone for Entities<T> {
+    fn clone(&self) -> Self {
+        Entities {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: Entity> fmt::Debug for Entities<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entities")
+            .field("store", &self.shared.store)
+            .field("options", &self.shared.options)
+            .field("live", &self.live_instances())
+            .finish()
+    }
+}
+
+/// What the runtime and its instances share.
+pub(crate) struct Shared<T: Entity> {
+    pub(crate) store: EventStore<T::Events, T::State>,
+    pub(crate) options: EntityOptions,
+    registry: Mutex<Registry<T>>,
+}
+
+struct Registry<T: Entity> {
+    live: HashMap<String, Live<T>>,
+    /// Evicted instances still finishing what they held; their successor waits for them so
+    /// one id never has two instances deciding at once.
+    retiring: HashMap<String, (u64, JoinHandle<()>)>,
+    clock: u64,
+    generations: u64,
+}
+
+struct Live<T: Entity> {
+    mailbox: mpsc::Sender<Envelope<T>>,
+    last_used: u64,
+    generation: u64,
+    task: JoinHandle<()>,
+}
+
+impl<T: Entity> Entities<T> {
+    /// Runs entities of kind `T` on `store` (its adapter, reducer and snapshot policy).
+    /// Instances are tokio tasks: call this and `send` inside a tokio runtime.
+    pub fn new(store: EventStore<T::Events, T::State>, options: EntityOptions) -> Self {
+        Entities {
+            shared: Arc::new(Shared {
+                store,
+                options,
+                registry: Mutex::new(Registry {
+                    live: HashMap::new(),
+                    retiring: HashMap::new(),
+                    clock: 0,
+                    generations: 0,
+                }),
+            }),
+        }
+    }
+
+    /// A handle on the entity `aggregate_id`. Nothing starts until the first command.
+    pub fn get(&self, aggregate_id: impl Into<String>) -> EntityHandle<T> {
+        EntityHandle {
+            entities: self.clone(),
+            aggregate_id: aggregate_id.into(),
+        }
+    }
+
+    /// The event store the entities run on.
+    pub fn store(&self) -> &EventStore<T::Events, T::State> {
+        &self.shared.store
+    }
+
+    /// How many instances are live now (started and not stopped or evicted).
+    pub fn live_instances(&self) -> usize {
+        self.shared.lock().live.len()
+    }
+
+    /// Whether `aggregate_id` has a live instance now.
+    pub fn is_live(&self, aggregate_id: &str) -> bool {
+        self.shared.lock().live.contains_key(aggregate_id)
+    }
+}
+
+impl<T: Entity> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Registry<T>> {
+        // The registry's maps stay consistent across a panic (each update is one insert or
+        // remove), so a poisoned lock is still usable.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Puts `envelope` in the mailbox of `aggregate_id`'s instance, starting one if needed.
+    /// Delivery happens under the registry lock, so an instance that stops (which also takes
+    /// the lock) never leaves a command behind in its mailbox.
+    fn deliver(
+        self: &Arc<Self>,
+        aggregate_id: &str,
+        mut envelope: Envelope<T>,
+    ) -> Result<(), EntityError<T::Rejection>> {
+        let mut registry = self.lock();
+        registry.clock += 1;
+        let now = registry.clock;
+        if let Some(live) = registry.live.get_mut(aggregate_id) {
+            live.last_used = now;
+            match live.mailbox.try_send(envelope) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(EntityError::Overloaded {
+                        aggregate_id: aggregate_id.to_owned(),
+                        capacity: self.options.mailbox_capacity,
+                    });
+                }
+                // The instance died (its decide panicked): start a new one.
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                    envelope = returned;
+                    registry.live.remove(aggregate_id);
+                }
+            }
+        }
+        if registry.live.len() >= self.options.live_instances_max.max(1) {
+            registry.evict_least_recently_used();
+        }
+        let (mailbox, inbox) = mpsc::channel(self.options.mailbox_capacity.max(1));
+        registry.generations += 1;
+        let generation = registry.generations;
+        let predecessor = registry.retiring.remove(aggregate_id).map(|(_, task)| task);
+        let instance = Instance::new(aggregate_id.to_owned(), generation, self, inbox);
+        let task = tokio::spawn(instance.run(predecessor));
+        mailbox
+            .try_send(envelope)
+            .expect("a new mailbox with capacity of at least 1 takes its first command");
+        registry.live.insert(
+            aggregate_id.to_owned(),
+            Live {
+                mailbox,
+                last_used: now,
+                generation,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Called by an idle instance under the registry lock: stops it if no command arrived in
+    /// the meantime. `None` means stop; `Some` is a command to handle first.
+    pub(crate) fn passivate(
+        &self,
+        aggregate_id: &str,
+        generation: u64,
+        inbox: &mut mpsc::Receiver<Envelope<T>>,
+    ) -> Option<Envelope<T>> {
+        let mut registry = self.lock();
+        if let Ok(envelope) = inbox.try_recv() {
+            return Some(envelope);
+        }
+        if registry
+            .live
+            .get(aggregate_id)
+            .is_some_and(|live| live.generation == generation)
+        {
+            registry.live.remove(aggregate_id);
+        }
+        None
+    }
+
+    /// Called by an instance as it ends: forgets it as a retiring predecessor.
+    pub(crate) fn stopped(&self, aggregate_id: &str, generation: u64) {
+        let mut registry = self.lock();
+        if registry
+            .retiring
+            .get(aggregate_id)
+            .is_some_and(|(retiring, _)| *retiring == generation)
+        {
+            registry.retiring.remove(aggregate_id);
+        }
+    }
+}
+
+impl<T: Entity> Registry<T> {
+    fn evict_least_recently_used(&mut self) {
+        let Some(oldest) = self
+            .live
+            .iter()
+            .min_by_key(|(_, live)| live.last_used)
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        if let Some(live) = self.live.remove(&oldest) {
+            // Dropping the mailbox's only sender lets the instance answer what it holds and
+            // stop.
+            drop(live.mailbox);
+            self.retiring.insert(oldest, (live.generation, live.task));
+        }
+    }
+}
+
+/// A handle on one entity, from [`Entities::get`]. Cheap to clone.
+pub struct EntityHandle<T: Entity> {
+    entities: Entities<T>,
+    aggregate_id: String,
+}
+
+impl<T: Entity> Clone for EntityHandle<T> {
+    fn clone(&self) -> Self {
+        EntityHandle {
+            entities: self.entities.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+        }
+    }
+}
+
+impl<T: Entity> fmt::Debug for EntityHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityHandle")
+            .field("aggregate_id", &self.aggregate_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Entity> EntityHandle<T> {
+    /// The entity's aggregate id.
+    pub fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+
+    /// Sends `command` to the entity and waits for the answer: its events once they are
+    /// durable, or why not. Commands sent to one id are decided in the order `send` is called.
+    /// Fails at once with [`EntityError::Overloaded`] when the mailbox is full.
+    pub async fn send(
+        &self,
+        command: T::Command,
+    ) -> Result<Reply<T::Events>, EntityError<T::Rejection>> {
+        let (reply, answer) = oneshot::channel();
+        self.entities.shared.deliver(
+            &self.aggregate_id,
+            Envelope {
+                command,
+                reply,
+                attempts: 0,
+                outcome: Outcome::Undecided,
+            },
+        )?;
+        answer.await.unwrap_or_else(|_| {
+            Err(EntityError::Stopped {
+                aggregate_id: self.aggregate_id.clone(),
+            })
+        })
+    }
+}
