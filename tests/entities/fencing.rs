@@ -96,3 +96,43 @@ async fn concurrent_plain_pushes_lose_no_update() {
         assert_eq!(tags.len(), 250, "{name}: no update applied twice");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_over_one_store_take_turns_without_losing_updates() {
+    for (name, adapter, _dir) in adapters() {
+        let options = EntityOptions {
+            conflict_retries: u32::MAX,
+            ..EntityOptions::default()
+        };
+        // Like two processes, each with its own instance of the same id.
+        let left = counters(adapter.clone(), options.clone());
+        let right = counters(adapter, options);
+        let mut tasks = Vec::new();
+        for (side, entities) in [(0u64, &left), (1, &right)] {
+            for sender in 0..10u64 {
+                let handle = entities.get("shared");
+                tasks.push(tokio::spawn(async move {
+                    for seq in 0..10 {
+                        let tag = (side * 100 + sender, seq);
+                        handle
+                            .send(CounterCommand::Count { tag })
+                            .await
+                            .expect("counted");
+                    }
+                }));
+            }
+        }
+        for task in tasks {
+            within(task).await.expect("the task finishes");
+        }
+        let events = stored(left.store(), "shared").await;
+        assert_eq!(events.len(), 200, "{name}: every update is recorded");
+        for (expected, event) in (1..).zip(&events) {
+            let CounterEvent::Counted(counted) = &event.event;
+            assert_eq!(
+                counted.total, expected,
+                "{name}: each decided on the latest state"
+            );
+        }
+    }
+}
