@@ -106,6 +106,7 @@
 
 mod instance;
 mod runtime;
+mod timer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -116,6 +117,7 @@ use crate::error::Error;
 use crate::event::{EventDetail, Events};
 
 pub use runtime::{Entities, EntityHandle};
+pub use timer::{Timer, TimerError, Timers};
 
 /// One kind of entity: its commands, events, state, rejection, and how it decides.
 ///

@@ -9,6 +9,7 @@ mod failures;
 mod fencing;
 mod ordering;
 mod passivation;
+mod timers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,7 @@ fn reduce(state: Option<Tally>, event: &EventDetail<CounterEvent>) -> Tally {
     tally
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CounterCommand {
     /// Adds one, tagged.
     Count { tag: (u64, u64) },
