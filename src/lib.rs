@@ -29,7 +29,7 @@
 //! | | [`action`] | actions: [`EventAction`](action::EventAction) with retries and [dead letters](action::dead_letter), [`HttpActions`](action::http::HttpActions), the [`ActionContext`](action::ActionContext) that keeps commands from calling actions |
 //! | | [`queue`] | [`Queue`](queue::Queue): a durable queue with visibility timeout, acks and dead letters; [`QueueAction`](queue::QueueAction) |
 //! | | [`view`] | [`KvView`](view::KvView) (redb) and `SqlView` (SQLite, feature `sql`): projections applied exactly once, rebuilt side by side, read-your-writes |
-//! | | [`entity`] | entities as actors: an [`Entity`](entity::Entity) decides, [`Entities`](entity::Entities) runs one instance per id with batched commits, fencing and passivation |
+//! | | [`entity`] | entities as actors: an [`Entity`](entity::Entity) decides, [`Entities`](entity::Entities) runs one instance per id with batched commits, fencing and passivation; durable [`Timers`](entity::Timers) |
 //!
 //! ## Example
 //! ```

@@ -31,6 +31,9 @@
 //!   [`EntityOptions::live_instances_max`] instances are live and it is the least recently
 //!   used; the next command starts a fresh instance that loads again.
 //!
+//! [`Timers`] delivers commands to entities at a given time, durably (kept in a
+//! [`StateStore`](crate::state::StateStore)), at least once.
+//!
 //! Each instance's mailbox holds at most [`EntityOptions::mailbox_capacity`] commands; when it
 //! is full, `send` fails at once with [`EntityError::Overloaded`] instead of queueing without
 //! limit.
