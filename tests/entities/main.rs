@@ -5,6 +5,7 @@
 //! only guard against hangs).
 
 mod batching;
+mod crash;
 mod failures;
 mod fencing;
 mod ordering;
