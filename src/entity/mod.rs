@@ -107,6 +107,7 @@
 //! # Ok::<(), annals::Error>(()) }).unwrap();
 //! ```
 
+pub mod http;
 mod instance;
 mod runtime;
 mod timer;

@@ -8,6 +8,7 @@ mod batching;
 mod crash;
 mod failures;
 mod fencing;
+mod http;
 mod ordering;
 mod passivation;
 mod timers;
