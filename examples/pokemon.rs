@@ -14,7 +14,8 @@
 //! example again adds to the same store (ids are unique per run). [`open_storage`] is the one
 //! place that chooses the adapter.
 //!
-//! Then the runtime floor: a SQL view (a Pokédex per trainer, a join of two tables) kept up to
+//! Then the runtime floor: Pikachu as an actor (an entity) taking twenty concurrent training
+//! sessions, a SQL view (a Pokédex per trainer, a join of two tables) kept up to
 //! date from the log, an event-triggered action that queues a notification for each catch, a
 //! queue-triggered action that delivers them, and an HTTP endpoint, `POST /pokemons/catch`,
 //! served on loopback and called with a real HTTP client. Their state (`state.redb`, `views/`)
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
 use annals::action::{ActionContext, ActionError, EventAction};
+use annals::entity::{Entities, Entity, EntityOptions};
 use annals::queue::{Queue, QueueAction};
 use annals::state::StateStore;
 use annals::view::SqlView;
@@ -894,6 +896,39 @@ impl App {
 // Views and actions
 // ---------------------------------------------------------------------------------------------
 
+/// A Pokémon as an actor: one live instance per id decides its training sessions in order,
+/// on its in-memory state, and answers once the events are durable.
+pub struct Training;
+
+/// A command of the [`Training`] entity.
+#[derive(Debug, Clone)]
+pub enum TrainingCommand {
+    /// One session: one level more.
+    Session,
+}
+
+impl Entity for Training {
+    type Command = TrainingCommand;
+    type Events = PokemonEvent;
+    type State = Pokemon;
+    type Rejection = String;
+
+    fn decide(
+        state: Option<&Aggregate<Pokemon>>,
+        command: &TrainingCommand,
+    ) -> Result<Vec<PokemonEvent>, String> {
+        let Some(pokemon) = state else {
+            return Err("no such pokemon".into());
+        };
+        match command {
+            TrainingCommand::Session if pokemon.level >= LEVEL_MAX => {
+                Err(format!("{} is already at level {LEVEL_MAX}", pokemon.name))
+            }
+            TrainingCommand::Session => Ok(vec![PokemonEvent::LeveledUp(PokemonLeveledUp {})]),
+        }
+    }
+}
+
 /// The Pokédex: trainers and Pokémon in two SQL tables, joined by queries.
 fn pokedex_view(pokemons: &Pokemons, trainers: &Trainers, dir: &Path) -> DemoResult<SqlView> {
     let view = SqlView::builder("pokedex", 1)
@@ -952,6 +987,32 @@ fn http_error(e: CommandError) -> HttpError {
 }
 
 impl App {
+    /// Twenty training sessions sent at once to one Pokémon's actor: decided one by one on its
+    /// live state, committed in batches, each answered after its event is durable.
+    async fn training(&self, cast: &Cast) -> DemoResult<()> {
+        heading("entities as actors: 20 concurrent training sessions for Pikachu");
+        let entities = Entities::<Training>::new(self.pokemons.clone(), EntityOptions::default());
+        let pikachu = entities.get(cast.pikachu.clone());
+        let sessions = (0..20).map(|_| pikachu.send(TrainingCommand::Session));
+        let replies = futures::future::join_all(sessions).await;
+        let mut versions = Vec::with_capacity(replies.len());
+        for reply in replies {
+            versions.push(reply.map_err(|e| e.to_string())?.version);
+        }
+        versions.sort_unstable();
+        let pokemon = self
+            .pokemons
+            .get_existing_aggregate(&cast.pikachu, Default::default())
+            .await?;
+        println!(
+            "  versions {}..={} (each once), now {}",
+            versions[0],
+            versions[versions.len() - 1],
+            *pokemon.aggregate
+        );
+        Ok(())
+    }
+
     /// The runtime floor around the stores: a view, an event action feeding a queue, a queue
     /// action, and an HTTP endpoint.
     async fn views_and_actions(
@@ -1127,6 +1188,7 @@ async fn run() -> DemoResult<()> {
     app.rejection(&cast).await?;
     app.race(&cast).await?;
     app.listing().await?;
+    app.training(&cast).await?;
     app.views_and_actions(&dir, adapter, &cast).await?;
     println!("\ndone");
     Ok(())
