@@ -338,7 +338,8 @@ impl Engine {
         fs.sync_dir(dir)
             .map_err(|e| EngineError::io("sync directory", dir, e))?;
         let index_path = dir.join("index.redb");
-        let (index, checkpoint, segments) = open_log(&fs, &log_dir, &index_path, &options)?;
+        let (index, checkpoint, clean_end, segments) =
+            open_log(&fs, &log_dir, &index_path, &options)?;
         // The index file may have just been created: make its name durable.
         fs.sync_dir(dir)
             .map_err(|e| EngineError::io("sync directory", dir, e))?;
@@ -360,7 +361,7 @@ impl Engine {
             published: Mutex::new(Some(tokio::sync::watch::Sender::new(0))),
             _lock: lock,
         });
-        let (segment, cursor) = recover(&shared, checkpoint)?;
+        let (segment, cursor) = recover(&shared, checkpoint, clean_end)?;
         shared.set_last_position(cursor.next_position - 1);
         let (tx, rx) = mpsc::channel();
         let (ctx, crx) = mpsc::channel::<Arc<MemTable>>();
@@ -810,7 +811,7 @@ fn open_log(
     log_dir: &Path,
     index_path: &Path,
     options: &EngineOptions,
-) -> Result<(Index, Option<Cursor>, Segments), EngineError> {
+) -> Result<(Index, Option<Cursor>, Option<Cursor>, Segments), EngineError> {
     let ids = segment::list_ids(fs.as_ref(), log_dir)?;
     for pair in ids.windows(2) {
         if pair[0] + 1 != pair[1] {
@@ -827,26 +828,49 @@ fn open_log(
         Ok((index, checkpoint, segments))
     })?;
     let (index, checkpoint, segments) = opened;
-    let problem = match checkpoint {
-        None if segments.is_empty() => return Ok((index, None, segments)),
+    let usable = match checkpoint {
+        None if segments.is_empty() => Ok(()),
         None => match index.holds_events() {
-            Ok(false) => return Ok((index, None, segments)),
-            Ok(true) => "the index holds events but no checkpoint".to_owned(),
-            Err(e) => e.to_string(),
+            Ok(false) => Ok(()),
+            Ok(true) => Err("the index holds events but no checkpoint".to_owned()),
+            Err(e) => Err(e.to_string()),
         },
         Some(c) => match segments.get(&c.segment_id) {
-            Some(s) if c.offset >= SEGMENT_HEADER_BYTES && c.offset <= s.header.size => {
-                return Ok((index, Some(c), segments));
-            }
-            _ => format!("its checkpoint {c:?} points outside the log"),
+            Some(s) if c.offset >= SEGMENT_HEADER_BYTES && c.offset <= s.header.size => Ok(()),
+            _ => Err(format!("its checkpoint {c:?} points outside the log")),
         },
+    };
+    // A usable index gives up its clean-close mark before anything else happens: durably
+    // removed, so a crash after this open finds no mark. An index that cannot even do that is
+    // rebuilt.
+    let problem = match usable.and_then(|()| take_clean_end(&index)) {
+        Ok(clean_end) => {
+            return Ok((
+                index,
+                checkpoint,
+                clean_end.filter(|_| checkpoint.is_some()),
+                segments,
+            ));
+        }
+        Err(problem) => problem,
     };
     drop(index);
     let index = rebuild_index(fs.as_ref(), index_path, options, &problem)?;
     // Rebuilding replays the whole log: open every segment now.
     let ids: Vec<u64> = segments.keys().copied().collect();
     let segments = load_segments(fs, log_dir, &ids, &[], None)?;
-    Ok((index, None, segments))
+    Ok((index, None, None, segments))
+}
+
+/// Reads and durably removes the index's clean-close mark (see [`Index::clean_end`]).
+fn take_clean_end(index: &Index) -> Result<Option<Cursor>, String> {
+    let clean_end = index.clean_end().map_err(|e| e.to_string())?;
+    if clean_end.is_some() {
+        index
+            .set_clean_end(None)
+            .map_err(|e| format!("its clean-close mark cannot be removed: {e}"))?;
+    }
+    Ok(clean_end)
 }
 
 /// Opens segments `ids` (ascending, without gaps). Those below the checkpoint's segment with a
@@ -969,6 +993,7 @@ fn rebuild_index(
 fn recover(
     shared: &Arc<Shared>,
     checkpoint: Option<Cursor>,
+    clean_end: Option<Cursor>,
 ) -> Result<(Arc<Segment>, Cursor), EngineError> {
     let segments: Vec<Arc<Segment>> = shared
         .segments
@@ -1017,20 +1042,8 @@ fn recover(
     let mut cursor = checkpoint.unwrap_or(start);
     let mut mem = MemTable::starting_at(cursor);
     // After a clean close nothing lies past the end of data, so the rest of the last segment
-    // (up to its whole size) need not be read. The mark is removed, durably, before anything is
-    // written: a crash after this open must find no mark and check the tail again.
-    let mut clean_end = shared.index().clean_end().unwrap_or(None);
-    if clean_end.is_some() {
-        match shared.index().set_clean_end(None) {
-            Ok(()) => {}
-            // A damaged index is rebuilt later; meanwhile trust nothing it says.
-            Err(e @ EngineError::Corruption { .. }) => {
-                tracing::warn!(error = %e, "cannot clear the clean-close mark; checking the log's tail");
-                clean_end = None;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    // (up to its whole size) need not be read (`clean_end`, already removed from the index by
+    // `open_log`).
     // Writers keep the unindexed tail below about twice the threshold (see
     // `Writer::maybe_freeze`); a longer one (an index rebuild) is indexed in chunks meanwhile.
     let flush_every = shared.options.checkpoint_events.saturating_mul(4);
