@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use annals::entity::{Entities, Entity, EntityOptions};
+use annals::entity::{CommandContext, Entities, Entity, EntityOptions};
 use annals::{Aggregate, Command, Error, EventDetail, EventStore, NewEvent};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,7 @@ impl Entity for Counter {
     fn decide(
         state: Option<&Aggregate<u64>>,
         sender: &u64,
+        _: &mut CommandContext<'_, u64>,
     ) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
         let total = state.map_or(0, |a| a.state) + 1;
         Ok(vec![CounterEvent::Counted(Counted {

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
 use annals::action::{ActionContext, ActionError, EventAction};
-use annals::entity::{Entities, Entity, EntityOptions};
+use annals::entity::{CommandContext, Entities, Entity, EntityOptions};
 use annals::queue::{Queue, QueueAction};
 use annals::state::StateStore;
 use annals::view::SqlView;
@@ -916,6 +916,7 @@ impl Entity for Training {
     fn decide(
         state: Option<&Aggregate<Pokemon>>,
         command: &TrainingCommand,
+        _: &mut CommandContext<'_, TrainingCommand>,
     ) -> Result<Vec<PokemonEvent>, String> {
         let Some(pokemon) = state else {
             return Err("no such pokemon".into());

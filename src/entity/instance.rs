@@ -6,6 +6,11 @@
 //! is committed as soon as the first one is durable. Every command keeps its place in one of
 //! the two batches until its answer is sent, so after a version conflict all of them can be
 //! decided again, in order, on the reloaded state.
+//!
+//! The instance also holds the entity's timers (the fold of its aggregate in the timer store,
+//! see [`timer`](super::timer)): the timer events a decision makes join the batch's event
+//! group, so they commit with the command's events, and a version conflict on either reloads
+//! both.
 
 use std::sync::{Arc, Weak};
 
@@ -13,7 +18,9 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::runtime::Shared;
+use super::context::{CommandContext, FiredTimer, TimerOp};
+use super::runtime::{Request, Shared};
+use super::timer::{Cancelled, Scheduled, TimerBook, TimerEvent};
 use super::{Entity, EntityError, EntityOptions, Reply};
 use crate::aggregate::Aggregate;
 use crate::error::Error;
@@ -23,13 +30,18 @@ use crate::group::{GroupedEvent, push_event_group};
 use crate::storage::Timestamp;
 
 type Answer<T> = Result<Reply<<T as Entity>::Events>, EntityError<<T as Entity>::Rejection>>;
-type CommitResult<T> =
-    Result<Vec<PushEventResponse<<T as Entity>::Events, <T as Entity>::State>>, Error>;
+type CommitResult<T> = Result<
+    (
+        Vec<PushEventResponse<<T as Entity>::Events, <T as Entity>::State>>,
+        Vec<PushEventResponse<TimerEvent, TimerBook>>,
+    ),
+    Error,
+>;
 type Commit<T> = BoxFuture<'static, CommitResult<T>>;
 
-/// A command in a mailbox or a batch, with where to send its answer.
+/// A request in a mailbox or a batch, with where to send its answer.
 pub(crate) struct Envelope<T: Entity> {
-    pub(crate) command: T::Command,
+    pub(crate) request: Request<T>,
     pub(crate) reply: oneshot::Sender<Answer<T>>,
     /// How many times the command has been decided.
     pub(crate) attempts: u32,
@@ -46,11 +58,34 @@ pub(crate) enum Outcome<R> {
     Unchanged { version: u64 },
     /// Refused.
     Rejected(R),
+    /// A timer request found no such timer scheduled.
+    TimerNotScheduled(String),
+    /// The decision set an invalid timer.
+    InvalidTimer { name: String, reason: String },
+}
+
+/// What one decision records, before it is numbered and encoded.
+enum Decided<T: Entity> {
+    Record {
+        events: Vec<T::Events>,
+        timers: Vec<TimerEvent>,
+    },
+    /// Refused; a delivered timer is still marked delivered (its command was answered).
+    Rejected {
+        rejection: T::Rejection,
+        timers: Vec<TimerEvent>,
+    },
+    TimerNotScheduled(String),
+    InvalidTimer {
+        name: String,
+        reason: String,
+    },
 }
 
 /// Commands decided together and committed as one group.
 struct Batch<T: Entity> {
     events: Vec<GroupedEvent<T::Events, T::State>>,
+    timer_events: Vec<GroupedEvent<TimerEvent, TimerBook>>,
     commands: Vec<Envelope<T>>,
 }
 
@@ -58,8 +93,13 @@ impl<T: Entity> Batch<T> {
     fn new() -> Self {
         Batch {
             events: Vec::new(),
+            timer_events: Vec::new(),
             commands: Vec::new(),
         }
+    }
+
+    fn records_nothing(&self) -> bool {
+        self.events.is_empty() && self.timer_events.is_empty()
     }
 }
 
@@ -67,13 +107,17 @@ pub(crate) struct Instance<T: Entity> {
     aggregate_id: String,
     generation: u64,
     store: EventStore<T::Events, T::State>,
+    /// The timer store, on the adapter `store` had at the last load.
+    timer_store: EventStore<TimerEvent, TimerBook>,
     options: EntityOptions,
     shared: Weak<Shared<T>>,
     inbox: mpsc::Receiver<Envelope<T>>,
     /// The aggregate after every decided command (durable or not); `None` before its first
     /// event.
     state: Option<Aggregate<T::State>>,
-    /// Whether `state` reflects the store; false before the first load and after a failure.
+    /// The entity's timers after every decided command; `None` before its first timer event.
+    timers: Option<Aggregate<TimerBook>>,
+    /// Whether `state` and `timers` reflect the store; false before the first load and after a failure.
     loaded: bool,
     /// The commands of the batch being committed.
     in_flight: Vec<Envelope<T>>,
@@ -92,10 +136,12 @@ impl<T: Entity> Instance<T> {
             aggregate_id,
             generation,
             store: shared.store.clone(),
+            timer_store: shared.timers.clone(),
             options: shared.options.clone(),
             shared: Arc::downgrade(shared),
             inbox,
             state: None,
+            timers: None,
             loaded: false,
             in_flight: Vec::new(),
             next: Batch::new(),
@@ -173,49 +219,81 @@ impl<T: Entity> Instance<T> {
         self.next = batch;
     }
 
-    /// Reads the aggregate from the store (snapshot and later events).
+    /// Reads the aggregate (snapshot and later events) and the entity's timers.
     async fn load(&mut self) -> Result<(), Error> {
-        let response = self
-            .store
-            .get_aggregate(&self.aggregate_id, Default::default())
-            .await?;
-        self.state = response.aggregate;
+        let adapter = self.store.storage_adapter()?;
+        // A store id too long to take the `.timers` suffix leaves the entity without timers
+        // (setting one fails with the limit error) rather than without state.
+        let has_timers = adapter
+            .limits()
+            .check_event_store_id(self.timer_store.event_store_id())
+            .is_ok();
+        self.timer_store = self.timer_store.with_storage_adapter(adapter);
+        let read_timers = async {
+            if has_timers {
+                let response = self
+                    .timer_store
+                    .get_aggregate(&self.aggregate_id, Default::default())
+                    .await?;
+                Ok(response.aggregate)
+            } else {
+                Ok(None)
+            }
+        };
+        let (state, timers) = tokio::try_join!(
+            self.store
+                .get_aggregate(&self.aggregate_id, Default::default()),
+            read_timers,
+        )?;
+        self.state = state.aggregate;
+        self.timers = timers;
         self.loaded = true;
         Ok(())
     }
 
-    /// Decides one command on the current state and, if it records events, folds them in and
+    /// Decides one request on the current state and, if it records events, folds them in and
     /// adds them to `batch`.
     fn decide(&mut self, batch: &mut Batch<T>, mut envelope: Envelope<T>) {
         envelope.attempts += 1;
         let version = self.state.as_ref().map_or(0, |aggregate| aggregate.version);
-        let events = match T::decide(self.state.as_ref(), &envelope.command) {
-            Ok(events) => events,
-            Err(rejection) => {
+        // One timestamp for the decision's events, set now so the state folded here is the
+        // one a reader of the stored events builds.
+        let timestamp = Timestamp::now();
+        let (events, timers) = match self.decision(&envelope, timestamp) {
+            Decided::Record { events, timers } => (events, timers),
+            Decided::Rejected { rejection, timers } => {
                 envelope.outcome = Outcome::Rejected(rejection);
+                (Vec::new(), timers)
+            }
+            Decided::TimerNotScheduled(name) => {
+                envelope.outcome = Outcome::TimerNotScheduled(name);
+                batch.commands.push(envelope);
+                return;
+            }
+            Decided::InvalidTimer { name, reason } => {
+                envelope.outcome = Outcome::InvalidTimer { name, reason };
                 batch.commands.push(envelope);
                 return;
             }
         };
-        if events.is_empty() {
-            envelope.outcome = Outcome::Unchanged { version };
-            batch.commands.push(envelope);
-            return;
-        }
-        // One timestamp for the command's events, set now so the state folded here is the
-        // one a reader of the stored events builds.
-        let timestamp = Timestamp::now();
-        let new_events: Vec<NewEvent<T::Events>> = (1..)
-            .zip(events)
-            .map(|(offset, event)| {
-                NewEvent::new(&self.aggregate_id, version + offset, event).with_timestamp(timestamp)
-            })
-            .collect();
-        let grouped: Result<Vec<_>, Error> = new_events
+        let timer_version = self.timers.as_ref().map_or(0, |book| book.version);
+        let new_events = numbered(&self.aggregate_id, version, timestamp, events);
+        let new_timers = numbered(&self.aggregate_id, timer_version, timestamp, timers);
+        let grouped = new_events
             .iter()
             .map(|event| self.store.group_event(event.clone(), Default::default()))
-            .collect();
-        let grouped = match grouped {
+            .collect::<Result<Vec<_>, Error>>()
+            .and_then(|events| {
+                let timers = new_timers
+                    .iter()
+                    .map(|event| {
+                        self.timer_store
+                            .group_event(event.clone(), Default::default())
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
+                Ok((events, timers))
+            });
+        let (grouped, grouped_timers) = match grouped {
             Ok(grouped) => grouped,
             // The events do not encode: nothing to commit and nothing learned about the
             // state, so the answer can go now.
@@ -231,30 +309,124 @@ impl<T: Entity> Instance<T> {
             let detail = event.into_detail(timestamp);
             self.state = Some(self.store.reduce(self.state.take(), &detail));
         }
-        envelope.outcome = Outcome::Events {
-            count,
-            version: version + count as u64,
-        };
+        for event in new_timers {
+            let detail = event.into_detail(timestamp);
+            self.timers = Some(self.timer_store.reduce(self.timers.take(), &detail));
+        }
+        if matches!(envelope.outcome, Outcome::Undecided) {
+            envelope.outcome = if count == 0 {
+                Outcome::Unchanged { version }
+            } else {
+                Outcome::Events {
+                    count,
+                    version: version + count as u64,
+                }
+            };
+        }
         batch.events.extend(grouped);
+        batch.timer_events.extend(grouped_timers);
         batch.commands.push(envelope);
+    }
+
+    /// What `envelope`'s request records on the current state and timers.
+    fn decision(&self, envelope: &Envelope<T>, now: Timestamp) -> Decided<T> {
+        let empty = TimerBook::default();
+        let book = self.timers.as_ref().map_or(&empty, |timers| &timers.state);
+        let state = self.state.as_ref();
+        match &envelope.request {
+            Request::Command(command) => {
+                let mut ctx = CommandContext::new(now, envelope.attempts, None, book);
+                match T::decide(state, command, &mut ctx) {
+                    Ok(events) => match timer_events(book, None, ctx) {
+                        Ok(timers) => Decided::Record { events, timers },
+                        Err((name, reason)) => Decided::InvalidTimer { name, reason },
+                    },
+                    Err(rejection) => Decided::Rejected {
+                        rejection,
+                        timers: Vec::new(),
+                    },
+                }
+            }
+            Request::TimerFire { timer, command } => {
+                let Some(pending) = book.current(timer) else {
+                    return Decided::TimerNotScheduled(timer.name.clone());
+                };
+                let fired = FiredTimer {
+                    name: timer.name.clone(),
+                    at: Timestamp::from_unix_millis(pending.at_ms),
+                    attempt: pending.attempts.max(1),
+                };
+                let delivered = TimerEvent::Delivered(timer.clone());
+                let mut ctx = CommandContext::new(now, envelope.attempts, Some(&fired), book);
+                match T::decide(state, command, &mut ctx) {
+                    Ok(events) => match timer_events(book, Some(delivered), ctx) {
+                        Ok(timers) => Decided::Record { events, timers },
+                        Err((name, reason)) => Decided::InvalidTimer { name, reason },
+                    },
+                    Err(rejection) => Decided::Rejected {
+                        rejection,
+                        timers: vec![delivered],
+                    },
+                }
+            }
+            Request::TimerAttempt(timer) => match book.current(timer) {
+                Some(_) => Decided::Record {
+                    events: Vec::new(),
+                    timers: vec![TimerEvent::Attempted(timer.clone())],
+                },
+                None => Decided::TimerNotScheduled(timer.name.clone()),
+            },
+            Request::Schedule { name, at, command } => {
+                let mut ctx = CommandContext::<T::Command>::new(now, envelope.attempts, None, book);
+                ctx.ops.push(TimerOp::Schedule {
+                    name: name.clone(),
+                    at: *at,
+                    command: command.clone(),
+                });
+                match timer_events(book, None, ctx) {
+                    Ok(timers) => Decided::Record {
+                        events: Vec::new(),
+                        timers,
+                    },
+                    Err((name, reason)) => Decided::InvalidTimer { name, reason },
+                }
+            }
+            Request::Cancel { name } if book.timers.contains_key(name) => Decided::Record {
+                events: Vec::new(),
+                timers: vec![TimerEvent::Cancelled(Cancelled { name: name.clone() })],
+            },
+            Request::Cancel { name } => Decided::TimerNotScheduled(name.clone()),
+        }
     }
 
     /// Starts committing `batch`, or answers it at once when it records nothing (the state
     /// its commands read is durable: nothing is in flight before it).
     fn submit(&mut self, batch: Batch<T>) -> Option<Commit<T>> {
+        let records_nothing = batch.records_nothing();
         self.in_flight = batch.commands;
-        if batch.events.is_empty() {
-            answer(std::mem::take(&mut self.in_flight), Vec::new());
+        if records_nothing {
+            answer(
+                &self.aggregate_id,
+                std::mem::take(&mut self.in_flight),
+                Vec::new(),
+            );
             return None;
         }
-        Some(Box::pin(push_event_group(batch.events)))
+        Some(Box::pin(push_event_group((
+            batch.events,
+            batch.timer_events,
+        ))))
     }
 
     /// Handles the end of the in-flight commit; returns the next one to wait for, if any.
     async fn committed(&mut self, result: CommitResult<T>) -> Option<Commit<T>> {
         match result {
-            Ok(responses) => {
-                answer(std::mem::take(&mut self.in_flight), responses);
+            Ok((responses, _)) => {
+                answer(
+                    &self.aggregate_id,
+                    std::mem::take(&mut self.in_flight),
+                    responses,
+                );
                 None
             }
             Err(error) if error.event_already_exists().is_some() => self.fence().await,
@@ -311,13 +483,66 @@ impl<T: Entity> Instance<T> {
                 .send(Err(store_error(&self.aggregate_id, Arc::clone(error))));
         }
         self.state = None;
+        self.timers = None;
         self.loaded = false;
     }
 }
 
+/// `events` as new events of `aggregate_id` after `version`, all at `timestamp`.
+fn numbered<E: crate::event::Events>(
+    aggregate_id: &str,
+    version: u64,
+    timestamp: Timestamp,
+    events: Vec<E>,
+) -> Vec<NewEvent<E>> {
+    (1..)
+        .zip(events)
+        .map(|(offset, event)| {
+            NewEvent::new(aggregate_id, version + offset, event).with_timestamp(timestamp)
+        })
+        .collect()
+}
+
+/// The timer events of a decision: `delivered` first (the timer that brought the command),
+/// then what the context asked for, in order. Cancelling a timer that is not scheduled records
+/// nothing. Fails with the first invalid request.
+fn timer_events<C>(
+    book: &TimerBook,
+    delivered: Option<TimerEvent>,
+    ctx: CommandContext<'_, C>,
+) -> Result<Vec<TimerEvent>, (String, String)> {
+    if let Some(invalid) = ctx.invalid {
+        return Err(invalid);
+    }
+    let mut scheduled: std::collections::BTreeSet<&str> =
+        book.timers.keys().map(String::as_str).collect();
+    if let Some(TimerEvent::Delivered(timer)) = &delivered {
+        scheduled.remove(timer.name.as_str());
+    }
+    let mut out: Vec<TimerEvent> = delivered.into_iter().collect();
+    for op in &ctx.ops {
+        match op {
+            TimerOp::Schedule { name, at, command } => {
+                scheduled.insert(name);
+                out.push(TimerEvent::Scheduled(Scheduled {
+                    name: name.clone(),
+                    at_ms: at.unix_millis(),
+                    command: command.clone(),
+                }));
+            }
+            TimerOp::Cancel { name } => {
+                if scheduled.remove(name.as_str()) {
+                    out.push(TimerEvent::Cancelled(Cancelled { name: name.clone() }));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn batch_is_full<T: Entity>(batch: &Batch<T>, options: &EntityOptions) -> bool {
     batch.commands.len() >= options.batch_commands_max.max(1)
-        || batch.events.len() >= options.batch_events_max.max(1)
+        || batch.events.len() + batch.timer_events.len() >= options.batch_events_max.max(1)
 }
 
 fn store_error<R: std::fmt::Debug>(aggregate_id: &str, source: Arc<Error>) -> EntityError<R> {
@@ -330,6 +555,7 @@ fn store_error<R: std::fmt::Debug>(aggregate_id: &str, source: Arc<Error>) -> En
 /// Sends every command of a durable batch its answer; `responses` are the batch's events in
 /// order.
 fn answer<T: Entity>(
+    aggregate_id: &str,
     commands: Vec<Envelope<T>>,
     responses: Vec<PushEventResponse<T::Events, T::State>>,
 ) {
@@ -345,6 +571,15 @@ fn answer<T: Entity>(
                 events: Vec::new(),
             }),
             Outcome::Rejected(rejection) => Err(EntityError::Rejected(rejection)),
+            Outcome::TimerNotScheduled(name) => Err(EntityError::TimerNotScheduled {
+                aggregate_id: aggregate_id.to_owned(),
+                name,
+            }),
+            Outcome::InvalidTimer { name, reason } => Err(EntityError::InvalidTimer {
+                aggregate_id: aggregate_id.to_owned(),
+                name,
+                reason,
+            }),
             Outcome::Undecided => unreachable!("every command of a batch is decided"),
         };
         // The sender may have stopped waiting; the events are recorded all the same.

@@ -31,8 +31,10 @@
 //!   [`EntityOptions::live_instances_max`] instances are live and it is the least recently
 //!   used; the next command starts a fresh instance that loads again.
 //!
-//! [`Timers`] delivers commands to entities at a given time, durably (kept in a
-//! [`StateStore`](crate::state::StateStore)), at least once.
+//! An entity sets timers while deciding, with [`CommandContext::schedule`]: a timer is committed in
+//! the same event group as the command's events (both are durable or neither is), and
+//! [`Timers`] delivers its command to the entity when it is due, at least once, with the
+//! attempt count in [`CommandContext::timer`]. [`Timers`] says where timers are kept.
 //!
 //! Each instance's mailbox holds at most [`EntityOptions::mailbox_capacity`] commands; when it
 //! is full, `send` fails at once with [`EntityError::Overloaded`] instead of queueing without
@@ -41,8 +43,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use serde::{Deserialize, Serialize};
-//! use annals::{Aggregate, EventDetail, EventStore, storage::InMemoryAdapter};
-//! use annals::entity::{Entities, Entity, EntityError, EntityOptions};
+//! use annals::{Aggregate, EventDetail, EventStore, Timestamp, storage::InMemoryAdapter};
+//! use annals::entity::{CommandContext, Entities, Entity, EntityError, EntityOptions};
 //!
 //! #[derive(Debug, Clone, Serialize, Deserialize)]
 //! pub struct Deposited { pub amount: u64 }
@@ -62,7 +64,8 @@
 //!     }
 //! }
 //!
-//! pub enum AccountCommand { Deposit(u64), Withdraw(u64) }
+//! #[derive(Serialize, Deserialize)]
+//! pub enum AccountCommand { Deposit(u64), Withdraw(u64), RemindLowBalance }
 //! #[derive(Debug, PartialEq)]
 //! pub struct InsufficientFunds { pub balance: u64 }
 //!
@@ -76,6 +79,7 @@
 //!     fn decide(
 //!         state: Option<&Aggregate<u64>>,
 //!         command: &AccountCommand,
+//!         ctx: &mut CommandContext<'_, AccountCommand>,
 //!     ) -> Result<Vec<AccountEvent>, InsufficientFunds> {
 //!         let balance = state.map_or(0, |account| account.state);
 //!         match *command {
@@ -86,8 +90,15 @@
 //!                 Err(InsufficientFunds { balance })
 //!             }
 //!             AccountCommand::Withdraw(amount) => {
+//!                 if balance - amount < 10 {
+//!                     // Committed with the withdrawal, or not at all.
+//!                     let tomorrow = ctx.now().unix_millis() + 86_400_000;
+//!                     ctx.schedule("low-balance", Timestamp::from_unix_millis(tomorrow),
+//!                         &AccountCommand::RemindLowBalance);
+//!                 }
 //!                 Ok(vec![AccountEvent::Withdrawn(Withdrawn { amount })])
 //!             }
+//!             AccountCommand::RemindLowBalance => Ok(Vec::new()),
 //!         }
 //!     }
 //! }
@@ -107,6 +118,7 @@
 //! # Ok::<(), annals::Error>(()) }).unwrap();
 //! ```
 
+mod context;
 pub mod http;
 mod instance;
 mod runtime;
@@ -120,15 +132,16 @@ use crate::aggregate::Aggregate;
 use crate::error::Error;
 use crate::event::{EventDetail, Events};
 
+pub use context::{CommandContext, FiredTimer};
 pub use runtime::{Entities, EntityHandle};
-pub use timer::{Timer, TimerError, Timers};
+pub use timer::{TIMER_NAME_BYTES_MAX, Timer, TimerError, Timers, timer_store_id};
 
 /// One kind of entity: its commands, events, state, rejection, and how it decides.
 ///
-/// `decide` must be pure: the same state and command give the same answer. It runs inside the
-/// entity's instance, possibly more than once for one command (after a version conflict the
-/// command is decided again on the reloaded state), and its events are only kept if they
-/// commit.
+/// `decide` must be pure: the same state, command and context give the same answer. It runs
+/// inside the entity's instance, possibly more than once for one command (after a version
+/// conflict the command is decided again on the reloaded state, with
+/// [`CommandContext::attempt`] one higher), and its events and timers are only kept if they commit.
 pub trait Entity: Send + Sync + 'static {
     /// What the entity is asked to do, typically an enum.
     type Command: Send + 'static;
@@ -141,9 +154,12 @@ pub trait Entity: Send + Sync + 'static {
 
     /// The events `command` records given the current aggregate (`None` before its first
     /// event), or why it is refused. No events is a valid answer: the command changes nothing.
+    /// `ctx` tells the decision's time and attempt and the timer that delivered the command,
+    /// and takes the timers it sets or cancels (see [`CommandContext`]).
     fn decide(
         state: Option<&Aggregate<Self::State>>,
         command: &Self::Command,
+        ctx: &mut CommandContext<'_, Self::Command>,
     ) -> Result<Vec<Self::Events>, Self::Rejection>;
 }
 
@@ -191,6 +207,26 @@ pub enum EntityError<R: fmt::Debug> {
         aggregate_id: String,
         /// How many times the command was decided.
         attempts: u32,
+    },
+    /// The command set a timer with an invalid name or a command that does not serialize
+    /// (see [`CommandContext::schedule`]); nothing was recorded.
+    #[error("entity {aggregate_id:?}: invalid timer {name:?}: {reason}")]
+    InvalidTimer {
+        /// The entity.
+        aggregate_id: String,
+        /// The timer's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A timer request ([`Timers`]) found the timer no longer scheduled: it was cancelled,
+    /// replaced or already delivered. Nothing was recorded.
+    #[error("entity {aggregate_id:?}: no timer {name:?} is scheduled")]
+    TimerNotScheduled {
+        /// The entity.
+        aggregate_id: String,
+        /// The timer's name.
+        name: String,
     },
     /// The instance stopped before answering (its `decide` panicked, or the runtime shut
     /// down). The command may or may not have been recorded.

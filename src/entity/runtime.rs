@@ -9,8 +9,32 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::instance::{Envelope, Instance, Outcome};
+use super::timer::{TimerBook, TimerEvent, TimerRef, timer_store};
 use super::{Entity, EntityError, EntityOptions, Reply};
 use crate::event_store::EventStore;
+use crate::storage::Timestamp;
+
+/// What an instance is asked to do.
+pub(crate) enum Request<T: Entity> {
+    /// Decide a command sent by [`EntityHandle::send`].
+    Command(T::Command),
+    /// Schedule a timer from outside the entity ([`Timers::schedule`](super::Timers)).
+    Schedule {
+        name: String,
+        at: Timestamp,
+        command: serde_json::Value,
+    },
+    /// Cancel a timer from outside the entity; answered with
+    /// [`EntityError::TimerNotScheduled`] when there is none.
+    Cancel { name: String },
+    /// Count one more delivery attempt of a timer still scheduled.
+    TimerAttempt(TimerRef),
+    /// Deliver a due timer's command, if the timer is still scheduled.
+    TimerFire {
+        timer: TimerRef,
+        command: T::Command,
+    },
+}
 
 /// Runs the entities of one kind `T` over one event store: one live instance per id at most,
 /// started on demand. Cheap to clone; instances stop when every clone is dropped (after
@@ -40,6 +64,9 @@ impl<T: Entity> fmt::Debug for Entities<T> {
 /// What the runtime and its instances share.
 pub(crate) struct Shared<T: Entity> {
     pub(crate) store: EventStore<T::Events, T::State>,
+    /// The store of the entities' timers, without an adapter: instances use it on their
+    /// store's adapter.
+    pub(crate) timers: EventStore<TimerEvent, TimerBook>,
     pub(crate) options: EntityOptions,
     registry: Mutex<Registry<T>>,
 }
@@ -64,9 +91,12 @@ impl<T: Entity> Entities<T> {
     /// Runs entities of kind `T` on `store` (its adapter, reducer and snapshot policy).
     /// Instances are tokio tasks: call this and `send` inside a tokio runtime.
     pub fn new(store: EventStore<T::Events, T::State>, options: EntityOptions) -> Self {
+        let timers = timer_store(store.event_store_id())
+            .expect("a store without upcasters or aliases always builds");
         Entities {
             shared: Arc::new(Shared {
                 store,
+                timers,
                 options,
                 registry: Mutex::new(Registry {
                     live: HashMap::new(),
@@ -89,6 +119,11 @@ impl<T: Entity> Entities<T> {
     /// The event store the entities run on.
     pub fn store(&self) -> &EventStore<T::Events, T::State> {
         &self.shared.store
+    }
+
+    /// The store of the entities' timers (no adapter set).
+    pub(crate) fn timer_store(&self) -> &EventStore<TimerEvent, TimerBook> {
+        &self.shared.timers
     }
 
     /// How many instances are live now (started and not stopped or evicted).
@@ -253,11 +288,19 @@ impl<T: Entity> EntityHandle<T> {
         &self,
         command: T::Command,
     ) -> Result<Reply<T::Events>, EntityError<T::Rejection>> {
+        self.request(Request::Command(command)).await
+    }
+
+    /// Sends any request to the entity's instance and waits for its answer.
+    pub(crate) async fn request(
+        &self,
+        request: Request<T>,
+    ) -> Result<Reply<T::Events>, EntityError<T::Rejection>> {
         let (reply, answer) = oneshot::channel();
         self.entities.shared.deliver(
             &self.aggregate_id,
             Envelope {
-                command,
+                request,
                 reply,
                 attempts: 0,
                 outcome: Outcome::Undecided,

@@ -1,33 +1,147 @@
-//! Durable timers: a command delivered to an entity at a given time, kept in a
-//! [`StateStore`] so it survives restarts, delivered at least once.
+//! Durable timers: a command delivered to an entity at a given time, recorded in the event log
+//! in the same commit as the events of the command that set it, delivered at least once.
 //!
-//! A timer is named within its entity: scheduling a name again replaces the timer. When a
-//! timer is due, [`Timers::fire_due`] first records the attempt durably, then sends the command;
-//! once the entity has answered it (events durable, or a rejection) the timer is removed,
-//! unless it was rescheduled meanwhile. A crash between the send and the removal delivers the
-//! command again after the restart, so commands sent by timers should be idempotent or
-//! harmless to repeat. [`Timers::run`] calls `fire_due` on a fixed tick.
+//! # Where timers live
+//! The timers of the entities of event store `S` are events of a companion store, `S.timers`
+//! (that id is reserved), one aggregate per entity id. Scheduling, cancelling, counting a
+//! delivery attempt and marking a timer delivered are events of that store, so:
+//!
+//! - a timer set by [`CommandContext::schedule`](super::CommandContext::schedule) while deciding a command is
+//!   committed in the same event group as the command's events: both are durable, or neither;
+//! - a timer's delivery records its command's events and the timer's removal in one commit, so
+//!   a timer whose command recorded its events is never delivered again;
+//! - they work on every storage adapter, and they follow the entity's instance: its fencing
+//!   reloads the timers with the state.
+//!
+//! # Delivery
+//! [`Timers`] follows the log (from its start, when it is created) to know every scheduled
+//! timer. For each due timer, [`Timers::fire_due`] first has the entity record the attempt
+//! (durably), then delivers the command; the entity decides it with the timer and its attempt
+//! count in [`CommandContext::timer`](super::CommandContext::timer). A crash, a failed commit or an
+//! overloaded entity leaves the timer scheduled with its attempt counted, to be delivered again
+//! by the next call: timers fire at least once. A timer that was cancelled or rescheduled in
+//! the meantime is not delivered (the entity checks it, on its own up-to-date state).
+//! [`Timers::run`] calls `fire_due` on a fixed tick.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use redb::{ReadableTable, TableDefinition};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::runtime::Request;
 use super::{Entities, Entity, EntityError};
-use crate::state::{StateStore, TxnError};
-use crate::storage::{StorageError, Timestamp};
+use crate::error::Error;
+use crate::event::EventDetail;
+use crate::event_store::EventStore;
+use crate::storage::{Position, StoredEvent, Timestamp};
 
-/// Timers of every entity kind: (event store id, aggregate id, timer name) → a JSON
-/// [`Record`].
-const TIMERS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("entity_timers");
+/// Most bytes of a timer's name.
+pub const TIMER_NAME_BYTES_MAX: usize = 256;
 
-#[derive(Serialize, Deserialize, PartialEq)]
-struct Record {
-    at_ms: i64,
-    attempts: u32,
-    command: serde_json::Value,
+/// The id of the store holding the timers of the entities of store `event_store_id`.
+pub fn timer_store_id(event_store_id: &str) -> String {
+    format!("{event_store_id}.timers")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Scheduled {
+    pub(crate) name: String,
+    pub(crate) at_ms: i64,
+    pub(crate) command: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Cancelled {
+    pub(crate) name: String,
+}
+
+/// Names one scheduling of a timer: its name and the version of its `Scheduled` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimerRef {
+    pub(crate) name: String,
+    pub(crate) id: u64,
+}
+
+crate::events! {
+    /// The events of a timer store.
+    pub(crate) enum TimerEvent {
+        Scheduled(Scheduled) = "TIMER_SCHEDULED",
+        Cancelled(Cancelled) = "TIMER_CANCELLED",
+        Attempted(TimerRef) = "TIMER_ATTEMPTED",
+        Delivered(TimerRef) = "TIMER_DELIVERED",
+    }
+}
+
+/// One scheduled timer of an entity.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Pending {
+    /// The version of the event that scheduled it: rescheduling the name gives a new id.
+    pub(crate) id: u64,
+    pub(crate) at_ms: i64,
+    pub(crate) attempts: u32,
+    pub(crate) command: serde_json::Value,
+}
+
+/// The timers of one entity: the fold of its timer-store events.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct TimerBook {
+    pub(crate) timers: BTreeMap<String, Pending>,
+}
+
+impl TimerBook {
+    /// Applies the event at `version`. Events that name a scheduling no longer current
+    /// (`Attempted`, `Delivered` after a reschedule) change nothing.
+    pub(crate) fn apply(&mut self, event: &TimerEvent, version: u64) {
+        match event {
+            TimerEvent::Scheduled(s) => {
+                let pending = Pending {
+                    id: version,
+                    at_ms: s.at_ms,
+                    attempts: 0,
+                    command: s.command.clone(),
+                };
+                self.timers.insert(s.name.clone(), pending);
+            }
+            TimerEvent::Cancelled(c) => {
+                self.timers.remove(&c.name);
+            }
+            TimerEvent::Attempted(r) => {
+                if let Some(pending) = self.current_mut(r) {
+                    pending.attempts = pending.attempts.saturating_add(1);
+                }
+            }
+            TimerEvent::Delivered(r) => {
+                if self.current_mut(r).is_some() {
+                    self.timers.remove(&r.name);
+                }
+            }
+        }
+    }
+
+    /// The timer `r` names, if that scheduling is still the current one.
+    pub(crate) fn current(&self, r: &TimerRef) -> Option<&Pending> {
+        self.timers.get(&r.name).filter(|p| p.id == r.id)
+    }
+
+    fn current_mut(&mut self, r: &TimerRef) -> Option<&mut Pending> {
+        self.timers.get_mut(&r.name).filter(|p| p.id == r.id)
+    }
+}
+
+fn reduce(book: Option<TimerBook>, event: &EventDetail<TimerEvent>) -> TimerBook {
+    let mut book = book.unwrap_or_default();
+    book.apply(&event.event, event.version);
+    book
+}
+
+/// The timer store of `event_store_id`, without an adapter (the entity runtime sets its
+/// store's).
+pub(crate) fn timer_store(
+    event_store_id: &str,
+) -> Result<EventStore<TimerEvent, TimerBook>, Error> {
+    EventStore::builder(timer_store_id(event_store_id), reduce).build()
 }
 
 /// A scheduled timer, as listed by [`Timers::pending`].
@@ -49,9 +163,9 @@ pub struct Timer<C> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TimerError {
-    /// The state store failed.
+    /// Reading the timers from the log failed.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Store(#[from] Error),
     /// A command does not encode to JSON, or a stored one no longer decodes into the
     /// entity's command type.
     #[error("timer {aggregate_id:?}/{name:?}: the command does not (de)serialize: {reason}")]
@@ -63,39 +177,72 @@ pub enum TimerError {
         /// What failed.
         reason: String,
     },
+    /// The entity could not take the request: it is overloaded, stopped, kept conflicting,
+    /// its store failed, or the timer's name is invalid. Nothing was recorded.
+    #[error("timer {aggregate_id:?}/{name:?}: {reason}")]
+    Entity {
+        /// The timer's entity.
+        aggregate_id: String,
+        /// The timer's name.
+        name: String,
+        /// Why, as the entity answered.
+        reason: String,
+    },
 }
 
-/// The durable timers of entities of kind `T`, kept in a [`StateStore`].
+/// What [`Timers`] knows of every entity's timers, from the log.
+#[derive(Default)]
+struct Follower {
+    /// The next log position to read.
+    next: Position,
+    /// Entities with at least one scheduled timer.
+    books: HashMap<String, TimerBook>,
+}
+
+/// The durable timers of entities of kind `T`: schedules, cancels, lists and delivers them.
+/// See the [module documentation](self).
 pub struct Timers<T: Entity> {
     entities: Entities<T>,
-    state: Arc<StateStore>,
+    store: EventStore<TimerEvent, TimerBook>,
+    follower: tokio::sync::Mutex<Follower>,
 }
 
 impl<T: Entity> std::fmt::Debug for Timers<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timers")
-            .field("state", &self.state)
+            .field("store", &self.store.event_store_id())
             .finish_non_exhaustive()
     }
 }
 
+/// How many due timers are delivered at once.
+const DELIVERIES_IN_FLIGHT: usize = 64;
+/// Events read from the log per call while following it.
+const FOLLOW_BATCH: usize = 4_096;
+
 impl<T> Timers<T>
 where
     T: Entity,
-    T::Command: Serialize + DeserializeOwned,
+    T::Command: Serialize + DeserializeOwned + Clone,
 {
-    /// Timers delivering to `entities`, stored in `state`.
-    pub fn new(entities: Entities<T>, state: Arc<StateStore>) -> Self {
-        Timers { entities, state }
-    }
-
-    fn store_id(&self) -> String {
-        self.entities.store().event_store_id().to_owned()
+    /// The timers of `entities`, read from their store's log on first use.
+    pub fn new(entities: Entities<T>) -> Self {
+        let store = entities.timer_store().clone();
+        Timers {
+            entities,
+            store,
+            follower: tokio::sync::Mutex::new(Follower {
+                next: 1,
+                books: HashMap::new(),
+            }),
+        }
     }
 
     /// Schedules `command` for entity `aggregate_id` at `at`, under `name`; replaces a timer
-    /// of the same name. Durable when it returns.
-    pub fn schedule(
+    /// of the same name. Durable when it returns. Inside an entity, schedule with
+    /// [`CommandContext::schedule`](super::CommandContext::schedule) instead: that commits with the
+    /// command's events.
+    pub async fn schedule(
         &self,
         aggregate_id: &str,
         name: &str,
@@ -107,85 +254,61 @@ where
             name: name.to_owned(),
             reason: e.to_string(),
         })?;
-        let record = Record {
-            at_ms: at.unix_millis(),
-            attempts: 0,
+        let request = Request::Schedule {
+            name: name.to_owned(),
+            at,
             command,
         };
-        let bytes = serde_json::to_vec(&record).expect("a JSON value always encodes");
-        let store = self.store_id();
-        self.state.write(|txn| {
-            let mut table = txn.open_table(TIMERS)?;
-            table.insert((store.as_str(), aggregate_id, name), bytes.as_slice())?;
-            Ok(())
-        })?;
-        Ok(())
+        self.request(aggregate_id, name, request).await.map(drop)
     }
 
-    /// Removes the timer `name` of `aggregate_id`; whether there was one.
-    pub fn cancel(&self, aggregate_id: &str, name: &str) -> Result<bool, TimerError> {
-        let store = self.store_id();
-        Ok(self.state.write(|txn| {
-            let mut table = txn.open_table(TIMERS)?;
-            let removed = table.remove((store.as_str(), aggregate_id, name))?;
-            Ok(removed.is_some())
-        })?)
+    /// Removes the timer `name` of `aggregate_id`; whether there was one. Durable when it
+    /// returns.
+    pub async fn cancel(&self, aggregate_id: &str, name: &str) -> Result<bool, TimerError> {
+        let request = Request::Cancel {
+            name: name.to_owned(),
+        };
+        self.request(aggregate_id, name, request).await
     }
 
-    /// Every scheduled timer of this entity kind, by aggregate id and name.
-    pub fn pending(&self) -> Result<Vec<Timer<T::Command>>, TimerError> {
-        let store = self.store_id();
-        let raw: Vec<(String, String, Vec<u8>)> = self.state.read(|txn| {
-            let table = match txn.open_table(TIMERS) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(TxnError::from(e)),
-            };
-            let mut out = Vec::new();
-            for entry in table.range((store.as_str(), "", "")..)? {
-                let (key, value) = entry?;
-                let (s, id, name) = key.value();
-                if s != store {
-                    break;
-                }
-                out.push((id.to_owned(), name.to_owned(), value.value().to_vec()));
-            }
-            Ok(out)
-        })?;
-        raw.into_iter()
-            .map(|(aggregate_id, name, bytes)| decode(aggregate_id, name, &bytes))
-            .collect()
-    }
-
-    /// Delivers every timer due at `now`: records the attempt, sends the command, and removes
-    /// the timer once the entity answered (recorded or rejected) unless it was rescheduled
-    /// meanwhile. A timer whose delivery failed stays, to be tried at the next call. Returns
-    /// how many timers were answered.
-    pub async fn fire_due(&self, now: Timestamp) -> Result<usize, TimerError> {
-        let due: Vec<_> = self
-            .pending()?
-            .into_iter()
-            .filter(|timer| timer.at <= now)
-            .collect();
-        let mut answered = 0;
-        for timer in due {
-            let Some(attempted) = self.record_attempt(&timer.aggregate_id, &timer.name)? else {
-                continue;
-            };
-            let handle = self.entities.get(timer.aggregate_id.clone());
-            match handle.send(timer.command).await {
-                Ok(_) | Err(EntityError::Rejected(_)) => {
-                    self.remove_if_unchanged(&timer.aggregate_id, &timer.name, &attempted)?;
-                    answered += 1;
-                }
-                Err(error) => tracing::warn!(
-                    aggregate_id = %timer.aggregate_id,
-                    name = %timer.name,
-                    %error,
-                    "timer delivery failed; it stays scheduled"
-                ),
+    /// Every scheduled timer of this entity kind, by aggregate id and name, as committed to
+    /// the log now.
+    pub async fn pending(&self) -> Result<Vec<Timer<T::Command>>, TimerError> {
+        let follower = self.follow().await?;
+        let mut ids: Vec<&String> = follower.books.keys().collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            for (name, pending) in &follower.books[id].timers {
+                out.push(decode(id, name, pending)?);
             }
         }
+        Ok(out)
+    }
+
+    /// Delivers every timer due at `now` (see the [module documentation](self)). Returns how
+    /// many were answered: their commands recorded their events or were rejected. A timer
+    /// whose delivery failed stays scheduled, to be tried again at the next call.
+    pub async fn fire_due(&self, now: Timestamp) -> Result<usize, TimerError> {
+        let due: Vec<(String, String, Pending)> = {
+            let follower = self.follow().await?;
+            follower
+                .books
+                .iter()
+                .flat_map(|(id, book)| {
+                    book.timers
+                        .iter()
+                        .filter(|(_, p)| p.at_ms <= now.unix_millis())
+                        .map(|(name, p)| (id.clone(), name.clone(), p.clone()))
+                })
+                .collect()
+        };
+        let answered = futures::stream::iter(due)
+            .map(|(id, name, pending)| self.deliver(id, name, pending))
+            .buffer_unordered(DELIVERIES_IN_FLIGHT)
+            .filter(|answered| std::future::ready(*answered))
+            .count()
+            .await;
         Ok(answered)
     }
 
@@ -200,68 +323,117 @@ where
         }
     }
 
-    /// Counts one more attempt on the stored timer; its bytes after, or `None` if it is gone.
-    fn record_attempt(
-        &self,
-        aggregate_id: &str,
-        name: &str,
-    ) -> Result<Option<Vec<u8>>, TimerError> {
-        let store = self.store_id();
-        Ok(self.state.write(|txn| {
-            let mut table = txn.open_table(TIMERS)?;
-            let key = (store.as_str(), aggregate_id, name);
-            let Some(bytes) = table.get(key)?.map(|v| v.value().to_vec()) else {
-                return Ok(None);
-            };
-            let Ok(mut record) = serde_json::from_slice::<Record>(&bytes) else {
-                return Ok(None);
-            };
-            record.attempts = record.attempts.saturating_add(1);
-            let bytes = serde_json::to_vec(&record).expect("a JSON value always encodes");
-            table.insert(key, bytes.as_slice())?;
-            Ok(Some(bytes))
-        })?)
+    /// Records an attempt, then delivers the command; whether the entity answered it.
+    async fn deliver(&self, aggregate_id: String, name: String, pending: Pending) -> bool {
+        let timer = TimerRef {
+            name: name.clone(),
+            id: pending.id,
+        };
+        let warn = |error: &dyn std::fmt::Display| {
+            tracing::warn!(
+                aggregate_id = %aggregate_id,
+                name = %name,
+                %error,
+                "timer delivery failed; it stays scheduled"
+            );
+        };
+        let command = match decode::<T::Command>(&aggregate_id, &name, &pending) {
+            Ok(timer) => timer.command,
+            Err(error) => {
+                warn(&error);
+                return false;
+            }
+        };
+        let handle = self.entities.get(aggregate_id.clone());
+        match handle.request(Request::TimerAttempt(timer.clone())).await {
+            Ok(_) => {}
+            Err(EntityError::TimerNotScheduled { .. }) => return false,
+            Err(error) => {
+                warn(&error);
+                return false;
+            }
+        }
+        match handle.request(Request::TimerFire { timer, command }).await {
+            Ok(_) | Err(EntityError::Rejected(_)) => true,
+            Err(EntityError::TimerNotScheduled { .. }) => false,
+            Err(error) => {
+                warn(&error);
+                false
+            }
+        }
     }
 
-    fn remove_if_unchanged(
+    /// Sends a timer request; `false` when it found no timer to act on.
+    async fn request(
         &self,
         aggregate_id: &str,
         name: &str,
-        attempted: &[u8],
-    ) -> Result<(), TimerError> {
-        let store = self.store_id();
-        self.state.write(|txn| {
-            let mut table = txn.open_table(TIMERS)?;
-            let key = (store.as_str(), aggregate_id, name);
-            let unchanged = table.get(key)?.is_some_and(|v| v.value() == attempted);
-            if unchanged {
-                table.remove(key)?;
+        request: Request<T>,
+    ) -> Result<bool, TimerError> {
+        match self.entities.get(aggregate_id).request(request).await {
+            Ok(_) => Ok(true),
+            Err(EntityError::TimerNotScheduled { .. }) => Ok(false),
+            Err(error) => Err(TimerError::Entity {
+                aggregate_id: aggregate_id.to_owned(),
+                name: name.to_owned(),
+                reason: error.to_string(),
+            }),
+        }
+    }
+
+    /// Reads the log up to its end and folds every timer event into the books.
+    async fn follow(&self) -> Result<tokio::sync::MutexGuard<'_, Follower>, TimerError> {
+        let adapter = self.entities.store().storage_adapter()?;
+        let mut follower = self.follower.lock().await;
+        loop {
+            let batch = adapter
+                .read_log(follower.next, FOLLOW_BATCH)
+                .await
+                .map_err(Error::from)?;
+            let Some(last) = batch.last() else { break };
+            let full = batch.len() == FOLLOW_BATCH;
+            follower.next = last.position + 1;
+            for logged in batch {
+                if logged.event_store_id != self.store.event_store_id() {
+                    continue;
+                }
+                let detail = self.store.decode(StoredEvent {
+                    position: logged.position,
+                    event: logged.event,
+                })?;
+                let book = follower
+                    .books
+                    .entry(detail.aggregate_id.clone())
+                    .or_default();
+                book.apply(&detail.event, detail.version);
+                if book.timers.is_empty() {
+                    follower.books.remove(&detail.aggregate_id);
+                }
             }
-            Ok(())
-        })?;
-        Ok(())
+            if !full {
+                break;
+            }
+        }
+        Ok(follower)
     }
 }
 
 fn decode<C: DeserializeOwned>(
-    aggregate_id: String,
-    name: String,
-    bytes: &[u8],
+    aggregate_id: &str,
+    name: &str,
+    pending: &Pending,
 ) -> Result<Timer<C>, TimerError> {
-    let fail = |reason: String, aggregate_id: &str, name: &str| TimerError::Command {
+    let command =
+        serde_json::from_value(pending.command.clone()).map_err(|e| TimerError::Command {
+            aggregate_id: aggregate_id.to_owned(),
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(Timer {
         aggregate_id: aggregate_id.to_owned(),
         name: name.to_owned(),
-        reason,
-    };
-    let record: Record =
-        serde_json::from_slice(bytes).map_err(|e| fail(e.to_string(), &aggregate_id, &name))?;
-    let command = serde_json::from_value(record.command)
-        .map_err(|e| fail(e.to_string(), &aggregate_id, &name))?;
-    Ok(Timer {
-        aggregate_id,
-        name,
-        at: Timestamp::from_unix_millis(record.at_ms),
-        attempts: record.attempts,
+        at: Timestamp::from_unix_millis(pending.at_ms),
+        attempts: pending.attempts,
         command,
     })
 }

@@ -14,9 +14,9 @@ mod passivation;
 mod timers;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use annals::entity::{Entities, Entity, EntityOptions};
+use annals::entity::{CommandContext, Entities, Entity, EntityOptions};
 use annals::storage::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, InMemoryAdapter, Limits, LoggedEvent,
     StoredEvent,
@@ -67,6 +67,20 @@ pub enum CounterCommand {
     CountBelow { limit: u64, tag: (u64, u64) },
     /// Records nothing.
     Peek,
+    /// Adds one, tagged, and sets the timer `name` to deliver `Count { tag: later }` at
+    /// `at_ms`: both commit together or not at all.
+    Arm {
+        tag: (u64, u64),
+        name: String,
+        at_ms: i64,
+        later: (u64, u64),
+    },
+    /// Cancels the timer `name`; records nothing.
+    Disarm { name: String },
+    /// Adds one, tagged with (the delivering timer's attempt or 0, the decision's attempt).
+    Stamp,
+    /// Sets a timer with an invalid (empty) name.
+    ArmInvalid,
 }
 
 #[derive(Debug, PartialEq)]
@@ -85,10 +99,37 @@ impl Entity for Counter {
     fn decide(
         state: Option<&Aggregate<Tally>>,
         command: &CounterCommand,
+        ctx: &mut CommandContext<'_, CounterCommand>,
     ) -> Result<Vec<CounterEvent>, LimitReached> {
         let total = state.map_or(0, |tally| tally.total);
         let counted = |total, tag| CounterEvent::Counted(Counted { total, tag });
         match *command {
+            CounterCommand::Arm {
+                tag,
+                ref name,
+                at_ms,
+                later,
+            } => {
+                let at = annals::Timestamp::from_unix_millis(at_ms);
+                ctx.schedule(name.clone(), at, &CounterCommand::Count { tag: later });
+                Ok(vec![counted(total + 1, tag)])
+            }
+            CounterCommand::Disarm { ref name } => {
+                ctx.cancel(name.clone());
+                Ok(Vec::new())
+            }
+            CounterCommand::Stamp => {
+                let timer = ctx.timer().map_or(0, |timer| u64::from(timer.attempt));
+                Ok(vec![counted(total + 1, (timer, u64::from(ctx.attempt())))])
+            }
+            CounterCommand::ArmInvalid => {
+                ctx.schedule(
+                    "",
+                    annals::Timestamp::from_unix_millis(0),
+                    &CounterCommand::Peek,
+                );
+                Ok(vec![counted(total + 1, (0, 0))])
+            }
             CounterCommand::Count { tag } => Ok(vec![counted(total + 1, tag)]),
             CounterCommand::CountTwice { tag } => {
                 Ok(vec![counted(total + 1, tag), counted(total + 2, tag)])
@@ -153,7 +194,8 @@ pub struct Gated {
     closed: AtomicBool,
     /// Signalled each time an append reaches the gate.
     pub entered: tokio::sync::Notify,
-    fail_next: AtomicBool,
+    /// 0, or which later append fails (1: the next one).
+    fail_in: AtomicUsize,
 }
 
 impl Gated {
@@ -163,7 +205,7 @@ impl Gated {
             gate: Semaphore::new(0),
             closed: AtomicBool::new(false),
             entered: tokio::sync::Notify::new(),
-            fail_next: AtomicBool::new(false),
+            fail_in: AtomicUsize::new(0),
         })
     }
 
@@ -180,7 +222,12 @@ impl Gated {
 
     /// Makes the next append fail without writing anything.
     pub fn fail_next_append(&self) {
-        self.fail_next.store(true, Ordering::SeqCst);
+        self.fail_append_after(0);
+    }
+
+    /// Lets `skip` appends through, then fails the next one without writing anything.
+    pub fn fail_append_after(&self, skip: usize) {
+        self.fail_in.store(skip + 1, Ordering::SeqCst);
     }
 }
 
@@ -207,7 +254,10 @@ impl StorageAdapter for Gated {
             let permit = self.gate.acquire().await.expect("the gate is never closed");
             permit.forget();
         }
-        if self.fail_next.swap(false, Ordering::SeqCst) {
+        let countdown = self
+            .fail_in
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if countdown == Ok(1) {
             return Err(StorageError::Closed);
         }
         self.inner.append(events).await
