@@ -514,6 +514,9 @@ fn timer_events<C>(
     if let Some(invalid) = ctx.invalid {
         return Err(invalid);
     }
+    if ctx.ops.is_empty() {
+        return Ok(delivered.into_iter().collect());
+    }
     let mut scheduled: std::collections::BTreeSet<&str> =
         book.timers.keys().map(String::as_str).collect();
     if let Some(TimerEvent::Delivered(timer)) = &delivered {
