@@ -19,7 +19,7 @@
 
 use std::path::PathBuf;
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{StateStore, TxnError};
@@ -107,6 +107,23 @@ pub fn list(state: &StateStore, action: &str) -> Result<Vec<DeadLetter>, Storage
         };
         table
             .range((action, 0)..=(action, u64::MAX))?
+            .map(|row| Ok(row?.1.value().to_vec()))
+            .collect::<Result<Vec<_>, TxnError>>()
+    })?;
+    rows.iter().map(|bytes| decode(bytes)).collect()
+}
+
+/// Every dead letter of every action, ordered by action name, then log order: what
+/// `annals dead-letters list` shows.
+pub fn list_all(state: &StateStore) -> Result<Vec<DeadLetter>, StorageError> {
+    let rows = state.read(|txn| {
+        let table = match txn.open_table(DEAD_LETTERS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        table
+            .iter()?
             .map(|row| Ok(row?.1.value().to_vec()))
             .collect::<Result<Vec<_>, TxnError>>()
     })?;

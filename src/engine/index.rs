@@ -345,6 +345,15 @@ impl MemTable {
     pub fn created(&self, store: &str) -> Option<&BTreeSet<(i64, String)>> {
         self.created.get(store)
     }
+
+    /// Every aggregate held here with its latest version, in no particular order.
+    pub fn aggregates(&self) -> impl Iterator<Item = (&str, &str, u64)> + '_ {
+        self.stores.iter().flat_map(|(store, aggregates)| {
+            aggregates.iter().map(move |(aggregate, tail)| {
+                (store.as_str(), aggregate.as_str(), tail.last_version())
+            })
+        })
+    }
 }
 
 /// (store, aggregate, first version) → (first position, segment id, offset, entry lengths as
@@ -746,6 +755,24 @@ impl IndexReader {
 
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
         move |e| EngineError::index(operation, &*self.index.path, e)
+    }
+
+    /// Calls `visit` with every indexed aggregate and its latest version, in (store,
+    /// aggregate) order.
+    pub fn visit_aggregates(
+        &self,
+        visit: &mut dyn FnMut(&str, &str, u64),
+    ) -> Result<(), EngineError> {
+        contained(&self.index.path, || {
+            let err = self.err("read index");
+            let table = self.txn.open_table(AGGREGATES).map_err(|e| err(e.into()))?;
+            for item in table.iter().map_err(|e| err(e.into()))? {
+                let (key, value) = item.map_err(|e| err(e.into()))?;
+                let (store, aggregate) = key.value();
+                visit(store, aggregate, value.value().0);
+            }
+            Ok(())
+        })
     }
 
     /// The latest indexed version of an aggregate.

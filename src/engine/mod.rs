@@ -32,7 +32,7 @@ pub mod sim;
 pub mod verify;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +76,10 @@ pub struct EngineOptions {
     pub checkpoint_events: usize,
     /// Cache of the persisted index, in bytes.
     pub index_cache_bytes: usize,
+    /// Discard the persisted index on open and rebuild it from the log (default `false`).
+    /// The index is derived data: this repairs one that is suspected damaged, at the cost of
+    /// reading the whole log once.
+    pub rebuild_index: bool,
 }
 
 impl Default for EngineOptions {
@@ -85,6 +89,7 @@ impl Default for EngineOptions {
             segment_bytes: 64 << 20,
             checkpoint_events: 100_000,
             index_cache_bytes: 64 << 20,
+            rebuild_index: false,
         }
     }
 }
@@ -285,6 +290,29 @@ pub struct EngineStats {
     pub unindexed_events: usize,
 }
 
+/// The state of the persisted index (see [`Engine::index_stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexStats {
+    /// The persisted index covers every event up to this position (0: none yet); events
+    /// after it are indexed in memory and replayed from the log on open.
+    pub indexed_through: u64,
+    /// Events not yet checkpointed into the persisted index.
+    pub unindexed_events: usize,
+    /// Size of `index.redb`, in bytes.
+    pub file_bytes: u64,
+}
+
+/// The size of one store (event store id) of the log (see [`Engine::store_summaries`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSummary {
+    /// The store's id.
+    pub store: String,
+    /// Aggregates with at least one event.
+    pub aggregates: u64,
+    /// Events of all its aggregates.
+    pub events: u64,
+}
+
 /// An open log: appends go through the writer thread, reads run concurrently on any thread.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -338,6 +366,17 @@ impl Engine {
         fs.sync_dir(dir)
             .map_err(|e| EngineError::io("sync directory", dir, e))?;
         let index_path = dir.join("index.redb");
+        if options.rebuild_index
+            && fs
+                .exists(&index_path)
+                .map_err(|e| EngineError::io("inspect", &index_path, e))?
+        {
+            // Held under the lock: nobody reads the index being replaced.
+            fs.remove(&index_path)
+                .map_err(|e| EngineError::io("remove", &index_path, e))?;
+            fs.sync_dir(dir)
+                .map_err(|e| EngineError::io("sync directory", dir, e))?;
+        }
         let (index, checkpoint, clean_end, segments) =
             open_log(&fs, &log_dir, &index_path, &options)?;
         // The index file may have just been created: make its name durable.
@@ -704,6 +743,74 @@ impl Engine {
             unindexed_events: overlay.active.events
                 + overlay.frozen.as_ref().map_or(0, |f| f.events),
         }
+    }
+
+    /// The persisted index: how far it reaches and how large it is.
+    pub fn index_stats(&self) -> Result<IndexStats, EngineError> {
+        let unindexed_events = self.stats().unindexed_events;
+        let checkpoint = self.shared.index_reader()?.checkpoint()?;
+        let path = &self.shared.index_path;
+        let file_bytes = self
+            .shared
+            .fs
+            .open(path, false)
+            .and_then(|f| f.size())
+            .map_err(|e| EngineError::io("measure", path, e))?;
+        Ok(IndexStats {
+            indexed_through: checkpoint.map_or(0, |c| c.next_position.saturating_sub(1)),
+            unindexed_events,
+            file_bytes,
+        })
+    }
+
+    /// Every store of the log with its number of aggregates and events, ordered by store id.
+    /// Reads every aggregate's latest version from the index (one pass, no event is read).
+    pub fn store_summaries(&self) -> Result<Vec<StoreSummary>, EngineError> {
+        let mut recent: HashMap<(String, String), u64> = HashMap::new();
+        let reader = {
+            let overlay = self
+                .shared
+                .overlay
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            // The active memtable is newer than the frozen one: it wins.
+            for mem in [overlay.frozen.as_deref(), Some(&overlay.active)]
+                .into_iter()
+                .flatten()
+            {
+                for (store, aggregate, version) in mem.aggregates() {
+                    recent.insert((store.to_owned(), aggregate.to_owned()), version);
+                }
+            }
+            // Taken under the overlay lock, so index and memtables are seen at one instant.
+            self.shared.index_reader()?
+        };
+        let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut add = |store: &str, version: u64| match totals.get_mut(store) {
+            Some((aggregates, events)) => {
+                *aggregates += 1;
+                *events += version;
+            }
+            None => {
+                totals.insert(store.to_owned(), (1, version));
+            }
+        };
+        reader.visit_aggregates(&mut |store, aggregate, version| {
+            let key = (store.to_owned(), aggregate.to_owned());
+            // Versions are gap-free from 1, so the latest version counts the events.
+            add(store, recent.remove(&key).unwrap_or(version));
+        })?;
+        for ((store, _), version) in recent {
+            add(&store, version);
+        }
+        Ok(totals
+            .into_iter()
+            .map(|(store, (aggregates, events))| StoreSummary {
+                store,
+                aggregates,
+                events,
+            })
+            .collect())
     }
 
     /// Stops the writer after it has drained and synced, checkpoints the index, and releases

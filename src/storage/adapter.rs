@@ -3,9 +3,13 @@
 use async_trait::async_trait;
 
 use super::{
-    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, GetEventsOptions, Limits,
-    ListAggregateIdsOptions, LoggedEvent, Position, SnapshotStorage, StorageError, StoredEvent,
+    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, EventStoreSummary,
+    GetEventsOptions, Limits, ListAggregateIdsOptions, LoggedEvent, Position, SnapshotStorage,
+    StorageError, StoredEvent,
 };
+
+/// Events read per call by the default [`StorageAdapter::event_store_summaries`].
+const SUMMARY_READ_EVENTS: usize = 1024;
 
 /// Where events live. One adapter can hold many event stores; an event group is atomic only
 /// within one adapter.
@@ -76,6 +80,40 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// may lose them, and the typed layer checks each one before using it.
     fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
         None
+    }
+
+    /// Every event store that holds events, with its number of aggregates and events,
+    /// ordered by event store id (what an operator lists; Castore has no equivalent).
+    ///
+    /// The default reads the whole global log once, up to the position committed when the
+    /// call starts, and keeps every aggregate id in memory; adapters that index aggregates
+    /// answer from their index instead (the log adapter does).
+    async fn event_store_summaries(&self) -> Result<Vec<EventStoreSummary>, StorageError> {
+        let end = *self.watch_log().borrow();
+        let mut stores: std::collections::BTreeMap<String, std::collections::HashSet<String>> =
+            Default::default();
+        let mut events: std::collections::HashMap<String, u64> = Default::default();
+        let mut from = 1;
+        while from <= end {
+            let batch = self.read_log(from, SUMMARY_READ_EVENTS).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.position + 1;
+            for logged in batch.into_iter().filter(|e| e.position <= end) {
+                *events.entry(logged.event_store_id.clone()).or_default() += 1;
+                stores
+                    .entry(logged.event_store_id)
+                    .or_default()
+                    .insert(logged.event.aggregate_id);
+            }
+        }
+        Ok(stores
+            .into_iter()
+            .map(|(event_store_id, aggregates)| EventStoreSummary {
+                events: events.get(&event_store_id).copied().unwrap_or(0),
+                aggregates: aggregates.len() as u64,
+                event_store_id,
+            })
+            .collect())
     }
 
     /// Castore's `getEvents`: the events of an aggregate, ordered by version. Empty when the

@@ -77,3 +77,15 @@ pub struct AggregateIdEntry {
     /// The aggregate id.
     pub aggregate_id: String,
 }
+
+/// The size of one event store in an adapter, as reported by
+/// [`StorageAdapter::event_store_summaries`](super::StorageAdapter::event_store_summaries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventStoreSummary {
+    /// The event store's id.
+    pub event_store_id: String,
+    /// Aggregates with at least one event.
+    pub aggregates: u64,
+    /// Events of all its aggregates.
+    pub events: u64,
+}

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::log_snapshots::LogSnapshots;
-use super::snapshot::SnapshotStorage;
+use super::snapshot::{SnapshotStats, SnapshotStorage};
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
-    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
-    Timestamp,
+    EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter,
+    StorageError, StoredEvent, Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
@@ -19,7 +19,7 @@ use crate::engine::scan::LogCursor;
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
-    LogEvent, OsFileSystem, VerifyReport,
+    IndexStats, LogEvent, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -82,6 +82,14 @@ impl LogAdapterBuilder {
     /// Cache of the persisted index (default 64 MiB).
     pub fn index_cache_bytes(mut self, bytes: usize) -> Self {
         self.engine.index_cache_bytes = bytes;
+        self
+    }
+
+    /// Discards the persisted index (`index.redb`) on open and rebuilds it from the log. The
+    /// index is derived data; this repairs one suspected of damage, at the cost of reading the
+    /// whole log once. The events are untouched.
+    pub fn rebuild_index(mut self) -> Self {
+        self.engine.rebuild_index = true;
         self
     }
 
@@ -174,6 +182,17 @@ impl LogAdapter {
     /// Figures about the store.
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
+    }
+
+    /// The persisted index: the position it is complete up to, the events only indexed in
+    /// memory so far, and its file size.
+    pub fn index_stats(&self) -> Result<IndexStats, StorageError> {
+        self.engine.index_stats().map_err(storage_error)
+    }
+
+    /// How many aggregate snapshots the store keeps (`snapshots.redb`) and the file's size.
+    pub fn snapshot_stats(&self) -> Result<SnapshotStats, StorageError> {
+        self.snapshots.stats()
     }
 
     /// Checks the integrity of the whole store — segment headers, frame and entry checksums,
@@ -327,6 +346,18 @@ impl StorageAdapter for LogAdapter {
 
     fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
         self.engine.watch_last_position()
+    }
+
+    async fn event_store_summaries(&self) -> Result<Vec<EventStoreSummary>, StorageError> {
+        let summaries = self.engine.store_summaries().map_err(storage_error)?;
+        Ok(summaries
+            .into_iter()
+            .map(|s| EventStoreSummary {
+                event_store_id: s.store,
+                aggregates: s.aggregates,
+                events: s.events,
+            })
+            .collect())
     }
 
     async fn read_events(

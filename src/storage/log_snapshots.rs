@@ -18,9 +18,9 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{SnapshotRecord, SnapshotStorage, StorageError};
+use super::{SnapshotRecord, SnapshotStats, SnapshotStorage, StorageError};
 use crate::engine::FileSystem;
 use crate::engine::io::RedbBackend;
 
@@ -101,6 +101,30 @@ impl LogSnapshots {
     /// [`StorageError::Closed`].
     pub(crate) fn close(&self) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::Shut;
+    }
+
+    /// How many records the file holds and its size; zeros when there is no file yet.
+    pub(crate) fn stats(&self) -> Result<SnapshotStats, StorageError> {
+        let records = self.with_db(false, |db| {
+            let txn = db.begin_read().map_err(|e| self.redb_error(e))?;
+            match txn.open_table(SNAPSHOTS) {
+                Ok(table) => table.len().map_err(|e| self.redb_error(e)),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(self.redb_error(e)),
+            }
+        })?;
+        let file_bytes = match records {
+            Some(_) => self
+                .fs
+                .open(&self.path, false)
+                .and_then(|f| f.size())
+                .map_err(self.io_error("measure"))?,
+            None => 0,
+        };
+        Ok(SnapshotStats {
+            records: records.unwrap_or(0),
+            file_bytes,
+        })
     }
 
     fn corruption(&self, reason: impl Into<String>) -> StorageError {

@@ -22,10 +22,15 @@ mod timestamp;
 
 pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
-pub use event::{AggregateIdEntry, AppendEvent, EncodedEvent, LoggedEvent, Position, StoredEvent};
+pub use event::{
+    AggregateIdEntry, AppendEvent, EncodedEvent, EventStoreSummary, LoggedEvent, Position,
+    StoredEvent,
+};
 pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
-pub use snapshot::{InMemorySnapshots, SnapshotRecord, SnapshotStorage, event_checksum};
+pub use snapshot::{
+    InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,
+};
 pub use timestamp::{InvalidTimestamp, Timestamp};

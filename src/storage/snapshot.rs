@@ -149,6 +149,16 @@ pub trait SnapshotStorage: Send + Sync {
     ) -> Result<usize, StorageError>;
 }
 
+/// What a log adapter's snapshot file holds (see
+/// [`LogAdapter::snapshot_stats`](super::LogAdapter::snapshot_stats)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Snapshot records stored, across every store and aggregate.
+    pub records: u64,
+    /// Size of the snapshot file, in bytes (0 when none was written yet).
+    pub file_bytes: u64,
+}
+
 type Key = (String, String, u64);
 
 /// Snapshots in memory, for [`InMemoryAdapter`](super::InMemoryAdapter) and tests.

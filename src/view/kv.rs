@@ -273,6 +273,31 @@ fn version_of(table: &str, name: &str) -> Option<u64> {
     rest.split(':').next()?.parse().ok()
 }
 
+/// Every key-value view version that has a checkpoint in `state`, ordered by name and version,
+/// with its progress: what `annals views` lists. Needs no handler, so any process holding
+/// the state store can ask.
+pub fn statuses(state: &StateStore) -> Result<Vec<super::ViewStatus>, ViewError> {
+    let mut out = Vec::new();
+    for (consumer, next_position) in state.checkpoints()? {
+        let Some((name, version)) = consumer
+            .strip_prefix("view:")
+            .and_then(|rest| rest.rsplit_once(":v"))
+            .and_then(|(name, v)| Some((name.to_owned(), v.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let active = active_version(state, &name)? == Some(version);
+        out.push(super::ViewStatus {
+            name,
+            version,
+            next_position,
+            active,
+        });
+    }
+    out.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    Ok(out)
+}
+
 fn active_version(state: &StateStore, name: &str) -> Result<Option<u64>, ViewError> {
     Ok(state.read(|txn| match txn.open_table(VERSIONS) {
         Ok(t) => Ok(t.get(name)?.map(|v| v.value())),

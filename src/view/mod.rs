@@ -56,6 +56,20 @@ pub use runner::ViewRunner;
 #[cfg(feature = "sql")]
 pub use sql::{SqlView, SqlViewBuilder};
 
+/// What an operator sees of one view version without its handlers (see [`kv::statuses`] and
+/// `sql::statuses`): how far it got and whether queries read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewStatus {
+    /// The view's name.
+    pub name: String,
+    /// The version.
+    pub version: u64,
+    /// The first log position this version has not applied (1: none applied).
+    pub next_position: Position,
+    /// Whether this is the version queries read.
+    pub active: bool,
+}
+
 /// The error a handler returns: any error, boxed (`?` converts every `std::error::Error`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

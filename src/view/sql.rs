@@ -298,6 +298,43 @@ fn file_path(dir: &Path, name: &str, version: u64) -> PathBuf {
     dir.join(format!("{name}.v{version}.sqlite3"))
 }
 
+/// Every SQL view version with a file in `dir` (`{name}.v{version}.sqlite3`), ordered by name
+/// and version, with its progress as its `annals_view` row records it: what `annals views`
+/// lists. A file whose creation never committed (no row) is skipped. Opens each file
+/// briefly, beside any running view.
+pub fn statuses(dir: impl AsRef<Path>) -> Result<Vec<super::ViewStatus>, ViewError> {
+    let dir = dir.as_ref();
+    let entries = std::fs::read_dir(dir).map_err(io("list directory", dir))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io("list directory", dir))?;
+        let file = entry.file_name();
+        let Some((name, version)) = file
+            .to_str()
+            .and_then(|f| f.strip_suffix(".sqlite3")?.rsplit_once(".v"))
+            .and_then(|(name, v)| Some((name.to_owned(), v.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let Ok(id) = ViewId::new(name, version) else {
+            continue;
+        };
+        let conn = connect(&file_path(dir, &id.name, version), false).map_err(sql(&id))?;
+        if !has_meta(&conn).map_err(sql(&id))? {
+            continue;
+        }
+        let meta = read_meta(&conn, &id)?;
+        out.push(super::ViewStatus {
+            name: id.name,
+            version,
+            next_position: meta.next,
+            active: meta.active,
+        });
+    }
+    out.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    Ok(out)
+}
+
 /// The versions of view `name` with a file in `dir`.
 fn versions_in(dir: &Path, name: &str) -> Result<Vec<u64>, ViewError> {
     let entries = std::fs::read_dir(dir).map_err(io("list directory", dir))?;

@@ -1,0 +1,150 @@
+//! `annals export`: the global log as JSON lines, and the line shape `import` reads back.
+//!
+//! One event per line, in Castore's event-detail shape (`aggregateId`, `version`, `timestamp`,
+//! `type`, `payload`, `metadata`) plus `eventStoreId` and `position`. Payload and metadata are
+//! stored as MessagePack and rendered as JSON; like Castore, an event without a payload or
+//! metadata (MessagePack nil) has no such key. `schemaVersion` appears only on events whose
+//! schema version is not 1, so that upcasters still apply after an import.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use annals::codec;
+use annals::storage::{EncodedEvent, LoggedEvent, Position};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CliError;
+use crate::open::Target;
+use crate::output::Out;
+use crate::progress;
+
+/// Events read from the log per call.
+pub const READ_BATCH_EVENTS: usize = 1000;
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only the events of this event store (repeatable).
+    #[arg(long = "store", value_name = "STORE")]
+    stores: Vec<String>,
+    /// Start at this global position.
+    #[arg(long, value_name = "P", default_value_t = 1)]
+    from_position: Position,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// One event as a JSON line: see the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLine {
+    pub aggregate_id: String,
+    pub version: u64,
+    pub timestamp: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_store_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+}
+
+impl EventLine {
+    /// The line of a logged event.
+    pub fn of(logged: &LoggedEvent) -> Result<Self, CliError> {
+        let mut line = Self::of_event(&logged.event, logged.position, &logged.event_store_id)?;
+        line.position = Some(logged.position);
+        Ok(line)
+    }
+
+    /// The line of an event of store `store` at `position`.
+    pub fn of_event(
+        event: &EncodedEvent,
+        position: Position,
+        store: &str,
+    ) -> Result<Self, CliError> {
+        let decode = |bytes: &[u8], part: &str| -> Result<Option<serde_json::Value>, CliError> {
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            match codec::to_json(bytes) {
+                Ok(serde_json::Value::Null) => Ok(None),
+                Ok(value) => Ok(Some(value)),
+                Err(e) => Err(CliError::failed(format!(
+                    "the {part} of the event at position {position} (store {store:?}, aggregate \
+                     {:?}, version {}) is not MessagePack: {e}",
+                    event.aggregate_id, event.version
+                ))),
+            }
+        };
+        Ok(EventLine {
+            aggregate_id: event.aggregate_id.clone(),
+            version: event.version,
+            timestamp: event.timestamp.to_string(),
+            event_type: event.event_type.clone(),
+            payload: decode(&event.payload, "payload")?,
+            metadata: decode(&event.metadata, "metadata")?,
+            event_store_id: Some(store.to_owned()),
+            position: Some(position),
+            schema_version: Some(event.schema_version).filter(|v| *v != 1),
+        })
+    }
+}
+
+pub async fn export(target: &Target, out: &Out, args: ExportArgs) -> Result<(), CliError> {
+    let store = target.open().await?;
+    let adapter = &store.adapter;
+    let end = *adapter.watch_log().borrow();
+    let from = args.from_position.max(1);
+    let mut sink: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|e| {
+            CliError::failed(format!("cannot create {}: {e}", path.display()))
+        })?)),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = progress::bar(end.saturating_sub(from - 1), "exporting", false);
+    let mut next = from;
+    let mut written = 0u64;
+    while next <= end {
+        let batch = adapter
+            .read_log(next, READ_BATCH_EVENTS)
+            .await
+            .map_err(|e| CliError::storage(format_args!("read the log of {}", store.name), e))?;
+        let Some(last) = batch.last() else { break };
+        let last = last.position;
+        for logged in batch.iter().filter(|e| e.position <= end) {
+            if !args.stores.is_empty() && !args.stores.contains(&logged.event_store_id) {
+                continue;
+            }
+            let line = serde_json::to_string(&EventLine::of(logged)?)
+                .map_err(|e| CliError::failed(format!("cannot encode an event as JSON: {e}")))?;
+            sink.write_all(line.as_bytes())?;
+            sink.write_all(b"\n")?;
+            written += 1;
+        }
+        bar.set_position(last.min(end) + 1 - from);
+        next = last + 1;
+    }
+    sink.flush()?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.output {
+        let summary = serde_json::json!({ "events": written, "file": path, "lastPosition": end });
+        if out.json {
+            out.json_doc(&summary)?;
+        } else {
+            eprintln!(
+                "exported {written} events to {} (up to position {end})",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}

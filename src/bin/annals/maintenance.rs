@@ -1,0 +1,223 @@
+//! Keeping a store healthy: `verify`, `rebuild-index`, `snapshots prune`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use annals::engine::{EngineError, VerifyReport, verify_dir};
+use annals::storage::{ListAggregateIdsOptions, LogAdapter};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::error::{CliError, EXIT_FAILURE};
+use crate::open::{Target, is_store};
+use crate::output::Out;
+use crate::progress;
+
+/// Aggregate ids listed per page while pruning.
+const PRUNE_PAGE_IDS: usize = 1000;
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// Removes all but the newest snapshots of every aggregate.
+    Prune {
+        /// Snapshots kept per aggregate (0 removes them all).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        keep: usize,
+        /// Only this event store's aggregates (repeatable).
+        #[arg(long = "store", value_name = "STORE")]
+        stores: Vec<String>,
+    },
+}
+
+/// `annals verify`: 0 intact, 1 problems found, 2 could not check (every error).
+pub fn verify(target: &Target, store: Option<PathBuf>, out: &Out) -> Result<u8, CliError> {
+    if target.postgres.is_some() {
+        return Err(
+            CliError::failed("`annals verify` checks a store directory only")
+                .hint("PostgreSQL checks its own pages; pass --dir DIR for a store directory"),
+        );
+    }
+    let dir = match store {
+        Some(dir) => dir,
+        None => target.dir()?.to_owned(),
+    };
+    if !is_store(&dir) {
+        // Every failure of verify exits 2, as it always has.
+        return Err(CliError::with_code(
+            EXIT_FAILURE,
+            format!(
+                "cannot verify {}: it is not an annals store (no log/ directory)",
+                dir.display()
+            ),
+        ));
+    }
+    let spinner = progress::spinner("verifying");
+    let report = verify_dir(&dir);
+    spinner.finish_and_clear();
+    let report = match report {
+        Ok(report) => report,
+        Err(EngineError::Locked { path }) => {
+            return Err(CliError::with_code(
+                EXIT_FAILURE,
+                format!(
+                    "the store {} is open in another process (its LOCK is held)",
+                    path.display()
+                ),
+            )
+            .hint("close it, or call verify() on the open store"));
+        }
+        Err(e) => {
+            return Err(CliError::with_code(
+                EXIT_FAILURE,
+                format!("cannot verify {}: {e}", dir.display()),
+            ));
+        }
+    };
+    if out.json {
+        out.json_doc(&report)?;
+    } else {
+        print_report(out, &report)?;
+    }
+    Ok(if report.is_clean() { 0 } else { 1 })
+}
+
+fn print_report(out: &Out, r: &VerifyReport) -> Result<(), CliError> {
+    let mut lines = vec![
+        format!("store        {}", r.dir.display()),
+        format!(
+            "segments     {} ({} bytes in use of {})",
+            r.segments, r.bytes, r.file_bytes
+        ),
+        format!("frames       {}", r.frames),
+        format!(
+            "events       {} (last position {})",
+            r.events, r.last_position
+        ),
+        format!("aggregates   {}", r.aggregates),
+    ];
+    lines.push(match &r.checkpoint {
+        Some(c) => format!(
+            "checkpoint   segment {}, offset {}, next position {} ({} index entries, {} events \
+             replayed on open)",
+            c.segment_id, c.offset, c.next_position, r.index_entries, r.unindexed_events
+        ),
+        None => format!(
+            "checkpoint   none ({} events replayed on open)",
+            r.unindexed_events
+        ),
+    });
+    if let Some(t) = &r.torn_tail {
+        lines.push(format!(
+            "torn tail    {} at offset {}: {} (unacknowledged; opening the store truncates it)",
+            t.file.display(),
+            t.offset,
+            t.reason
+        ));
+    }
+    if r.problems.is_empty() {
+        lines.push("result       OK: no problems found".to_owned());
+    } else {
+        lines.push(format!("result       {} problem(s):", r.problems.len()));
+        lines.extend(r.problems.iter().map(|p| format!("  - {p}")));
+    }
+    out.line(lines.join("\n"))
+}
+
+/// `annals rebuild-index`: reopens the store with its index discarded and rebuilt.
+pub fn rebuild_index(target: &Target, out: &Out) -> Result<(), CliError> {
+    if target.postgres.is_some() {
+        return Err(CliError::failed(
+            "`annals rebuild-index` works on a store directory only",
+        ));
+    }
+    let dir = target.dir()?;
+    if !is_store(dir) {
+        return Err(CliError::with_code(
+            crate::error::EXIT_NOT_FOUND,
+            format!(
+                "{} is not an annals store (no log/ directory)",
+                dir.display()
+            ),
+        ));
+    }
+    let started = Instant::now();
+    let spinner = progress::spinner("rebuilding the index");
+    let opened = LogAdapter::builder(dir).rebuild_index().open();
+    let log = opened.map_err(|e| {
+        CliError::storage(format_args!("rebuild the index of {}", dir.display()), e)
+    })?;
+    let events = log.last_position();
+    // Closing checkpoints the rebuilt index, so the next open does not replay the log.
+    log.close();
+    spinner.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if out.json {
+        out.json_doc(&json!({ "store": dir, "events": events, "seconds": seconds }))
+    } else {
+        out.line(format!(
+            "rebuilt the index of {} from {events} events in {seconds:.2} s",
+            dir.display()
+        ))
+    }
+}
+
+pub async fn snapshots(
+    target: &Target,
+    out: &Out,
+    command: SnapshotsCommand,
+) -> Result<(), CliError> {
+    let SnapshotsCommand::Prune { keep, stores } = command;
+    let store = target.open().await?;
+    let Some(snapshots) = store.adapter.snapshots() else {
+        return Err(CliError::failed(format!(
+            "{} keeps no snapshots",
+            store.name
+        )));
+    };
+    let stores = if stores.is_empty() {
+        let summaries = store.adapter.event_store_summaries().await.map_err(|e| {
+            CliError::storage(format_args!("list the event stores of {}", store.name), e)
+        })?;
+        summaries.into_iter().map(|s| s.event_store_id).collect()
+    } else {
+        stores
+    };
+    let mut removed = 0;
+    let mut aggregates = 0u64;
+    for event_store_id in &stores {
+        let err = |e| {
+            CliError::storage(
+                format_args!("prune the snapshots of store {event_store_id:?}"),
+                e,
+            )
+        };
+        let mut options = ListAggregateIdsOptions {
+            limit: Some(PRUNE_PAGE_IDS),
+            ..Default::default()
+        };
+        loop {
+            let page = store
+                .adapter
+                .list_aggregate_ids(event_store_id, &options)
+                .await
+                .map_err(err)?;
+            for entry in &page.aggregate_ids {
+                removed += snapshots
+                    .prune(event_store_id, &entry.aggregate_id, keep)
+                    .map_err(err)?;
+                aggregates += 1;
+            }
+            match page.next_page_token {
+                Some(token) => options.page_token = Some(token),
+                None => break,
+            }
+        }
+    }
+    if out.json {
+        out.json_doc(&json!({ "removed": removed, "aggregates": aggregates, "keep": keep }))
+    } else {
+        out.line(format!(
+            "removed {removed} snapshots of {aggregates} aggregates (kept at most {keep} each)"
+        ))
+    }
+}

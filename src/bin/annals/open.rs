@@ -1,0 +1,147 @@
+//! Choosing and opening the store a command works on: a directory (the log adapter) or, with
+//! `--postgres URL`, a PostgreSQL database. Every command opens its store here, as an
+//! `Arc<dyn StorageAdapter>`, so each works on any adapter unless it needs the log's own
+//! facts (bytes on disk, the index, `verify`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use annals::state::StateStore;
+use annals::storage::{LogAdapter, StorageAdapter};
+
+use crate::error::{CliError, EXIT_NOT_FOUND};
+
+/// Where the store is, as given on the command line.
+#[derive(Debug)]
+pub struct Target {
+    pub dir: Option<PathBuf>,
+    pub postgres: Option<String>,
+}
+
+/// An open store.
+pub struct Store {
+    /// The store, as every adapter is used.
+    pub adapter: Arc<dyn StorageAdapter>,
+    /// The same store when it is a directory: what log-only commands need.
+    pub log: Option<Arc<LogAdapter>>,
+    /// How messages name the store.
+    pub name: String,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Checkpoints the index and releases the lock at once, not when the last task ends.
+        if let Some(log) = &self.log {
+            log.close();
+        }
+    }
+}
+
+impl Target {
+    /// The store directory, or an error asking for one.
+    pub fn dir(&self) -> Result<&Path, CliError> {
+        self.dir.as_deref().ok_or_else(|| {
+            CliError::failed("no store given").hint(
+                "pass the store directory with --dir DIR (or set ANNALS_DIR), or a PostgreSQL \
+                 URL with --postgres URL",
+            )
+        })
+    }
+
+    /// Opens an existing store.
+    pub async fn open(&self) -> Result<Store, CliError> {
+        self.open_with(false).await
+    }
+
+    /// Opens the store, creating a directory store when `create` (import into a new store).
+    pub async fn open_with(&self, create: bool) -> Result<Store, CliError> {
+        if let Some(url) = &self.postgres {
+            return open_postgres(url).await;
+        }
+        let dir = self.dir()?;
+        if !create && !is_store(dir) {
+            return Err(not_a_store(dir));
+        }
+        let log = LogAdapter::builder(dir)
+            .open()
+            .map_err(|e| CliError::storage(format_args!("open the store {}", dir.display()), e))?;
+        let log = Arc::new(log);
+        Ok(Store {
+            adapter: log.clone(),
+            name: dir.display().to_string(),
+            log: Some(log),
+        })
+    }
+
+    /// The runtime's state file: `state`, or `<dir>/state.redb`.
+    pub fn state_path(&self, state: Option<PathBuf>) -> Result<PathBuf, CliError> {
+        match state {
+            Some(path) => Ok(path),
+            None => Ok(self
+                .dir()
+                .map_err(|e| e.hint("pass --state FILE, or --dir DIR for DIR/state.redb"))?
+                .join("state.redb")),
+        }
+    }
+}
+
+/// Whether `dir` holds a store (never create one by mistake when inspecting).
+pub fn is_store(dir: &Path) -> bool {
+    dir.join("log").is_dir()
+}
+
+fn not_a_store(dir: &Path) -> CliError {
+    let message = if dir.exists() {
+        format!(
+            "{} is not an annals store (it has no log/ directory)",
+            dir.display()
+        )
+    } else {
+        format!("the store directory {} does not exist", dir.display())
+    };
+    CliError::with_code(EXIT_NOT_FOUND, message)
+        .hint("check --dir; `annals import FILE --dir DIR` creates a store")
+}
+
+/// Opens the runtime's state store at `path`, which must exist.
+pub fn open_state(path: &Path) -> Result<Arc<StateStore>, CliError> {
+    if !path.is_file() {
+        return Err(CliError::with_code(
+            EXIT_NOT_FOUND,
+            format!("there is no state file at {}", path.display()),
+        )
+        .hint("pass the runtime's state file with --state FILE"));
+    }
+    StateStore::open(path).map(Arc::new).map_err(|e| match e {
+        annals::StorageError::Locked { .. } => CliError::with_code(
+            crate::error::EXIT_LOCKED,
+            format!(
+                "the state file {} is open in another process",
+                path.display()
+            ),
+        )
+        .hint("stop the application that runs the consumers, views and actions, then retry"),
+        other => CliError::storage(
+            format_args!("open the state file {}", path.display()),
+            other,
+        ),
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Store, CliError> {
+    Err(
+        CliError::failed("this annals binary was built without PostgreSQL support").hint(
+            "rebuild it with `cargo install --path . --features postgres` (or `cargo build \
+             --features postgres`), or pass --dir DIR for a store directory",
+        ),
+    )
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(_url: &str) -> Result<Store, CliError> {
+    Err(
+        CliError::failed("the command-line tool does not support PostgreSQL stores yet")
+            .hint("pass --dir DIR for a store directory"),
+    )
+}

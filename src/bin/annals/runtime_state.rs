@@ -1,0 +1,261 @@
+//! The runtime's state: `consumers`, `views`, `dead-letters`.
+//!
+//! Consumers' checkpoints, key-value views and dead letters live in the runtime's state file
+//! (a redb database; `--state FILE`, by default `<dir>/state.redb`). SQL views are SQLite files
+//! in a directory of their own (`--views DIR`, by default `<dir>/views`). The state file is
+//! held by the application while it runs, so these commands run while it is stopped.
+
+use std::path::PathBuf;
+
+use annals::action::dead_letter;
+use annals::storage::Position;
+use annals::view::ViewStatus;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::error::{CliError, EXIT_NOT_FOUND};
+use crate::open::{Target, open_state};
+use crate::output::{Out, human_time};
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// The runtime's state file (default: DIR/state.redb).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ViewsArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The directory of SQL views (default: DIR/views).
+    #[arg(long, value_name = "DIR")]
+    views: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Lists the events actions gave up on.
+    List {
+        /// Only this action's.
+        #[arg(long, value_name = "ACTION")]
+        action: Option<String>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Runs an action on a dead letter again: not possible from here (see the message).
+    Retry {
+        /// The action.
+        action: String,
+        /// The dead letter's log position.
+        position: Position,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Gives up on a dead letter: the action will not handle that event.
+    Drop {
+        /// The action.
+        action: String,
+        /// The dead letter's log position.
+        position: Position,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// The last position of the store, for lags.
+async fn last_position(target: &Target) -> Result<Position, CliError> {
+    let store = target.open().await?;
+    let last = *store.adapter.watch_log().borrow();
+    Ok(last)
+}
+
+/// Events after `next - 1` up to `last`.
+fn lag(next: Position, last: Position) -> u64 {
+    last.saturating_sub(next.saturating_sub(1))
+}
+
+pub async fn consumers(target: &Target, out: &Out, args: StateArgs) -> Result<(), CliError> {
+    let path = target.state_path(args.state)?;
+    let state = open_state(&path)?;
+    let checkpoints = state.checkpoints().map_err(|e| {
+        CliError::storage(format_args!("read the consumers of {}", path.display()), e)
+    })?;
+    let last = last_position(target).await?;
+    if out.json {
+        let rows: Vec<_> = checkpoints
+            .iter()
+            .map(|(name, next)| {
+                json!({ "name": name, "nextPosition": next, "lag": lag(*next, last) })
+            })
+            .collect();
+        return out.json_doc(&json!({ "lastPosition": last, "consumers": rows }));
+    }
+    let rows: Vec<Vec<String>> = checkpoints
+        .iter()
+        .map(|(name, next)| vec![name.clone(), next.to_string(), lag(*next, last).to_string()])
+        .collect();
+    out.table(
+        &["CONSUMER", "NEXT POSITION", "LAG"],
+        &[false, true, true],
+        &rows,
+    )
+}
+
+pub async fn views(target: &Target, out: &Out, args: ViewsArgs) -> Result<(), CliError> {
+    let state_path = target.state_path(args.state.state)?;
+    let views_dir = match args.views {
+        Some(dir) => dir,
+        None => target.dir()?.join("views"),
+    };
+    let mut found: Vec<(&str, ViewStatus)> = Vec::new();
+    if state_path.is_file() {
+        let state = open_state(&state_path)?;
+        let kv = annals::view::kv::statuses(&state).map_err(|e| {
+            CliError::failed(format!(
+                "cannot read the views of {}: {e}",
+                state_path.display()
+            ))
+        })?;
+        found.extend(kv.into_iter().map(|s| ("kv", s)));
+    }
+    if views_dir.is_dir() {
+        let sql = annals::view::sql::statuses(&views_dir).map_err(|e| {
+            CliError::failed(format!(
+                "cannot read the views in {}: {e}",
+                views_dir.display()
+            ))
+        })?;
+        found.extend(sql.into_iter().map(|s| ("sql", s)));
+    }
+    if !state_path.is_file() && !views_dir.is_dir() {
+        return Err(CliError::with_code(
+            EXIT_NOT_FOUND,
+            format!(
+                "no views: neither {} nor {} exists",
+                state_path.display(),
+                views_dir.display()
+            ),
+        )
+        .hint("pass --state FILE (key-value views) or --views DIR (SQL views)"));
+    }
+    let last = last_position(target).await?;
+    if out.json {
+        let rows: Vec<_> = found
+            .iter()
+            .map(|(kind, s)| {
+                json!({ "name": s.name, "version": s.version, "kind": kind,
+                    "nextPosition": s.next_position, "lag": lag(s.next_position, last),
+                    "active": s.active })
+            })
+            .collect();
+        return out.json_doc(&json!({ "lastPosition": last, "views": rows }));
+    }
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|(kind, s)| {
+            vec![
+                s.name.clone(),
+                s.version.to_string(),
+                (*kind).to_owned(),
+                s.next_position.to_string(),
+                lag(s.next_position, last).to_string(),
+                if s.active { "active" } else { "building" }.to_owned(),
+            ]
+        })
+        .collect();
+    out.table(
+        &["VIEW", "VERSION", "KIND", "NEXT POSITION", "LAG", "STATE"],
+        &[false, true, false, true, true, false],
+        &rows,
+    )
+}
+
+pub async fn dead_letters(
+    target: &Target,
+    out: &Out,
+    command: DeadLetterCommand,
+) -> Result<(), CliError> {
+    match command {
+        DeadLetterCommand::List { action, state } => {
+            let path = target.state_path(state.state)?;
+            let state = open_state(&path)?;
+            let read = match &action {
+                Some(action) => dead_letter::list(&state, action),
+                None => dead_letter::list_all(&state),
+            };
+            let letters = read.map_err(|e| {
+                CliError::storage(
+                    format_args!("read the dead letters of {}", path.display()),
+                    e,
+                )
+            })?;
+            if out.json {
+                return out.json_doc(&letters);
+            }
+            let rows: Vec<Vec<String>> = letters
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.action.clone(),
+                        l.position.to_string(),
+                        format!("{}/{} v{}", l.event_store_id, l.aggregate_id, l.version),
+                        l.event_type.clone(),
+                        l.attempts.to_string(),
+                        human_time(l.failed_at),
+                        l.error.clone(),
+                    ]
+                })
+                .collect();
+            out.table(
+                &[
+                    "ACTION",
+                    "POSITION",
+                    "EVENT",
+                    "TYPE",
+                    "ATTEMPTS",
+                    "FAILED AT",
+                    "ERROR",
+                ],
+                &[false, true, false, false, true, false, false],
+                &rows,
+            )
+        }
+        DeadLetterCommand::Retry {
+            action, position, ..
+        } => Err(CliError::failed(format!(
+            "cannot retry dead letter {position} of action {action:?} from the command line: \
+             retrying runs the action's code, which only the application that declares it has"
+        ))
+        .hint(format!(
+            "call `EventAction::retry_dead_letter(adapter, state, {position})` in the \
+             application (it may run beside the action's runner), or give up on the event with \
+             `annals dead-letters drop {action} {position}`"
+        ))),
+        DeadLetterCommand::Drop {
+            action,
+            position,
+            state,
+        } => {
+            let path = target.state_path(state.state)?;
+            let state = open_state(&path)?;
+            let removed = dead_letter::remove(&state, &action, position).map_err(|e| {
+                CliError::storage(format_args!("drop a dead letter in {}", path.display()), e)
+            })?;
+            if !removed {
+                return Err(CliError::with_code(
+                    EXIT_NOT_FOUND,
+                    format!("action {action:?} has no dead letter at position {position}"),
+                )
+                .hint("`annals dead-letters list` shows them"));
+            }
+            if out.json {
+                out.json_doc(&json!({ "action": action, "position": position, "dropped": true }))
+            } else {
+                out.line(format!(
+                    "dropped the dead letter of {action:?} at position {position}"
+                ))
+            }
+        }
+    }
+}
