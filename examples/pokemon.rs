@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
 use annals::action::{ActionContext, ActionError, EventAction};
-use annals::entity::{CommandContext, Entities, Entity, EntityOptions};
+use annals::entity::{CommandContext, Entities, Entity, EntityOptions, Timers};
 use annals::queue::{Queue, QueueAction};
 use annals::state::StateStore;
 use annals::view::SqlView;
@@ -901,10 +901,12 @@ impl App {
 pub struct Training;
 
 /// A command of the [`Training`] entity.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TrainingCommand {
     /// One session: one level more.
     Session,
+    /// Books one more session `after_ms` from now: a durable timer, committed like an event.
+    Book { after_ms: i64 },
 }
 
 impl Entity for Training {
@@ -916,7 +918,7 @@ impl Entity for Training {
     fn decide(
         state: Option<&Aggregate<Pokemon>>,
         command: &TrainingCommand,
-        _: &mut CommandContext<'_, TrainingCommand>,
+        ctx: &mut CommandContext<'_, TrainingCommand>,
     ) -> Result<Vec<PokemonEvent>, String> {
         let Some(pokemon) = state else {
             return Err("no such pokemon".into());
@@ -926,6 +928,11 @@ impl Entity for Training {
                 Err(format!("{} is already at level {LEVEL_MAX}", pokemon.name))
             }
             TrainingCommand::Session => Ok(vec![PokemonEvent::LeveledUp(PokemonLeveledUp {})]),
+            TrainingCommand::Book { after_ms } => {
+                let at = Timestamp::from_unix_millis(ctx.now().unix_millis() + after_ms);
+                ctx.schedule("next-session", at, &TrainingCommand::Session);
+                Ok(Vec::new())
+            }
         }
     }
 }
@@ -1009,6 +1016,31 @@ impl App {
             "  versions {}..={} (each once), now {}",
             versions[0],
             versions[versions.len() - 1],
+            *pokemon.aggregate
+        );
+
+        // A durable timer: booked by a command, delivered to the actor when due.
+        const HOUR_MS: i64 = 3_600_000;
+        pikachu
+            .send(TrainingCommand::Book { after_ms: HOUR_MS })
+            .await
+            .map_err(|e| e.to_string())?;
+        let timers = Timers::new(entities.clone());
+        let pending = timers.pending().await?;
+        for timer in &pending {
+            println!(
+                "  timer {:?} booked for {} ({:?})",
+                timer.name, timer.at, timer.command
+            );
+        }
+        let an_hour_later = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + HOUR_MS);
+        let delivered = timers.fire_due(an_hour_later).await?;
+        let pokemon = self
+            .pokemons
+            .get_existing_aggregate(&cast.pikachu, Default::default())
+            .await?;
+        println!(
+            "  an hour later: {delivered} timer delivered, now {}",
             *pokemon.aggregate
         );
         Ok(())
