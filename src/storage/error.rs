@@ -105,6 +105,45 @@ pub enum StorageError {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+    /// A database server (the PostgreSQL adapter's, feature `postgres`) could not be reached,
+    /// or the connection to it was lost while trying to `operation`.
+    ///
+    /// Reads can simply be retried. For an append the outcome is unknown in general: a
+    /// connection lost while the commit was in flight may have lost it or committed it. Pushing
+    /// the same events again is safe: if the first attempt committed, the retry fails with
+    /// [`EventAlreadyExists`] and nothing is written twice.
+    #[error("database unavailable while trying to {operation}: {reason}")]
+    Unavailable {
+        /// What was being done.
+        operation: &'static str,
+        /// What failed (the client's or server's message).
+        reason: String,
+    },
+    /// The database server cancelled an operation that ran past its statement timeout (for an
+    /// append, typically while waiting for other commits). The transaction was rolled back:
+    /// nothing of it was written. Retry, or raise the timeout.
+    #[error("database statement timed out while trying to {operation}: {reason}")]
+    Timeout {
+        /// What was being done.
+        operation: &'static str,
+        /// The server's message.
+        reason: String,
+    },
+    /// The database server refused an operation for another reason (permissions, a schema it
+    /// does not expect, …), or answered with a row this adapter cannot read. Nothing of a
+    /// refused append was written.
+    #[error(
+        "database error while trying to {operation}{}: {message}",
+        match code { Some(code) => format!(" (SQLSTATE {code})"), None => String::new() }
+    )]
+    Database {
+        /// What was being done.
+        operation: &'static str,
+        /// The SQLSTATE code, when the server sent one.
+        code: Option<String>,
+        /// The server's message, or what was wrong with its answer.
+        message: String,
+    },
 }
 
 impl StorageError {

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`LogAdapter`] (default, [`open`]) | fdatasync before acknowledging | embedded, one process |
 //! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
+//! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes, one database server |
 
 mod adapter;
 mod error;
@@ -17,6 +18,8 @@ mod log;
 mod log_snapshots;
 mod memory;
 pub mod page;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod snapshot;
 mod timestamp;
 
@@ -29,6 +32,8 @@ pub use event::{
 pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use memory::InMemoryAdapter;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 pub use snapshot::{
     InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,

@@ -1,0 +1,731 @@
+//! The PostgreSQL storage adapter (feature `postgres`): events in a database server, shared by
+//! any number of processes.
+//!
+//! [`PostgresAdapter`] keeps everything in one schema (default `annals`) that it creates and
+//! migrates itself ([`schema`]): an `events` table with a primary key on the global position
+//! and a unique constraint on (store, aggregate, version), a one-row `head` table holding the
+//! last committed position, and a `snapshots` table ([`PostgresSnapshots`]).
+//!
+//! # Commits and the global order
+//! A commit is one transaction that first increments the head row by its event count
+//! (`UPDATE head SET position = position + n RETURNING position`). The row lock that update
+//! takes is held until the transaction ends, so commits are serialised: a transaction holding
+//! positions `p..q` is visible before any later one can take `q + 1`. This is what makes
+//! reading the log by position gap-free — a reader never sees position 7 while 6 is still
+//! uncommitted, the stale-sequence problem of event stores that take numbers from a sequence
+//! before commit. Inside the same transaction the adapter checks each event's version against
+//! the latest committed one (race-free, since commits are serialised), inserts the events,
+//! and sends `NOTIFY <schema>_log, '<last position>'`; the unique constraint backs the version
+//! check up in the database itself. A refused commit rolls back and consumes no position.
+//!
+//! The price is one commit at a time per schema, each with its own WAL flush: see
+//! `docs/postgres.md` for figures and tuning.
+//!
+//! # Following commits
+//! [`watch_log`](StorageAdapter::watch_log) is fed by this process's own commits and by a
+//! listener ([`notify`]) that `LISTEN`s on the schema's channel, so commits of other processes
+//! wake subscriptions without polling.
+//!
+//! # Failures
+//! A lost connection is [`StorageError::Unavailable`], a statement timeout
+//! [`StorageError::Timeout`], any other refusal [`StorageError::Database`]. Reads are retried
+//! once on a fresh connection when the connection was lost. An append whose connection was
+//! lost mid-commit has an unknown outcome; pushing it again is safe (see
+//! [`StorageError::Unavailable`]).
+
+mod error;
+mod notify;
+mod schema;
+mod snapshots;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+pub use snapshots::PostgresSnapshots;
+
+use self::error::{bad_row, from_client, from_pool, is_connection_lost, is_unique_violation};
+use self::notify::{Listener, publish};
+use super::memory::check_commit_versions;
+use super::{
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
+    GetEventsOptions, Limits, LoggedEvent, Position, SnapshotStorage, StorageAdapter, StorageError,
+    StoredEvent, Timestamp,
+};
+
+/// The schema used when none is configured.
+pub const DEFAULT_SCHEMA: &str = "annals";
+
+/// Configures and connects a [`PostgresAdapter`]: see [`PostgresAdapter::builder`].
+#[derive(Debug, Clone)]
+pub struct PostgresAdapterBuilder {
+    config: Result<tokio_postgres::Config, String>,
+    schema: String,
+    pool_size: usize,
+    statement_timeout: Option<Duration>,
+    connect_timeout: Duration,
+    limits: Limits,
+}
+
+impl PostgresAdapterBuilder {
+    /// The PostgreSQL schema holding the adapter's tables (default [`DEFAULT_SCHEMA`]): 1 to
+    /// 48 bytes of lowercase ASCII letters, digits and `_`, not starting with a digit or `pg_`.
+    /// Adapters on different schemas of one database are fully independent.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Most connections the adapter's pool opens (default 16). Two more are used: one that
+    /// listens for commits, one for snapshots.
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections;
+        self
+    }
+
+    /// The server-side `statement_timeout` of the adapter's connections (default 30 s; `None`
+    /// keeps the server's setting). A statement that runs longer, an append waiting for other
+    /// commits included, is cancelled with [`StorageError::Timeout`].
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// How long connecting, and waiting for a pooled connection, may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The limits the adapter enforces (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Connects, creates or migrates the schema, and starts listening for commits. Must be
+    /// called inside a tokio runtime, which then runs the adapter's background tasks.
+    pub async fn connect(self) -> Result<PostgresAdapter, StorageError> {
+        let mut config = self
+            .config
+            .map_err(|reason| StorageError::InvalidConfiguration { reason })?;
+        schema::check_schema_name(&self.schema)?;
+        if self.pool_size == 0 {
+            return Err(StorageError::InvalidConfiguration {
+                reason: "a PostgreSQL pool needs at least one connection".to_owned(),
+            });
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("annals");
+        }
+        config.connect_timeout(self.connect_timeout);
+        if let Some(timeout) = self.statement_timeout {
+            let setting = format!("-c statement_timeout={}", timeout.as_millis().max(1));
+            let options = match config.get_options() {
+                Some(options) => format!("{options} {setting}"),
+                None => setting,
+            };
+            config.options(&options);
+        }
+        let schema = self.schema;
+
+        let (mut client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| from_client("connect", e))?;
+        let driver = tokio::spawn(connection);
+        schema::migrate(&mut client, &schema).await?;
+        let statements = Statements::new(&schema);
+        let head = read_head(&client, &statements.head).await?;
+        drop(client);
+        let _ = driver.await;
+
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.connect_timeout))
+            .create_timeout(Some(self.connect_timeout))
+            .build()
+            .map_err(|e| StorageError::InvalidConfiguration {
+                reason: format!("the PostgreSQL pool: {e}"),
+            })?;
+        let published = Arc::new(watch::Sender::new(head));
+        let mut listener_config = config.clone();
+        // Notice a silently dead server within a minute, not after the OS default of hours.
+        listener_config.keepalives_idle(Duration::from_secs(30));
+        let listener = Listener::spawn(listener_config, &schema, Arc::clone(&published));
+        let snapshots = PostgresSnapshots::start(config, &schema)?;
+        Ok(PostgresAdapter {
+            pool,
+            schema,
+            statements,
+            limits: self.limits,
+            published,
+            snapshots,
+            _listener: listener,
+        })
+    }
+}
+
+/// A [`StorageAdapter`] on a PostgreSQL server: see the [module docs](self).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), annals::StorageError> {
+/// use std::sync::Arc;
+/// use annals::storage::PostgresAdapter;
+///
+/// let adapter = PostgresAdapter::builder("postgres://annals@127.0.0.1/annals")
+///     .schema("pokemons")
+///     .pool_size(8)
+///     .connect()
+///     .await?;
+/// let adapter = Arc::new(adapter); // hand it to EventStore::builder(...).storage_adapter
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PostgresAdapter {
+    pool: Pool,
+    schema: String,
+    statements: Statements,
+    limits: Limits,
+    published: Arc<watch::Sender<Position>>,
+    snapshots: PostgresSnapshots,
+    _listener: Listener,
+}
+
+/// The adapter's SQL, with the schema name filled in.
+#[derive(Debug)]
+struct Statements {
+    head: String,
+    take_positions: String,
+    last_versions: String,
+    insert_events: String,
+    notify: String,
+    read_events: String,
+    read_events_reverse: String,
+    read_log: String,
+    scan_forward: String,
+    scan_reverse: String,
+    scan_forward_from: String,
+    scan_reverse_from: String,
+}
+
+const EVENT_COLUMNS: &str =
+    "position, aggregate_id, version, timestamp_ms, event_type, schema_version, payload, metadata";
+
+impl Statements {
+    fn new(schema: &str) -> Self {
+        let read_events = |order: &str| {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM {schema}.events WHERE event_store_id = $1 \
+                 AND aggregate_id = $2 AND version BETWEEN $3 AND $4 ORDER BY version {order} \
+                 LIMIT $5"
+            )
+        };
+        let scan = |from: Option<&str>, order: &str| {
+            let (cursor, limit) = match from {
+                Some(cmp) => (
+                    format!("AND (timestamp_ms, aggregate_id) {cmp} ($4, $5)"),
+                    "$6",
+                ),
+                None => (String::new(), "$4"),
+            };
+            format!(
+                "SELECT timestamp_ms, aggregate_id FROM {schema}.events WHERE event_store_id = $1 \
+                 AND version = 1 AND timestamp_ms BETWEEN $2 AND $3 {cursor} \
+                 ORDER BY timestamp_ms {order}, aggregate_id {order} LIMIT {limit}"
+            )
+        };
+        Statements {
+            head: format!("SELECT position FROM {schema}.head"),
+            take_positions: format!(
+                "UPDATE {schema}.head SET position = position + $1 RETURNING position"
+            ),
+            last_versions: format!(
+                "SELECT k.s, k.a, (SELECT max(e.version) FROM {schema}.events e \
+                 WHERE e.event_store_id = k.s AND e.aggregate_id = k.a) \
+                 FROM unnest($1::text[], $2::text[]) AS k(s, a)"
+            ),
+            insert_events: format!(
+                "INSERT INTO {schema}.events (position, event_store_id, {}) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+                 $5::bigint[], $6::text[], $7::bigint[], $8::bytea[], $9::bytea[])",
+                &EVENT_COLUMNS["position, ".len()..]
+            ),
+            notify: "SELECT pg_notify($1, $2)".to_owned(),
+            read_events: read_events("ASC"),
+            read_events_reverse: read_events("DESC"),
+            read_log: format!(
+                "SELECT event_store_id, {EVENT_COLUMNS} FROM {schema}.events \
+                 WHERE position >= $1 ORDER BY position LIMIT $2"
+            ),
+            scan_forward: scan(None, "ASC"),
+            scan_reverse: scan(None, "DESC"),
+            scan_forward_from: scan(Some(">="), "ASC"),
+            scan_reverse_from: scan(Some("<="), "DESC"),
+        }
+    }
+}
+
+impl PostgresAdapter {
+    /// A builder connecting to `url`, a libpq-style connection string or URL
+    /// (`postgres://user:password@host:port/database` or `host=… user=… dbname=…`).
+    pub fn builder(url: &str) -> PostgresAdapterBuilder {
+        let config = url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| format!("invalid PostgreSQL connection string: {e}"));
+        Self::builder_for(config)
+    }
+
+    /// A builder connecting with a ready [`tokio_postgres::Config`].
+    pub fn builder_with_config(config: tokio_postgres::Config) -> PostgresAdapterBuilder {
+        Self::builder_for(Ok(config))
+    }
+
+    fn builder_for(config: Result<tokio_postgres::Config, String>) -> PostgresAdapterBuilder {
+        PostgresAdapterBuilder {
+            config,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool_size: 16,
+            statement_timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Connects to `url` with the default settings: see [`builder`](Self::builder).
+    pub async fn connect(url: &str) -> Result<PostgresAdapter, StorageError> {
+        Self::builder(url).connect().await
+    }
+
+    /// The PostgreSQL schema holding the adapter's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The adapter's snapshots (also reachable as [`StorageAdapter::snapshots`]).
+    pub fn snapshot_storage(&self) -> &PostgresSnapshots {
+        &self.snapshots
+    }
+
+    /// The schema migration this build brings every schema to.
+    pub fn schema_version() -> i32 {
+        schema::latest_version()
+    }
+
+    async fn client(
+        &self,
+        operation: &'static str,
+    ) -> Result<deadpool_postgres::Object, StorageError> {
+        self.pool.get().await.map_err(|e| from_pool(operation, e))
+    }
+
+    /// Runs one read query, retried once on a new connection if the connection was lost (a
+    /// read is idempotent; the pool drops the broken connection).
+    async fn read(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StorageError> {
+        let attempt = || async {
+            let client = self.client(operation).await?;
+            let statement = client
+                .prepare_cached(sql)
+                .await
+                .map_err(|e| from_client(operation, e))?;
+            client
+                .query(&statement, params)
+                .await
+                .map_err(|e| from_client(operation, e))
+        };
+        match attempt().await {
+            Err(e) if is_connection_lost(&e) => attempt().await,
+            other => other,
+        }
+    }
+
+    /// The commit itself; on error the transaction is rolled back when dropped.
+    async fn commit(&self, events: &[AppendEvent]) -> Result<Vec<Position>, StorageError> {
+        const OP: &str = "append events";
+        let err = |e| from_client(OP, e);
+        let mut client = self.client(OP).await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let count = i64::try_from(events.len()).map_err(|_| bad_row(OP, "too many events"))?;
+
+        // Takes the head row lock, held until commit: commits are serialised from here on.
+        let take = tx
+            .prepare_cached(&self.statements.take_positions)
+            .await
+            .map_err(err)?;
+        let last: i64 = tx
+            .query_one(&take, &[&count])
+            .await
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)?;
+        let first = last - count + 1;
+        if first < 1 {
+            return Err(bad_row(
+                OP,
+                format!("the head position {last} is impossible"),
+            ));
+        }
+
+        let latest = self.last_versions(&tx, events).await?;
+        check_commit_versions(events, |s, a| {
+            latest
+                .get(&(s.to_owned(), a.to_owned()))
+                .copied()
+                .unwrap_or(0)
+        })?;
+
+        let columns = Columns::of(events, first)?;
+        let insert = tx
+            .prepare_cached(&self.statements.insert_events)
+            .await
+            .map_err(err)?;
+        let inserted = tx
+            .execute(
+                &insert,
+                &[
+                    &columns.positions,
+                    &columns.stores,
+                    &columns.aggregates,
+                    &columns.versions,
+                    &columns.timestamps,
+                    &columns.types,
+                    &columns.schema_versions,
+                    &columns.payloads,
+                    &columns.metadata,
+                ],
+            )
+            .await;
+        if let Err(e) = inserted {
+            if is_unique_violation(&e) {
+                return Err(conflict_of(events, &latest));
+            }
+            return Err(err(e));
+        }
+        let channel = notify::channel(&self.schema);
+        tx.execute(&self.statements.notify, &[&channel, &last.to_string()])
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        let last = last as u64;
+        publish(&self.published, last);
+        Ok((first as u64..=last).collect())
+    }
+
+    /// The latest committed version of every aggregate the commit touches (absent: none).
+    async fn last_versions(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        events: &[AppendEvent],
+    ) -> Result<HashMap<(String, String), u64>, StorageError> {
+        const OP: &str = "check versions";
+        let mut keys: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.event_store_id.as_str(), e.event.aggregate_id.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (stores, aggregates): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        let statement = tx
+            .prepare_cached(&self.statements.last_versions)
+            .await
+            .map_err(|e| from_client(OP, e))?;
+        let rows = tx
+            .query(&statement, &[&stores, &aggregates])
+            .await
+            .map_err(|e| from_client(OP, e))?;
+        let mut latest = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let get_text = |i| {
+                row.try_get::<_, String>(i)
+                    .map_err(|e| bad_row(OP, e.to_string()))
+            };
+            let version: Option<i64> = row.try_get(2).map_err(|e| bad_row(OP, e.to_string()))?;
+            if let Some(version) = version {
+                let version =
+                    u64::try_from(version).map_err(|_| bad_row(OP, "a negative version"))?;
+                latest.insert((get_text(0)?, get_text(1)?), version);
+            }
+        }
+        Ok(latest)
+    }
+}
+
+/// The conflict to report when the database's unique constraint refused a commit the version
+/// check let through (only possible if something besides this adapter writes the table): the
+/// first event whose version is taken, as far as `latest` knows, else the first event.
+fn conflict_of(events: &[AppendEvent], latest: &HashMap<(String, String), u64>) -> StorageError {
+    let taken = events.iter().find(|e| {
+        let key = (e.event_store_id.clone(), e.event.aggregate_id.clone());
+        latest.get(&key).is_some_and(|&v| e.event.version <= v)
+    });
+    let event = taken.or(events.first());
+    match event {
+        Some(e) => EventAlreadyExists {
+            event_store_id: e.event_store_id.clone(),
+            aggregate_id: e.event.aggregate_id.clone(),
+            version: e.event.version,
+        }
+        .into(),
+        None => StorageError::Limit(super::LimitError::EmptyGroup),
+    }
+}
+
+/// A commit as one array per column, for a single `INSERT … SELECT * FROM unnest(…)`.
+struct Columns<'a> {
+    positions: Vec<i64>,
+    stores: Vec<&'a str>,
+    aggregates: Vec<&'a str>,
+    versions: Vec<i64>,
+    timestamps: Vec<i64>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i64>,
+    payloads: Vec<&'a [u8]>,
+    metadata: Vec<&'a [u8]>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(events: &'a [AppendEvent], first: i64) -> Result<Self, StorageError> {
+        let n = events.len();
+        let mut columns = Columns {
+            positions: Vec::with_capacity(n),
+            stores: Vec::with_capacity(n),
+            aggregates: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            timestamps: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for (
+            position,
+            AppendEvent {
+                event_store_id,
+                event,
+            },
+        ) in (first..).zip(events)
+        {
+            // The version check passed, so every version is at most the stored maximum + 1.
+            let version =
+                i64::try_from(event.version).map_err(|_| StorageError::UnexpectedVersion {
+                    event_store_id: event_store_id.clone(),
+                    aggregate_id: event.aggregate_id.clone(),
+                    version: event.version,
+                    expected: None,
+                })?;
+            columns.positions.push(position);
+            columns.stores.push(event_store_id);
+            columns.aggregates.push(&event.aggregate_id);
+            columns.versions.push(version);
+            columns.timestamps.push(event.timestamp.unix_millis());
+            columns.types.push(&event.event_type);
+            columns
+                .schema_versions
+                .push(i64::from(event.schema_version));
+            columns.payloads.push(&event.payload);
+            columns.metadata.push(&event.metadata);
+        }
+        Ok(columns)
+    }
+}
+
+async fn read_head(client: &tokio_postgres::Client, sql: &str) -> Result<Position, StorageError> {
+    const OP: &str = "read the head position";
+    let head: i64 = client
+        .query_one(sql, &[])
+        .await
+        .map_err(|e| from_client(OP, e))?
+        .try_get(0)
+        .map_err(|e| bad_row(OP, e.to_string()))?;
+    u64::try_from(head).map_err(|_| bad_row(OP, "a negative head position"))
+}
+
+/// Decodes the event columns ([`EVENT_COLUMNS`]) starting at column `at`.
+fn decode_event(
+    operation: &'static str,
+    row: &tokio_postgres::Row,
+    at: usize,
+) -> Result<StoredEvent, StorageError> {
+    let bad = |e: tokio_postgres::Error| bad_row(operation, e.to_string());
+    let unsigned = |i: usize, what: &str| -> Result<u64, StorageError> {
+        let v: i64 = row.try_get(at + i).map_err(bad)?;
+        u64::try_from(v).map_err(|_| bad_row(operation, format!("a negative {what}: {v}")))
+    };
+    let schema_version = unsigned(5, "schema version")?;
+    Ok(StoredEvent {
+        position: unsigned(0, "position")?,
+        event: EncodedEvent {
+            aggregate_id: row.try_get(at + 1).map_err(bad)?,
+            version: unsigned(2, "version")?,
+            timestamp: Timestamp::from_unix_millis(row.try_get(at + 3).map_err(bad)?),
+            event_type: row.try_get(at + 4).map_err(bad)?,
+            schema_version: u32::try_from(schema_version).map_err(|_| {
+                bad_row(
+                    operation,
+                    format!("schema version {schema_version} out of range"),
+                )
+            })?,
+            payload: row.try_get(at + 6).map_err(bad)?,
+            metadata: row.try_get(at + 7).map_err(bad)?,
+        },
+    })
+}
+
+/// A `LIMIT` parameter: usize clamped to PostgreSQL's bigint.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl StorageAdapter for PostgresAdapter {
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
+        Some(&self.snapshots)
+    }
+
+    async fn read_events(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        const OP: &str = "read events";
+        let Ok(min) = i64::try_from(options.min_version.unwrap_or(1)) else {
+            return Ok(Vec::new()); // no stored version is that high
+        };
+        let max = options
+            .max_version
+            .map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let limit = sql_limit(options.limit.unwrap_or(usize::MAX));
+        let sql = if options.reverse {
+            &self.statements.read_events_reverse
+        } else {
+            &self.statements.read_events
+        };
+        let rows = self
+            .read(
+                OP,
+                sql,
+                &[&event_store_id, &aggregate_id, &min, &max, &limit],
+            )
+            .await?;
+        rows.iter().map(|row| decode_event(OP, row, 0)).collect()
+    }
+
+    async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
+        self.commit(&events).await
+    }
+
+    async fn scan_aggregate_ids(
+        &self,
+        event_store_id: &str,
+        query: &AggregateIdsQuery,
+    ) -> Result<Vec<AggregateIdEntry>, StorageError> {
+        const OP: &str = "list aggregate ids";
+        let after = query
+            .initial_event_after
+            .map_or(i64::MIN, Timestamp::unix_millis);
+        let before = query
+            .initial_event_before
+            .map_or(i64::MAX, Timestamp::unix_millis);
+        // The cursor is compared inclusively, and cut at a NUL (which PostgreSQL text cannot
+        // hold and no stored id contains): the rows this admits beyond the exact bound are
+        // removed below by `query.admits`, so one more row is fetched.
+        let limit = query
+            .scan_limit()
+            .map_or(i64::MAX, |l| sql_limit(l).saturating_add(1));
+        let rows = match &query.after_entry {
+            Some(entry) => {
+                let cursor_ms = entry.initial_event_timestamp.unix_millis();
+                let cursor_id = entry.aggregate_id.split('\0').next().unwrap_or_default();
+                let sql = if query.reverse {
+                    &self.statements.scan_reverse_from
+                } else {
+                    &self.statements.scan_forward_from
+                };
+                let params: [&(dyn ToSql + Sync); 6] = [
+                    &event_store_id,
+                    &after,
+                    &before,
+                    &cursor_ms,
+                    &cursor_id,
+                    &limit,
+                ];
+                self.read(OP, sql, &params).await?
+            }
+            None => {
+                let sql = if query.reverse {
+                    &self.statements.scan_reverse
+                } else {
+                    &self.statements.scan_forward
+                };
+                self.read(OP, sql, &[&event_store_id, &after, &before, &limit])
+                    .await?
+            }
+        };
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let bad = |e: tokio_postgres::Error| bad_row(OP, e.to_string());
+            let entry = AggregateIdEntry {
+                initial_event_timestamp: Timestamp::from_unix_millis(row.try_get(0).map_err(bad)?),
+                aggregate_id: row.try_get(1).map_err(bad)?,
+            };
+            if query.admits(&entry) {
+                entries.push(entry);
+            }
+        }
+        if let Some(limit) = query.scan_limit() {
+            entries.truncate(limit);
+        }
+        Ok(entries)
+    }
+
+    async fn read_log(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError> {
+        const OP: &str = "read the log";
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let limit = sql_limit(limit);
+        let rows = self
+            .read(OP, &self.statements.read_log, &[&from, &limit])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let StoredEvent { position, event } = decode_event(OP, row, 1)?;
+                Ok(LoggedEvent {
+                    event_store_id: row.try_get(0).map_err(|e| bad_row(OP, e.to_string()))?,
+                    position,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    fn watch_log(&self) -> watch::Receiver<Position> {
+        self.published.subscribe()
+    }
+}

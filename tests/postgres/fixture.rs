@@ -1,0 +1,129 @@
+//! Connecting the tests to a PostgreSQL server, one fresh schema per test.
+//!
+//! The server is named by `ANNALS_POSTGRES_URL`. Without it the tests are skipped, with a
+//! message (written past the test harness's capture, once) that says how to start one; with
+//! `ANNALS_REQUIRE_POSTGRES=1` (as in CI) they fail instead.
+
+use std::io::Write;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use annals::storage::{Limits, PostgresAdapter, PostgresAdapterBuilder};
+use annals::testing::conformance::Fixture;
+use tokio_postgres::NoTls;
+
+/// How to get a server, for the skip and failure messages.
+const HOW_TO_RUN: &str = "start a local server with `eval \"$(bash .ci/postgres start)\"` \
+     (it prints and sets ANNALS_POSTGRES_URL), then run `cargo test --all-features`";
+
+/// The server's URL, or `None` when the tests are to be skipped.
+pub fn url() -> Option<String> {
+    match std::env::var("ANNALS_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("ANNALS_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "ANNALS_REQUIRE_POSTGRES=1 but ANNALS_POSTGRES_URL is not set: {HOW_TO_RUN}"
+            );
+            static SKIP: Once = Once::new();
+            SKIP.call_once(|| {
+                // Straight to stderr: libtest captures eprintln! of passing tests.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\ntests/postgres skipped: ANNALS_POSTGRES_URL is not set; {HOW_TO_RUN}\n"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// A schema name no other test uses.
+pub fn fresh_schema() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "annals_test_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Drops its schema, with everything in it, when dropped (from any context: it uses a thread
+/// of its own).
+pub struct SchemaGuard {
+    pub url: String,
+    pub schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test schema");
+            runtime.block_on(async {
+                let client = connect(&url).await;
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
+        }
+    }
+}
+
+/// The adapter settings every test starts from: small limits so the size checks stay fast.
+pub fn builder(url: &str, schema: &str) -> PostgresAdapterBuilder {
+    PostgresAdapter::builder(url)
+        .schema(schema)
+        .pool_size(8)
+        .statement_timeout(Some(Duration::from_secs(20)))
+        .limits(Limits {
+            event_bytes_max: 256 << 10,
+            group_bytes_max: 1 << 20,
+            ..Limits::default()
+        })
+}
+
+/// A connected adapter on a fresh schema, and the guard that drops the schema.
+pub async fn adapter(url: &str) -> (PostgresAdapter, SchemaGuard) {
+    let schema = fresh_schema();
+    let guard = SchemaGuard {
+        url: url.to_owned(),
+        schema: schema.clone(),
+    };
+    let adapter = builder(url, &schema)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL adapter connects to {url}: {e}"));
+    (adapter, guard)
+}
+
+/// What the conformance suite runs on: a fresh schema per check, or a skip.
+pub async fn conformance() -> Fixture {
+    match url() {
+        Some(url) => {
+            let (adapter, guard) = adapter(&url).await;
+            Fixture::with_guard(std::sync::Arc::new(adapter), guard)
+        }
+        None => Fixture::skip("ANNALS_POSTGRES_URL is not set"),
+    }
+}
+
+/// A raw client on the test server, its connection driven on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}

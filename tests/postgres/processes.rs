@@ -1,0 +1,190 @@
+//! Several processes, one database: two OS processes run entities over the same PostgreSQL
+//! schema and contend on the same aggregates. Each process has its own live instance per id,
+//! so their commits conflict; fencing makes the loser reload and decide again. Afterwards every
+//! aggregate is gap-free, every event was decided on the state just before it, and every
+//! command a process saw acknowledged is stored exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use annals::entity::{CommandContext, Entities, Entity, EntityOptions};
+use annals::{Aggregate, EventDetail, EventStore, GetEventsOptions, StorageAdapter};
+use serde::{Deserialize, Serialize};
+
+use crate::fixture;
+
+const CHILD_TEST: &str = "processes::contending_process";
+const SCHEMA_VAR: &str = "ANNALS_PROCESSES_SCHEMA";
+const PROCESS_VAR: &str = "ANNALS_PROCESSES_ID";
+const PROCESSES: u64 = 2;
+const SENDERS: u64 = 8;
+const COMMANDS_PER_SENDER: u64 = 25;
+const AGGREGATES: u64 = 4;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Counted {
+    /// The count after the event, computed from the state it was decided on.
+    total: u64,
+    /// (process, sender, sequence number) of the command.
+    tag: (u64, u64, u64),
+}
+
+annals::events! {
+    pub enum CounterEvent {
+        Counted(Counted) = "COUNTED",
+    }
+}
+
+fn reduce(total: Option<u64>, event: &EventDetail<CounterEvent>) -> u64 {
+    let CounterEvent::Counted(counted) = &event.event;
+    assert_eq!(total.unwrap_or(0) + 1, counted.total, "folded in order");
+    counted.total
+}
+
+struct Counter;
+
+impl Entity for Counter {
+    type Command = (u64, u64, u64);
+    type Events = CounterEvent;
+    type State = u64;
+    type Rejection = std::convert::Infallible;
+
+    fn decide(
+        state: Option<&Aggregate<u64>>,
+        tag: &(u64, u64, u64),
+        _: &mut CommandContext<'_, (u64, u64, u64)>,
+    ) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
+        let total = state.map_or(0, |counter| counter.state) + 1;
+        Ok(vec![CounterEvent::Counted(Counted { total, tag: *tag })])
+    }
+}
+
+fn counters(adapter: Arc<dyn StorageAdapter>) -> EventStore<CounterEvent, u64> {
+    EventStore::builder("COUNTERS", reduce)
+        .storage_adapter(adapter)
+        .build()
+        .expect("a valid store")
+}
+
+fn aggregate_of(sender: u64, seq: u64) -> String {
+    format!("counter-{}", (sender + seq) % AGGREGATES)
+}
+
+/// One contending process: started by the test below with the schema in its environment,
+/// it sends every command through its own entities and prints `ACK <id> <process> <sender>
+/// <seq>` for each acknowledged one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of two_processes_contending_on_the_same_aggregates_lose_nothing"]
+async fn contending_process() {
+    let (Some(url), Ok(schema), Ok(process)) = (
+        fixture::url(),
+        std::env::var(SCHEMA_VAR),
+        std::env::var(PROCESS_VAR),
+    ) else {
+        return;
+    };
+    let process: u64 = process.parse().expect("a process number");
+    let adapter = fixture::builder(&url, &schema)
+        .connect()
+        .await
+        .expect("the child connects");
+    let options = EntityOptions {
+        conflict_retries: u32::MAX,
+        ..EntityOptions::default()
+    };
+    let entities = Entities::<Counter>::new(counters(Arc::new(adapter)), options);
+    let mut tasks = Vec::new();
+    for sender in 0..SENDERS {
+        let entities = entities.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..COMMANDS_PER_SENDER {
+                let id = aggregate_of(sender, seq);
+                let reply = entities.get(id.clone()).send((process, sender, seq)).await;
+                reply.unwrap_or_else(|e| panic!("{id}: command ({process}, {sender}, {seq}): {e}"));
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ACK {id} {process} {sender} {seq}").expect("report");
+                out.flush().expect("report");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a sender finishes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
+    let Some(url) = fixture::url() else { return };
+    // The schema is created (migrated) before the children start.
+    let (adapter, _guard) = fixture::adapter(&url).await;
+    let schema = adapter.schema().to_owned();
+    let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
+
+    let exe = std::env::current_exe().expect("the test binary");
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|process| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    CHILD_TEST,
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(SCHEMA_VAR, &schema)
+                .env(PROCESS_VAR, process.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start a child process")
+        })
+        .collect();
+    let mut acknowledged: BTreeMap<String, BTreeSet<(u64, u64, u64)>> = BTreeMap::new();
+    for (process, mut child) in children.into_iter().enumerate() {
+        let stdout = child.stdout.take().expect("piped");
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read the child's output");
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let ["ACK", id, p, s, q] = fields[..] {
+                let tag = (p.parse().unwrap(), s.parse().unwrap(), q.parse().unwrap());
+                acknowledged.entry(id.to_owned()).or_default().insert(tag);
+            }
+        }
+        let status = child.wait().expect("the child ends");
+        assert!(status.success(), "child {process} failed: {status}");
+    }
+    let acked: usize = acknowledged.values().map(BTreeSet::len).sum();
+    assert_eq!(
+        acked as u64,
+        PROCESSES * SENDERS * COMMANDS_PER_SENDER,
+        "every command was acknowledged"
+    );
+
+    let store = counters(adapter);
+    for (id, tags) in &acknowledged {
+        let events = store
+            .get_events(id, GetEventsOptions::default())
+            .await
+            .expect("read the events");
+        let mut stored = BTreeSet::new();
+        for (expected, event) in (1..).zip(&events) {
+            assert_eq!(event.version, expected, "{id}: versions are gap-free");
+            let CounterEvent::Counted(counted) = &event.event;
+            assert_eq!(
+                counted.total, event.version,
+                "{id}: version {} was decided on stale state",
+                event.version
+            );
+            assert!(stored.insert(counted.tag), "{id}: {:?} stored twice", counted.tag);
+        }
+        assert_eq!(&stored, tags, "{id}: stored = acknowledged, nothing lost");
+        let aggregate = store
+            .get_existing_aggregate(id, Default::default())
+            .await
+            .expect("the aggregate");
+        assert_eq!(aggregate.aggregate.state, events.len() as u64, "{id}: the fold");
+    }
+}
