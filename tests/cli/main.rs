@@ -1,0 +1,9 @@
+//! The `annals` command-line tool, driven as a real binary: every command's output (`--json`,
+//! checked value by value), export → import round trips, Castore files, bad files that must be
+//! refused without a partial batch, the locked-store error and `tail`.
+
+mod fixture;
+mod import;
+mod inspect;
+mod maintenance;
+mod runtime_state;
