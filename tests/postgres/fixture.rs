@@ -127,3 +127,53 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// The store the tests write to.
+pub const STORE: &str = "POKEMONS";
+
+/// Event `version` of `aggregate_id` in [`STORE`]; its payload names it.
+pub fn event(aggregate_id: &str, version: u64) -> annals::storage::AppendEvent {
+    annals::storage::AppendEvent {
+        event_store_id: STORE.to_owned(),
+        event: annals::storage::EncodedEvent {
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            timestamp: annals::Timestamp::from_unix_millis(1_700_000_000_000),
+            event_type: "POKEMON_TRAINED".to_owned(),
+            schema_version: 1,
+            payload: format!("{aggregate_id}@{version}").into_bytes(),
+            metadata: Vec::new(),
+        },
+    }
+}
+
+/// An adapter on an existing `schema` whose connections carry `application_name`, so a test
+/// can find (and terminate) exactly its own server backends.
+pub async fn named_adapter(url: &str, schema: &str, application_name: &str) -> PostgresAdapter {
+    let mut config: tokio_postgres::Config = url.parse().expect("a valid test URL");
+    config.application_name(application_name);
+    PostgresAdapter::builder_with_config(config)
+        .schema(schema)
+        .pool_size(4)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL adapter connects to {url}: {e}"))
+}
+
+/// Holds the adapter's head-row lock in an open transaction, as a commit in flight does: every
+/// other commit of the schema queues behind it until it commits or rolls back.
+pub async fn hold_head<'a>(
+    client: &'a mut tokio_postgres::Client,
+    schema: &str,
+) -> (tokio_postgres::Transaction<'a>, i64) {
+    let tx = client.transaction().await.expect("begin");
+    let position: i64 = tx
+        .query_one(
+            &format!("UPDATE {schema}.head SET position = position + 1 RETURNING position"),
+            &[],
+        )
+        .await
+        .expect("take the head lock")
+        .get(0);
+    (tx, position)
+}

@@ -12,3 +12,6 @@ mod fixture;
 mod conformance {
     annals::conformance_tests!(super::fixture::conformance);
 }
+mod global_order;
+mod snapshots;
+mod subscriptions;

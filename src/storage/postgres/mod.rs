@@ -84,6 +84,9 @@ impl PostgresAdapterBuilder {
 
     /// Most connections the adapter's pool opens (default 16). Two more are used: one that
     /// listens for commits, one for snapshots.
+    ///
+    /// Appends use at most half of them (at least one): commits run one at a time anyway, and
+    /// appends queued on the head lock must not take every connection from readers.
     pub fn pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections;
         self
@@ -170,6 +173,7 @@ impl PostgresAdapterBuilder {
         let snapshots = PostgresSnapshots::start(config, &schema)?;
         Ok(PostgresAdapter {
             pool,
+            write_slots: tokio::sync::Semaphore::new((self.pool_size / 2).max(1)),
             schema,
             statements,
             limits: self.limits,
@@ -198,6 +202,8 @@ impl PostgresAdapterBuilder {
 #[derive(Debug)]
 pub struct PostgresAdapter {
     pool: Pool,
+    /// Bounds the appends holding a connection, so readers always find one.
+    write_slots: tokio::sync::Semaphore,
     schema: String,
     statements: Statements,
     limits: Limits,
@@ -362,6 +368,11 @@ impl PostgresAdapter {
     async fn commit(&self, events: &[AppendEvent]) -> Result<Vec<Position>, StorageError> {
         const OP: &str = "append events";
         let err = |e| from_client(OP, e);
+        let _slot = self
+            .write_slots
+            .acquire()
+            .await
+            .map_err(|_| StorageError::Closed)?;
         let mut client = self.client(OP).await?;
         let tx = client.transaction().await.map_err(err)?;
         let count = i64::try_from(events.len()).map_err(|_| bad_row(OP, "too many events"))?;
