@@ -147,17 +147,30 @@ pub fn event(aggregate_id: &str, version: u64) -> annals::storage::AppendEvent {
     }
 }
 
-/// An adapter on an existing `schema` whose connections carry `application_name`, so a test
-/// can find (and terminate) exactly its own server backends.
-pub async fn named_adapter(url: &str, schema: &str, application_name: &str) -> PostgresAdapter {
+/// A builder for `schema` whose connections carry `application_name`, so a test can find (and
+/// terminate) exactly its own server backends.
+pub fn named_builder(url: &str, schema: &str, application_name: &str) -> PostgresAdapterBuilder {
     let mut config: tokio_postgres::Config = url.parse().expect("a valid test URL");
     config.application_name(application_name);
     PostgresAdapter::builder_with_config(config)
         .schema(schema)
         .pool_size(4)
-        .connect()
+}
+
+/// Terminates every server backend whose `application_name` is `name` and that matches
+/// `condition` (SQL on pg_stat_activity); returns how many.
+pub async fn terminate(client: &tokio_postgres::Client, name: &str, condition: &str) -> i64 {
+    client
+        .query_one(
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND pid <> pg_backend_pid() AND ({condition})"
+            ),
+            &[&name],
+        )
         .await
-        .unwrap_or_else(|e| panic!("the PostgreSQL adapter connects to {url}: {e}"))
+        .expect("terminate backends")
+        .get(0)
 }
 
 /// Holds the adapter's head-row lock in an open transaction, as a commit in flight does: every
