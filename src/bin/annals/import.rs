@@ -108,8 +108,8 @@ pub async fn import(target: &Target, out: &Out, args: ImportArgs) -> Result<(), 
         }))
     } else {
         out.line(format!(
-            "imported {imported} events in {batches} batches from {} into {} ({skipped} already \
-             present, skipped)",
+            "imported {imported} events ({batches} atomic batches) from {} into {}; {skipped} \
+             already present, skipped",
             args.file.display(),
             store.name
         ))
@@ -124,19 +124,19 @@ fn check_file(args: &ImportArgs, limits: &Limits) -> Result<u64, CliError> {
         let Pending { line, event } = pending?;
         let key = (event.event_store_id, event.event.aggregate_id);
         let version = event.event.version;
-        if let Some(&(previous, previous_line)) = last.get(&key) {
-            if version != previous + 1 {
-                return Err(invalid(
-                    &args.file,
-                    line,
-                    format!(
-                        "store {:?}, aggregate {:?}: version {version} does not follow version \
+        if let Some(&(previous, previous_line)) = last.get(&key)
+            && version != previous + 1
+        {
+            return Err(invalid(
+                &args.file,
+                line,
+                format!(
+                    "store {:?}, aggregate {:?}: version {version} does not follow version \
                          {previous} (line {previous_line}); versions of an aggregate must \
                          increase by one, in file order",
-                        key.0, key.1
-                    ),
-                ));
-            }
+                    key.0, key.1
+                ),
+            ));
         }
         last.insert(key, (version, line));
         count += 1;

@@ -56,10 +56,10 @@ pub async fn stats(target: &Target, out: &Out) -> Result<(), CliError> {
         fields.push((
             "bytes on disk",
             format!(
-                "{} ({} segments: {}, index: {}, snapshots: {})",
+                "{} (segments: {} in {}, index: {}, snapshots: {})",
                 human_bytes(total),
-                engine.segments,
                 human_bytes(engine.segment_bytes),
+                engine.segments,
                 human_bytes(index.file_bytes),
                 human_bytes(snapshots.file_bytes)
             ),

@@ -139,9 +139,14 @@ async fn open_postgres(_url: &str) -> Result<Store, CliError> {
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(_url: &str) -> Result<Store, CliError> {
-    Err(
-        CliError::failed("the command-line tool does not support PostgreSQL stores yet")
-            .hint("pass --dir DIR for a store directory"),
-    )
+async fn open_postgres(url: &str) -> Result<Store, CliError> {
+    let adapter = annals::storage::PostgresAdapter::connect(url)
+        .await
+        .map_err(|e| CliError::storage("connect to the PostgreSQL store", e))?;
+    Ok(Store {
+        adapter: Arc::new(adapter),
+        log: None,
+        // The URL may hold a password: name the store without it.
+        name: "the PostgreSQL store".to_owned(),
+    })
 }
