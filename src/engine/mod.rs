@@ -813,8 +813,9 @@ impl Engine {
             .collect())
     }
 
-    /// Stops the writer after it has drained and synced, checkpoints the index, and releases
-    /// the store. Dropping the engine does the same.
+    /// Stops the writer after it has drained and synced, and checkpoints the index; later
+    /// appends fail with `Closed`. The directory's lock is released when the engine is dropped
+    /// (dropping it also closes it).
     pub fn close(&self) {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));

@@ -217,8 +217,10 @@ impl LogAdapter {
         self.engine.sync().await.map_err(storage_error)
     }
 
-    /// Drains pending appends, syncs, checkpoints the index and releases the lock. Later calls
-    /// fail with [`StorageError::Closed`].
+    /// Drains pending appends, syncs and checkpoints the index. Later appends fail with
+    /// [`StorageError::Closed`]. The directory's lock (and the index and snapshot files) are
+    /// released when the adapter itself is dropped, with the last clone of its `Arc`: only
+    /// then can another process open the store.
     pub fn close(&self) {
         self.snapshots.close();
         self.engine.close();
