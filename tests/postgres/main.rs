@@ -14,5 +14,6 @@ mod conformance {
 }
 mod faults;
 mod global_order;
+mod processes;
 mod snapshots;
 mod subscriptions;

@@ -18,9 +18,11 @@ use crate::fixture;
 const CHILD_TEST: &str = "processes::contending_process";
 const SCHEMA_VAR: &str = "ANNALS_PROCESSES_SCHEMA";
 const PROCESS_VAR: &str = "ANNALS_PROCESSES_ID";
+/// When the children start sending (Unix milliseconds), so that they really overlap.
+const START_VAR: &str = "ANNALS_PROCESSES_START_MS";
 const PROCESSES: u64 = 2;
 const SENDERS: u64 = 8;
-const COMMANDS_PER_SENDER: u64 = 25;
+const COMMANDS_PER_SENDER: u64 = 50;
 const AGGREGATES: u64 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,14 +80,16 @@ fn aggregate_of(sender: u64, seq: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a child process of two_processes_contending_on_the_same_aggregates_lose_nothing"]
 async fn contending_process() {
-    let (Some(url), Ok(schema), Ok(process)) = (
+    let (Some(url), Ok(schema), Ok(process), Ok(start)) = (
         fixture::url(),
         std::env::var(SCHEMA_VAR),
         std::env::var(PROCESS_VAR),
+        std::env::var(START_VAR),
     ) else {
         return;
     };
     let process: u64 = process.parse().expect("a process number");
+    let start: i64 = start.parse().expect("a start time");
     let adapter = fixture::builder(&url, &schema)
         .connect()
         .await
@@ -95,6 +99,8 @@ async fn contending_process() {
         ..EntityOptions::default()
     };
     let entities = Entities::<Counter>::new(counters(Arc::new(adapter)), options);
+    let wait = start - annals::Timestamp::now().unix_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(wait.max(0) as u64)).await;
     let mut tasks = Vec::new();
     for sender in 0..SENDERS {
         let entities = entities.clone();
@@ -123,6 +129,7 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
     let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
 
     let exe = std::env::current_exe().expect("the test binary");
+    let start = annals::Timestamp::now().unix_millis() + 1_500;
     let children: Vec<_> = (0..PROCESSES)
         .map(|process| {
             Command::new(&exe)
@@ -135,6 +142,7 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
                 ])
                 .env(SCHEMA_VAR, &schema)
                 .env(PROCESS_VAR, process.to_string())
+                .env(START_VAR, start.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -147,7 +155,11 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
         let stdout = child.stdout.take().expect("piped");
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("read the child's output");
-            let fields: Vec<&str> = line.split_whitespace().collect();
+            // The harness prints `test <name> ... ` before the test runs, without a newline.
+            let Some(start) = line.find("ACK ") else {
+                continue;
+            };
+            let fields: Vec<&str> = line[start..].split_whitespace().collect();
             if let ["ACK", id, p, s, q] = fields[..] {
                 let tag = (p.parse().unwrap(), s.parse().unwrap(), q.parse().unwrap());
                 acknowledged.entry(id.to_owned()).or_default().insert(tag);
@@ -164,6 +176,9 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
     );
 
     let store = counters(adapter);
+    // How often consecutive events of an aggregate come from different processes: the
+    // processes really contended.
+    let mut switches = 0;
     for (id, tags) in &acknowledged {
         let events = store
             .get_events(id, GetEventsOptions::default())
@@ -178,13 +193,33 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
                 "{id}: version {} was decided on stale state",
                 event.version
             );
-            assert!(stored.insert(counted.tag), "{id}: {:?} stored twice", counted.tag);
+            assert!(
+                stored.insert(counted.tag),
+                "{id}: {:?} stored twice",
+                counted.tag
+            );
         }
         assert_eq!(&stored, tags, "{id}: stored = acknowledged, nothing lost");
+        switches += events
+            .windows(2)
+            .filter(|pair| {
+                let [CounterEvent::Counted(a), CounterEvent::Counted(b)] =
+                    [&pair[0].event, &pair[1].event];
+                a.tag.0 != b.tag.0
+            })
+            .count();
         let aggregate = store
             .get_existing_aggregate(id, Default::default())
             .await
             .expect("the aggregate");
-        assert_eq!(aggregate.aggregate.state, events.len() as u64, "{id}: the fold");
+        assert_eq!(
+            aggregate.aggregate.state,
+            events.len() as u64,
+            "{id}: the fold"
+        );
     }
+    assert!(
+        switches > 0,
+        "the two processes never interleaved: the test did not contend"
+    );
 }
