@@ -2,7 +2,8 @@
 //! schema and contend on the same aggregates. Each process has its own live instance per id,
 //! so their commits conflict; fencing makes the loser reload and decide again. Afterwards every
 //! aggregate is gap-free, every event was decided on the state just before it, and every
-//! command a process saw acknowledged is stored exactly once.
+//! command a process saw acknowledged is stored exactly once. Timers, kept in the log, are
+//! delivered by whichever process fires them, once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -222,4 +223,60 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
         switches > 0,
         "the two processes never interleaved: the test did not contend"
     );
+}
+
+/// Timers live in the event log, so they work on PostgreSQL like events do: one adapter (a
+/// process) schedules, another one, started later, delivers, and a third finds nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_scheduled_by_one_process_is_delivered_once_by_another() {
+    use annals::entity::Timers;
+    let Some(url) = fixture::url() else { return };
+    let (first, guard) = fixture::adapter(&url).await;
+    let first = Entities::<Counter>::new(counters(Arc::new(first)), EntityOptions::default());
+    Timers::new(first)
+        .schedule(
+            "counter-0",
+            "later",
+            annals::Timestamp::from_unix_millis(1_000),
+            &(9, 9, 9),
+        )
+        .await
+        .expect("scheduled");
+
+    let connect = || async {
+        let adapter = fixture::builder(&url, &guard.schema)
+            .connect()
+            .await
+            .expect("another adapter on the schema");
+        let store = counters(Arc::new(adapter));
+        (
+            store.clone(),
+            Timers::new(Entities::<Counter>::new(store, EntityOptions::default())),
+        )
+    };
+    let (store, second) = connect().await;
+    let pending = second.pending().await.expect("listed");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].name.as_str(), pending[0].command),
+        ("later", (9, 9, 9))
+    );
+    let at = annals::Timestamp::from_unix_millis(1_000);
+    assert_eq!(second.fire_due(at).await.expect("fired"), 1);
+    let events = store
+        .get_events("counter-0", GetEventsOptions::default())
+        .await
+        .expect("read");
+    let tags: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let CounterEvent::Counted(c) = &e.event;
+            c.tag
+        })
+        .collect();
+    assert_eq!(tags, vec![(9, 9, 9)]);
+
+    let (_, third) = connect().await;
+    assert!(third.pending().await.expect("listed").is_empty());
+    assert_eq!(third.fire_due(at).await.expect("fired"), 0);
 }
