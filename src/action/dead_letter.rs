@@ -12,8 +12,26 @@
 //! [`EventAction::retry_dead_letter`](super::EventAction::retry_dead_letter) (removed on
 //! success), or give up on one with [`remove`].
 //!
-//! Stored in the redb table `action_dead_letters`: key `(action name, position)`, value one
-//! format byte (`1`) followed by the record in MessagePack.
+//! # Retry requests
+//!
+//! Retrying runs the action's code, which only the application that declares the action has.
+//! Whoever holds the state file without that code (the `annals` command-line tool, while the
+//! application is stopped) can instead *request* a retry: [`request_retry`] and
+//! [`request_retry_all`] durably mark dead letters, and the action's
+//! [`ActionRunner`](super::ActionRunner) retries the marked ones when it starts and then every
+//! [`retry_requests_interval`](super::EventAction::retry_requests_interval). Each marked letter
+//! goes through the action's normal path, with its retry policy: on success the dead letter is
+//! removed; on failure it stays, with the new error and attempts counted, and its mark is
+//! cleared so that it is not retried again until asked. [`DeadLetter::retry_requested_at`]
+//! tells whether a letter is marked.
+//!
+//! # Storage
+//!
+//! Dead letters are in the redb table `action_dead_letters`: key `(action name, position)`,
+//! value one format byte (`1`) followed by the record in MessagePack. Retry requests are in
+//! their own table, `action_dead_letter_retries`: the same key, value the instant of the
+//! request (signed milliseconds since the Unix epoch). A state file written before retry
+//! requests existed has no such table, which reads as "nothing requested": it opens unchanged.
 //!
 //! [`RetryPolicy`]: super::RetryPolicy
 
@@ -27,6 +45,10 @@ use crate::storage::{LoggedEvent, Position, StorageError, Timestamp};
 
 const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("action_dead_letters");
+
+/// Retry requests: `(action, position)` → when the retry was requested (Unix milliseconds).
+const RETRY_REQUESTS: TableDefinition<(&str, u64), i64> =
+    TableDefinition::new("action_dead_letter_retries");
 
 /// The format byte that starts every stored dead letter.
 const FORMAT: u8 = 1;
@@ -52,6 +74,10 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// When the last attempt failed.
     pub failed_at: Timestamp,
+    /// When a retry was requested with [`request_retry`] and not yet carried out by the
+    /// action's runner; `None` when none is pending.
+    #[serde(default)]
+    pub retry_requested_at: Option<Timestamp>,
 }
 
 impl DeadLetter {
@@ -66,6 +92,53 @@ impl DeadLetter {
             error,
             attempts,
             failed_at: Timestamp::now(),
+            retry_requested_at: None,
+        }
+    }
+}
+
+/// A dead letter as stored in `action_dead_letters` (format 1): every field of [`DeadLetter`]
+/// but the retry request, which has its own table.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    action: String,
+    position: Position,
+    event_store_id: String,
+    aggregate_id: String,
+    version: u64,
+    event_type: String,
+    error: String,
+    attempts: u32,
+    failed_at: Timestamp,
+}
+
+impl Record {
+    fn of(letter: &DeadLetter) -> Self {
+        Record {
+            action: letter.action.clone(),
+            position: letter.position,
+            event_store_id: letter.event_store_id.clone(),
+            aggregate_id: letter.aggregate_id.clone(),
+            version: letter.version,
+            event_type: letter.event_type.clone(),
+            error: letter.error.clone(),
+            attempts: letter.attempts,
+            failed_at: letter.failed_at,
+        }
+    }
+
+    fn into_letter(self, retry_requested_at: Option<Timestamp>) -> DeadLetter {
+        DeadLetter {
+            action: self.action,
+            position: self.position,
+            event_store_id: self.event_store_id,
+            aggregate_id: self.aggregate_id,
+            version: self.version,
+            event_type: self.event_type,
+            error: self.error,
+            attempts: self.attempts,
+            failed_at: self.failed_at,
+            retry_requested_at,
         }
     }
 }
@@ -97,37 +170,51 @@ pub enum RetryDeadLetterError {
     Storage(#[from] StorageError),
 }
 
-/// Every dead letter of `action`, in log order.
-pub fn list(state: &StateStore, action: &str) -> Result<Vec<DeadLetter>, StorageError> {
+/// A stored row: the record's bytes and its retry request, if any.
+type Row = (Vec<u8>, Option<i64>);
+
+/// Reads the rows of `range` (of one action, or of all) in one read transaction.
+fn read_rows<'a>(
+    state: &StateStore,
+    range: impl std::ops::RangeBounds<(&'a str, u64)> + 'a,
+) -> Result<Vec<DeadLetter>, StorageError> {
     let rows = state.read(|txn| {
         let table = match txn.open_table(DEAD_LETTERS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
-        table
-            .range((action, 0)..=(action, u64::MAX))?
-            .map(|row| Ok(row?.1.value().to_vec()))
-            .collect::<Result<Vec<_>, TxnError>>()
+        let requests = match txn.open_table(RETRY_REQUESTS) {
+            Ok(requests) => Some(requests),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        for row in table.range(range)? {
+            let (key, value) = row?;
+            let (action, position) = key.value();
+            let requested = match &requests {
+                Some(requests) => requests.get((action, position))?.map(|v| v.value()),
+                None => None,
+            };
+            rows.push((value.value().to_vec(), requested));
+        }
+        Ok::<_, TxnError>(rows)
     })?;
-    rows.iter().map(|bytes| decode(bytes)).collect()
+    rows.iter()
+        .map(|(bytes, requested)| decode(bytes, *requested))
+        .collect()
+}
+
+/// Every dead letter of `action`, in log order.
+pub fn list(state: &StateStore, action: &str) -> Result<Vec<DeadLetter>, StorageError> {
+    read_rows(state, (action, 0)..=(action, u64::MAX))
 }
 
 /// Every dead letter of every action, ordered by action name, then log order: what
 /// `annals dead-letters list` shows.
 pub fn list_all(state: &StateStore) -> Result<Vec<DeadLetter>, StorageError> {
-    let rows = state.read(|txn| {
-        let table = match txn.open_table(DEAD_LETTERS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        table
-            .iter()?
-            .map(|row| Ok(row?.1.value().to_vec()))
-            .collect::<Result<Vec<_>, TxnError>>()
-    })?;
-    rows.iter().map(|bytes| decode(bytes)).collect()
+    read_rows(state, ..)
 }
 
 /// The dead letter of `action` at `position`, if there is one.
@@ -136,29 +223,114 @@ pub fn get(
     action: &str,
     position: Position,
 ) -> Result<Option<DeadLetter>, StorageError> {
-    let bytes = state.read(|txn| {
-        let table = match txn.open_table(DEAD_LETTERS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(table.get((action, position))?.map(|v| v.value().to_vec()))
-    })?;
-    bytes.map(|b| decode(&b)).transpose()
+    Ok(read_rows(state, (action, position)..=(action, position))?
+        .into_iter()
+        .next())
 }
 
-/// Removes (drops) the dead letter of `action` at `position`: the event will not be handled by
-/// the action. Whether there was one.
+/// Removes (drops) the dead letter of `action` at `position`, and its retry request: the event
+/// will not be handled by the action. Whether there was one.
 pub fn remove(state: &StateStore, action: &str, position: Position) -> Result<bool, StorageError> {
+    state.write(|txn| remove_in(txn, action, position))
+}
+
+/// Marks the dead letter of `action` at `position` for retry, durably: the action's runner
+/// retries it when it next starts, or within its
+/// [`retry_requests_interval`](super::EventAction::retry_requests_interval) if it is running
+/// (see the [module docs](self)). Whether there is such a dead letter (nothing is marked when
+/// there is not). Marking a letter again moves its request's time.
+pub fn request_retry(
+    state: &StateStore,
+    action: &str,
+    position: Position,
+) -> Result<bool, StorageError> {
+    let now = Timestamp::now().unix_millis();
     state.write(|txn| {
-        Ok(txn
+        if txn
             .open_table(DEAD_LETTERS)?
-            .remove((action, position))?
-            .is_some())
+            .get((action, position))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        txn.open_table(RETRY_REQUESTS)?
+            .insert((action, position), now)?;
+        Ok(true)
     })
 }
 
-/// Writes `letter` inside `txn` (replacing one at the same action and position).
+/// Marks every dead letter of `action` for retry, like [`request_retry`], in one transaction.
+/// The positions marked, in log order (empty when the action has no dead letters).
+pub fn request_retry_all(state: &StateStore, action: &str) -> Result<Vec<Position>, StorageError> {
+    let now = Timestamp::now().unix_millis();
+    state.write(|txn| {
+        let positions = txn
+            .open_table(DEAD_LETTERS)?
+            .range((action, 0)..=(action, u64::MAX))?
+            .map(|row| Ok(row?.0.value().1))
+            .collect::<Result<Vec<Position>, TxnError>>()?;
+        let mut requests = txn.open_table(RETRY_REQUESTS)?;
+        for &position in &positions {
+            requests.insert((action, position), now)?;
+        }
+        Ok(positions)
+    })
+}
+
+/// The pending retry requests of `action`: position and the instant of the request, in log
+/// order.
+pub(crate) fn retry_requests(
+    state: &StateStore,
+    action: &str,
+) -> Result<Vec<(Position, i64)>, StorageError> {
+    state.read(|txn| {
+        let requests = match txn.open_table(RETRY_REQUESTS) {
+            Ok(requests) => requests,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        requests
+            .range((action, 0)..=(action, u64::MAX))?
+            .map(|row| {
+                let (key, value) = row?;
+                Ok((key.value().1, value.value()))
+            })
+            .collect()
+    })
+}
+
+/// Clears the retry request of `action` at `position` inside `txn`, if it is still the one
+/// made at `requested_at` (a request made since is left for the next pass).
+pub(crate) fn clear_retry_request_in(
+    txn: &redb::WriteTransaction,
+    action: &str,
+    position: Position,
+    requested_at: i64,
+) -> Result<(), TxnError> {
+    let mut requests = txn.open_table(RETRY_REQUESTS)?;
+    let current = requests.get((action, position))?.map(|v| v.value());
+    if current == Some(requested_at) {
+        requests.remove((action, position))?;
+    }
+    Ok(())
+}
+
+/// Removes the dead letter of `action` at `position` and its retry request inside `txn`.
+/// Whether there was a dead letter.
+pub(crate) fn remove_in(
+    txn: &redb::WriteTransaction,
+    action: &str,
+    position: Position,
+) -> Result<bool, TxnError> {
+    txn.open_table(RETRY_REQUESTS)?.remove((action, position))?;
+    Ok(txn
+        .open_table(DEAD_LETTERS)?
+        .remove((action, position))?
+        .is_some())
+}
+
+/// Writes `letter` inside `txn` (replacing one at the same action and position). Its retry
+/// request, if any, is left as it is: it lives in its own table.
 pub(crate) fn put_in(txn: &redb::WriteTransaction, letter: &DeadLetter) -> Result<(), TxnError> {
     let bytes = encode(letter);
     txn.open_table(DEAD_LETTERS)?
@@ -168,24 +340,24 @@ pub(crate) fn put_in(txn: &redb::WriteTransaction, letter: &DeadLetter) -> Resul
 
 fn encode(letter: &DeadLetter) -> Vec<u8> {
     let mut bytes = vec![FORMAT];
-    rmp_serde::encode::write_named(&mut bytes, letter)
+    rmp_serde::encode::write_named(&mut bytes, &Record::of(letter))
         .expect("a dead letter has only strings and integers, which always encode");
     bytes
 }
 
-fn decode(bytes: &[u8]) -> Result<DeadLetter, StorageError> {
+fn decode(bytes: &[u8], retry_requested_at: Option<i64>) -> Result<DeadLetter, StorageError> {
     let damaged = |reason: String| StorageError::Corruption {
         file: PathBuf::from("<state store>"),
         offset: 0,
         reason: format!("table action_dead_letters: {reason}"),
     };
-    match bytes.split_first() {
-        Some((&FORMAT, record)) => {
-            rmp_serde::from_slice(record).map_err(|e| damaged(format!("undecodable record: {e}")))
-        }
-        Some((format, _)) => Err(damaged(format!("unknown record format {format}"))),
-        None => Err(damaged("empty record".to_owned())),
-    }
+    let record: Record = match bytes.split_first() {
+        Some((&FORMAT, record)) => rmp_serde::from_slice(record)
+            .map_err(|e| damaged(format!("undecodable record: {e}")))?,
+        Some((format, _)) => return Err(damaged(format!("unknown record format {format}"))),
+        None => return Err(damaged("empty record".to_owned())),
+    };
+    Ok(record.into_letter(retry_requested_at.map(Timestamp::from_unix_millis)))
 }
 
 #[cfg(test)]
@@ -236,14 +408,91 @@ mod tests {
     }
 
     #[test]
+    fn retry_requests_mark_existing_letters_and_go_with_them() {
+        let state = StateStore::in_memory();
+        state
+            .write(|txn| {
+                put_in(txn, &letter("mailer", 2))?;
+                put_in(txn, &letter("mailer", 9))?;
+                put_in(txn, &letter("ocr", 5))
+            })
+            .unwrap();
+        // No request table yet (a state file from before retry requests): nothing is marked.
+        assert!(
+            list_all(&state)
+                .unwrap()
+                .iter()
+                .all(|l| l.retry_requested_at.is_none())
+        );
+        assert!(retry_requests(&state, "mailer").unwrap().is_empty());
+
+        assert!(request_retry(&state, "mailer", 9).unwrap());
+        assert!(!request_retry(&state, "mailer", 3).unwrap());
+        assert!(!request_retry(&state, "nobody", 9).unwrap());
+        let marked: Vec<_> = list(&state, "mailer")
+            .unwrap()
+            .iter()
+            .map(|l| (l.position, l.retry_requested_at.is_some()))
+            .collect();
+        assert_eq!(marked, [(2, false), (9, true)]);
+        assert_eq!(
+            retry_requests(&state, "mailer")
+                .unwrap()
+                .iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+            [9]
+        );
+
+        assert_eq!(request_retry_all(&state, "mailer").unwrap(), [2, 9]);
+        assert_eq!(
+            request_retry_all(&state, "nobody").unwrap(),
+            Vec::<u64>::new()
+        );
+        assert!(
+            get(&state, "ocr", 5)
+                .unwrap()
+                .unwrap()
+                .retry_requested_at
+                .is_none()
+        );
+
+        // Dropping a letter drops its request.
+        assert!(remove(&state, "mailer", 2).unwrap());
+        assert_eq!(retry_requests(&state, "mailer").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn clearing_a_request_spares_a_newer_one() {
+        let state = StateStore::in_memory();
+        state
+            .write(|txn| put_in(txn, &letter("mailer", 2)))
+            .unwrap();
+        assert!(request_retry(&state, "mailer", 2).unwrap());
+        let (_, requested_at) = retry_requests(&state, "mailer").unwrap()[0];
+        state
+            .write(|txn| clear_retry_request_in(txn, "mailer", 2, requested_at - 1))
+            .unwrap();
+        assert_eq!(retry_requests(&state, "mailer").unwrap().len(), 1);
+        state
+            .write(|txn| clear_retry_request_in(txn, "mailer", 2, requested_at))
+            .unwrap();
+        assert!(retry_requests(&state, "mailer").unwrap().is_empty());
+        assert!(get(&state, "mailer", 2).unwrap().is_some());
+    }
+
+    #[test]
     fn a_damaged_record_is_reported_not_trusted() {
-        assert!(matches!(decode(&[]), Err(StorageError::Corruption { .. })));
         assert!(matches!(
-            decode(&[7, 1]),
+            decode(&[], None),
             Err(StorageError::Corruption { .. })
         ));
         assert!(matches!(
-            decode(&[FORMAT, 0xc1]),
+            decode(&[7, 1], None),
+            Err(StorageError::Corruption { .. })
+        ));
+        assert!(matches!(
+            decode(&[FORMAT, 0xc1], None),
             Err(StorageError::Corruption { .. })
         ));
     }

@@ -15,6 +15,12 @@
 //! come in global order, one at a time; a slow retry holds back later events, but only as long
 //! as the retry policy allows.
 //!
+//! The runner also carries out [retry requests](super::dead_letter#retry-requests): when it
+//! starts, and then every [`retry_requests_interval`](EventAction::retry_requests_interval)
+//! (between two events, or while waiting for one), it runs the action again on each dead letter
+//! marked with [`dead_letter::request_retry`], with the retry policy. Success removes the dead
+//! letter; failure keeps it, with the attempts counted and the mark cleared.
+//!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
@@ -41,11 +47,13 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::dead_letter::{self, DeadLetter, RetryDeadLetterError};
 use super::{ActionContext, ActionError, ActionRunError, RetryPolicy, Trigger};
@@ -68,8 +76,16 @@ pub struct EventAction {
     name: Arc<str>,
     filter: Filter,
     retry: RetryPolicy,
+    retry_requests_interval: Duration,
     handler: Handler,
 }
+
+/// How often a running action looks for retry requests, by default.
+const RETRY_REQUESTS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shortest interval between two looks for retry requests: a shorter one would keep an
+/// idle runner busy.
+const RETRY_REQUESTS_INTERVAL_MIN: Duration = Duration::from_millis(1);
 
 impl std::fmt::Debug for EventAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +93,7 @@ impl std::fmt::Debug for EventAction {
             .field("name", &self.name)
             .field("filter", &self.filter)
             .field("retry", &self.retry)
+            .field("retry_requests_interval", &self.retry_requests_interval)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +102,13 @@ impl std::fmt::Debug for EventAction {
 enum Delivery {
     Done,
     Failed { error: String, attempts: u32 },
+    Stopped,
+}
+
+/// How a pass over the retry requests ended.
+enum Sweep {
+    Done,
+    /// The runner was asked to stop during a retry's backoff.
     Stopped,
 }
 
@@ -101,6 +125,7 @@ impl EventAction {
             name: Arc::from(name.into()),
             filter: Filter::all(),
             retry: RetryPolicy::default(),
+            retry_requests_interval: RETRY_REQUESTS_INTERVAL,
             handler,
         }
     }
@@ -152,6 +177,14 @@ impl EventAction {
         self
     }
 
+    /// How often the running action looks for dead letters marked with
+    /// [`dead_letter::request_retry`] (default: every second; at least every millisecond). It
+    /// also looks once when it starts. A look is one read of the state store.
+    pub fn retry_requests_interval(mut self, interval: Duration) -> Self {
+        self.retry_requests_interval = interval.max(RETRY_REQUESTS_INTERVAL_MIN);
+        self
+    }
+
     /// The action's name, which is also its consumer's and its dead letters' key.
     pub fn name(&self) -> &str {
         &self.name
@@ -164,6 +197,7 @@ impl EventAction {
         adapter: Arc<dyn StorageAdapter>,
         state: Arc<StateStore>,
     ) -> Result<ActionRunner, StorageError> {
+        let adapter_for_retries = adapter.clone();
         let consumer = Consumer::open(
             self.name.to_string(),
             adapter,
@@ -176,7 +210,7 @@ impl EventAction {
         let task = tokio::spawn(async move {
             let name = action.name.to_string();
             action
-                .run(consumer, state, stop_rx, progress_tx)
+                .run(consumer, adapter_for_retries, state, stop_rx, progress_tx)
                 .await
                 .map_err(|source| ActionRunError::Storage {
                     action: name,
@@ -241,12 +275,22 @@ impl EventAction {
     async fn run(
         &self,
         mut consumer: Consumer,
+        adapter: Arc<dyn StorageAdapter>,
         state: Arc<StateStore>,
         mut stop: watch::Receiver<bool>,
         progress: watch::Sender<Position>,
     ) -> Result<(), StorageError> {
         let mut committed = consumer.position();
+        // The first look for retry requests is at once: they may have been made (by the
+        // command-line tool) while the application was stopped.
+        let mut next_look = Instant::now();
         loop {
+            if Instant::now() >= next_look {
+                if let Sweep::Stopped = self.retry_requested(&adapter, &state, &mut stop).await? {
+                    return Ok(());
+                }
+                next_look = Instant::now() + self.retry_requests_interval;
+            }
             let event = match consumer.try_next().await? {
                 Some(event) => event,
                 None => {
@@ -256,14 +300,17 @@ impl EventAction {
                         committed = consumer.position();
                         progress.send_replace(committed);
                     }
+                    // `Consumer::next` is cancel-safe: an event is taken from its buffer only
+                    // when it is returned, so giving up the wait for a look loses nothing.
                     tokio::select! {
                         biased;
                         _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                        () = tokio::time::sleep_until(next_look) => continue,
                         event = consumer.next() => event?,
                     }
                 }
             };
-            match self.deliver(&event, &state, &mut stop).await {
+            match self.deliver(&event, &state, &mut stop, 1).await {
                 Delivery::Done => consumer.commit()?,
                 Delivery::Failed { error, attempts } => {
                     tracing::error!(action = %self.name, position = event.position, %error,
@@ -279,22 +326,75 @@ impl EventAction {
         }
     }
 
+    /// Carries out the pending retry requests of this action, in log order (see the
+    /// [module docs](self)).
+    async fn retry_requested(
+        &self,
+        adapter: &Arc<dyn StorageAdapter>,
+        state: &Arc<StateStore>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Sweep, StorageError> {
+        for (position, requested_at) in dead_letter::retry_requests(state, &self.name)? {
+            let clear = |txn: &redb::WriteTransaction| {
+                dead_letter::clear_retry_request_in(txn, &self.name, position, requested_at)
+            };
+            let Some(mut letter) = dead_letter::get(state, &self.name, position)? else {
+                // Not written by annals (a drop removes both), but harmless: forget it.
+                state.write(clear)?;
+                continue;
+            };
+            let event = adapter.read_log(position, 1).await?.into_iter().next();
+            let Some(event) = event.filter(|e| e.position == position) else {
+                tracing::error!(action = %self.name, position,
+                    "retry requested for a dead letter whose event is not in the log; \
+                     the request is dropped");
+                state.write(clear)?;
+                continue;
+            };
+            let first = letter.attempts.saturating_add(1);
+            match self.deliver(&event, state, stop, first).await {
+                Delivery::Done => {
+                    tracing::info!(action = %self.name, position,
+                        "dead letter retried on request: the action succeeded");
+                    state.write(|txn| dead_letter::remove_in(txn, &self.name, position))?;
+                }
+                Delivery::Failed { error, attempts } => {
+                    tracing::error!(action = %self.name, position, %error,
+                        "dead letter retried on request: the action failed again");
+                    letter.error = error;
+                    letter.attempts = attempts;
+                    letter.failed_at = crate::Timestamp::now();
+                    state.write(|txn| {
+                        dead_letter::put_in(txn, &letter)?;
+                        clear(txn)
+                    })?;
+                }
+                // The request stays: it is carried out on the next start.
+                Delivery::Stopped => return Ok(Sweep::Stopped),
+            }
+        }
+        Ok(Sweep::Done)
+    }
+
     /// Runs the handler on `event` until it succeeds, fails permanently, exhausts the retry
-    /// policy, or the runner is asked to stop during a backoff.
+    /// policy, or the runner is asked to stop during a backoff. Attempts are numbered from
+    /// `first` (1 for a new event; a dead letter's retries continue its count).
     async fn deliver(
         &self,
         event: &LoggedEvent,
         state: &Arc<StateStore>,
         stop: &mut watch::Receiver<bool>,
+        first: u32,
     ) -> Delivery {
         let attempts = self.retry.attempts();
-        let mut attempt = 1;
+        let mut run = 1;
         loop {
+            let attempt = first.saturating_add(run - 1);
             let error = match self.run_once(event.clone(), state.clone(), attempt).await {
                 Ok(()) => return Delivery::Done,
                 Err(error) => error,
             };
-            if error.is_permanent() || attempt >= attempts {
+            if error.is_permanent() || run >= attempts {
                 return Delivery::Failed {
                     error: error.reason().to_owned(),
                     attempts: attempt,
@@ -305,9 +405,9 @@ impl EventAction {
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|stopped| *stopped) => return Delivery::Stopped,
-                () = tokio::time::sleep(self.retry.delay(attempt)) => {}
+                () = tokio::time::sleep(self.retry.delay(run)) => {}
             }
-            attempt += 1;
+            run += 1;
         }
     }
 

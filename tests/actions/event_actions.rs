@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use annals::action::dead_letter::RetryDeadLetterError;
+use annals::action::dead_letter::{self, RetryDeadLetterError};
 use annals::action::{
     ActionContext, ActionError, ActionRunError, EventAction, RetryPolicy, Trigger,
 };
@@ -30,6 +30,8 @@ fn quick_retries() -> RetryPolicy {
 struct Recorder {
     handled: Arc<Mutex<Vec<String>>>,
     poison_attempts: Arc<AtomicU32>,
+    /// The attempt numbers the action context gave for `missingno`, in order.
+    poison_attempt_numbers: Arc<Mutex<Vec<u32>>>,
     broken: Arc<AtomicBool>,
 }
 
@@ -38,6 +40,7 @@ impl Recorder {
         Recorder {
             handled: Arc::default(),
             poison_attempts: Arc::default(),
+            poison_attempt_numbers: Arc::default(),
             broken: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -45,15 +48,18 @@ impl Recorder {
     fn action(&self, name: &str) -> EventAction {
         let handled = self.handled.clone();
         let attempts = self.poison_attempts.clone();
+        let numbers = self.poison_attempt_numbers.clone();
         let broken = self.broken.clone();
-        EventAction::new(name, move |event: LoggedEvent, _ctx: ActionContext| {
+        EventAction::new(name, move |event: LoggedEvent, ctx: ActionContext| {
             let handled = handled.clone();
             let attempts = attempts.clone();
+            let numbers = numbers.clone();
             let broken = broken.clone();
             async move {
                 let id = event.event.aggregate_id;
                 if id == "missingno" {
                     attempts.fetch_add(1, Ordering::SeqCst);
+                    numbers.lock().unwrap().push(ctx.attempt());
                     if broken.load(Ordering::SeqCst) {
                         return Err(ActionError::retryable("the sprite service is down"));
                     }
@@ -239,6 +245,115 @@ async fn dropped_dead_letter_is_gone_and_cannot_be_retried() {
         Err(RetryDeadLetterError::NotFound { .. })
     ));
     assert!(recorder.handled().is_empty());
+}
+
+/// Polls `condition` until it holds (bounded by the safety net).
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retry_requested_while_running_is_carried_out_and_success_removes_the_letter() {
+    let adapter = in_memory();
+    let state = Arc::new(StateStore::in_memory());
+    let store = pokemons(&adapter);
+    let poison = appear(&store, "missingno", "MissingNo.").await;
+    let recorder = Recorder::new();
+    let action = recorder
+        .action("sprites")
+        .retry_requests_interval(Duration::from_millis(5));
+    let runner = action.spawn(adapter.clone(), state.clone()).unwrap();
+    within("the poison event", runner.wait_past(poison))
+        .await
+        .unwrap();
+    assert_eq!(action.dead_letters(&state).unwrap().len(), 1);
+
+    // The fault is fixed; someone holding the state store asks for a retry.
+    recorder.broken.store(false, Ordering::SeqCst);
+    assert!(dead_letter::request_retry(&state, "sprites", poison).unwrap());
+    until("the requested retry", || {
+        action.dead_letters(&state).unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(recorder.handled(), ["missingno"]);
+    assert_eq!(recorder.poison_attempts.load(Ordering::SeqCst), 4);
+    assert!(!dead_letter::request_retry(&state, "sprites", poison).unwrap());
+    // The runner keeps handling new events after the retry.
+    let later = appear(&store, "pikachu", "Pikachu").await;
+    within("a later event", runner.wait_past(later))
+        .await
+        .unwrap();
+    assert_eq!(recorder.handled(), ["missingno", "pikachu"]);
+    runner.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_requested_while_stopped_runs_on_start_and_failure_keeps_the_letter_unmarked() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = log_store(&dir.path().join("log"));
+    let state_path = dir.path().join("state.redb");
+    let store = pokemons(&adapter);
+    let poison = appear(&store, "missingno", "MissingNo.").await;
+    let recorder = Recorder::new();
+    let action = recorder
+        .action("sprites")
+        .retry_requests_interval(Duration::from_millis(1));
+    {
+        let state = Arc::new(StateStore::open(&state_path).unwrap());
+        let runner = action.spawn(adapter.clone(), state.clone()).unwrap();
+        within("the poison event", runner.wait_past(poison))
+            .await
+            .unwrap();
+        runner.stop().await.unwrap();
+    }
+
+    // The application is stopped; the retry is requested on its state file.
+    {
+        let state = StateStore::open(&state_path).unwrap();
+        assert_eq!(
+            dead_letter::request_retry_all(&state, "sprites").unwrap(),
+            [poison]
+        );
+        let letter = dead_letter::get(&state, "sprites", poison)
+            .unwrap()
+            .unwrap();
+        assert!(letter.retry_requested_at.is_some());
+    }
+
+    // Restarted, still broken: the letter is retried with the policy (3 more attempts), kept
+    // with the new count, and unmarked.
+    let state = Arc::new(StateStore::open(&state_path).unwrap());
+    let runner = action.spawn(adapter.clone(), state.clone()).unwrap();
+    until("the requested retry", || {
+        dead_letter::get(&state, "sprites", poison)
+            .unwrap()
+            .is_some_and(|l| l.retry_requested_at.is_none())
+    })
+    .await;
+    let letter = dead_letter::get(&state, "sprites", poison)
+        .unwrap()
+        .unwrap();
+    assert_eq!(letter.attempts, 6);
+    assert_eq!(letter.error, "the sprite service is down");
+    assert_eq!(
+        *recorder.poison_attempt_numbers.lock().unwrap(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    // Unmarked, it is not retried again: later events pass while the count stays.
+    let later = appear(&store, "pikachu", "Pikachu").await;
+    within("a later event", runner.wait_past(later))
+        .await
+        .unwrap();
+    // Twenty look intervals: a mark left in place would have been retried by now.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(recorder.poison_attempts.load(Ordering::SeqCst), 6);
+    assert_eq!(action.dead_letters(&state).unwrap().len(), 1);
+    runner.stop().await.unwrap();
 }
 
 #[tokio::test]

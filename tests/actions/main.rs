@@ -2,7 +2,8 @@
 //!
 //! Guards what actions promise: an event action runs at least once for every event it
 //! subscribes to, even across a crash in the middle of a run; a poison event is retried with
-//! backoff, dead-lettered, and does not hold back later events; dead letters can be retried and
+//! backoff, dead-lettered, and does not hold back later events; dead letters can be retried,
+//! retried on request by the running action (marked while it runs or while it is stopped), and
 //! dropped; the queue redelivers what was not acked, dead-letters what keeps failing, and keeps
 //! its messages across a reopen; HTTP actions answer with the documented statuses, checked by a
 //! real HTTP client over loopback, including many requests racing on one aggregate. Tests run
