@@ -396,6 +396,9 @@ impl PostgresAdapter {
             ));
         }
 
+        // A statement of its own, after the lock is held: its snapshot then includes the
+        // commit this transaction waited for (one statement taking the lock and reading the
+        // versions would read them as they were before the wait).
         let latest = self.last_versions(&tx, events).await?;
         check_commit_versions(events, |s, a| {
             latest
@@ -432,7 +435,11 @@ impl PostgresAdapter {
             return Err(err(e));
         }
         let channel = notify::channel(&self.schema);
-        tx.execute(&self.statements.notify, &[&channel, &last.to_string()])
+        let notify = tx
+            .prepare_cached(&self.statements.notify)
+            .await
+            .map_err(err)?;
+        tx.execute(&notify, &[&channel, &last.to_string()])
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
