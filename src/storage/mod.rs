@@ -32,9 +32,9 @@ pub use event::{
 pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use memory::InMemoryAdapter;
+pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
-pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 pub use snapshot::{
     InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,
 };

@@ -2,7 +2,7 @@
 //! any number of processes.
 //!
 //! [`PostgresAdapter`] keeps everything in one schema (default `annals`) that it creates and
-//! migrates itself ([`schema`]): an `events` table with a primary key on the global position
+//! migrates itself (versioned migrations): an `events` table with a primary key on the global position
 //! and a unique constraint on (store, aggregate, version), a one-row `head` table holding the
 //! last committed position, and a `snapshots` table ([`PostgresSnapshots`]).
 //!
@@ -23,7 +23,7 @@
 //!
 //! # Following commits
 //! [`watch_log`](StorageAdapter::watch_log) is fed by this process's own commits and by a
-//! listener ([`notify`]) that `LISTEN`s on the schema's channel, so commits of other processes
+//! listener that `LISTEN`s on the schema's channel, so commits of other processes
 //! wake subscriptions without polling.
 //!
 //! # Failures

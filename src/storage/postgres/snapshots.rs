@@ -15,7 +15,9 @@ use tokio_postgres::{Client, NoTls};
 use super::error::{bad_row, from_client, is_connection_lost};
 use crate::storage::{SnapshotRecord, SnapshotStorage, StorageError};
 
-/// The adapter's [`SnapshotStorage`]: see the [module docs](self).
+/// The [`PostgresAdapter`](super::PostgresAdapter)'s [`SnapshotStorage`], in its `snapshots`
+/// table. Calls block the calling thread until a worker thread with its own connection has
+/// answered, so they work from any context, a single-threaded runtime included.
 #[derive(Debug)]
 pub struct PostgresSnapshots {
     requests: mpsc::Sender<Request>,
