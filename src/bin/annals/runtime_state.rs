@@ -4,6 +4,10 @@
 //! (a redb database; `--state FILE`, by default `<dir>/state.redb`). SQL views are SQLite files
 //! in a directory of their own (`--views DIR`, by default `<dir>/views`). The state file is
 //! held by the application while it runs, so these commands run while it is stopped.
+//!
+//! The tool cannot run an action (only the application has its code), so `dead-letters retry`
+//! marks dead letters for retry in the state file; the application's action runner retries the
+//! marked ones when it starts (see `annals::action::dead_letter`).
 
 use std::path::PathBuf;
 
@@ -43,12 +47,17 @@ pub enum DeadLetterCommand {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Runs an action on a dead letter again: not possible from here (see the message).
+    /// Marks dead letters for retry: the action's runner retries them when the application
+    /// next starts it.
     Retry {
         /// The action.
         action: String,
         /// The dead letter's log position.
-        position: Position,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        position: Option<Position>,
+        /// Every dead letter of the action.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -177,85 +186,147 @@ pub async fn dead_letters(
     command: DeadLetterCommand,
 ) -> Result<(), CliError> {
     match command {
-        DeadLetterCommand::List { action, state } => {
-            let path = target.state_path(state.state)?;
-            let state = open_state(&path)?;
-            let read = match &action {
-                Some(action) => dead_letter::list(&state, action),
-                None => dead_letter::list_all(&state),
-            };
-            let letters = read.map_err(|e| {
-                CliError::storage(
-                    format_args!("read the dead letters of {}", path.display()),
-                    e,
-                )
-            })?;
-            if out.json {
-                return out.json_doc(&letters);
-            }
-            let rows: Vec<Vec<String>> = letters
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.action.clone(),
-                        l.position.to_string(),
-                        format!("{}/{} v{}", l.event_store_id, l.aggregate_id, l.version),
-                        l.event_type.clone(),
-                        l.attempts.to_string(),
-                        human_time(l.failed_at),
-                        l.error.clone(),
-                    ]
-                })
-                .collect();
-            out.table(
-                &[
-                    "ACTION",
-                    "POSITION",
-                    "EVENT",
-                    "TYPE",
-                    "ATTEMPTS",
-                    "FAILED AT",
-                    "ERROR",
-                ],
-                &[false, true, false, false, true, false, false],
-                &rows,
-            )
-        }
+        DeadLetterCommand::List { action, state } => list_letters(target, out, action, state),
         DeadLetterCommand::Retry {
-            action, position, ..
-        } => Err(CliError::failed(format!(
-            "cannot retry dead letter {position} of action {action:?} from the command line: \
-             retrying runs the action's code, which only the application that declares it has"
-        ))
-        .hint(format!(
-            "call `EventAction::retry_dead_letter(adapter, state, {position})` in the \
-             application (it may run beside the action's runner), or give up on the event with \
-             `annals dead-letters drop {action} {position}`"
-        ))),
+            action,
+            position,
+            state,
+            ..
+        } => retry_letters(target, out, &action, position, state),
         DeadLetterCommand::Drop {
             action,
             position,
             state,
-        } => {
-            let path = target.state_path(state.state)?;
-            let state = open_state(&path)?;
-            let removed = dead_letter::remove(&state, &action, position).map_err(|e| {
-                CliError::storage(format_args!("drop a dead letter in {}", path.display()), e)
-            })?;
-            if !removed {
-                return Err(CliError::with_code(
-                    EXIT_NOT_FOUND,
-                    format!("action {action:?} has no dead letter at position {position}"),
-                )
-                .hint("`annals dead-letters list` shows them"));
+        } => drop_letter(target, out, &action, position, state),
+    }
+}
+
+fn list_letters(
+    target: &Target,
+    out: &Out,
+    action: Option<String>,
+    state: StateArgs,
+) -> Result<(), CliError> {
+    let path = target.state_path(state.state)?;
+    let state = open_state(&path)?;
+    let read = match &action {
+        Some(action) => dead_letter::list(&state, action),
+        None => dead_letter::list_all(&state),
+    };
+    let letters = read.map_err(|e| {
+        CliError::storage(
+            format_args!("read the dead letters of {}", path.display()),
+            e,
+        )
+    })?;
+    if out.json {
+        return out.json_doc(&letters);
+    }
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .map(|l| {
+            vec![
+                l.action.clone(),
+                l.position.to_string(),
+                format!("{}/{} v{}", l.event_store_id, l.aggregate_id, l.version),
+                l.event_type.clone(),
+                l.attempts.to_string(),
+                human_time(l.failed_at),
+                l.retry_requested_at
+                    .map_or_else(|| "-".to_owned(), human_time),
+                l.error.clone(),
+            ]
+        })
+        .collect();
+    out.table(
+        &[
+            "ACTION",
+            "POSITION",
+            "EVENT",
+            "TYPE",
+            "ATTEMPTS",
+            "FAILED AT",
+            "RETRY REQUESTED",
+            "ERROR",
+        ],
+        &[false, true, false, false, true, false, false, false],
+        &rows,
+    )
+}
+
+/// Marks one dead letter (`position`) or all of them (`None`) for retry.
+fn retry_letters(
+    target: &Target,
+    out: &Out,
+    action: &str,
+    position: Option<Position>,
+    state: StateArgs,
+) -> Result<(), CliError> {
+    let path = target.state_path(state.state)?;
+    let state = open_state(&path)?;
+    let what = format!("mark dead letters for retry in {}", path.display());
+    let marked = match position {
+        Some(position) => match dead_letter::request_retry(&state, action, position) {
+            Ok(true) => vec![position],
+            Ok(false) => Vec::new(),
+            Err(e) => return Err(CliError::storage(&what, e)),
+        },
+        None => dead_letter::request_retry_all(&state, action)
+            .map_err(|e| CliError::storage(&what, e))?,
+    };
+    if marked.is_empty() {
+        let message = match position {
+            Some(position) => {
+                format!("action {action:?} has no dead letter at position {position}")
             }
-            if out.json {
-                out.json_doc(&json!({ "action": action, "position": position, "dropped": true }))
-            } else {
-                out.line(format!(
-                    "dropped the dead letter of {action:?} at position {position}"
-                ))
-            }
-        }
+            None => format!("action {action:?} has no dead letters"),
+        };
+        return Err(CliError::with_code(EXIT_NOT_FOUND, message)
+            .hint("`annals dead-letters list` shows them"));
+    }
+    if out.json {
+        return out.json_doc(&json!({ "action": action, "positions": marked,
+            "retryRequested": true }));
+    }
+    let list = marked
+        .iter()
+        .map(Position::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (letters, positions, them) = match marked.len() {
+        1 => ("the dead letter".to_owned(), "position", "it"),
+        n => (format!("{n} dead letters"), "positions", "them"),
+    };
+    out.line(format!(
+        "marked {letters} of {action:?} at {positions} {list} for retry: the action retries \
+         {them} when the application next starts it"
+    ))
+}
+
+fn drop_letter(
+    target: &Target,
+    out: &Out,
+    action: &str,
+    position: Position,
+    state: StateArgs,
+) -> Result<(), CliError> {
+    let path = target.state_path(state.state)?;
+    let state = open_state(&path)?;
+    let removed = dead_letter::remove(&state, action, position).map_err(|e| {
+        CliError::storage(format_args!("drop a dead letter in {}", path.display()), e)
+    })?;
+    if !removed {
+        return Err(CliError::with_code(
+            EXIT_NOT_FOUND,
+            format!("action {action:?} has no dead letter at position {position}"),
+        )
+        .hint("`annals dead-letters list` shows them"));
+    }
+    if out.json {
+        out.json_doc(&json!({ "action": action, "position": position, "dropped": true }))
+    } else {
+        out.line(format!(
+            "dropped the dead letter of {action:?} at position {position}"
+        ))
     }
 }
