@@ -15,5 +15,6 @@ mod conformance {
 mod faults;
 mod global_order;
 mod processes;
+mod schema;
 mod snapshots;
 mod subscriptions;

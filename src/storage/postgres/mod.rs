@@ -49,6 +49,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 pub use snapshots::PostgresSnapshots;
+/// The client crate, for [`PostgresAdapter::builder_with_config`]'s `Config` without a
+/// separate (and possibly mismatched) dependency.
+pub use tokio_postgres;
 
 use self::error::{bad_row, from_client, from_pool, is_connection_lost, is_unique_violation};
 use self::notify::{Listener, publish};
