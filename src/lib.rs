@@ -11,7 +11,7 @@
 //! | floor | module | concepts |
 //! |---|---|---|
 //! | 1. engine | [`engine`] | segmented log, group-commit writer, index, recovery, I/O seam, [`Durability`] |
-//! | 2. storage | [`storage`] | [`StorageAdapter`](storage::StorageAdapter), [`LogAdapter`](storage::LogAdapter) ([`open`]), [`InMemoryAdapter`](storage::InMemoryAdapter), `PostgresAdapter` (feature `postgres`), [`Limits`](storage::Limits), [`Timestamp`], paging, [`SnapshotStorage`](storage::SnapshotStorage) |
+//! | 2. storage | [`storage`] | [`StorageAdapter`], [`LogAdapter`](storage::LogAdapter) ([`open`]), [`InMemoryAdapter`](storage::InMemoryAdapter), `PostgresAdapter` (feature `postgres`), [`Limits`](storage::Limits), [`Timestamp`], paging, [`SnapshotStorage`](storage::SnapshotStorage) |
 //! | 3. typed layer | [`mod@event`] | [`Events`], [`events!`], [`EventDetail`], [`NewEvent`] |
 //! | | [`aggregate`] | [`Aggregate`], [`Reducer`] |
 //! | | [`event_store`] | [`EventStore`] and its options and responses |

@@ -13,7 +13,7 @@
 //! keeps the aggregate at the last such point and hands it to a blocking background task that
 //! encodes it, writes it and prunes the aggregate's older snapshots; the read returns without
 //! waiting. Commands read an aggregate before each push, so busy aggregates get snapshots as
-//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`]
+//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`](crate::EventStore::flush_snapshots)
 //! waits for the background writes (tests, orderly shutdown).
 //!
 //! **When a snapshot is used.** Only when all of these hold, otherwise the store falls back

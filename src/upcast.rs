@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::event::Events;
 
 /// Why an upcaster could not convert a payload; reading the event then fails with
-/// [`Error::Decode`](crate::Error::Decode) naming the event and this reason.
+/// [`Error::Decode`] naming the event and this reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UpcastError(pub String);

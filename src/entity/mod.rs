@@ -122,7 +122,7 @@ mod context;
 pub mod http;
 mod instance;
 mod runtime;
-mod timer;
+pub mod timer;
 
 use std::fmt;
 use std::sync::Arc;

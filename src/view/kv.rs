@@ -3,7 +3,7 @@
 //!
 //! Each view version owns the tables named `view:{name}:v{version}:{table}`; its checkpoint is
 //! the consumer checkpoint `view:{name}:v{version}`; the table `view_versions` maps a view name
-//! to its active version. Values are MessagePack ([`codec`](crate::codec)).
+//! to its active version. Values are MessagePack ([`codec`]).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -384,8 +384,8 @@ impl KvView {
             .await
     }
 
-    /// The value at `key` in `table` of the served version (see [`active_version`]
-    /// (Self::active_version); this version before any is active).
+    /// The value at `key` in `table` of the served version (the active one; this version
+    /// before any is active).
     pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>, ViewError> {
         let bytes = self.read_rows(table, key, true)?;
         Ok(bytes
