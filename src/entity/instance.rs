@@ -117,7 +117,8 @@ pub(crate) struct Instance<T: Entity> {
     state: Option<Aggregate<T::State>>,
     /// The entity's timers after every decided command; `None` before its first timer event.
     timers: Option<Aggregate<TimerBook>>,
-    /// Whether `state` and `timers` reflect the store; false before the first load and after a failure.
+    /// Whether `state` and `timers` reflect the store; false before the first load and after a
+    /// failure.
     loaded: bool,
     /// The commands of the batch being committed.
     in_flight: Vec<Envelope<T>>,

@@ -31,10 +31,11 @@
 //!   [`EntityOptions::live_instances_max`] instances are live and it is the least recently
 //!   used; the next command starts a fresh instance that loads again.
 //!
-//! An entity sets timers while deciding, with [`CommandContext::schedule`]: a timer is committed in
-//! the same event group as the command's events (both are durable or neither is), and
-//! [`Timers`] delivers its command to the entity when it is due, at least once, with the
-//! attempt count in [`CommandContext::timer`]. [`Timers`] says where timers are kept.
+//! An entity sets timers while deciding, with [`CommandContext::schedule`]: a timer is
+//! committed in the same event group as the command's events (both are durable or neither
+//! is), and [`Timers`] delivers its command to the entity when it is due, at least once, with the
+//! attempt count in [`CommandContext::timer`]. The [`timer`] module says where timers are
+//! kept.
 //!
 //! Each instance's mailbox holds at most [`EntityOptions::mailbox_capacity`] commands; when it
 //! is full, `send` fails at once with [`EntityError::Overloaded`] instead of queueing without
@@ -141,7 +142,8 @@ pub use timer::{TIMER_NAME_BYTES_MAX, Timer, TimerError, Timers, timer_store_id}
 /// `decide` must be pure: the same state, command and context give the same answer. It runs
 /// inside the entity's instance, possibly more than once for one command (after a version
 /// conflict the command is decided again on the reloaded state, with
-/// [`CommandContext::attempt`] one higher), and its events and timers are only kept if they commit.
+/// [`CommandContext::attempt`] one higher), and its events and timers are only kept if they
+/// commit.
 pub trait Entity: Send + Sync + 'static {
     /// What the entity is asked to do, typically an enum.
     type Command: Send + 'static;

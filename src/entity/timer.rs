@@ -6,8 +6,9 @@
 //! (that id is reserved), one aggregate per entity id. Scheduling, cancelling, counting a
 //! delivery attempt and marking a timer delivered are events of that store, so:
 //!
-//! - a timer set by [`CommandContext::schedule`](super::CommandContext::schedule) while deciding a command is
-//!   committed in the same event group as the command's events: both are durable, or neither;
+//! - a timer set by [`CommandContext::schedule`](super::CommandContext::schedule) while
+//!   deciding a command is committed in the same event group as the command's events: both
+//!   are durable, or neither;
 //! - a timer's delivery records its command's events and the timer's removal in one commit, so
 //!   a timer whose command recorded its events is never delivered again;
 //! - they work on every storage adapter, and they follow the entity's instance: its fencing
@@ -17,9 +18,9 @@
 //! [`Timers`] follows the log (from its start, when it is created) to know every scheduled
 //! timer. For each due timer, [`Timers::fire_due`] first has the entity record the attempt
 //! (durably), then delivers the command; the entity decides it with the timer and its attempt
-//! count in [`CommandContext::timer`](super::CommandContext::timer). A crash, a failed commit or an
-//! overloaded entity leaves the timer scheduled with its attempt counted, to be delivered again
-//! by the next call: timers fire at least once. A timer that was cancelled or rescheduled in
+//! count in [`CommandContext::timer`](super::CommandContext::timer). A crash, a failed
+//! commit or an overloaded entity leaves the timer scheduled with its attempt counted, to be
+//! delivered again by the next call: timers fire at least once. A timer that was cancelled or rescheduled in
 //! the meantime is not delivered (the entity checks it, on its own up-to-date state).
 //! [`Timers::run`] calls `fire_due` on a fixed tick.
 
@@ -240,8 +241,8 @@ where
 
     /// Schedules `command` for entity `aggregate_id` at `at`, under `name`; replaces a timer
     /// of the same name. Durable when it returns. Inside an entity, schedule with
-    /// [`CommandContext::schedule`](super::CommandContext::schedule) instead: that commits with the
-    /// command's events.
+    /// [`CommandContext::schedule`](super::CommandContext::schedule) instead: that commits
+    /// with the command's events.
     pub async fn schedule(
         &self,
         aggregate_id: &str,
