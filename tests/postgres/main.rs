@@ -12,6 +12,7 @@ mod fixture;
 mod conformance {
     annals::conformance_tests!(super::fixture::conformance);
 }
+mod actions;
 mod faults;
 mod global_order;
 mod processes;
