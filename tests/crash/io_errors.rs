@@ -74,7 +74,10 @@ async fn a_failed_fsync_is_never_acknowledged_and_poisons_the_store() {
         append_more(&log, &format!("failed fsync {n}")).await;
     }
     // Most of the 200 syncs are the log's: the property above was really exercised.
-    assert!(poisoned >= 10, "only {poisoned} failed log fsyncs were seen");
+    assert!(
+        poisoned >= 10,
+        "only {poisoned} failed log fsyncs were seen"
+    );
 }
 
 #[tokio::test]
