@@ -32,8 +32,8 @@ pub const HOW_TO_RUN: &str = "install PostgreSQL's server binaries (Debian/Ubunt
      a running one with ANNALS_POSTGRES_URL (`eval \"$(bash .ci/postgres start)\"` starts one \
      and sets it)";
 
-/// How often a start is tried: another process may take the free port we picked before the
-/// server binds it.
+/// How often a start is tried when the server could not bind its port: another process may
+/// take the free port we picked before the server binds it.
 const START_ATTEMPTS: usize = 3;
 
 fn script() -> String {
@@ -112,14 +112,15 @@ impl Server {
     /// Starts one: initdb in a new temporary directory, then the server on a free port of
     /// 127.0.0.1, with a database `annals` and trust authentication.
     pub fn start() -> Result<Server, String> {
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             match Server::start_once() {
-                Ok(server) => return Ok(server),
-                Err(e) => failures.push(e),
+                Err(e) if attempt < START_ATTEMPTS && e.contains("could not bind") => {
+                    attempt += 1;
+                }
+                started => return started,
             }
         }
-        Err(failures.join("\n--- and on the next attempt:\n"))
     }
 
     fn start_once() -> Result<Server, String> {
