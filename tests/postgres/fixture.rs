@@ -10,8 +10,8 @@ use tokio_postgres::NoTls;
 
 use crate::harness::Availability;
 
-/// The shared server's URL. The harness runs a test that needs a server only once there is
-/// one, so this does not fail in a test run as it is listed.
+/// The shared server's URL. The harness runs a test that needs a server only when there is
+/// one, so in such a test this always returns it.
 pub fn url() -> String {
     match crate::server::shared() {
         Availability::Ready(url) => url,

@@ -92,8 +92,8 @@ fn aggregate_of(sender: u64, seq: u64) -> String {
 
 /// One contending process: started by the test below with the schema in its environment,
 /// it sends every command through its own entities and prints `ACK <id> <process> <sender>
-/// <seq>` for each acknowledged one.
-/// Listed as ignored, and ignored when run without the variables (see [`trials`]).
+/// <seq>` for each acknowledged one. Listed as ignored, and ignored when run without the
+/// schema variable (see [`trials`]).
 async fn contending_process() {
     let url = fixture::url();
     let var = |name| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
