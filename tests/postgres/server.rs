@@ -7,8 +7,8 @@
 //! user when we run as root. The script holds the server for as long as its standard input
 //! stays open; this binary holds the other end of that pipe. Dropping the [`Server`] closes it
 //! and waits until the server is stopped and its directory deleted; if this binary dies
-//! instead (a panic, `kill -9`), the kernel closes the pipe and the script cleans up all the
-//! same. The script runs in a process group of its own, so a Ctrl-C on the tests does not kill
+//! instead (`kill -9`, an abort), the kernel closes the pipe and the script cleans up all the
+//! same. (A failing or panicking test does not end the binary: the harness catches it.) The script runs in a process group of its own, so a Ctrl-C on the tests does not kill
 //! it before it has cleaned up.
 
 use std::io::{BufRead, BufReader, Read, Write};
