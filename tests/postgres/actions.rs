@@ -12,6 +12,14 @@ use annals::storage::{LoggedEvent, StorageAdapter};
 use annals::subscription::Filter;
 
 use crate::fixture::{self, STORE, event};
+use crate::harness::{Needs, trials};
+
+/// The tests of this module.
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    trials!(Needs::Server, threads = 2;
+        an_event_action_on_postgres_queues_work_dead_letters_and_resumes_after_its_checkpoint,
+    )
+}
 
 /// Enqueues a message per event of `STORE`, and fails for good on `missingno`.
 fn notifier(name: &str, handled: Arc<Mutex<Vec<String>>>) -> EventAction {
@@ -36,9 +44,8 @@ fn notifier(name: &str, handled: Arc<Mutex<Vec<String>>>) -> EventAction {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_action_on_postgres_queues_work_dead_letters_and_resumes_after_its_checkpoint() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (adapter, _guard) = fixture::adapter(&url).await;
     let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,7 +3,6 @@
 //! a typed error or a transparent recovery, never in half a commit, a lost event or a
 //! duplicate delivery.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,23 @@ use annals::subscription::{Filter, Subscription};
 use tokio::sync::mpsc;
 
 use crate::fixture::{self, STORE, SchemaGuard, event};
+use crate::harness::{Needs, trials};
+use crate::server::Server;
+
+/// The tests of this module.
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    [
+        trials!(Needs::Server, threads = 2;
+            a_push_whose_connection_drops_mid_commit_writes_nothing_and_is_safe_to_retry,
+            a_statement_timeout_is_a_typed_error_and_writes_nothing,
+            a_subscription_resumes_when_its_connections_are_terminated,
+        ),
+        trials!(Needs::OwnServer, threads = 2; a_subscription_resumes_across_a_server_restart),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
 
 /// A fresh schema, its guard, and an adapter on it whose backends are named `name`.
 async fn named(
@@ -73,9 +89,8 @@ async fn until_waiting_on_lock(client: &tokio_postgres::Client, name: &str) {
     panic!("the append never queued on the head lock");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_whose_connection_drops_mid_commit_writes_nothing_and_is_safe_to_retry() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let name = fixture::fresh_schema();
     let (adapter, guard) = named(&url, &name, Some(Duration::from_secs(20))).await;
     // The push begins its transaction, then queues on the head lock a test transaction holds.
@@ -115,9 +130,8 @@ async fn a_push_whose_connection_drops_mid_commit_writes_nothing_and_is_safe_to_
     assert_eq!(adapter.read_log(1, 100).await.expect("read_log").len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_timeout_is_a_typed_error_and_writes_nothing() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let name = fixture::fresh_schema();
     let (adapter, guard) = named(&url, &name, Some(Duration::from_millis(300))).await;
     let mut raw = fixture::connect(&url).await;
@@ -204,9 +218,8 @@ async fn assert_quiet(events: &mut mpsc::UnboundedReceiver<LoggedEvent>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_resumes_when_its_connections_are_terminated() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let name = fixture::fresh_schema();
     let (reader, guard) = named(&url, &name, Some(Duration::from_secs(20))).await;
     // The writer stands for another process: its commits reach the reader only by NOTIFY.
@@ -236,93 +249,20 @@ async fn a_subscription_resumes_when_its_connections_are_terminated() {
     assert_quiet(&mut delivered).await;
 }
 
-/// A PostgreSQL server of this test's own, started by `.ci/postgres` (so that restarting it
-/// disturbs no other test), stopped when dropped.
-struct PrivateServer {
-    url: String,
-    data: String,
-}
-
-impl PrivateServer {
-    fn script() -> String {
-        format!("{}/.ci/postgres", env!("CARGO_MANIFEST_DIR"))
-    }
-
-    fn start() -> Result<PrivateServer, String> {
-        let output = Command::new("bash")
-            .arg(Self::script())
-            .arg("start")
-            .env("ANNALS_POSTGRES_PORT", "55329")
-            .output()
-            .map_err(|e| format!("running .ci/postgres: {e}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let value = |key: &str| {
-            stdout
-                .split_whitespace()
-                .find_map(|word| word.strip_prefix(key))
-                .map(str::to_owned)
-        };
-        match (
-            output.status.success(),
-            value("ANNALS_POSTGRES_URL="),
-            value("ANNALS_POSTGRES_DATA="),
-        ) {
-            (true, Some(url), Some(data)) => Ok(PrivateServer { url, data }),
-            _ => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
-        }
-    }
-
-    fn restart(&self) {
-        let output = Command::new("bash")
-            .arg(Self::script())
-            .arg("restart")
-            .arg(&self.data)
-            .output()
-            .expect("run .ci/postgres restart");
-        assert!(
-            output.status.success(),
-            "the server restarts: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .arg("stop")
-            .arg(&self.data)
-            .output();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_resumes_across_a_server_restart() {
-    let Some(_) = fixture::url() else { return };
-    // Restarting the shared server would break the other tests: this one starts its own, with
-    // the same script, which needs the PostgreSQL binaries (CI has them: it starts the shared
-    // server that way).
-    let server = match tokio::task::spawn_blocking(PrivateServer::start)
+    // Restarting the shared server would break the other tests: this one starts its own, from
+    // the PostgreSQL binaries (the harness ignores it without them).
+    let mut server = tokio::task::spawn_blocking(Server::start)
         .await
         .expect("start")
-    {
-        Ok(server) => server,
-        Err(e) if std::env::var("ANNALS_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("could not start a private PostgreSQL server with .ci/postgres: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: no private server could be started with .ci/postgres: {e}");
-            return;
-        }
-    };
+        .unwrap_or_else(|e| panic!("a private PostgreSQL server starts: {e}"));
     let reader: Arc<dyn StorageAdapter> = Arc::new(
-        fixture::builder(&server.url, "annals")
+        fixture::builder(server.url(), "annals")
             .connect()
             .await
             .expect("the reader connects"),
     );
-    let writer = fixture::builder(&server.url, "annals")
+    let writer = fixture::builder(server.url(), "annals")
         .connect()
         .await
         .expect("the writer connects");
@@ -333,7 +273,9 @@ async fn a_subscription_resumes_across_a_server_restart() {
     assert_eq!(receive(&mut delivered, 5).await, [1, 2, 3, 4, 5]);
 
     let server = tokio::task::spawn_blocking(move || {
-        server.restart();
+        server
+            .restart()
+            .unwrap_or_else(|e| panic!("the server restarts: {e}"));
         server
     })
     .await

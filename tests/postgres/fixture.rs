@@ -1,11 +1,6 @@
-//! Connecting the tests to a PostgreSQL server, one fresh schema per test.
-//!
-//! The server is named by `ANNALS_POSTGRES_URL`. Without it the tests are skipped, with a
-//! message (written past the test harness's capture, once) that says how to start one; with
-//! `ANNALS_REQUIRE_POSTGRES=1` (as in CI) they fail instead.
+//! Connecting the tests to a PostgreSQL server, one fresh schema per test. Which server is
+//! [`crate::server`]'s business; a test runs only once it has one (see [`crate::harness`]).
 
-use std::io::Write;
-use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,28 +8,15 @@ use annals::storage::{Limits, PostgresAdapter, PostgresAdapterBuilder};
 use annals::testing::conformance::Fixture;
 use tokio_postgres::NoTls;
 
-/// How to get a server, for the skip and failure messages.
-const HOW_TO_RUN: &str = "start a local server with `eval \"$(bash .ci/postgres start)\"` \
-     (it prints and sets ANNALS_POSTGRES_URL), then run `cargo test --all-features`";
+use crate::harness::Availability;
 
-/// The server's URL, or `None` when the tests are to be skipped.
-pub fn url() -> Option<String> {
-    match std::env::var("ANNALS_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("ANNALS_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "ANNALS_REQUIRE_POSTGRES=1 but ANNALS_POSTGRES_URL is not set: {HOW_TO_RUN}"
-            );
-            static SKIP: Once = Once::new();
-            SKIP.call_once(|| {
-                // Straight to stderr: libtest captures eprintln! of passing tests.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\ntests/postgres skipped: ANNALS_POSTGRES_URL is not set; {HOW_TO_RUN}\n"
-                );
-            });
-            None
+/// The shared server's URL. The harness runs a test that needs a server only when there is
+/// one, so in such a test this always returns it.
+pub fn url() -> String {
+    match crate::server::shared() {
+        Availability::Ready(url) => url,
+        Availability::Ignored(why) | Availability::Failed(why) => {
+            panic!("this test needs a PostgreSQL server: {why}")
         }
     }
 }
@@ -108,15 +90,10 @@ pub async fn adapter(url: &str) -> (PostgresAdapter, SchemaGuard) {
     (adapter, guard)
 }
 
-/// What the conformance suite runs on: a fresh schema per check, or a skip.
+/// What the conformance suite runs on: a fresh schema per check.
 pub async fn conformance() -> Fixture {
-    match url() {
-        Some(url) => {
-            let (adapter, guard) = adapter(&url).await;
-            Fixture::with_guard(std::sync::Arc::new(adapter), guard)
-        }
-        None => Fixture::skip("ANNALS_POSTGRES_URL is not set"),
-    }
+    let (adapter, guard) = adapter(&url()).await;
+    Fixture::with_guard(std::sync::Arc::new(adapter), guard)
 }
 
 /// A raw client on the test server, its connection driven on the current runtime.

@@ -14,6 +14,16 @@ use annals::subscription::{Filter, Subscription};
 use tokio::sync::mpsc;
 
 use crate::fixture::{self, STORE, event};
+use crate::harness::{Needs, trials};
+
+/// The tests of this module.
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    trials!(Needs::Server, threads = 4;
+        a_subscriber_misses_nothing_when_an_earlier_transaction_commits_last,
+        readers_never_see_a_gap_while_many_writers_commit,
+        commits_of_another_process_wake_a_subscription_through_notify,
+    )
+}
 
 /// Follows a subscription from position 1 on its own task, sending every event it delivers.
 fn follow(adapter: Arc<dyn StorageAdapter>) -> mpsc::UnboundedReceiver<LoggedEvent> {
@@ -42,9 +52,8 @@ async fn receive(events: &mut mpsc::UnboundedReceiver<LoggedEvent>, count: usize
     positions
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_misses_nothing_when_an_earlier_transaction_commits_last() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (adapter, guard) = fixture::adapter(&url).await;
     let schema = guard.schema.clone();
     let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
@@ -120,11 +129,10 @@ async fn a_subscriber_misses_nothing_when_an_earlier_transaction_commits_last() 
     assert!(delivered.try_recv().is_err(), "nothing delivered twice");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readers_never_see_a_gap_while_many_writers_commit() {
     const WRITERS: u64 = 8;
     const COMMITS: u64 = 20;
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (adapter, _guard) = fixture::adapter(&url).await;
     let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
     let mut delivered = follow(Arc::clone(&adapter));
@@ -174,9 +182,8 @@ async fn readers_never_see_a_gap_while_many_writers_commit() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commits_of_another_process_wake_a_subscription_through_notify() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (reader, guard) = fixture::adapter(&url).await;
     let reader: Arc<dyn StorageAdapter> = Arc::new(reader);
     // A second adapter on the same schema stands for another process: its commits reach the

@@ -2,20 +2,36 @@
 //! gap-free global order under concurrent commits, subscriptions and consumers, schema
 //! migrations, and faults (lost connections, a restarted server, statement timeouts).
 //!
-//! Set `ANNALS_POSTGRES_URL` to run them (`eval "$(bash .ci/postgres start)"` starts a local
-//! server and sets it); without it every test is skipped with a message saying so, unless
-//! `ANNALS_REQUIRE_POSTGRES=1`, which CI sets so that a missing server fails the run.
+//! They run against the server named by `ANNALS_POSTGRES_URL` (`eval "$(bash .ci/postgres
+//! start)"` starts one and sets it); without it, against a throwaway server this binary starts
+//! when PostgreSQL's server binaries are installed (see [`server`]), and stops and deletes when
+//! it ends; `ANNALS_POSTGRES_AUTOSTART=0` forbids that. With no server at all the tests are
+//! reported *ignored*, with the reason, unless `ANNALS_REQUIRE_POSTGRES=1` (set by CI), which
+//! makes them fail. The binary has its own harness ([`harness`], on libtest-mimic) because the
+//! built-in one cannot mark a test ignored at run time.
 
 mod fixture;
+mod harness;
+mod server;
 
-/// The conformance suite of every adapter, one test per check, each on a fresh schema.
-mod conformance {
-    annals::conformance_tests!(super::fixture::conformance);
-}
 mod actions;
+mod conformance;
 mod faults;
 mod global_order;
 mod processes;
 mod schema;
 mod snapshots;
 mod subscriptions;
+
+fn main() -> std::process::ExitCode {
+    harness::main(vec![
+        conformance::trials(),
+        actions::trials(),
+        faults::trials(),
+        global_order::trials(),
+        processes::trials(),
+        schema::trials(),
+        snapshots::trials(),
+        subscriptions::trials(),
+    ])
+}

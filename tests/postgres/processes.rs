@@ -15,6 +15,21 @@ use annals::{Aggregate, EventDetail, EventStore, GetEventsOptions, StorageAdapte
 use serde::{Deserialize, Serialize};
 
 use crate::fixture;
+use crate::harness::{Needs, trials};
+
+/// The tests of this module, and the child process the first one starts (twice).
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    [
+        trials!(Needs::Server, threads = 2;
+            two_processes_contending_on_the_same_aggregates_lose_nothing,
+            a_timer_scheduled_by_one_process_is_delivered_once_by_another,
+        ),
+        trials!(Needs::ChildOf { var: SCHEMA_VAR }, threads = 2; contending_process),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
 
 const CHILD_TEST: &str = "processes::contending_process";
 const SCHEMA_VAR: &str = "ANNALS_PROCESSES_SCHEMA";
@@ -77,20 +92,14 @@ fn aggregate_of(sender: u64, seq: u64) -> String {
 
 /// One contending process: started by the test below with the schema in its environment,
 /// it sends every command through its own entities and prints `ACK <id> <process> <sender>
-/// <seq>` for each acknowledged one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a child process of two_processes_contending_on_the_same_aggregates_lose_nothing"]
+/// <seq>` for each acknowledged one. Listed as ignored, and ignored when run without the
+/// schema variable (see [`trials`]).
 async fn contending_process() {
-    let (Some(url), Ok(schema), Ok(process), Ok(start)) = (
-        fixture::url(),
-        std::env::var(SCHEMA_VAR),
-        std::env::var(PROCESS_VAR),
-        std::env::var(START_VAR),
-    ) else {
-        return;
-    };
-    let process: u64 = process.parse().expect("a process number");
-    let start: i64 = start.parse().expect("a start time");
+    let url = fixture::url();
+    let var = |name| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
+    let schema = var(SCHEMA_VAR);
+    let process: u64 = var(PROCESS_VAR).parse().expect("a process number");
+    let start: i64 = var(START_VAR).parse().expect("a start time");
     let adapter = fixture::builder(&url, &schema)
         .connect()
         .await
@@ -121,9 +130,8 @@ async fn contending_process() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     // The schema is created (migrated) before the children start.
     let (adapter, _guard) = fixture::adapter(&url).await;
     let schema = adapter.schema().to_owned();
@@ -141,6 +149,8 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
                     "--nocapture",
                     "--test-threads=1",
                 ])
+                // The same server, also when this binary started it.
+                .env(crate::server::URL_VAR, &url)
                 .env(SCHEMA_VAR, &schema)
                 .env(PROCESS_VAR, process.to_string())
                 .env(START_VAR, start.to_string())
@@ -227,10 +237,9 @@ async fn two_processes_contending_on_the_same_aggregates_lose_nothing() {
 
 /// Timers live in the event log, so they work on PostgreSQL like events do: one adapter (a
 /// process) schedules, another one, started later, delivers, and a third finds nothing left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_scheduled_by_one_process_is_delivered_once_by_another() {
     use annals::entity::Timers;
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (first, guard) = fixture::adapter(&url).await;
     let first = Entities::<Counter>::new(counters(Arc::new(first)), EntityOptions::default());
     Timers::new(first)

@@ -8,10 +8,19 @@ use annals::StorageError;
 use annals::storage::{PostgresAdapter, StorageAdapter};
 
 use crate::fixture::{self, STORE, SchemaGuard, event};
+use crate::harness::{Needs, trials};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The tests of this module.
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    trials!(Needs::Server, threads = 2;
+        adapters_connecting_together_migrate_once_and_a_newer_schema_is_refused,
+        the_database_enforces_one_event_per_version,
+        a_row_the_adapter_cannot_read_is_a_typed_error,
+    )
+}
+
 async fn adapters_connecting_together_migrate_once_and_a_newer_schema_is_refused() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let schema = fixture::fresh_schema();
     let _guard = SchemaGuard {
         url: url.clone(),
@@ -54,9 +63,8 @@ async fn adapters_connecting_together_migrate_once_and_a_newer_schema_is_refused
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_enforces_one_event_per_version() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (adapter, guard) = fixture::adapter(&url).await;
     let schema = &guard.schema;
     adapter.push_event(event("ditto", 1)).await.expect("push");
@@ -78,9 +86,8 @@ async fn the_database_enforces_one_event_per_version() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_adapter_cannot_read_is_a_typed_error() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (adapter, guard) = fixture::adapter(&url).await;
     let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
     let schema = &guard.schema;

@@ -8,6 +8,14 @@ use annals::{EventDetail, EventStore, NewEvent, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::fixture;
+use crate::harness::{Needs, trials};
+
+/// The tests of this module.
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    trials!(Needs::Server, threads = 2;
+        reads_start_from_snapshots_kept_in_postgres,
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trained {
@@ -32,9 +40,8 @@ fn reduce(state: Option<Pokemon>, event: &EventDetail<PokemonEvent>) -> Pokemon 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_start_from_snapshots_kept_in_postgres() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (adapter, _guard) = fixture::adapter(&url).await;
     let adapter = Arc::new(adapter);
     let pokemons = EventStore::builder("POKEMONS", reduce)

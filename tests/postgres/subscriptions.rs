@@ -11,10 +11,17 @@ use annals::storage::StorageAdapter;
 use annals::subscription::Filter;
 
 use crate::fixture::{self, event};
+use crate::harness::{Needs, trials};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The tests of this module.
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    trials!(Needs::Server, threads = 2;
+        a_consumer_catches_up_follows_live_commits_and_resumes_after_its_checkpoint,
+    )
+}
+
 async fn a_consumer_catches_up_follows_live_commits_and_resumes_after_its_checkpoint() {
-    let Some(url) = fixture::url() else { return };
+    let url = fixture::url();
     let (adapter, guard) = fixture::adapter(&url).await;
     let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
     let other = fixture::builder(&url, &guard.schema)
