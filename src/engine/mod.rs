@@ -72,7 +72,10 @@ pub struct EngineOptions {
     /// Size of each segment file (bytes, at least 64 KiB, at most 4 GiB). A commit must fit
     /// in one segment.
     pub segment_bytes: u64,
-    /// Events held in memory before they are checkpointed into the persisted index.
+    /// Events held in memory before they are checkpointed into the persisted index. While a
+    /// checkpoint is pending, appends continue up to twice this many more events, then wait
+    /// for it, or fail with [`EngineError::StorageFull`] (the checkpointer's error) while it
+    /// cannot be written.
     pub checkpoint_events: usize,
     /// Cache of the persisted index, in bytes.
     pub index_cache_bytes: usize,

@@ -13,6 +13,12 @@
 //! until the store is reopened and recovery has re-read the log. The exception is a full disk
 //! while creating a segment: nothing was written to the log, so only the commits that needed
 //! the new segment fail, with [`EngineError::StorageFull`], and later appends retry.
+//!
+//! Before any of that, back-pressure (`Writer::admit`) bounds the unindexed tail: a commit that
+//! would grow it past its bound while the checkpointer cannot index the previous memtable (a
+//! full disk under `index.redb`) is refused at once, with the checkpointer's error
+//! (`StorageFull` for a full disk), and nothing of it is written; appends are accepted again
+//! once a checkpoint succeeds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
