@@ -8,8 +8,9 @@
 //! sector boundary.
 //!
 //! Faults ([`Fault`]) fail operations on demand: the k-th mutating operation once or from then
-//! on, one fsync, or `ENOSPC` (on every file, or on one file only). Only mutating operations (create, write, set_len, sync, remove)
-//! are counted, so "crash after the k-th operation" enumerates every distinct durable state.
+//! on, one fsync, or `ENOSPC` (on every file, or on one file only). Only mutating operations
+//! (create, write, set_len, sync, remove) are counted, so "crash after the k-th operation"
+//! enumerates every distinct durable state.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Debug};

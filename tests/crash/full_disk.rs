@@ -161,8 +161,8 @@ async fn fill_until_refused(
         );
         if let Err(e) = result {
             eprintln!(
-                "groups of {group}: refused after {} acknowledged appends ({i} with the disk full) in {:?}; \
-                 slowest append {slowest:?}; the refusal took {:?}",
+                "groups of {group}: refused after {} acknowledged events ({i} appends in this \
+                 fill, {:?}); slowest append {slowest:?}; the refusal took {:?}",
                 appender.acked.len(),
                 start.elapsed(),
                 began.elapsed()
