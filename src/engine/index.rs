@@ -417,6 +417,15 @@ fn contained<T>(path: &Path, f: impl FnOnce() -> Result<T, EngineError>) -> Resu
     })
 }
 
+/// Wraps an error of redb. redb passes the storage backend's I/O errors through, so a full
+/// disk stays recognisable as [`EngineError::StorageFull`] (see `checkpoint_loop`).
+fn index_error(operation: &'static str, path: &Path, e: redb::Error) -> EngineError {
+    match e {
+        redb::Error::Io(source) => EngineError::io(operation, path, source),
+        e => EngineError::index(operation, path, e),
+    }
+}
+
 /// [`contained`] for the integrity check's table views, which speak redb's error type.
 fn contained_redb<T>(
     f: impl FnOnce() -> Result<T, redb::StorageError>,
@@ -450,7 +459,7 @@ impl Index {
             let db = redb::Database::builder()
                 .set_cache_size(cache_bytes)
                 .create_with_backend(RedbBackend(file))
-                .map_err(|e| EngineError::index("open index", path, e))?;
+                .map_err(|e| index_error("open index", path, e.into()))?;
             let index = Index {
                 db: Some(db),
                 path: Arc::from(path),
@@ -468,7 +477,7 @@ impl Index {
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
-        move |e| EngineError::index(operation, &*self.path, e)
+        move |e| index_error(operation, &self.path, e)
     }
 
     fn init(&self) -> Result<(), EngineError> {
@@ -754,7 +763,7 @@ impl IndexReader {
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
-        move |e| EngineError::index(operation, &*self.index.path, e)
+        move |e| index_error(operation, &self.index.path, e)
     }
 
     /// Calls `visit` with every indexed aggregate and its latest version, in (store,

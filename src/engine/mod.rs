@@ -72,7 +72,10 @@ pub struct EngineOptions {
     /// Size of each segment file (bytes, at least 64 KiB, at most 4 GiB). A commit must fit
     /// in one segment.
     pub segment_bytes: u64,
-    /// Events held in memory before they are checkpointed into the persisted index.
+    /// Events held in memory before they are checkpointed into the persisted index. While a
+    /// checkpoint is pending, appends continue up to twice this many more events, then wait
+    /// for it, or fail with [`EngineError::StorageFull`] (the checkpointer's error) while it
+    /// cannot be written.
     pub checkpoint_events: usize,
     /// Cache of the persisted index, in bytes.
     pub index_cache_bytes: usize,
@@ -140,6 +143,10 @@ pub(crate) struct Shared {
     closing: std::sync::atomic::AtomicBool,
     /// Set when the checkpointer has exited.
     checkpointer_stopped: std::sync::atomic::AtomicBool,
+    /// Why the checkpointer's last attempt failed (a full disk, say); `None` once one succeeds.
+    /// While it is set, the writer refuses commits that would grow the unindexed tail past
+    /// its bound (see `Writer::admit`) instead of waiting for a checkpoint that cannot come.
+    checkpoint_failure: Mutex<Option<EngineError>>,
     poison: Mutex<Option<String>>,
     checkpoint_done: Condvar,
     checkpoint_lock: Mutex<()>,
@@ -174,26 +181,83 @@ impl Shared {
         }
     }
 
-    /// Blocks until no memtable is waiting for the checkpointer, or `limit` has passed.
-    pub fn wait_for_checkpoint_up_to(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+    /// Blocks until no memtable is waiting for the checkpointer. Returns an error instead, at
+    /// once, while the checkpointer's attempts fail (its last error: `StorageFull` for a full
+    /// disk), once it has stopped, or when the store is poisoned: the memtable then cannot be
+    /// indexed for now, and waiting would only stall the caller.
+    pub fn wait_for_checkpoint_to_succeed(&self) -> Result<(), EngineError> {
         let mut guard = self
             .checkpoint_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        while Instant::now() < deadline {
+        loop {
             let busy = self
                 .overlay
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .frozen
                 .is_some();
-            if !busy || self.checkpointer_stopped.load(Ordering::Acquire) {
+            if !busy {
+                return Ok(());
+            }
+            if let Some(reason) = self.poison_reason() {
+                return Err(EngineError::Poisoned { reason });
+            }
+            if let Some(e) = self.checkpoint_failure() {
+                return Err(e);
+            }
+            if self.checkpointer_stopped.load(Ordering::Acquire) {
+                return Err(EngineError::index(
+                    "checkpoint",
+                    &self.index_path,
+                    "the index checkpointer has stopped; reopen the store",
+                ));
+            }
+            guard = self
+                .checkpoint_done
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Why the checkpointer's last attempt failed, if it did.
+    fn checkpoint_failure(&self) -> Option<EngineError> {
+        self.checkpoint_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(writer::clone_error)
+    }
+
+    /// Records a failed checkpoint attempt and wakes whoever waits for one.
+    fn checkpoint_failed(&self, failure: EngineError) {
+        *self
+            .checkpoint_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(failure);
+        let _guard = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.checkpoint_done.notify_all();
+    }
+
+    /// Sleeps for `pause` between checkpoint attempts, or until the store starts closing.
+    fn pause_checkpoints(&self, pause: Duration) {
+        let deadline = Instant::now() + pause;
+        let mut guard = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = Instant::now();
+            if now >= deadline || self.closing.load(Ordering::Acquire) {
                 return;
             }
             guard = self
                 .checkpoint_done
-                .wait_timeout(guard, Duration::from_millis(10))
+                .wait_timeout(guard, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -256,6 +320,12 @@ impl Shared {
     /// Tells a failing checkpointer to give up: the writer is shutting down.
     pub fn start_closing(&self) {
         self.closing.store(true, Ordering::Release);
+        // Wake a checkpointer pausing between failed attempts (see `pause_checkpoints`).
+        let _guard = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.checkpoint_done.notify_all();
     }
 
     /// The headers of every segment, ascending.
@@ -393,6 +463,7 @@ impl Engine {
             index: RwLock::new(Arc::new(index)),
             closing: std::sync::atomic::AtomicBool::new(false),
             checkpointer_stopped: std::sync::atomic::AtomicBool::new(false),
+            checkpoint_failure: Mutex::new(None),
             poison: Mutex::new(None),
             checkpoint_done: Condvar::new(),
             checkpoint_lock: Mutex::new(()),
@@ -840,8 +911,12 @@ impl Drop for Engine {
 }
 
 /// Writes frozen memtables to the index. A failed checkpoint (a full disk, say) is retried
-/// with backoff on a reopened index; the memtable stays readable meanwhile. The loop gives up
-/// when the store is poisoned or closing: the log is durable, so the next open replays it.
+/// with backoff on a reopened index; the memtable stays readable meanwhile, and the failure is
+/// recorded so the writer refuses what would grow the unindexed tail past its bound (with
+/// `StorageFull` for a full disk) rather than wait. The first attempt that succeeds clears it:
+/// appends are accepted again without a reopen. The loop gives up when the store is poisoned
+/// or closing (the log is durable, so the next open replays it), or when the index is
+/// damaged.
 fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
     /// Tells waiters the checkpointer is gone, however it ends (a panic included), so a
     /// closing writer never waits for it forever.
@@ -857,7 +932,10 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
             self.0.checkpoint_done.notify_all();
         }
     }
+    /// The longest pause between attempts: once space is freed, appends resume within it.
+    const BACKOFF_MAX: Duration = Duration::from_secs(1);
     let _stopped = Stopped(shared);
+    let giving_up = || shared.poison_reason().is_some() || shared.closing.load(Ordering::Acquire);
     'memtables: while let Ok(mem) = rx.recv() {
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -872,24 +950,44 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
                 tracing::error!(error = %e, "index damaged; it will be rebuilt on the next open");
                 let _ = shared.fs.remove(&shared.index_path);
                 let _ = shared.fs.sync_dir(&shared.dir);
+                shared.checkpoint_failed(e);
                 break 'memtables;
             }
-            tracing::warn!(error = %e, "index checkpoint failed; reopening the index to retry");
+            if let EngineError::StorageFull { .. } = e {
+                tracing::warn!(
+                    error = %e,
+                    "index checkpoint failed: the disk is full; appends past the unindexed \
+                     bound fail with StorageFull until space is freed; retrying"
+                );
+            } else {
+                tracing::warn!(error = %e, "index checkpoint failed; reopening the index to retry");
+            }
+            shared.checkpoint_failed(e);
             // redb refuses all work, reads included, after a failed write: reopen at once.
             while let Err(e) = shared.reopen_index() {
-                if shared.poison_reason().is_some() || shared.closing.load(Ordering::Acquire) {
+                if giving_up() {
                     break 'memtables;
                 }
                 tracing::warn!(error = %e, "reopening the index failed; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                shared.checkpoint_failed(e);
+                shared.pause_checkpoints(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            if shared.poison_reason().is_some() || shared.closing.load(Ordering::Acquire) {
+            if giving_up() {
                 break 'memtables;
             }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            shared.pause_checkpoints(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if giving_up() {
+                break 'memtables;
+            }
         }
+        // Cleared before the memtable is released, so no later memtable is refused for this
+        // one's failure.
+        *shared
+            .checkpoint_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         let mut overlay = shared.overlay.write().unwrap_or_else(|p| p.into_inner());
         if overlay
             .frozen

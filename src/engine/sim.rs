@@ -8,8 +8,9 @@
 //! sector boundary.
 //!
 //! Faults ([`Fault`]) fail operations on demand: the k-th mutating operation once or from then
-//! on, one fsync, or `ENOSPC`. Only mutating operations (create, write, set_len, sync, remove)
-//! are counted, so "crash after the k-th operation" enumerates every distinct durable state.
+//! on, one fsync, or `ENOSPC` (on every file, or on one file only). Only mutating operations
+//! (create, write, set_len, sync, remove) are counted, so "crash after the k-th operation"
+//! enumerates every distinct durable state.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Debug};
@@ -33,6 +34,11 @@ pub enum Fault {
     /// Fail every write and size extension from the `k`-th mutating operation on with
     /// `ENOSPC`, until [`SimFs::clear_faults`].
     NoSpaceFrom(u64),
+    /// Fail every write and size extension that grows the file named `name` (say
+    /// `"index.redb"`) with `ENOSPC`, until [`SimFs::clear_faults`]; other files, and writes
+    /// within a file's present size, still succeed: a disk whose last free blocks are gone
+    /// while the log's preallocated segments still have room.
+    NoSpaceIn(&'static str),
 }
 
 /// Which unsynced writes survive in a crash image.
@@ -296,6 +302,19 @@ impl State {
         });
         fail.map_or(Ok(()), Err)
     }
+
+    /// Applies [`Fault::NoSpaceIn`] to an operation on `path` that grows it.
+    fn no_space_in(&self, path: &Path, growing: bool) -> io::Result<()> {
+        let name = path.file_name().and_then(|n| n.to_str());
+        let full = self
+            .faults
+            .iter()
+            .any(|f| matches!(*f, Fault::NoSpaceIn(n) if growing && Some(n) == name));
+        if full {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -417,6 +436,7 @@ impl StoreFile for SimFile {
         self.with(|s, p| {
             let grows = offset + buf.len() as u64 > file(s, p).written.len() as u64;
             s.op("write", grows)?;
+            s.no_space_in(p, grows)?;
             let f = file(s, p);
             apply_write(Arc::make_mut(&mut f.written), offset, buf);
             f.unsynced.push(Op::Write {
@@ -461,6 +481,7 @@ impl StoreFile for SimFile {
         self.with(|s, p| {
             let grows = len > file(s, p).written.len() as u64;
             s.op("set_len", grows)?;
+            s.no_space_in(p, grows)?;
             let f = file(s, p);
             Arc::make_mut(&mut f.written).resize(len as usize, 0);
             f.unsynced.push(Op::SetLen(len));

@@ -13,6 +13,12 @@
 //! until the store is reopened and recovery has re-read the log. The exception is a full disk
 //! while creating a segment: nothing was written to the log, so only the commits that needed
 //! the new segment fail, with [`EngineError::StorageFull`], and later appends retry.
+//!
+//! Before any of that, back-pressure (`Writer::admit`) bounds the unindexed tail: a commit that
+//! would grow it past its bound while the checkpointer cannot index the previous memtable (a
+//! full disk under `index.redb`) is refused at once, with the checkpointer's error
+//! (`StorageFull` for a full disk), and nothing of it is written; appends are accepted again
+//! once a checkpoint succeeds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +50,9 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
 }
+
+/// A commit waiting to be written, with its appender's reply.
+type Append = (EncodedCommit, oneshot::Sender<Result<u64, EngineError>>);
 
 /// A durable commit's acknowledgement: its waiting appender and its first position.
 pub(crate) type Ack = (oneshot::Sender<Result<u64, EngineError>>, u64);
@@ -154,6 +163,7 @@ impl Writer {
             }
             return;
         }
+        let appends = self.admit(appends);
         let accepted = self.check_versions(appends);
         let accepted = self.write(accepted);
         let sync_result = if syncs.is_empty() {
@@ -188,6 +198,52 @@ impl Writer {
             }
         }
         self.maybe_freeze();
+    }
+
+    /// Back-pressure, before anything is written: admits commits while the unindexed tail has
+    /// room. While a memtable waits for the checkpointer, the active one may grow to twice
+    /// `checkpoint_events` events (a commit into an empty one always fits). A commit that
+    /// would take it further waits for that checkpoint, then hands the active memtable over.
+    /// If the checkpointer cannot succeed for now (a full disk: `StorageFull`; another
+    /// failure, or a stopped checkpointer: its error), the commit is refused at once, with
+    /// every later one of the batch: nothing of them is written, no position is consumed, and
+    /// memory stays bounded. Acknowledged commits are untouched and stay readable.
+    fn admit(&mut self, appends: Vec<Append>) -> Vec<Append> {
+        let limit = self.shared.options.checkpoint_events.saturating_mul(2);
+        let mut admitted = Vec::with_capacity(appends.len());
+        // Events of the commits admitted so far, not yet in the active memtable.
+        let mut taken = 0usize;
+        let mut appends = appends.into_iter();
+        while let Some((commit, reply)) = appends.next() {
+            let events = commit.keys.len();
+            loop {
+                let (pending, active) = {
+                    let overlay = self
+                        .shared
+                        .overlay
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner());
+                    (overlay.frozen.is_some(), overlay.active.events)
+                };
+                let unindexed = active + taken;
+                if !pending || unindexed == 0 || unindexed + events <= limit {
+                    break;
+                }
+                let ready = self.shared.wait_for_checkpoint_to_succeed().and_then(|()| {
+                    self.freeze();
+                    self.poisoned().map_or(Ok(()), Err)
+                });
+                if let Err(e) = ready {
+                    for (_, reply) in std::iter::once((commit, reply)).chain(appends) {
+                        let _ = reply.send(Err(clone_error(&e)));
+                    }
+                    return admitted;
+                }
+            }
+            taken += events;
+            admitted.push((commit, reply));
+        }
+        admitted
     }
 
     /// Refuses (and answers) commits whose versions are not the next ones.
@@ -428,9 +484,9 @@ impl Writer {
     /// one is done. Its events must be durable first: the index never points past the
     /// durable log.
     ///
-    /// Back-pressure: when the active memtable reaches twice the threshold while the previous
-    /// one is still being checkpointed, the writer waits (up to a second per batch) for the
-    /// checkpointer. This bounds memory and the log tail a crash recovery must replay.
+    /// While the previous one is still being checkpointed, the active memtable keeps growing
+    /// up to its bound; [`Writer::admit`] then holds back (or refuses) further commits. This
+    /// bounds memory and the log tail a crash recovery must replay.
     pub(crate) fn maybe_freeze(&mut self) {
         let threshold = self.shared.options.checkpoint_events;
         let (pending, events) = {
@@ -441,17 +497,9 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner());
             (overlay.frozen.is_some(), overlay.active.events)
         };
-        if events < threshold {
-            return;
+        if events >= threshold && !pending {
+            self.freeze();
         }
-        if pending {
-            if events < threshold.saturating_mul(2) {
-                return;
-            }
-            self.shared
-                .wait_for_checkpoint_up_to(Duration::from_secs(1));
-        }
-        self.freeze();
     }
 
     fn freeze(&mut self) {

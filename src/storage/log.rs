@@ -73,7 +73,10 @@ impl LogAdapterBuilder {
     }
 
     /// Events kept in memory before they are checkpointed into the persisted index (default
-    /// 100,000). Bounds both memory and the log replayed on open.
+    /// 100,000). Bounds both memory and the log replayed on open: while a checkpoint is
+    /// pending, appends continue up to twice this many more events, then wait for it — or
+    /// fail at once with [`StorageError::StorageFull`] while it cannot be written (a full
+    /// disk), until a retry succeeds.
     pub fn checkpoint_events(mut self, events: usize) -> Self {
         self.engine.checkpoint_events = events;
         self
