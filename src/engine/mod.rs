@@ -82,7 +82,8 @@ pub struct EngineOptions {
     pub index_cache_bytes: usize,
     /// Discard the persisted index on open and rebuild it from the log (default `false`).
     /// The index is derived data: this repairs one that is suspected damaged, at the cost of
-    /// reading the whole log once.
+    /// reading the whole log once. What a readable index vouches for still counts: a log
+    /// shorter than it says is refused with [`EngineError::Corruption`], not rebuilt from.
     pub rebuild_index: bool,
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A segment is named `{segment_id:010}.seg` inside the store's `log/` directory. It is created
 //! at its full size and zero-filled (so a data sync never has to journal a size or extent
-//! change), then synced together with its directory before any commit is written to it.
+//! change) and synced, then its header is written and synced, then its directory is synced,
+//! all before any commit is written to it. Because the header comes last, a creation that a
+//! crash interrupted leaves nothing but zeros.
 //! Commit frames follow the header back to back (8-byte aligned); zeros mark the end of data.
 //!
 //! Header (64 bytes, little-endian):

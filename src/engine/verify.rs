@@ -7,6 +7,11 @@
 //! [`Problem`]s, each naming the file and the offset or aggregate involved.
 //!
 //! What is checked:
+//! - the segment files against what the index's checkpoint, its recorded segment headers and
+//!   the clean-close mark vouch for, by the same rule that opening the store applies (see
+//!   `health`): a segment missing or shorter than they say, or data ending before the clean
+//!   end, is a problem; a last segment that is an unfinished creation (all zeros, named by
+//!   nothing) is reported in [`VerifyReport::torn_tail`], as opening removes it;
 //! - every segment header (magic, version, checksum, id, size, first position), segments
 //!   numbered without gaps, and zeros after the end of data in every sealed segment;
 //! - every frame checksum and every entry checksum, positions gap-free across frames and

@@ -143,7 +143,7 @@ fn before(expected: &Contents, cut: u64) -> Contents {
         .map(|(store, ids)| {
             let kept = ids
                 .iter()
-                .filter(|(id, _)| events[&(store.clone(), id.clone())].first().is_some())
+                .filter(|(id, _)| !events[&(store.clone(), id.clone())].is_empty())
                 .cloned()
                 .collect();
             (store.clone(), kept)
