@@ -34,7 +34,12 @@ fn a_segment_truncated_to_seven_bytes_makes_stats_fail_and_changes_no_byte() {
     let file = tmp.path().join("events.jsonl");
     let line = |id: &str, version: u64| {
         format!(
-            r#"{{"eventStoreId":"POKEMONS","aggregateId":"{id}","version":{version},"timestamp":"2024-05-01T12:00:00.000Z","type":"APPEARED","payload":{{"level":{version}}}}}"#
+            concat!(
+                r#"{{"eventStoreId":"POKEMONS","aggregateId":"{}","version":{},"#,
+                r#""timestamp":"2024-05-01T12:00:00.000Z","type":"APPEARED","#,
+                r#""payload":{{"level":{}}}}}"#
+            ),
+            id, version, version
         )
     };
     let lines = [line("pikachu", 1), line("pikachu", 2), line("bulbasaur", 1)];
