@@ -65,10 +65,50 @@ pub enum EngineError {
     InvalidOptions(String),
 }
 
+/// Damage found by a file that checks its own bytes when it is first used (a lazily opened
+/// segment, see `segment::Segment::lazy`), carried through the `io::Error` its read returns so
+/// that [`EngineError::io`] reports it as [`EngineError::Corruption`], whichever read met it.
+#[derive(Debug, thiserror::Error)]
+#[error("corruption in {} at offset {offset}: {reason}", file.display())]
+pub(crate) struct Damaged {
+    /// The damaged file.
+    pub file: PathBuf,
+    /// Where.
+    pub offset: u64,
+    /// What failed.
+    pub reason: String,
+}
+
+impl Damaged {
+    /// The `io::Error` carrying this damage.
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+}
+
+impl From<Damaged> for EngineError {
+    fn from(d: Damaged) -> Self {
+        EngineError::Corruption {
+            file: d.file,
+            offset: d.offset,
+            reason: d.reason,
+        }
+    }
+}
+
 impl EngineError {
-    /// Wraps an I/O error, recognising a full disk.
+    /// Wraps an I/O error, recognising a full disk and damage reported by the file itself.
     pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
+        let source = if source.get_ref().is_some_and(|e| e.is::<Damaged>()) {
+            match source.into_inner().map(|e| e.downcast::<Damaged>()) {
+                Some(Ok(damaged)) => return (*damaged).into(),
+                Some(Err(e)) => io::Error::new(io::ErrorKind::InvalidData, e),
+                None => io::Error::from(io::ErrorKind::InvalidData),
+            }
+        } else {
+            source
+        };
         if source.kind() == io::ErrorKind::StorageFull {
             EngineError::StorageFull { path }
         } else {

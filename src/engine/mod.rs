@@ -9,6 +9,7 @@
 //! | [`sim`] | a simulated disk that loses unsynced data, tears writes and fails on demand |
 //! | [`index`] | memtables and the persisted (redb) index with its checkpoint |
 //! | `writer` | the group-commit writer thread |
+//! | `health` | judging, before anything is modified, whether the log holds what is vouched for |
 //! | `recovery` | replaying the log tail on open, truncating a torn tail |
 //! | [`verify`] | the integrity check: [`Engine::verify`], [`verify_dir`] |
 //!
@@ -21,8 +22,10 @@
 //! ```
 //! Byte formats are in `docs/format.md`.
 
+mod cow;
 pub mod error;
 pub mod frame;
+mod health;
 pub mod index;
 pub mod io;
 mod recovery;
@@ -45,6 +48,7 @@ use tokio::sync::oneshot;
 
 pub use error::EngineError;
 pub use frame::{EncodedCommit, LogEvent};
+use health::IndexState;
 use index::{Cursor, Index, IndexReader, Location, MemTable, Run};
 pub use io::{FileSystem, OsFileSystem, StoreFile};
 use segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
@@ -81,7 +85,8 @@ pub struct EngineOptions {
     pub index_cache_bytes: usize,
     /// Discard the persisted index on open and rebuild it from the log (default `false`).
     /// The index is derived data: this repairs one that is suspected damaged, at the cost of
-    /// reading the whole log once.
+    /// reading the whole log once. What a readable index vouches for still counts: a log
+    /// shorter than it says is refused with [`EngineError::Corruption`], not rebuilt from.
     pub rebuild_index: bool,
 }
 
@@ -436,19 +441,8 @@ impl Engine {
         fs.sync_dir(dir)
             .map_err(|e| EngineError::io("sync directory", dir, e))?;
         let index_path = dir.join("index.redb");
-        if options.rebuild_index
-            && fs
-                .exists(&index_path)
-                .map_err(|e| EngineError::io("inspect", &index_path, e))?
-        {
-            // Held under the lock: nobody reads the index being replaced.
-            fs.remove(&index_path)
-                .map_err(|e| EngineError::io("remove", &index_path, e))?;
-            fs.sync_dir(dir)
-                .map_err(|e| EngineError::io("sync directory", dir, e))?;
-        }
-        let (index, checkpoint, clean_end, segments) =
-            open_log(&fs, &log_dir, &index_path, &options)?;
+        // Held under the lock: nobody else reads or repairs the store meanwhile.
+        let opened = open_log(&fs, &log_dir, &index_path, &options)?;
         // The index file may have just been created: make its name durable.
         fs.sync_dir(dir)
             .map_err(|e| EngineError::io("sync directory", dir, e))?;
@@ -458,9 +452,9 @@ impl Engine {
             index_path,
             fs,
             options,
-            segments: RwLock::new(segments),
+            segments: RwLock::new(opened.segments),
             overlay: RwLock::new(Overlay::default()),
-            index: RwLock::new(Arc::new(index)),
+            index: RwLock::new(Arc::new(opened.index)),
             closing: std::sync::atomic::AtomicBool::new(false),
             checkpointer_stopped: std::sync::atomic::AtomicBool::new(false),
             checkpoint_failure: Mutex::new(None),
@@ -471,7 +465,7 @@ impl Engine {
             published: Mutex::new(Some(tokio::sync::watch::Sender::new(0))),
             _lock: lock,
         });
-        let (segment, cursor) = recover(&shared, checkpoint, clean_end)?;
+        let (segment, cursor) = recover(&shared, opened.replay)?;
         shared.set_last_position(cursor.next_position - 1);
         let (tx, rx) = mpsc::channel();
         let (ctx, crx) = mpsc::channel::<Arc<MemTable>>();
@@ -723,15 +717,8 @@ impl Engine {
             segment
                 .file
                 .read_exact_at(&mut buf, first.offset)
-                .map_err(|e| match e.kind() {
-                    // A lazily opened segment whose header fails its check on first use.
-                    std::io::ErrorKind::InvalidData => EngineError::Corruption {
-                        file: segment.path.clone(),
-                        offset: 0,
-                        reason: e.to_string(),
-                    },
-                    _ => EngineError::io("read", &segment.path, e),
-                })?;
+                // A lazily opened segment that fails its check on first use reports corruption.
+                .map_err(|e| EngineError::io("read", &segment.path, e))?;
             for run in &runs[i..j] {
                 for (version, loc) in run.locations() {
                     let start = (loc.offset - first.offset) as usize;
@@ -1008,183 +995,212 @@ fn checkpoint_loop(shared: &Shared, rx: &mpsc::Receiver<Arc<MemTable>>) {
 /// The open segments, by id.
 type Segments = BTreeMap<u64, Arc<Segment>>;
 
-/// Opens the index and the segments. Segments before the checkpoint's whose headers the index
-/// recorded are opened lazily, on first read (see [`Segment::lazy`]); the others — all of them
-/// when the index is rebuilt — are opened and checked now. So a clean open reads a bounded
-/// number of files whatever the store's size.
+/// What opening found, judged healthy and repaired: handed to [`recover`].
+struct Opened {
+    index: Index,
+    segments: Segments,
+    replay: Replay,
+}
+
+/// The log past the checkpoint, as opening left it for [`recover`].
+enum Replay {
+    /// No segment yet.
+    Empty,
+    /// Replayed while the log was judged: the events past the checkpoint, up to `cursor`.
+    Done { mem: MemTable, cursor: Cursor },
+    /// Too many events to hold in memory: replay again from `start`, writing them to the
+    /// index as the replay goes (`clean_end`: see [`recovery::scan_segment`]).
+    Again {
+        start: Cursor,
+        clean_end: Option<Cursor>,
+    },
+}
+
+/// Opens the index and the segments, in two phases.
+///
+/// First the store is judged, and nothing is modified: the index is read through a
+/// copy-on-write view, the segment files are checked against what it and the clean-close mark
+/// vouch for (see [`health`]), and the log past the checkpoint is replayed. Any damage fails the
+/// open with [`EngineError::Corruption`], leaving every byte as it was.
+///
+/// Only then is the store repaired: an unfinished last segment removed, a torn tail
+/// zero-filled, the index opened (giving up its clean-close mark, durably) or — when it is
+/// missing, unreadable or a rebuild was asked for — built anew from the log.
+///
+/// Segments before the checkpoint's whose headers the index recorded are checked by length
+/// and opened lazily, on first read (see [`Segment::lazy`]); the others — all of them when the
+/// index is rebuilt — are opened and checked now. So a clean open reads a bounded number of
+/// files whatever the store's size.
 fn open_log(
     fs: &Arc<dyn FileSystem>,
     log_dir: &Path,
     index_path: &Path,
     options: &EngineOptions,
-) -> Result<(Index, Option<Cursor>, Option<Cursor>, Segments), EngineError> {
-    let ids = segment::list_ids(fs.as_ref(), log_dir)?;
-    for pair in ids.windows(2) {
-        if pair[0] + 1 != pair[1] {
-            return Err(EngineError::Corruption {
-                file: log_dir.join(segment::file_name(pair[1])),
-                offset: 0,
-                reason: format!("segment {} is missing", pair[0] + 1),
-            });
-        }
-    }
-    let opened = open_index(fs.as_ref(), index_path, options, &ids).and_then(|opened| {
-        let (index, checkpoint, recorded) = opened;
-        let segments = load_segments(fs, log_dir, &ids, &recorded, checkpoint)?;
-        Ok((index, checkpoint, segments))
-    })?;
-    let (index, checkpoint, segments) = opened;
-    let usable = match checkpoint {
-        None if segments.is_empty() => Ok(()),
-        None => match index.holds_events() {
-            Ok(false) => Ok(()),
-            Ok(true) => Err("the index holds events but no checkpoint".to_owned()),
-            Err(e) => Err(e.to_string()),
-        },
-        Some(c) => match segments.get(&c.segment_id) {
-            Some(s) if c.offset >= SEGMENT_HEADER_BYTES && c.offset <= s.header.size => Ok(()),
-            _ => Err(format!("its checkpoint {c:?} points outside the log")),
-        },
+) -> Result<Opened, EngineError> {
+    // Phase 1: judge, changing nothing.
+    let view = health::read_index(fs.as_ref(), index_path, options.index_cache_bytes)?;
+    let witnesses = view.witnesses.clone();
+    let mut rebuild = match &view.state {
+        IndexState::Usable if options.rebuild_index => Some("a rebuild was asked for".to_owned()),
+        IndexState::Usable => None,
+        IndexState::Missing => Some("the index is missing".to_owned()),
+        IndexState::Damaged(problem) => Some(problem.clone()),
     };
-    // A usable index gives up its clean-close mark before anything else happens: durably
-    // removed, so a crash after this open finds no mark. An index that cannot even do that is
-    // rebuilt.
-    let problem = match usable.and_then(|()| take_clean_end(&index)) {
-        Ok(clean_end) => {
-            return Ok((
-                index,
-                checkpoint,
-                clean_end.filter(|_| checkpoint.is_some()),
-                segments,
-            ));
-        }
-        Err(problem) => problem,
-    };
-    drop(index);
-    let index = rebuild_index(fs.as_ref(), index_path, options, &problem)?;
-    // Rebuilding replays the whole log: open every segment now.
-    let ids: Vec<u64> = segments.keys().copied().collect();
-    let segments = load_segments(fs, log_dir, &ids, &[], None)?;
-    Ok((index, None, None, segments))
-}
-
-/// Reads and durably removes the index's clean-close mark (see [`Index::clean_end`]).
-fn take_clean_end(index: &Index) -> Result<Option<Cursor>, String> {
-    let clean_end = index.clean_end().map_err(|e| e.to_string())?;
-    if clean_end.is_some() {
-        index
-            .set_clean_end(None)
-            .map_err(|e| format!("its clean-close mark cannot be removed: {e}"))?;
+    // Giving up the clean-close mark is the index's first write: try it on the view, so an
+    // index that cannot take it is rebuilt instead.
+    if rebuild.is_none()
+        && witnesses.clean_end.is_some()
+        && let Some(index) = &view.index
+        && let Err(e) = index.set_clean_end(None)
+    {
+        rebuild = Some(format!("its clean-close mark cannot be removed: {e}"));
     }
-    Ok(clean_end)
-}
-
-/// Opens segments `ids` (ascending, without gaps). Those below the checkpoint's segment with a
-/// header in `recorded` are opened lazily; the others are opened and their headers checked. A
-/// last segment with an unreadable header and nothing but zeros after it was being created
-/// when the store stopped: it holds no data and is removed. One with data after a bad header
-/// is corruption (a damaged header must never make acknowledged commits disappear).
-fn load_segments(
-    fs: &Arc<dyn FileSystem>,
-    log_dir: &Path,
-    ids: &[u64],
-    recorded: &[SegmentHeader],
-    checkpoint: Option<Cursor>,
-) -> Result<Segments, EngineError> {
-    let last_id = ids.last().copied();
-    let mut segments = BTreeMap::new();
-    for &id in ids {
-        let known = recorded.iter().find(|h| h.segment_id == id);
-        if let (Some(header), Some(c)) = (known, checkpoint)
-            && id < c.segment_id
-            && Some(id) != last_id
-        {
-            let segment = Segment::lazy(Arc::clone(fs), log_dir, *header);
-            segments.insert(id, Arc::new(segment));
-            continue;
-        }
-        let f = segment::find(fs.as_ref(), log_dir, id)?;
-        if let Err(reason) = f.header {
-            if Some(id) == last_id && f.holds_no_data()? {
-                remove_unfinished(fs.as_ref(), log_dir, &f.path, reason)?;
-                continue;
+    drop(view);
+    let checkpoint = witnesses.checkpoint.filter(|_| rebuild.is_none());
+    let lazy_below = checkpoint.map_or(0, |c| c.segment_id);
+    let files = health::assess(fs, log_dir, &witnesses, lazy_below)?;
+    if let Some(damage) = files.damage.into_iter().next() {
+        return Err(damage.into());
+    }
+    let segments: Segments = files
+        .segments
+        .into_iter()
+        .map(|s| (s.header.segment_id, s))
+        .collect();
+    let start = checkpoint.or_else(|| log_start(&segments));
+    // After a clean close nothing lies past the end of data, so the rest of the last segment
+    // (up to its whole size) need not be read.
+    let skip_at = checkpoint.and(witnesses.clean_end);
+    let flush_every = options.checkpoint_events.saturating_mul(4);
+    let (replay, torn) = match (start, segments.values().next_back()) {
+        (Some(start), Some(last)) => {
+            // What is in the page cache may not be durable: sync the last segment before
+            // anything is indexed from it.
+            last.file
+                .sync_data()
+                .map_err(|e| EngineError::io("sync", &last.path, e))?;
+            let mut too_long = false;
+            let mut drop_events = |mem: &mut MemTable, at: Cursor| {
+                too_long = true;
+                *mem = MemTable::starting_at(at);
+                Ok(())
+            };
+            let (mem, cursor, torn) =
+                replay_log(&segments, start, skip_at, flush_every, &mut drop_events)?;
+            if let Some(damage) = health::short_of_clean_end(log_dir, witnesses.clean_end, cursor) {
+                return Err(damage.into());
             }
-            return Err(EngineError::Corruption {
-                file: f.path,
-                offset: 0,
-                reason: reason.into(),
-            });
+            let replay = if too_long {
+                Replay::Again {
+                    start,
+                    clean_end: skip_at,
+                }
+            } else {
+                Replay::Done { mem, cursor }
+            };
+            (replay, torn.map(|t| (Arc::clone(last), t)))
         }
-        let segment = f.into_segment().expect("the header was checked above");
-        segments.insert(id, Arc::new(segment));
+        _ => (Replay::Empty, None),
+    };
+    // Phase 2: the log holds everything its witnesses vouch for; repair what a crash left.
+    if let Some((path, len)) = &files.unfinished {
+        remove_unfinished(fs.as_ref(), log_dir, path, *len)?;
     }
-    Ok(segments)
+    if let Some((segment, torn)) = &torn {
+        recovery::clear_torn(segment, torn)?;
+    }
+    let (index, replay) = match rebuild {
+        Some(problem) => {
+            let warn = !segments.is_empty();
+            let index = fresh_index(fs.as_ref(), index_path, options, warn.then_some(&problem))?;
+            (index, replay)
+        }
+        None => match open_index(fs.as_ref(), index_path, options, &witnesses) {
+            Ok(index) => (index, replay),
+            // It could be read, but not opened for writing: rebuild it from the whole log.
+            Err(e @ EngineError::Corruption { .. }) => {
+                let index = fresh_index(fs.as_ref(), index_path, options, Some(&e.to_string()))?;
+                let replay = match log_start(&segments) {
+                    Some(start) => Replay::Again {
+                        start,
+                        clean_end: None,
+                    },
+                    None => Replay::Empty,
+                };
+                (index, replay)
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Opened {
+        index,
+        segments,
+        replay,
+    })
+}
+
+/// Where the log starts: the first frame of its first segment.
+fn log_start(segments: &Segments) -> Option<Cursor> {
+    segments.values().next().map(|first| Cursor {
+        segment_id: first.header.segment_id,
+        offset: SEGMENT_HEADER_BYTES,
+        next_position: first.header.first_position,
+    })
 }
 
 fn remove_unfinished(
     fs: &dyn FileSystem,
     log_dir: &Path,
     path: &Path,
-    reason: &str,
+    len: u64,
 ) -> Result<(), EngineError> {
-    tracing::warn!(file = %path.display(), reason, "removing a segment whose creation did not finish");
+    tracing::warn!(
+        file = %path.display(),
+        len,
+        "removing a last segment whose creation did not finish (all zeros, named by nothing)"
+    );
     fs.remove(path)
         .map_err(|e| EngineError::io("remove", path, e))?;
     fs.sync_dir(log_dir)
         .map_err(|e| EngineError::io("sync directory", log_dir, e))
 }
 
-/// Opens the index and reads its checkpoint and recorded segment headers. An index that
-/// cannot be read, or that does not match the segment files `ids`, is replaced by an empty
-/// one, rebuilt from the log.
+/// Opens the index for writing and durably removes its clean-close mark, if it has one (the
+/// mark only holds until the next open for writing: see [`Index::clean_end`]).
 fn open_index(
     fs: &dyn FileSystem,
     path: &Path,
     options: &EngineOptions,
-    ids: &[u64],
-) -> Result<(Index, Option<Cursor>, Vec<SegmentHeader>), EngineError> {
+    witnesses: &health::Witnesses,
+) -> Result<Index, EngineError> {
     let file = fs
-        .open(path, true)
+        .open(path, false)
         .map_err(|e| EngineError::io("open", path, e))?;
-    let problem = match Index::open(file, path, options.index_cache_bytes) {
-        Err(e) => e.to_string(),
-        Ok(index) => match index
-            .checkpoint()
-            .and_then(|c| Ok((c, index.segment_headers()?)))
-        {
-            Err(e) => e.to_string(),
-            Ok((checkpoint, recorded)) => {
-                let unknown = recorded
-                    .iter()
-                    .find(|h| ids.binary_search(&h.segment_id).is_err());
-                let outside = checkpoint.filter(|c| ids.binary_search(&c.segment_id).is_err());
-                match (unknown, outside) {
-                    (None, None) => return Ok((index, checkpoint, recorded)),
-                    (Some(h), _) => {
-                        format!("it records segment {} that is not in the log", h.segment_id)
-                    }
-                    (None, Some(c)) => format!("its checkpoint {c:?} points outside the log"),
-                }
-            }
-        },
-    };
-    Ok((
-        rebuild_index(fs, path, options, &problem)?,
-        None,
-        Vec::new(),
-    ))
+    let index = Index::open(file, path, options.index_cache_bytes)?;
+    if witnesses.clean_end.is_some() {
+        index.set_clean_end(None)?;
+    }
+    Ok(index)
 }
 
-/// Replaces the index with an empty one (to be rebuilt from the log), saying why.
-fn rebuild_index(
+/// Replaces the index with an empty one, to be filled from the log; `problem` says why, when
+/// the log is not empty.
+fn fresh_index(
     fs: &dyn FileSystem,
     path: &Path,
     options: &EngineOptions,
-    problem: &str,
+    problem: Option<&String>,
 ) -> Result<Index, EngineError> {
-    tracing::warn!(file = %path.display(), %problem, "rebuilding the index from the log");
-    fs.remove(path)
-        .map_err(|e| EngineError::io("remove", path, e))?;
+    if let Some(problem) = problem {
+        tracing::warn!(file = %path.display(), %problem, "rebuilding the index from the log");
+    }
+    if fs
+        .exists(path)
+        .map_err(|e| EngineError::io("inspect", path, e))?
+    {
+        fs.remove(path)
+            .map_err(|e| EngineError::io("remove", path, e))?;
+    }
     let file = fs
         .open(path, true)
         .map_err(|e| EngineError::io("create", path, e))?;
@@ -1194,75 +1210,21 @@ fn rebuild_index(
     Index::open(file, path, options.index_cache_bytes)
 }
 
-/// Replays the log past the index checkpoint into the active memtable; returns the segment to
-/// write to and the cursor where the next frame goes.
-fn recover(
-    shared: &Arc<Shared>,
-    checkpoint: Option<Cursor>,
+/// Replays the log from `start` to its end into a memtable (`on_full` is called whenever it
+/// holds `flush_every` events); returns it, the cursor where the next frame goes and the torn
+/// tail of the last segment, if any, not yet repaired.
+fn replay_log(
+    segments: &Segments,
+    start: Cursor,
     clean_end: Option<Cursor>,
-) -> Result<(Arc<Segment>, Cursor), EngineError> {
-    let segments: Vec<Arc<Segment>> = shared
-        .segments
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    let Some(last) = segments.last().cloned() else {
-        let header = SegmentHeader {
-            segment_id: 1,
-            first_position: 1,
-            size: shared.options.segment_bytes,
-        };
-        let segment = segment::create(shared.fs.as_ref(), &shared.log_dir, header)
-            .map_err(|e| EngineError::io("create segment in", &shared.log_dir, e))?;
-        let segment = Arc::new(segment);
-        shared
-            .segments
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(1, Arc::clone(&segment));
-        let cursor = Cursor {
-            segment_id: 1,
-            offset: SEGMENT_HEADER_BYTES,
-            next_position: 1,
-        };
-        shared
-            .overlay
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .active = MemTable::starting_at(cursor);
-        return Ok((segment, cursor));
-    };
-    // What is in the page cache may not be durable: sync the last segment before anything is
-    // indexed from it.
-    last.file
-        .sync_data()
-        .map_err(|e| EngineError::io("sync", &last.path, e))?;
-    let first = &segments[0];
-    let start = Cursor {
-        segment_id: first.header.segment_id,
-        offset: SEGMENT_HEADER_BYTES,
-        next_position: first.header.first_position,
-    };
-    let mut cursor = checkpoint.unwrap_or(start);
+    flush_every: usize,
+    on_full: &mut dyn FnMut(&mut MemTable, Cursor) -> Result<(), EngineError>,
+) -> Result<(MemTable, Cursor, Option<recovery::Torn>), EngineError> {
+    let last_id = segments.keys().next_back().copied();
+    let mut cursor = start;
     let mut mem = MemTable::starting_at(cursor);
-    // After a clean close nothing lies past the end of data, so the rest of the last segment
-    // (up to its whole size) need not be read (`clean_end`, already removed from the index by
-    // `open_log`).
-    // Writers keep the unindexed tail below about twice the threshold (see
-    // `Writer::maybe_freeze`); a longer one (an index rebuild) is indexed in chunks meanwhile.
-    let flush_every = shared.options.checkpoint_events.saturating_mul(4);
-    let mut flush = |mem: &mut MemTable, at: Cursor| -> Result<(), EngineError> {
-        shared.index().apply(mem, &shared.segment_headers())?;
-        *mem = MemTable::starting_at(at);
-        Ok(())
-    };
-    let start_segment = cursor.segment_id;
-    for segment in segments
-        .iter()
-        .filter(|s| s.header.segment_id >= start_segment)
-    {
+    let mut torn = None;
+    for segment in segments.range(start.segment_id..).map(|(_, s)| s) {
         if segment.header.segment_id != cursor.segment_id {
             if segment.header.first_position != cursor.next_position {
                 return Err(EngineError::Corruption {
@@ -1280,20 +1242,80 @@ fn recover(
                 next_position: cursor.next_position,
             };
         }
-        let is_last = Arc::ptr_eq(segment, &last);
-        recovery::scan_segment(
+        let is_last = Some(segment.header.segment_id) == last_id;
+        torn = recovery::scan_segment(
             segment,
             is_last,
             clean_end,
             &mut cursor,
             &mut mem,
             flush_every,
-            &mut flush,
+            on_full,
         )?;
     }
+    mem.end = cursor;
+    Ok((mem, cursor, torn))
+}
+
+/// Puts the replayed log tail in the active memtable (replaying it again first, writing to the
+/// index as it goes, when it was too long to keep); returns the segment to write to and the
+/// cursor where the next frame goes. A store without segments gets its first one.
+fn recover(shared: &Arc<Shared>, replay: Replay) -> Result<(Arc<Segment>, Cursor), EngineError> {
+    let last = shared
+        .segments
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .next_back()
+        .cloned();
+    let (last, (mem, cursor)) = match (last, replay) {
+        (Some(last), Replay::Done { mem, cursor }) => (last, (mem, cursor)),
+        (Some(last), Replay::Again { start, clean_end }) => {
+            // Writers keep the unindexed tail below about twice the threshold (see
+            // `Writer::maybe_freeze`); a longer one (an index rebuild) is indexed in chunks.
+            let flush_every = shared.options.checkpoint_events.saturating_mul(4);
+            let mut flush = |mem: &mut MemTable, at: Cursor| -> Result<(), EngineError> {
+                shared.index().apply(mem, &shared.segment_headers())?;
+                *mem = MemTable::starting_at(at);
+                Ok(())
+            };
+            let segments = shared
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let (mem, cursor, torn) =
+                replay_log(&segments, start, clean_end, flush_every, &mut flush)?;
+            if let Some(torn) = torn {
+                // Cleared once already, so only a write from outside can have put it back.
+                recovery::clear_torn(&last, &torn)?;
+            }
+            (last, (mem, cursor))
+        }
+        (_, _) => {
+            let header = SegmentHeader {
+                segment_id: 1,
+                first_position: 1,
+                size: shared.options.segment_bytes,
+            };
+            let segment = segment::create(shared.fs.as_ref(), &shared.log_dir, header)
+                .map_err(|e| EngineError::io("create segment in", &shared.log_dir, e))?;
+            let segment = Arc::new(segment);
+            shared
+                .segments
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(1, Arc::clone(&segment));
+            let cursor = Cursor {
+                segment_id: 1,
+                offset: SEGMENT_HEADER_BYTES,
+                next_position: 1,
+            };
+            (segment, (MemTable::starting_at(cursor), cursor))
+        }
+    };
     // The replayed tail stays in memory: the writer hands it to the checkpointer as soon as
     // it starts, so opening does not wait for it to be indexed.
-    mem.end = cursor;
     shared
         .overlay
         .write()

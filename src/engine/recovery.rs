@@ -14,7 +14,9 @@
 //!      never zero when written reads as zeros.
 //!
 //!   Otherwise it is corruption. A torn tail is zero-filled up to the segment's end and synced,
-//!   so no stale frame can ever reappear.
+//!   so no stale frame can ever reappear — but only once the whole log has been judged healthy:
+//!   the scan itself changes nothing ([`scan_segment`] reports the torn tail, [`clear_torn`]
+//!   removes it).
 //!
 //! Rule 2 rests on how a write can tear. The bytes past the end of data are always zero (segments
 //! are created zero-filled, and a torn tail is zero-filled before anything is appended), so the
@@ -73,11 +75,22 @@ pub(crate) fn read_frame(segment: &Segment, offset: u64) -> Result<Option<FrameR
     Ok(Some(checked.map(|h| (h, bytes))))
 }
 
+/// An unacknowledged torn write at the end of the last segment, found by [`scan_segment`]:
+/// everything from `offset` to the segment's end is to be zero-filled ([`clear_torn`]).
+#[derive(Debug)]
+pub(crate) struct Torn {
+    /// Where the invalid bytes start.
+    pub offset: u64,
+    /// Why the frame there is invalid.
+    pub reason: FrameError,
+}
+
 /// Scans `segment` from `cursor` (which must point into it), applying every valid frame to
-/// `mem` and advancing `cursor`, up to the end of data or a torn tail (then zero-filled).
-/// `on_full` is called whenever `mem` holds `flush_every` events (to write it to the index
-/// during long replays). When the data of the last segment ends exactly at `clean_end` (where
-/// a clean close left it), the rest of the segment is known to be zeros and is not read.
+/// `mem` and advancing `cursor`, up to the end of data or a torn tail (returned, not yet
+/// repaired: the scan never writes). `on_full` is called whenever `mem` holds `flush_every`
+/// events (to write it to the index during long replays, or to drop it while the log is only
+/// being checked). When the data of the last segment ends exactly at `clean_end` (where a clean
+/// close left it), the rest of the segment is known to be zeros and is not read.
 pub(crate) fn scan_segment(
     segment: &Arc<Segment>,
     is_last: bool,
@@ -86,13 +99,13 @@ pub(crate) fn scan_segment(
     mem: &mut MemTable,
     flush_every: usize,
     on_full: &mut dyn FnMut(&mut MemTable, Cursor) -> Result<(), EngineError>,
-) -> Result<(), EngineError> {
+) -> Result<Option<Torn>, EngineError> {
     loop {
         let offset = cursor.offset;
         let frame = match read_frame(segment, offset)? {
-            None if is_last && clean_end == Some(*cursor) => return Ok(()),
+            None if is_last && clean_end == Some(*cursor) => return Ok(None),
             None if is_last => return clear_after_end(segment, offset),
-            None => return Ok(()),
+            None => return Ok(None),
             Some(Ok((header, bytes))) if header.first_position == cursor.next_position => {
                 (header, bytes)
             }
@@ -140,6 +153,19 @@ pub(crate) fn scan_segment(
     }
 }
 
+/// Zero-fills the torn tail `torn` of `segment` (the last one) and syncs it, so no stale frame
+/// from the interrupted write can ever be read back.
+pub(crate) fn clear_torn(segment: &Segment, torn: &Torn) -> Result<(), EngineError> {
+    zero_from(segment, torn.offset)?;
+    tracing::warn!(
+        file = %segment.path.display(),
+        offset = torn.offset,
+        reason = %torn.reason,
+        "truncated a torn log tail (unacknowledged data)"
+    );
+    Ok(())
+}
+
 fn corruption(segment: &Segment, offset: u64, e: FrameError) -> EngineError {
     EngineError::Corruption {
         file: segment.path.clone(),
@@ -153,7 +179,7 @@ fn corruption(segment: &Segment, offset: u64, e: FrameError) -> EngineError {
 /// the later sectors of an unacknowledged write but not its first ones, leaving valid-looking
 /// frames behind zeros; later appends could then line up with them. Such bytes are a torn
 /// tail: checked and zero-filled like one.
-fn clear_after_end(segment: &Segment, offset: u64) -> Result<(), EngineError> {
+fn clear_after_end(segment: &Segment, offset: u64) -> Result<Option<Torn>, EngineError> {
     let size = segment.header.size;
     let mut at = offset;
     while at < size {
@@ -164,10 +190,15 @@ fn clear_after_end(segment: &Segment, offset: u64) -> Result<(), EngineError> {
         }
         at += n as u64;
     }
-    Ok(())
+    Ok(None)
 }
 
-fn bad(segment: &Segment, is_last: bool, offset: u64, e: FrameError) -> Result<(), EngineError> {
+fn bad(
+    segment: &Segment,
+    is_last: bool,
+    offset: u64,
+    e: FrameError,
+) -> Result<Option<Torn>, EngineError> {
     if !is_last {
         return Err(corruption(segment, offset, e));
     }
@@ -183,9 +214,7 @@ fn bad(segment: &Segment, is_last: bool, offset: u64, e: FrameError) -> Result<(
     if vouched_by(segment, offset)?.is_some() {
         return Err(corruption(segment, offset, e));
     }
-    zero_from(segment, offset)?;
-    tracing::warn!(file = %segment.path.display(), offset, reason = %e, "truncated a torn log tail (unacknowledged data)");
-    Ok(())
+    Ok(Some(Torn { offset, reason: e }))
 }
 
 /// The offset of a later valid frame whose `durable_offset` says the bytes at `offset` had been

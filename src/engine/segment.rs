@@ -2,7 +2,9 @@
 //!
 //! A segment is named `{segment_id:010}.seg` inside the store's `log/` directory. It is created
 //! at its full size and zero-filled (so a data sync never has to journal a size or extent
-//! change), then synced together with its directory before any commit is written to it.
+//! change) and synced, then its header is written and synced, then its directory is synced,
+//! all before any commit is written to it. Because the header comes last, a creation that a
+//! crash interrupted leaves nothing but zeros.
 //! Commit frames follow the header back to back (8-byte aligned); zeros mark the end of data.
 //!
 //! Header (64 bytes, little-endian):
@@ -22,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::error::EngineError;
+use super::error::{Damaged, EngineError};
 use super::io::{FileSystem, StoreFile};
 
 /// Magic bytes at the start of every segment.
@@ -121,8 +123,11 @@ pub struct Segment {
     pub file: Arc<dyn StoreFile>,
 }
 
-/// Creates segment `header.segment_id` in `dir`: zero-filled to its full size, header written,
-/// file and directory synced. On failure the partial file is removed (best effort).
+/// Creates segment `header.segment_id` in `dir`: zero-filled to its full size and synced, then
+/// the header written and synced, then the directory synced. The header is written last, so a
+/// creation that a crash interrupted leaves a file of zeros only (of any length up to the
+/// size): the one state recovery may take for an unfinished creation (see `health`). On
+/// failure the partial file is removed (best effort).
 pub fn create(fs: &dyn FileSystem, dir: &Path, header: SegmentHeader) -> io::Result<Segment> {
     let path = dir.join(file_name(header.segment_id));
     let file = fs.open(&path, true)?;
@@ -130,12 +135,13 @@ pub fn create(fs: &dyn FileSystem, dir: &Path, header: SegmentHeader) -> io::Res
         file.set_len(0)?;
         // Write real zeros rather than set_len or fallocate: the blocks are then allocated and
         // initialised, so later fdatasyncs flush data only, never extent metadata.
-        let mut at = SEGMENT_HEADER_BYTES;
+        let mut at = 0;
         while at < header.size {
             let n = (header.size - at).min(ZEROS.len() as u64) as usize;
             file.write_all_at(&ZEROS[..n], at)?;
             at += n as u64;
         }
+        file.sync_data()?;
         file.write_all_at(&header.encode(), 0)?;
         file.sync_data()?;
         fs.sync_dir(dir)
@@ -163,14 +169,14 @@ pub struct Found {
     /// Its size in bytes.
     pub len: u64,
     /// The header, or why it is unusable (unreadable, or not matching the name or size).
-    pub header: Result<SegmentHeader, &'static str>,
+    pub header: Result<SegmentHeader, String>,
 }
 
 impl Found {
-    /// Whether every byte after the header is zero: no frame was ever written to it, so a bad
-    /// header means the segment's creation did not finish.
-    pub fn holds_no_data(&self) -> Result<bool, EngineError> {
-        let mut at = SEGMENT_HEADER_BYTES;
+    /// Whether every byte of the file, its header included, is zero (vacuously for an empty
+    /// file): what a creation that did not finish leaves (see [`create`]).
+    pub fn all_zero(&self) -> Result<bool, EngineError> {
+        let mut at = 0;
         let mut buf = vec![0u8; 1 << 20];
         while at < self.len {
             let n = ((self.len - at).min(buf.len() as u64)) as usize;
@@ -218,13 +224,7 @@ pub fn find(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineErr
     let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
     file.read_exact_at(&mut head, 0)
         .map_err(|e| EngineError::io("read", &path, e))?;
-    let header = SegmentHeader::decode(&head).and_then(|h| {
-        if h.segment_id == id && h.size == len {
-            Ok(h)
-        } else {
-            Err("segment size or id differs from its header")
-        }
-    });
+    let header = check_header(&head, id, len);
     Ok(Found {
         id,
         path,
@@ -232,6 +232,43 @@ pub fn find(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineErr
         len,
         header,
     })
+}
+
+/// Decodes the header `head` of segment `id`, a file of `len` bytes, and checks it against
+/// the file's name and length; the reason, lengths included, when it does not match.
+fn check_header(head: &[u8], id: u64, len: u64) -> Result<SegmentHeader, String> {
+    if len < SEGMENT_HEADER_BYTES {
+        return Err(format!(
+            "the file is {len} bytes long, shorter than the {SEGMENT_HEADER_BYTES}-byte \
+             segment header"
+        ));
+    }
+    let h = SegmentHeader::decode(head).map_err(str::to_owned)?;
+    if h.segment_id != id {
+        return Err(format!(
+            "the header names segment {}, not the file's {id}",
+            h.segment_id
+        ));
+    }
+    if h.size != len {
+        return Err(format!(
+            "the file is {len} bytes long, but its header says {} bytes",
+            h.size
+        ));
+    }
+    Ok(h)
+}
+
+/// The length of segment `id`'s file (`None` when it does not exist), without reading it.
+pub fn file_len(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Option<u64>, EngineError> {
+    let path = dir.join(file_name(id));
+    let file = match fs.open(&path, false) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io("open", &path, e)),
+    };
+    let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
+    Ok(Some(len))
 }
 
 /// Every segment file in `dir`, ascending by id, opened and with its header read.
@@ -268,33 +305,59 @@ struct LazyFile {
 }
 
 impl LazyFile {
-    /// The open file, opening it and checking its header the first time.
+    /// The open file, opening it and checking its header the first time. A file that does not
+    /// match the index's record fails with [`Damaged`] (reported as corruption, see
+    /// [`EngineError::io`]).
     fn file(&self) -> io::Result<&Arc<dyn StoreFile>> {
         if let Some(file) = self.file.get() {
             return Ok(file);
         }
-        let file = self.fs.open(&self.path, false)?;
-        let len = file.size()?;
-        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
-        if len < SEGMENT_HEADER_BYTES {
-            return Err(invalid("segment shorter than its header"));
-        }
-        file.read_exact_at(&mut head, 0)?;
-        match SegmentHeader::decode(&head) {
-            Ok(h) if h == self.header && h.size == len => {}
-            Ok(_) => {
-                return Err(invalid(
-                    "segment header or size differs from the index's record",
-                ));
+        let damaged = |offset: u64, reason: String| {
+            Damaged {
+                file: self.path.clone(),
+                offset,
+                reason,
             }
-            Err(reason) => return Err(invalid(reason)),
+            .into_io()
+        };
+        let file = match self.fs.open(&self.path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let reason = format!(
+                    "the file is missing, but the index records it ({} bytes)",
+                    self.header.size
+                );
+                return Err(damaged(0, reason));
+            }
+            Err(e) => return Err(e),
+        };
+        let len = file.size()?;
+        let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
+        file.read_exact_at(&mut head, 0)?;
+        match check_header(&head, self.header.segment_id, len) {
+            Ok(h) if h == self.header => {}
+            Ok(h) => {
+                return Err(damaged(0, differs_from_record(&h, &self.header)));
+            }
+            Err(reason) => {
+                let reason = format!(
+                    "{reason}; the index records it as {} bytes",
+                    self.header.size
+                );
+                return Err(damaged(len.min(SEGMENT_HEADER_BYTES), reason));
+            }
         }
         Ok(self.file.get_or_init(|| file))
     }
 }
 
-fn invalid(reason: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, reason.to_owned())
+/// Why a segment's header `found` does not match the index's record `recorded`.
+pub fn differs_from_record(found: &SegmentHeader, recorded: &SegmentHeader) -> String {
+    format!(
+        "the header (first position {}, {} bytes) differs from the index's record (first \
+         position {}, {} bytes)",
+        found.first_position, found.size, recorded.first_position, recorded.size
+    )
 }
 
 impl StoreFile for LazyFile {

@@ -7,6 +7,11 @@
 //! [`Problem`]s, each naming the file and the offset or aggregate involved.
 //!
 //! What is checked:
+//! - the segment files against what the index's checkpoint, its recorded segment headers and
+//!   the clean-close mark vouch for, by the same rule that opening the store applies (see
+//!   `health`): a segment missing or shorter than they say, or data ending before the clean
+//!   end, is a problem; a last segment that is an unfinished creation (all zeros, named by
+//!   nothing) is reported in [`VerifyReport::torn_tail`], as opening removes it;
 //! - every segment header (magic, version, checksum, id, size, first position), segments
 //!   numbered without gaps, and zeros after the end of data in every sealed segment;
 //! - every frame checksum and every entry checksum, positions gap-free across frames and
@@ -34,19 +39,19 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 use super::error::EngineError;
 use super::frame::{self, FRAME_HEADER_BYTES};
-use super::index::{AGGREGATES, BY_INITIAL, Cursor, EVENTS, Index, IndexReader, Location};
-use super::io::{FileSystem, OsFileSystem, StoreFile};
+use super::health::{self, IndexState};
+use super::index::{AGGREGATES, BY_INITIAL, Cursor, EVENTS, IndexReader, Location};
+use super::io::{FileSystem, OsFileSystem};
 use super::recovery::{self, read_frame};
-use super::segment::{self, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
+use super::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use super::{Engine, EngineOptions};
 
 /// What [`Engine::verify`](super::Engine::verify) or [`verify_dir`] found.
@@ -174,23 +179,53 @@ pub fn verify_dir_with(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyRepo
             path: dir.to_owned(),
         })?;
     let mut check = Check::new(dir);
-    let segments = load_segments(fs.as_ref(), &log_dir, &mut check)?;
     let index_path = dir.join("index.redb");
-    let index = match open_index(fs.as_ref(), &index_path) {
-        Ok(index) => Some(Arc::new(index)),
-        Err(reason) => {
+    let cache = EngineOptions::default().index_cache_bytes;
+    // The same judgement as opening the store makes, before it changes anything.
+    let view = health::read_index(fs.as_ref(), &index_path, cache)?;
+    match &view.state {
+        IndexState::Usable => {}
+        IndexState::Missing => check.problem(
+            &index_path,
+            None,
+            "the index is missing; opening rebuilds it from the log".into(),
+        ),
+        IndexState::Damaged(reason) => {
             check.problem(&index_path, None, format!("{reason}; opening rebuilds it"));
-            None
         }
+    }
+    let files = health::assess(&fs, &log_dir, &view.witnesses, 0)?;
+    for damage in files.damage {
+        check.problem(&damage.file, Some(damage.offset), damage.reason);
+    }
+    if let Some((file, len)) = files.unfinished {
+        check.report.torn_tail = Some(TornTail {
+            file,
+            offset: 0,
+            reason: format!(
+                "a last segment of {len} bytes, all zeros and named by nothing: a creation \
+                 that did not finish (opening removes it)"
+            ),
+        });
+    }
+    let reader = match (&view.state, &view.index) {
+        (IndexState::Usable, Some(index)) => match index.reader() {
+            Ok(reader) => Some(reader),
+            Err(e) => {
+                check.problem(&index_path, None, format!("{e}; opening rebuilds it"));
+                None
+            }
+        },
+        _ => None,
     };
-    let reader = match index.as_ref().map(Index::reader).transpose() {
-        Ok(r) => r,
-        Err(e) => {
-            check.problem(&index_path, None, format!("{e}; opening rebuilds it"));
-            None
-        }
-    };
-    check.run(&segments, reader.as_ref(), &index_path, None)?;
+    let clean_end = view.witnesses.clean_end;
+    check.run(
+        &files.segments,
+        reader.as_ref(),
+        &index_path,
+        None,
+        clean_end,
+    )?;
     Ok(check.report)
 }
 
@@ -218,7 +253,13 @@ impl Engine {
         for s in &segments {
             check.segment_header(s, true);
         }
-        let unindexed = check.run(&segments, Some(&reader), &shared.index_path, Some(limit))?;
+        let unindexed = check.run(
+            &segments,
+            Some(&reader),
+            &shared.index_path,
+            Some(limit),
+            None,
+        )?;
         drop(reader);
         check.check_unindexed(self, unindexed);
         if check.report.last_position != limit {
@@ -313,13 +354,15 @@ impl Check {
     }
 
     /// Scans the log (up to position `limit`, when given) and checks the persisted index
-    /// against it. Returns the events past the checkpoint, for the caller to look up.
+    /// against it, and the end of data against the clean-close mark `clean_end`. Returns the
+    /// events past the checkpoint, for the caller to look up.
     fn run(
         &mut self,
         segments: &[Arc<Segment>],
         reader: Option<&IndexReader>,
         index_path: &Path,
         limit: Option<u64>,
+        clean_end: Option<Cursor>,
     ) -> Result<Unindexed, EngineError> {
         let checkpoint = match reader.map(IndexReader::checkpoint).transpose() {
             Ok(c) => c.flatten(),
@@ -334,29 +377,28 @@ impl Check {
             expected: segments.first().map_or(1, |s| s.header.first_position),
             checkpoint,
             checkpoint_seen: false,
+            end: None,
             indexed_below,
             limit,
             unindexed: HashMap::new(),
             matched: 0,
         };
-        let mut previous: Option<u64> = None;
+        // Missing segments were reported when the files were listed (see `health::assess`).
         for (i, s) in segments.iter().enumerate() {
-            let id = s.header.segment_id;
-            match previous {
-                None if id != 1 && s.header.first_position == 1 => {
-                    self.problem(&s.path, Some(0), "the first segment is not number 1".into());
-                }
-                Some(p) if p + 1 != id => {
-                    self.problem(&s.path, Some(0), format!("segment {} is missing", p + 1));
-                }
-                _ => {}
-            }
-            previous = Some(id);
             self.report.segments += 1;
             self.report.file_bytes += s.header.size;
             self.report.bytes += SEGMENT_HEADER_BYTES;
             let is_last = i + 1 == segments.len();
             self.scan_segment(s, is_last, reader, &mut scan)?;
+        }
+        if let (Some(end), Some(first)) = (scan.end, segments.first())
+            && let Some(damage) = health::short_of_clean_end(
+                first.path.parent().unwrap_or(Path::new(".")),
+                clean_end,
+                end,
+            )
+        {
+            self.problem(&damage.file, Some(damage.offset), damage.reason);
         }
         self.report.last_position = scan.expected.saturating_sub(1);
         self.report.aggregates = self.aggregates.len() as u64;
@@ -752,6 +794,8 @@ struct Scan {
     expected: u64,
     checkpoint: Option<Cursor>,
     checkpoint_seen: bool,
+    /// Where the scan stopped so far: after the last valid frame.
+    end: Option<Cursor>,
     /// Events below this position are in the persisted index.
     indexed_below: u64,
     limit: Option<u64>,
@@ -767,6 +811,7 @@ impl Scan {
             offset,
             next_position: self.expected,
         };
+        self.end = Some(here);
         if self.checkpoint == Some(here) {
             self.checkpoint_seen = true;
         }
@@ -779,159 +824,4 @@ fn read(s: &Segment, offset: u64, len: usize) -> Result<Vec<u8>, EngineError> {
         .read_exact_at(&mut buf, offset)
         .map_err(|e| EngineError::io("read", &s.path, e))?;
     Ok(buf)
-}
-
-/// Opens every segment read-only, as the engine would, reporting bad headers instead of
-/// repairing anything.
-fn load_segments(
-    fs: &dyn FileSystem,
-    log_dir: &Path,
-    check: &mut Check,
-) -> Result<Vec<Arc<Segment>>, EngineError> {
-    let found = segment::find_all(fs, log_dir)?;
-    let last_id = found.last().map(|f| f.id);
-    let mut segments = Vec::new();
-    for f in found {
-        let reason = match f.header {
-            Ok(_) => {
-                segments.extend(f.into_segment().map(Arc::new));
-                continue;
-            }
-            Err(reason) => reason,
-        };
-        if Some(f.id) == last_id && f.holds_no_data()? {
-            // Recovery removes it: a segment whose creation did not finish holds no data.
-            check.report.torn_tail = Some(TornTail {
-                file: f.path,
-                offset: 0,
-                reason: format!("{reason} (a segment being created; opening removes it)"),
-            });
-        } else {
-            check.problem(&f.path, Some(0), reason.to_owned());
-        }
-    }
-    Ok(segments)
-}
-
-/// Opens the index over a copy-on-write view of its file: nothing is written to disk.
-fn open_index(fs: &dyn FileSystem, path: &Path) -> Result<Index, String> {
-    let file = fs
-        .open(path, false)
-        .map_err(|e| format!("cannot open the index: {e}"))?;
-    let base_len = file
-        .size()
-        .map_err(|e| format!("cannot stat the index: {e}"))?;
-    let view = Arc::new(CopyOnWrite {
-        base: file,
-        state: Mutex::new(Overlay {
-            len: base_len,
-            base_valid: base_len,
-            pages: HashMap::new(),
-        }),
-    });
-    let cache = EngineOptions::default().index_cache_bytes;
-    Index::open(view, path, cache).map_err(|e| format!("the index is unreadable: {e}"))
-}
-
-const PAGE: u64 = 4096;
-
-/// A file whose writes stay in memory, over a base file that is only read.
-#[derive(Debug)]
-struct CopyOnWrite {
-    base: Arc<dyn StoreFile>,
-    state: Mutex<Overlay>,
-}
-
-#[derive(Debug)]
-struct Overlay {
-    len: u64,
-    /// Bytes of the base file still visible (a shrink hides the rest).
-    base_valid: u64,
-    pages: HashMap<u64, Vec<u8>>,
-}
-
-impl CopyOnWrite {
-    fn state(&self) -> std::sync::MutexGuard<'_, Overlay> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Fills `buf` with the base file's bytes at `offset` (zeros past what is visible).
-    fn read_base(&self, state: &Overlay, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        buf.fill(0);
-        if offset < state.base_valid {
-            let n = ((state.base_valid - offset).min(buf.len() as u64)) as usize;
-            self.base.read_exact_at(&mut buf[..n], offset)?;
-        }
-        Ok(())
-    }
-}
-
-impl StoreFile for CopyOnWrite {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let state = self.state();
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&end| end <= state.len)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        let mut at = offset;
-        while at < end {
-            let page = at / PAGE;
-            let within = (at % PAGE) as usize;
-            let n = ((PAGE - at % PAGE).min(end - at)) as usize;
-            let out = &mut buf[(at - offset) as usize..(at - offset) as usize + n];
-            match state.pages.get(&page) {
-                Some(bytes) => out.copy_from_slice(&bytes[within..within + n]),
-                None => self.read_base(&state, out, at)?,
-            }
-            at += n as u64;
-        }
-        Ok(())
-    }
-
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let mut state = self.state();
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mut at = offset;
-        while at < end {
-            let page = at / PAGE;
-            if !state.pages.contains_key(&page) {
-                let mut bytes = vec![0u8; PAGE as usize];
-                if page * PAGE < state.len {
-                    self.read_base(&state, &mut bytes, page * PAGE)?;
-                }
-                state.pages.insert(page, bytes);
-            }
-            let within = (at % PAGE) as usize;
-            let n = ((PAGE - at % PAGE).min(end - at)) as usize;
-            let from = (at - offset) as usize;
-            let bytes = state.pages.get_mut(&page).expect("inserted above");
-            bytes[within..within + n].copy_from_slice(&buf[from..from + n]);
-            at += n as u64;
-        }
-        state.len = state.len.max(end);
-        Ok(())
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.state().len)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut state = self.state();
-        if len < state.len {
-            state.base_valid = state.base_valid.min(len);
-            state.pages.retain(|&page, _| page * PAGE < len);
-            if let Some(bytes) = state.pages.get_mut(&(len / PAGE)) {
-                bytes[(len % PAGE) as usize..].fill(0);
-            }
-        }
-        state.len = len;
-        Ok(())
-    }
 }

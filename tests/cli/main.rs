@@ -2,6 +2,7 @@
 //! checked value by value), export → import round trips, Castore files, bad files that must be
 //! refused without a partial batch, the locked-store error and `tail`.
 
+mod damaged_store;
 mod fixture;
 mod import;
 mod inspect;

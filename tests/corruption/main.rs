@@ -3,7 +3,7 @@
 //! A small fixture store (a few dozen acknowledged events over two 64 KiB segments, with an
 //! index checkpoint) is copied onto a simulated disk and damaged in one way per case: one bit
 //! flipped in a segment or in the index, the log's unacknowledged tail torn at every offset,
-//! the index truncated or deleted. Each case is reopened and read back. The store must then
+//! the index truncated or deleted, a segment truncated (see `truncation`). Each case is reopened and read back. The store must then
 //! hold exactly the fixture's data, or refuse with a typed `StorageError::Corruption` naming
 //! the damaged file (at open or on the read that meets the damage) — never return other data,
 //! never lose an acknowledged event silently, never panic — and `verify()` must report damage
@@ -14,3 +14,4 @@ mod fixture;
 mod index_damage;
 mod last_frame;
 mod torn_tail;
+mod truncation;
