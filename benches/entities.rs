@@ -64,7 +64,7 @@ impl Entity for Counter {
 const SENDERS: u64 = 1_000;
 
 async fn entity_rate(store: EventStore<CounterEvent, u64>, commands: u64) -> f64 {
-    let entities = Entities::<Counter>::new(store, EntityOptions::default());
+    let entities = Entities::<Counter>::new(store, EntityOptions::default()).expect("entities");
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut senders = Vec::new();

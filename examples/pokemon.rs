@@ -999,7 +999,7 @@ impl App {
     /// live state, committed in batches, each answered after its event is durable.
     async fn training(&self, cast: &Cast) -> DemoResult<()> {
         heading("entities as actors: 20 concurrent training sessions for Pikachu");
-        let entities = Entities::<Training>::new(self.pokemons.clone(), EntityOptions::default());
+        let entities = Entities::<Training>::new(self.pokemons.clone(), EntityOptions::default())?;
         let pikachu = entities.get(cast.pikachu.clone());
         let sessions = (0..20).map(|_| pikachu.send(TrainingCommand::Session));
         let replies = futures::future::join_all(sessions).await;

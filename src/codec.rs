@@ -14,8 +14,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     rmp_serde::to_vec_named(value).map_err(|e| CodecError(e.to_string()))
 }
 
-/// Decodes a MessagePack value; the whole input must be consumed.
+/// MessagePack nil, what no bytes decode as.
+const NIL: &[u8] = &[0xc0];
+
+/// Decodes a MessagePack value; the whole input must be consumed. No bytes at all decode as
+/// nil: that is how an event stored without a payload or metadata (imported from a Castore
+/// event detail without the key) reads, like one whose payload is `null`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let bytes = if bytes.is_empty() { NIL } else { bytes };
     let mut de = rmp_serde::Deserializer::new(bytes);
     let value = T::deserialize(&mut de).map_err(|e| CodecError(e.to_string()))?;
     let rest = de.into_inner().len();

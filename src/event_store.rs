@@ -15,9 +15,9 @@ use crate::event::{EventDetail, Events, NewEvent, PayloadError};
 use crate::group::GroupedEvent;
 use crate::snapshot::{SnapshotPolicy, Snapshots, Writes};
 use crate::storage::{
-    AggregateIdsPage, AppendEvent, EncodedEvent, GetEventsOptions, Limits, ListAggregateIdsOptions,
-    Position, SnapshotRecord, SnapshotStorage, StorageAdapter, StoredEvent, Timestamp,
-    event_checksum,
+    AggregateIdsPage, AppendEvent, EncodedEvent, GetEventsOptions, LimitError, Limits,
+    ListAggregateIdsOptions, Position, SnapshotRecord, SnapshotStorage, StorageAdapter,
+    StoredEvent, Timestamp, event_checksum,
 };
 use crate::upcast::{Evolution, UpcastError};
 
@@ -83,6 +83,13 @@ impl<E: Events, S> fmt::Debug for EventStore<E, S> {
             .finish_non_exhaustive()
     }
 }
+
+/// The end of the event store ids the framework keeps for itself: `S.timers` holds the timers
+/// of the [entities](crate::entity) of store `S`. [`EventStoreBuilder::build`] refuses an id
+/// that ends with it, so no store of an application can take the place of a timer store.
+/// Storage adapters accept such ids (the framework writes them, and `annals import` restores
+/// them).
+pub const RESERVED_EVENT_STORE_ID_SUFFIX: &str = ".timers";
 
 /// Configures an [`EventStore`]; made by [`EventStore::builder`].
 pub struct EventStoreBuilder<E: Events, S> {
@@ -187,9 +194,28 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStoreBuilder<E, S> {
         self
     }
 
-    /// Builds the store, checking its id (`[A-Za-z0-9_.-]`, at most 128 bytes) and that its
-    /// upcasters and aliases fit its event types ([`Error::InvalidSchemaEvolution`]).
+    /// Builds the store, checking its id (`[A-Za-z0-9_.-]`, at most 128 bytes, not ending in
+    /// the reserved [`RESERVED_EVENT_STORE_ID_SUFFIX`]) and that its upcasters and aliases fit
+    /// its event types ([`Error::InvalidSchemaEvolution`]).
     pub fn build(self) -> Result<EventStore<E, S>, Error> {
+        if self
+            .event_store_id
+            .ends_with(RESERVED_EVENT_STORE_ID_SUFFIX)
+        {
+            return Err(Error::Storage(
+                LimitError::InvalidEventStoreId {
+                    event_store_id: self.event_store_id,
+                    reason: "the suffix \".timers\" is reserved for the timer stores of entities",
+                }
+                .into(),
+            ));
+        }
+        self.build_reserved()
+    }
+
+    /// [`build`](Self::build) without refusing the reserved suffix: for the stores the
+    /// framework itself names with it.
+    pub(crate) fn build_reserved(self) -> Result<EventStore<E, S>, Error> {
         Limits::default()
             .check_event_store_id(&self.event_store_id)
             .map_err(|e| Error::Storage(e.into()))?;

@@ -35,7 +35,8 @@
 //! committed in the same event group as the command's events (both are durable or neither
 //! is), and [`Timers`] delivers its command to the entity when it is due, at least once, with the
 //! attempt count in [`CommandContext::timer`]. The [`timer`] module says where timers are
-//! kept.
+//! kept: in the store `<store id>.timers`, so [`Entities::new`] refuses a store id longer than
+//! [`ENTITY_STORE_ID_BYTES_MAX`] (121 bytes), and no application store may end in `.timers`.
 //!
 //! Each instance's mailbox holds at most [`EntityOptions::mailbox_capacity`] commands; when it
 //! is full, `send` fails at once with [`EntityError::Overloaded`] instead of queueing without
@@ -108,7 +109,7 @@
 //! let store = EventStore::builder("ACCOUNTS", reduce)
 //!     .storage_adapter(Arc::new(InMemoryAdapter::new()))
 //!     .build()?;
-//! let accounts = Entities::<Account>::new(store, EntityOptions::default());
+//! let accounts = Entities::<Account>::new(store, EntityOptions::default())?;
 //! let alice = accounts.get("alice");
 //! let reply = alice.send(AccountCommand::Deposit(10)).await.unwrap();
 //! assert_eq!(reply.version, 1);
@@ -135,7 +136,9 @@ use crate::event::{EventDetail, Events};
 
 pub use context::{CommandContext, FiredTimer};
 pub use runtime::{Entities, EntityHandle};
-pub use timer::{TIMER_NAME_BYTES_MAX, Timer, TimerError, Timers, timer_store_id};
+pub use timer::{
+    ENTITY_STORE_ID_BYTES_MAX, TIMER_NAME_BYTES_MAX, Timer, TimerError, Timers, timer_store_id,
+};
 
 /// One kind of entity: its commands, events, state, rejection, and how it decides.
 ///

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::instance::{Envelope, Instance, Outcome};
 use super::timer::{TimerBook, TimerEvent, TimerRef, timer_store};
 use super::{Entity, EntityError, EntityOptions, Reply};
+use crate::error::Error;
 use crate::event_store::EventStore;
 use crate::storage::Timestamp;
 
@@ -89,11 +90,25 @@ struct Live<T: Entity> {
 
 impl<T: Entity> Entities<T> {
     /// Runs entities of kind `T` on `store` (its adapter, reducer and snapshot policy).
-    /// Instances are tokio tasks: call this and `send` inside a tokio runtime.
-    pub fn new(store: EventStore<T::Events, T::State>, options: EntityOptions) -> Self {
-        let timers = timer_store(store.event_store_id())
-            .expect("a store without upcasters or aliases always builds");
-        Entities {
+    /// Instances are tokio tasks: call `send` inside a tokio runtime.
+    ///
+    /// The entities' timers live in the store `<store id>.timers` (see [`timer`](super::timer)),
+    /// whose id must fit the limit of store ids too: a store id longer than
+    /// [`ENTITY_STORE_ID_BYTES_MAX`](super::timer::ENTITY_STORE_ID_BYTES_MAX) (121 bytes, or
+    /// less when the store's adapter has a lower [limit](crate::storage::Limits)) is refused
+    /// with [`Error::Storage`] holding a
+    /// [`LimitError::InvalidEventStoreId`](crate::storage::LimitError::InvalidEventStoreId)
+    /// that names the store.
+    pub fn new(
+        store: EventStore<T::Events, T::State>,
+        options: EntityOptions,
+    ) -> Result<Self, Error> {
+        let adapter_limits = store
+            .storage_adapter()
+            .ok()
+            .map(|adapter| *adapter.limits());
+        let timers = timer_store(store.event_store_id(), adapter_limits)?;
+        Ok(Entities {
             shared: Arc::new(Shared {
                 store,
                 timers,
@@ -105,7 +120,7 @@ impl<T: Entity> Entities<T> {
                     generations: 0,
                 }),
             }),
-        }
+        })
     }
 
     /// A handle on the entity `aggregate_id`. Nothing starts until the first command.

@@ -3,8 +3,14 @@
 //!
 //! # Where timers live
 //! The timers of the entities of event store `S` are events of a companion store, `S.timers`
-//! (that id is reserved), one aggregate per entity id. Scheduling, cancelling, counting a
-//! delivery attempt and marking a timer delivered are events of that store, so:
+//! ([`timer_store_id`]), one aggregate per entity id. The suffix is reserved:
+//! [`EventStoreBuilder::build`](crate::EventStoreBuilder::build) refuses every id ending in
+//! [`.timers`](crate::event_store::RESERVED_EVENT_STORE_ID_SUFFIX), so no store of the
+//! application can be taken for a timer store. Store ids have at most 128 bytes, so entities
+//! run on stores of at most [`ENTITY_STORE_ID_BYTES_MAX`] (121) bytes:
+//! [`Entities::new`](super::Entities::new) refuses a longer one with a typed error.
+//! Scheduling, cancelling, counting a delivery attempt and marking a timer delivered are events
+//! of that store, so:
 //!
 //! - a timer set by [`CommandContext::schedule`](super::CommandContext::schedule) while
 //!   deciding a command is committed in the same event group as the command's events: both
@@ -20,9 +26,9 @@
 //! (durably), then delivers the command; the entity decides it with the timer and its attempt
 //! count in [`CommandContext::timer`](super::CommandContext::timer). A crash, a failed
 //! commit or an overloaded entity leaves the timer scheduled with its attempt counted, to be
-//! delivered again by the next call: timers fire at least once. A timer that was cancelled or rescheduled in
-//! the meantime is not delivered (the entity checks it, on its own up-to-date state).
-//! [`Timers::run`] calls `fire_due` on a fixed tick.
+//! delivered again by the next call: timers fire at least once. A timer that was cancelled or
+//! rescheduled in the meantime is not delivered (the entity checks it, on its own up-to-date
+//! state). [`Timers::run`] calls `fire_due` on a fixed tick.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -35,15 +41,21 @@ use super::runtime::Request;
 use super::{Entities, Entity, EntityError};
 use crate::error::Error;
 use crate::event::EventDetail;
-use crate::event_store::EventStore;
-use crate::storage::{Position, StoredEvent, Timestamp};
+use crate::event_store::{EventStore, RESERVED_EVENT_STORE_ID_SUFFIX};
+use crate::storage::{LimitError, Limits, Position, StoredEvent, Timestamp};
 
 /// Most bytes of a timer's name.
 pub const TIMER_NAME_BYTES_MAX: usize = 256;
 
-/// The id of the store holding the timers of the entities of store `event_store_id`.
+/// Longest id of an event store that entities run on: the id of its timer store adds
+/// [`.timers`](RESERVED_EVENT_STORE_ID_SUFFIX) (7 bytes) within the 128 bytes of
+/// [`Limits::event_store_id_bytes_max`].
+pub const ENTITY_STORE_ID_BYTES_MAX: usize = 121;
+
+/// The id of the store holding the timers of the entities of store `event_store_id`:
+/// `event_store_id` followed by [`.timers`](RESERVED_EVENT_STORE_ID_SUFFIX).
 pub fn timer_store_id(event_store_id: &str) -> String {
-    format!("{event_store_id}.timers")
+    format!("{event_store_id}{RESERVED_EVENT_STORE_ID_SUFFIX}")
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -138,11 +150,28 @@ fn reduce(book: Option<TimerBook>, event: &EventDetail<TimerEvent>) -> TimerBook
 }
 
 /// The timer store of `event_store_id`, without an adapter (the entity runtime sets its
-/// store's).
+/// store's). Refuses, as an invalid store id, an `event_store_id` whose timer store id would
+/// pass the limit of `limits` (the default limits, and the adapter's when it has one).
 pub(crate) fn timer_store(
     event_store_id: &str,
+    adapter_limits: Option<Limits>,
 ) -> Result<EventStore<TimerEvent, TimerBook>, Error> {
-    EventStore::builder(timer_store_id(event_store_id), reduce).build()
+    let id = timer_store_id(event_store_id);
+    let limit = adapter_limits.map_or(usize::MAX, |l| l.event_store_id_bytes_max);
+    let limit = limit.min(Limits::default().event_store_id_bytes_max);
+    if id.len() > limit {
+        let reason = "entities need a shorter store id: the id of their timer store adds \
+                      \".timers\" within the limit of store ids (so at most 121 bytes remain \
+                      with the default limit of 128)";
+        return Err(Error::Storage(
+            LimitError::InvalidEventStoreId {
+                event_store_id: event_store_id.to_owned(),
+                reason,
+            }
+            .into(),
+        ));
+    }
+    EventStore::builder(id, reduce).build_reserved()
 }
 
 /// A scheduled timer, as listed by [`Timers::pending`].
@@ -437,4 +466,20 @@ fn decode<C: DeserializeOwned>(
         attempts: pending.attempts,
         command,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_store_ids_leave_room_for_the_timer_suffix() {
+        assert_eq!(
+            ENTITY_STORE_ID_BYTES_MAX + RESERVED_EVENT_STORE_ID_SUFFIX.len(),
+            Limits::default().event_store_id_bytes_max
+        );
+        let longest = "s".repeat(ENTITY_STORE_ID_BYTES_MAX);
+        assert!(timer_store(&longest, None).is_ok());
+        assert!(timer_store(&format!("{longest}s"), None).is_err());
+    }
 }

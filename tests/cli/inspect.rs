@@ -1,5 +1,6 @@
-//! `stats`, `stores`, `ls`, `events`, `get`, `tail`, and the errors people meet first: no
-//! store, a locked store, nothing at a position.
+//! `stats`, `stores`, `ls` (and its paging: a token alone continues with the page size it was
+//! made with), `events`, `get`, `tail`, and the errors people meet first: no store, a locked
+//! store, nothing at a position.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -8,7 +9,7 @@ use annals::storage::StorageAdapter;
 use predicates::str::contains;
 use serde_json::json;
 
-use crate::fixture::{annals, json, pokemon_store};
+use crate::fixture::{annals, event, json, pokemon_store};
 
 #[tokio::test]
 async fn stats_and_stores_report_the_real_figures() {
@@ -79,6 +80,82 @@ async fn ls_pages_aggregate_ids_by_creation() {
         .assert()
         .success()
         .stdout(contains("pikachu       2024-05-01 12:00:00.000 UTC"));
+}
+
+/// The pages of `annals ls STORE ARGS…`, following each page's token with `ARGS…` plus
+/// `--page-token` (and only that when `then` is empty), up to the last page.
+fn pages(dir: &std::path::Path, first: &[&str], then: &[&str]) -> Vec<serde_json::Value> {
+    let mut pages = vec![json(dir, &[&["ls", "HORDE"], first].concat())];
+    while let Some(token) = pages.last().unwrap()["nextPageToken"].as_str() {
+        let token = token.to_owned();
+        let args = [&["ls", "HORDE"], then, &["--page-token", &token]].concat();
+        pages.push(json(dir, &args));
+        assert!(pages.len() < 20, "the listing ends");
+    }
+    pages
+}
+
+#[tokio::test]
+async fn ls_continues_a_listing_with_the_page_size_of_its_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..7).map(|i| format!("mon-{i}")).collect();
+    {
+        let adapter = annals::open(tmp.path()).expect("opens");
+        for (minute, id) in (0..).zip(&ids) {
+            let appeared = event("HORDE", id, 1, minute, "APPEARED", json!({ "n": minute }));
+            adapter.push_event_group(vec![appeared]).await.unwrap();
+        }
+        adapter.close();
+    }
+
+    let with_limit = pages(tmp.path(), &["--limit", "2"], &["--limit", "2"]);
+    let token_only = pages(tmp.path(), &["--limit", "2"], &[]);
+    assert_eq!(with_limit.len(), 4, "7 ids in pages of 2");
+    assert_eq!(
+        token_only, with_limit,
+        "a token alone continues with its page size, page by page"
+    );
+    let listed: Vec<_> = token_only
+        .iter()
+        .flat_map(|page| page["aggregateIds"].as_array().unwrap().clone())
+        .map(|entry| entry["aggregateId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, ids);
+    // The same with filters and order kept in the token.
+    let reversed = pages(tmp.path(), &["--limit", "3", "--reverse"], &[]);
+    let sizes: Vec<_> = reversed
+        .iter()
+        .map(|page| page["aggregateIds"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [3, 3, 1]);
+    assert_eq!(reversed[0]["aggregateIds"][0]["aggregateId"], "mon-6");
+    // An explicit --limit still overrides the token's; without a token the default is 50.
+    let first = json(tmp.path(), &["ls", "HORDE", "--limit", "2"]);
+    let token = first["nextPageToken"].as_str().unwrap();
+    let rest = json(
+        tmp.path(),
+        &["ls", "HORDE", "--limit", "5", "--page-token", token],
+    );
+    assert_eq!(rest["aggregateIds"].as_array().unwrap().len(), 5);
+    assert_eq!(rest["nextPageToken"], json!(null));
+    let all = json(tmp.path(), &["ls", "HORDE"]);
+    assert_eq!(all["aggregateIds"].as_array().unwrap().len(), 7);
+    assert_eq!(all["nextPageToken"], json!(null));
+    // The table form prints a token that continues by itself.
+    let out = annals()
+        .arg("--dir")
+        .arg(tmp.path())
+        .args(["ls", "HORDE", "--limit", "4"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let printed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: --page-token '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("a next-page line");
+    let next = json(tmp.path(), &["ls", "HORDE", "--page-token", printed]);
+    assert_eq!(next["aggregateIds"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -153,7 +153,7 @@ pub fn store(adapter: Arc<dyn StorageAdapter>) -> EventStore<CounterEvent, Tally
 
 /// Entities of kind [`Counter`] on `adapter`.
 pub fn counters(adapter: Arc<dyn StorageAdapter>, options: EntityOptions) -> Entities<Counter> {
-    Entities::new(store(adapter), options)
+    Entities::new(store(adapter), options).expect("a store id short enough for entities")
 }
 
 /// The adapters every scenario runs on: in memory, and a log in a temporary directory (kept

@@ -1,16 +1,24 @@
 //! Durable timers: set by a command in the same commit as its events, delivered when due with
 //! their attempt count, replaced by name, cancelled, kept across a restart of the store, kept
 //! (with the attempt counted) when a delivery fails, and never delivered again once their
-//! command recorded its events.
+//! command recorded its events. Their store `<id>.timers` cannot be confused with an
+//! application's store (the suffix is reserved), and entities on a store id too long to take
+//! the suffix are refused with a typed error when they are built.
 
 use std::sync::Arc;
 
-use annals::entity::{EntityError, EntityOptions, Timers, timer_store_id};
-use annals::storage::InMemoryAdapter;
-use annals::{GetEventsOptions, NewEvent, StorageAdapter, Timestamp};
+use annals::entity::{
+    ENTITY_STORE_ID_BYTES_MAX, Entities, EntityError, EntityOptions, Timers, timer_store_id,
+};
+use annals::event_store::RESERVED_EVENT_STORE_ID_SUFFIX;
+use annals::storage::{InMemoryAdapter, LimitError, Limits, StorageError};
+use annals::{
+    Error, EventDetail, EventStore, GetEventsOptions, NewEvent, StorageAdapter, Timestamp,
+};
 
 use crate::{
-    Counted, CounterCommand, CounterEvent, Gated, adapters, counters, store, stored, within,
+    Counted, Counter, CounterCommand, CounterEvent, Gated, Tally, adapters, counters, store,
+    stored, within,
 };
 
 fn at(millis: i64) -> Timestamp {
@@ -307,4 +315,130 @@ async fn a_decision_redone_after_a_conflict_sees_its_attempt() {
         .await
         .expect("read");
     assert_eq!(events.len(), 3);
+}
+
+fn tally(state: Option<Tally>, event: &EventDetail<CounterEvent>) -> Tally {
+    let mut tally = state.unwrap_or_default();
+    let CounterEvent::Counted(counted) = &event.event;
+    tally.total = counted.total;
+    tally.tags.push(counted.tag);
+    tally
+}
+
+fn counters_named(
+    id: &str,
+    adapter: Arc<dyn StorageAdapter>,
+) -> Result<EventStore<CounterEvent, Tally>, Error> {
+    EventStore::builder(id, tally)
+        .storage_adapter(adapter)
+        .build()
+}
+
+/// The store id an `InvalidEventStoreId` error names, if the error is one.
+fn refused_store_id(error: &Error) -> Option<&str> {
+    match error {
+        Error::Storage(StorageError::Limit(LimitError::InvalidEventStoreId {
+            event_store_id,
+            ..
+        })) => Some(event_store_id),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn entities_on_a_store_id_too_long_for_its_timer_store_are_refused_with_a_typed_error() {
+    assert_eq!(ENTITY_STORE_ID_BYTES_MAX, 121);
+    for len in 122..=128 {
+        let id = "C".repeat(len);
+        let store = counters_named(&id, Arc::new(InMemoryAdapter::new()))
+            .expect("a valid store id of up to 128 bytes builds");
+        let error = Entities::<Counter>::new(store, EntityOptions::default())
+            .expect_err("the timer store id would pass 128 bytes");
+        assert_eq!(
+            refused_store_id(&error),
+            Some(id.as_str()),
+            "{len}: {error}"
+        );
+        assert!(error.to_string().contains(".timers"), "{error}");
+    }
+    // An adapter with a lower limit lowers the longest id entities take.
+    let limits = Limits {
+        event_store_id_bytes_max: 64,
+        ..Limits::default()
+    };
+    let adapter = Arc::new(InMemoryAdapter::with_limits(limits));
+    let id = "C".repeat(58);
+    let store = counters_named(&id, adapter.clone()).expect("builds");
+    let error = Entities::<Counter>::new(store, EntityOptions::default()).unwrap_err();
+    assert_eq!(refused_store_id(&error), Some(id.as_str()));
+    let store = counters_named(&"C".repeat(57), adapter).expect("builds");
+    assert!(Entities::<Counter>::new(store, EntityOptions::default()).is_ok());
+}
+
+#[tokio::test]
+async fn the_longest_store_id_entities_take_keeps_its_timers_in_its_timer_store() {
+    for (name, adapter, _dir) in adapters() {
+        let id = "C".repeat(ENTITY_STORE_ID_BYTES_MAX);
+        let store = counters_named(&id, adapter.clone()).expect("builds");
+        let entities = Entities::<Counter>::new(store, EntityOptions::default()).expect(name);
+        let timers = Timers::new(entities.clone());
+        timers
+            .schedule("alarm", "ring", at(1_000), &count(1))
+            .await
+            .expect("scheduled");
+        assert_eq!(
+            timers.fire_due(at(1_000)).await.expect("fired"),
+            1,
+            "{name}"
+        );
+        assert_eq!(stored(entities.store(), "alarm").await.len(), 1, "{name}");
+        // Where timers have always been: existing stores' timers are found where they are.
+        let timer_store = timer_store_id(&id);
+        assert_eq!(timer_store, format!("{id}.timers"));
+        assert_eq!(timer_store.len(), 128);
+        let timer_events = adapter
+            .get_events(&timer_store, "alarm", &GetEventsOptions::default())
+            .await
+            .expect("read");
+        let types: Vec<_> = timer_events
+            .iter()
+            .map(|e| e.event.event_type.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            ["TIMER_SCHEDULED", "TIMER_ATTEMPTED", "TIMER_DELIVERED"],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_application_store_cannot_take_the_name_of_a_timer_store() {
+    assert_eq!(RESERVED_EVENT_STORE_ID_SUFFIX, ".timers");
+    let adapter: Arc<dyn StorageAdapter> = Arc::new(InMemoryAdapter::new());
+    for id in ["COUNTERS.timers", "X.timers", ".timers", "a.timers.timers"] {
+        let error =
+            counters_named(id, adapter.clone()).expect_err("the suffix .timers is reserved");
+        assert_eq!(refused_store_id(&error), Some(id), "{error}");
+        assert!(error.to_string().contains("reserved"), "{error}");
+    }
+    // Only the exact suffix is reserved.
+    for id in [
+        "timers",
+        "COUNTERS.timers2",
+        "COUNTERS-timers",
+        "COUNTERS.timer",
+        "a.timersx",
+    ] {
+        counters_named(id, adapter.clone()).expect("an ordinary id builds");
+    }
+    // So the timers of COUNTERS are the only events of `COUNTERS.timers`.
+    let entities = counters(adapter.clone(), EntityOptions::default());
+    let timers = Timers::new(entities.clone());
+    timers
+        .schedule("alarm", "ring", at(1_000), &count(1))
+        .await
+        .expect("scheduled");
+    assert_eq!(timers.pending().await.expect("listed").len(), 1);
+    assert_eq!(timers.fire_due(at(1_000)).await.expect("fired"), 1);
 }

@@ -108,7 +108,8 @@ async fn contending_process() {
         conflict_retries: u32::MAX,
         ..EntityOptions::default()
     };
-    let entities = Entities::<Counter>::new(counters(Arc::new(adapter)), options);
+    let entities =
+        Entities::<Counter>::new(counters(Arc::new(adapter)), options).expect("entities");
     let wait = start - annals::Timestamp::now().unix_millis();
     tokio::time::sleep(std::time::Duration::from_millis(wait.max(0) as u64)).await;
     let mut tasks = Vec::new();
@@ -241,7 +242,8 @@ async fn a_timer_scheduled_by_one_process_is_delivered_once_by_another() {
     use annals::entity::Timers;
     let url = fixture::url();
     let (first, guard) = fixture::adapter(&url).await;
-    let first = Entities::<Counter>::new(counters(Arc::new(first)), EntityOptions::default());
+    let first = Entities::<Counter>::new(counters(Arc::new(first)), EntityOptions::default())
+        .expect("entities");
     Timers::new(first)
         .schedule(
             "counter-0",
@@ -260,7 +262,9 @@ async fn a_timer_scheduled_by_one_process_is_delivered_once_by_another() {
         let store = counters(Arc::new(adapter));
         (
             store.clone(),
-            Timers::new(Entities::<Counter>::new(store, EntityOptions::default())),
+            Timers::new(
+                Entities::<Counter>::new(store, EntityOptions::default()).expect("entities"),
+            ),
         )
     };
     let (store, second) = connect().await;

@@ -1,10 +1,13 @@
 //! `annals export`: the global log as JSON lines, and the line shape `import` reads back.
 //!
 //! One event per line, in Castore's event-detail shape (`aggregateId`, `version`, `timestamp`,
-//! `type`, `payload`, `metadata`) plus `eventStoreId` and `position`. Payload and metadata are
-//! stored as MessagePack and rendered as JSON; like Castore, an event without a payload or
-//! metadata (MessagePack nil) has no such key. `schemaVersion` appears only on events whose
-//! schema version is not 1, so that upcasters still apply after an import.
+//! `type`, `payload`, `metadata`) plus `eventStoreId` and `position`, in that order. Payload
+//! and metadata are stored as MessagePack and rendered as JSON in their stored order (see
+//! [`json`](crate::json)). An event stored without a payload or metadata (no bytes: imported
+//! from a line without the key) has no such key, like Castore's; a `null` one (MessagePack
+//! nil, also what a typed store writes for `()`) is written `null`. `schemaVersion` appears
+//! only on events whose schema version is not 1, so that upcasters still apply after an
+//! import.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -13,9 +16,10 @@ use std::path::PathBuf;
 use annals::codec;
 use annals::storage::{EncodedEvent, LoggedEvent, Position};
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::CliError;
+use crate::json::Json;
 use crate::open::Target;
 use crate::output::Out;
 use crate::progress;
@@ -36,8 +40,8 @@ pub struct ExportArgs {
     output: Option<PathBuf>,
 }
 
-/// One event as a JSON line: see the [module docs](self).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One event as a JSON line: see the [module docs](self). Fields serialize in this order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventLine {
     pub aggregate_id: String,
@@ -45,16 +49,31 @@ pub struct EventLine {
     pub timestamp: String,
     #[serde(rename = "type")]
     pub event_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `None`: stored without a payload (no key); `Some(Json::Null)`: a `null` payload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Json>,
+    /// Like `payload`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub event_store_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+}
+
+/// The stored form of a payload or metadata: no bytes when absent, MessagePack otherwise.
+pub fn encode_part(value: Option<&Json>) -> Result<Vec<u8>, codec::CodecError> {
+    value.map_or(Ok(Vec::new()), codec::encode)
+}
+
+/// A stored payload or metadata as JSON: `None` when absent (no bytes).
+pub fn decode_part(bytes: &[u8]) -> Result<Option<Json>, codec::CodecError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    codec::decode(bytes).map(Some)
 }
 
 impl EventLine {
@@ -71,19 +90,14 @@ impl EventLine {
         position: Position,
         store: &str,
     ) -> Result<Self, CliError> {
-        let decode = |bytes: &[u8], part: &str| -> Result<Option<serde_json::Value>, CliError> {
-            if bytes.is_empty() {
-                return Ok(None);
-            }
-            match codec::to_json(bytes) {
-                Ok(serde_json::Value::Null) => Ok(None),
-                Ok(value) => Ok(Some(value)),
-                Err(e) => Err(CliError::failed(format!(
+        let decode = |bytes: &[u8], part: &str| -> Result<Option<Json>, CliError> {
+            decode_part(bytes).map_err(|e| {
+                CliError::failed(format!(
                     "the {part} of the event at position {position} (store {store:?}, aggregate \
-                     {:?}, version {}) is not MessagePack: {e}",
+                     {:?}, version {}) is not MessagePack of a JSON value: {e}",
                     event.aggregate_id, event.version
-                ))),
-            }
+                ))
+            })
         };
         Ok(EventLine {
             aggregate_id: event.aggregate_id.clone(),

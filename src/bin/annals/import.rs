@@ -2,9 +2,15 @@
 //! file of Castore event details) into a store.
 //!
 //! Two passes over the file. The first checks every line without touching the store: valid
-//! JSON with every field of Castore's event detail, a parseable timestamp, ids and types
-//! within the store's limits, payloads that encode, and versions of each aggregate that
-//! follow one another within the file. Nothing is written if any line fails.
+//! JSON (read by [`json`](crate::json), which keeps member order, `null`s and 64-bit integers,
+//! and refuses duplicate keys) with every field of Castore's event detail and no key an event
+//! line does not have (see [`KEYS`]; an unknown key is refused rather than dropped), a
+//! parseable timestamp, ids and types within the store's limits, payloads that encode, and
+//! versions of each aggregate that follow one another within the file. Nothing is written if
+//! any line fails.
+//!
+//! A line without `payload` (or `metadata`) is stored with no bytes for it, and one with
+//! `"payload": null` with MessagePack nil, so that an export writes each line back as it was.
 //!
 //! The second pushes the events in batches of at most `--batch` events (and within the
 //! store's commit limits), each one atomic group: it is wholly written or not at all. Before a
@@ -20,12 +26,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use annals::Timestamp;
-use annals::codec;
 use annals::storage::{AppendEvent, EncodedEvent, GetEventsOptions, Limits, StorageAdapter};
 use clap::Args;
 
 use crate::error::{CliError, EXIT_INVALID_INPUT};
-use crate::export::EventLine;
+use crate::export::{decode_part, encode_part};
+use crate::json::{self, Json};
 use crate::open::Target;
 use crate::output::Out;
 use crate::progress;
@@ -173,13 +179,20 @@ fn parse_line(
     text: &str,
 ) -> Result<Pending, CliError> {
     let file = &args.file;
-    let parsed: EventLine = serde_json::from_str(text).map_err(|e| {
-        let what = if e.is_data() {
-            "not a Castore event detail"
-        } else {
-            "invalid JSON"
+    let value = json::parse(text).map_err(|e| invalid(file, line, format!("invalid JSON: {e}")))?;
+    let parsed = LineFields::of(value).map_err(|e| {
+        let hint = match &e {
+            FieldError::UnknownKey(_) => Some(format!(
+                "an event line holds only {}; an import refuses what it would have to drop",
+                KEYS.join(", ")
+            )),
+            FieldError::Other(_) => None,
         };
-        invalid(file, line, format!("{what}: {e}"))
+        let error = invalid(file, line, format!("not a Castore event detail: {e}"));
+        match hint {
+            Some(hint) => error.hint(hint),
+            None => error,
+        }
     })?;
     let event_store_id = parsed
         .event_store_id
@@ -205,8 +218,10 @@ fn parse_line(
         .and_then(|()| limits.check_aggregate_id(&parsed.aggregate_id))
         .and_then(|()| limits.check_event_type(&parsed.event_type))
         .map_err(|e| invalid(file, line, e.to_string()))?;
-    let encode = |value: &Option<serde_json::Value>, part: &str| {
-        codec::from_json(value.as_ref().unwrap_or(&serde_json::Value::Null))
+    // An absent payload or metadata is stored as no bytes, `null` as MessagePack nil, so that
+    // an export gives back the line as it was.
+    let encode = |value: &Option<Json>, part: &str| {
+        encode_part(value.as_ref())
             .map_err(|e| invalid(file, line, format!("the {part} does not encode: {e}")))
     };
     let event = EncodedEvent {
@@ -370,10 +385,11 @@ async fn check_identical(
 }
 
 /// Which parts of two events at the same version differ. Payloads and metadata compare as
-/// bytes, or as JSON when the bytes differ (MessagePack has several encodings of one value).
+/// bytes, or, when the bytes differ (MessagePack has several encodings of one value), as the
+/// JSON an export writes for them: member order counts, and an absent part differs from `null`.
 fn differences(stored: &EncodedEvent, new: &EncodedEvent) -> Vec<&'static str> {
     let same_value = |a: &[u8], b: &[u8]| {
-        a == b || matches!((json_of(a), json_of(b)), (Some(x), Some(y)) if x == y)
+        a == b || matches!((exported(a), exported(b)), (Some(x), Some(y)) if x == y)
     };
     let mut differs = Vec::new();
     if stored.timestamp != new.timestamp {
@@ -394,11 +410,124 @@ fn differences(stored: &EncodedEvent, new: &EncodedEvent) -> Vec<&'static str> {
     differs
 }
 
-fn json_of(bytes: &[u8]) -> Option<serde_json::Value> {
-    if bytes.is_empty() {
-        return Some(serde_json::Value::Null);
+/// A payload or metadata as an export writes it (`Some(None)` when absent), or `None` when it
+/// has no JSON form.
+fn exported(bytes: &[u8]) -> Option<Option<String>> {
+    decode_part(bytes)
+        .ok()
+        .map(|part| part.map(|json| json.to_text()))
+}
+
+/// The keys of an event line, in the order an export writes them.
+const KEYS: [&str; 9] = [
+    "aggregateId",
+    "version",
+    "timestamp",
+    "type",
+    "payload",
+    "metadata",
+    "eventStoreId",
+    "position",
+    "schemaVersion",
+];
+
+/// The members of one line.
+struct LineFields {
+    aggregate_id: String,
+    version: u64,
+    timestamp: String,
+    event_type: String,
+    /// `None` when the line has no `payload` key; `Some(Json::Null)` for `"payload": null`.
+    payload: Option<Json>,
+    metadata: Option<Json>,
+    event_store_id: Option<String>,
+    schema_version: Option<u32>,
+}
+
+/// Why a JSON line is not an event line.
+#[derive(Debug)]
+enum FieldError {
+    /// A key outside [`KEYS`].
+    UnknownKey(String),
+    /// A missing member or one of the wrong kind.
+    Other(String),
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldError::UnknownKey(key) => write!(f, "unknown key {key:?}"),
+            FieldError::Other(reason) => f.write_str(reason),
+        }
     }
-    codec::to_json(bytes).ok()
+}
+
+impl LineFields {
+    /// Takes the members of a parsed line: every key known (`position` is read and not kept:
+    /// the destination assigns its own), each of the right kind; `null` stands for an absent
+    /// `eventStoreId`, `position` or `schemaVersion`.
+    fn of(value: Json) -> Result<Self, FieldError> {
+        let Json::Object(members) = value else {
+            return Err(FieldError::Other(format!(
+                "a line must be a JSON object, not {}",
+                value.kind()
+            )));
+        };
+        let wrong = |key: &str, what: &str, value: &Json| {
+            FieldError::Other(format!(
+                "invalid type: `{key}` must be {what}, not {}",
+                value.kind()
+            ))
+        };
+        let string = |key: &str, value: Json| match value {
+            Json::String(s) => Ok(s),
+            other => Err(wrong(key, "a string", &other)),
+        };
+        let unsigned = |key: &str, value: Json| match value {
+            Json::Unsigned(n) => Ok(n),
+            other => Err(wrong(key, "a non-negative integer", &other)),
+        };
+        let (mut aggregate_id, mut version, mut timestamp, mut event_type) =
+            (None, None, None, None);
+        let (mut payload, mut metadata, mut event_store_id, mut schema_version) =
+            (None, None, None, None);
+        for (key, value) in members {
+            match key.as_str() {
+                "aggregateId" => aggregate_id = Some(string(&key, value)?),
+                "version" => version = Some(unsigned(&key, value)?),
+                "timestamp" => timestamp = Some(string(&key, value)?),
+                "type" => event_type = Some(string(&key, value)?),
+                "payload" => payload = Some(value),
+                "metadata" => metadata = Some(value),
+                "eventStoreId" if value == Json::Null => {}
+                "eventStoreId" => event_store_id = Some(string(&key, value)?),
+                "position" if value == Json::Null => {}
+                "position" => {
+                    unsigned(&key, value)?;
+                }
+                "schemaVersion" if value == Json::Null => {}
+                "schemaVersion" => {
+                    let n = unsigned(&key, value)?;
+                    let n = u32::try_from(n).map_err(|_| {
+                        FieldError::Other(format!("`schemaVersion` {n} is above {}", u32::MAX))
+                    })?;
+                    schema_version = Some(n);
+                }
+                _ => return Err(FieldError::UnknownKey(key)),
+            }
+        }
+        let missing = |key: &str| FieldError::Other(format!("missing field `{key}`"));
+        Ok(LineFields {
+            aggregate_id: aggregate_id.ok_or_else(|| missing("aggregateId"))?,
+            version: version.ok_or_else(|| missing("version"))?,
+            timestamp: timestamp.ok_or_else(|| missing("timestamp"))?,
+            event_type: event_type.ok_or_else(|| missing("type"))?,
+            payload,
+            metadata,
+            event_store_id,
+            schema_version,
+        })
+    }
 }
 
 fn invalid(file: &Path, line: usize, message: String) -> CliError {

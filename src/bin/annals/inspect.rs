@@ -8,8 +8,12 @@ use serde_json::json;
 
 use crate::error::{CliError, EXIT_NOT_FOUND};
 use crate::export::EventLine;
+use crate::json::Json;
 use crate::open::{Store, Target};
 use crate::output::{Out, human_bytes, human_time, short_json};
+
+/// Aggregate ids per page of `ls` when neither `--limit` nor `--page-token` says otherwise.
+const LS_LIMIT_DEFAULT: usize = 50;
 
 /// Widest payload shown in a table cell.
 const PAYLOAD_CELL_CHARS: usize = 60;
@@ -122,10 +126,12 @@ pub async fn stores(target: &Target, out: &Out) -> Result<(), CliError> {
 pub struct LsArgs {
     /// The event store.
     store: String,
-    /// Aggregate ids per page.
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    limit: usize,
-    /// Continue from a previous page (its `next page` token).
+    /// Aggregate ids per page [default: 50, or, with --page-token, the page size the token
+    /// was made with].
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Continue from a previous page (its `next page` token), with the same filters and page
+    /// size unless given again.
     #[arg(long, value_name = "TOKEN")]
     page_token: Option<String>,
     /// Only aggregates created at or after this instant (ISO 8601).
@@ -141,8 +147,15 @@ pub struct LsArgs {
 
 pub async fn ls(target: &Target, out: &Out, args: LsArgs) -> Result<(), CliError> {
     let store = target.open().await?;
+    // A token carries the page size of the listing it continues (as in Castore, where
+    // `{ pageToken }` alone continues a listing): the default applies only to a first page.
+    let limit = match (&args.page_token, args.limit) {
+        (_, Some(limit)) => Some(limit),
+        (None, None) => Some(LS_LIMIT_DEFAULT),
+        (Some(_), None) => None,
+    };
     let options = ListAggregateIdsOptions {
-        limit: Some(args.limit),
+        limit,
         initial_event_after: args.after,
         initial_event_before: args.before,
         reverse: args.reverse.then_some(true),
@@ -286,10 +299,10 @@ pub async fn get(target: &Target, out: &Out, position: Position) -> Result<(), C
     if out.json {
         return out.json_doc(&line);
     }
-    let pretty = |v: &Option<serde_json::Value>| {
+    let pretty = |v: &Option<Json>| {
         v.as_ref().map_or_else(
             || "-".to_owned(),
-            |v| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
+            |v| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_text()),
         )
     };
     let mut fields = vec![

@@ -21,6 +21,7 @@ mod error;
 mod export;
 mod import;
 mod inspect;
+mod json;
 mod maintenance;
 mod open;
 mod output;

@@ -121,8 +121,8 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// A JSON value on one line, shortened to `max` characters for a table cell.
-pub fn short_json(value: &serde_json::Value, max: usize) -> String {
-    let text = value.to_string();
+pub fn short_json(value: &impl serde::Serialize, max: usize) -> String {
+    let text = serde_json::to_string(value).unwrap_or_else(|e| format!("<{e}>"));
     if text.chars().count() <= max {
         return text;
     }
