@@ -1,0 +1,157 @@
+//! A process killed at any moment of a store's very first open leaves files that open.
+//!
+//! The child creates fresh stores one after the other, as fast as it can, each with every file
+//! annals creates beside the log: the state file, the snapshot file (by a first snapshot) and
+//! a SQL view's file. The parent kills it after a varied delay, so the kill lands inside some
+//! creation at a random step, and then opens every store the child began: each must open,
+//! read and write — a file half-made by the killed creation would fail as damaged.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use annals::state::StateStore;
+use annals::storage::{LogAdapter, SnapshotRecord, StorageAdapter};
+
+const DIR_VAR: &str = "ANNALS_FIRST_OPEN_DIR";
+const CHILD_TEST: &str = "first_open::first_open_child_creates_stores_until_killed";
+const RUNS: u64 = 12;
+/// The child stops by itself after this many stores, should it never be killed.
+const STORES_MAX: u64 = 2_000;
+const SIGKILL: i32 = 9;
+
+fn store_dir(root: &Path, k: u64) -> PathBuf {
+    root.join(format!("store-{k:05}"))
+}
+
+#[cfg(feature = "sql")]
+fn open_view(dir: &Path) -> Result<annals::view::SqlView, annals::view::ViewError> {
+    annals::view::SqlView::builder("names", 1)
+        .schema("CREATE TABLE names (id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+        .on_logged(
+            annals::subscription::Filter::all(),
+            |_: &rusqlite::Connection, _: &annals::storage::LoggedEvent| {
+                Ok::<_, std::convert::Infallible>(())
+            },
+        )
+        .open(dir.join("views"))
+}
+
+/// Everything a first open creates: the log's files, the state file, the snapshot file, a SQL
+/// view's file.
+fn create_store(dir: &Path) {
+    let log = LogAdapter::builder(dir)
+        .open()
+        .expect("the child opens the log");
+    let state = StateStore::open(dir.join("state.redb")).expect("the child opens the state");
+    let record = SnapshotRecord::new(1, 1, 1, 0, b"state".to_vec());
+    log.snapshots()
+        .expect("snapshots")
+        .put("POKEMONS", "pikachu", &record)
+        .expect("the child writes a snapshot");
+    #[cfg(feature = "sql")]
+    open_view(dir).expect("the child opens the view");
+    drop(state);
+    log.close();
+}
+
+/// Opens, reads and writes every file of the store in `dir`; panics naming what failed.
+fn check_store(dir: &Path) {
+    let name = dir.display();
+    let snapshots = dir.join("snapshots.redb");
+    if snapshots.exists() {
+        // The log adapter would replace a damaged snapshot file silently (it is derived
+        // data): look at it directly.
+        let db = redb::Database::open(&snapshots)
+            .unwrap_or_else(|e| panic!("{name}: the snapshot file is damaged: {e}"));
+        drop(db);
+    }
+    let log = LogAdapter::builder(dir)
+        .open()
+        .unwrap_or_else(|e| panic!("{name}: the log does not open: {e}"));
+    let record = SnapshotRecord::new(2, 1, 2, 0, b"later".to_vec());
+    let store = log.snapshots().expect("snapshots");
+    store
+        .put("POKEMONS", "pikachu", &record)
+        .unwrap_or_else(|e| panic!("{name}: writing a snapshot failed: {e}"));
+    assert_eq!(
+        store.latest("POKEMONS", "pikachu", u64::MAX).expect("read"),
+        Some(record)
+    );
+    log.close();
+    let state = StateStore::open(dir.join("state.redb"))
+        .unwrap_or_else(|e| panic!("{name}: the state does not open: {e}"));
+    state.checkpoint("c").expect("read a checkpoint");
+    state.set_checkpoint("c", 7).expect("write a checkpoint");
+    drop(state);
+    #[cfg(feature = "sql")]
+    {
+        let view = open_view(dir).unwrap_or_else(|e| panic!("{name}: the view does not open: {e}"));
+        view.checkpoint().expect("the view's checkpoint");
+    }
+    for leftover in ["state.redb.creating", "snapshots.redb.creating"] {
+        assert!(
+            !dir.join(leftover).exists(),
+            "{name}: {leftover} is left behind"
+        );
+    }
+}
+
+#[test]
+fn a_kill_at_any_moment_of_a_first_open_leaves_files_that_open() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut rng = super::sigkill_rng();
+    let exe = std::env::current_exe().expect("the test binary");
+    let (mut stores, mut killed, mut half_made) = (0, 0, 0);
+    for run in 0..RUNS {
+        let dir = root.path().join(format!("run-{run}"));
+        std::fs::create_dir_all(&dir).expect("run directory");
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                CHILD_TEST,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(DIR_VAR, &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the child");
+        // From the first instants of the process (before its first store) to well into its
+        // loop of creations.
+        std::thread::sleep(Duration::from_millis(rng.below(40 + run * 40)));
+        let _ = child.kill();
+        let status = child.wait().expect("reap the child");
+        killed += u64::from(status.signal() == Some(SIGKILL));
+        let mut k = 0;
+        while store_dir(&dir, k).exists() {
+            let store = store_dir(&dir, k);
+            half_made += u64::from(!store.join("state.redb").exists());
+            check_store(&store);
+            stores += 1;
+            k += 1;
+        }
+    }
+    println!(
+        "first open: {RUNS} children, {killed} killed, {stores} stores checked, {half_made} \
+         killed before their state file existed"
+    );
+}
+
+/// The child: creates stores `store-00000`, `store-00001`, ... until killed. Ignored, so it
+/// only runs when the parent asks.
+#[test]
+#[ignore = "run by a_kill_at_any_moment_of_a_first_open_leaves_files_that_open as a child"]
+fn first_open_child_creates_stores_until_killed() {
+    let Some(root) = std::env::var_os(DIR_VAR) else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    for k in 0..STORES_MAX {
+        create_store(&store_dir(&root, k));
+    }
+}
