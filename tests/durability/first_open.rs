@@ -6,17 +6,19 @@
 //! creation at a random step, and then opens every store the child began: each must open,
 //! read and write — a file half-made by the killed creation would fail as damaged.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use annals::state::StateStore;
 use annals::storage::{LogAdapter, SnapshotRecord, StorageAdapter};
 
 const DIR_VAR: &str = "ANNALS_FIRST_OPEN_DIR";
 const CHILD_TEST: &str = "first_open::first_open_child_creates_stores_until_killed";
-const RUNS: u64 = 12;
+const RUNS: u64 = 18;
 /// The child stops by itself after this many stores, should it never be killed.
 const STORES_MAX: u64 = 2_000;
 const SIGKILL: i32 = 9;
@@ -103,7 +105,9 @@ fn a_kill_at_any_moment_of_a_first_open_leaves_files_that_open() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut rng = super::sigkill_rng();
     let exe = std::env::current_exe().expect("the test binary");
-    let (mut stores, mut killed, mut half_made) = (0, 0, 0);
+    let (mut stores, mut killed, mut no_state, mut leftovers) = (0, 0, 0, 0);
+    // How long one store's creation takes, as last measured: kills are spread over it.
+    let mut creation = Duration::from_millis(100);
     for run in 0..RUNS {
         let dir = root.path().join(format!("run-{run}"));
         std::fs::create_dir_all(&dir).expect("run directory");
@@ -117,28 +121,64 @@ fn a_kill_at_any_moment_of_a_first_open_leaves_files_that_open() {
             ])
             .env(DIR_VAR, &dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn the child");
-        // From the first instants of the process (before its first store) to well into its
-        // loop of creations.
-        std::thread::sleep(Duration::from_millis(rng.below(40 + run * 40)));
+        let stdout = child.stdout.take().expect("stdout");
+        let (begun, begins) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // The harness may print the test's name on the same line, before it.
+                let Some(k): Option<u64> =
+                    line.rsplit_once("begin ").and_then(|(_, k)| k.parse().ok())
+                else {
+                    continue;
+                };
+                if begun.send((k, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        });
+        // The kill lands at a random moment of the creation of store 0, 1 or 2.
+        let target: u64 = run % 3;
+        let mut previous = None;
+        let mut started = None;
+        while started.is_none() {
+            let Ok((k, at)) = begins.recv_timeout(Duration::from_secs(120)) else {
+                break;
+            };
+            if k == target {
+                started = Some(at);
+                if let Some(before) = previous {
+                    creation = at - before;
+                }
+            }
+            previous = Some(at);
+        }
+        let spread = u64::try_from(creation.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        std::thread::sleep(Duration::from_micros(rng.below(spread + spread / 4)));
         let _ = child.kill();
         let status = child.wait().expect("reap the child");
         killed += u64::from(status.signal() == Some(SIGKILL));
         let mut k = 0;
         while store_dir(&dir, k).exists() {
             let store = store_dir(&dir, k);
-            half_made += u64::from(!store.join("state.redb").exists());
+            no_state += u64::from(!store.join("state.redb").exists());
+            for leftover in ["state.redb.creating", "snapshots.redb.creating"] {
+                leftovers += u64::from(store.join(leftover).exists());
+            }
             check_store(&store);
             stores += 1;
             k += 1;
         }
     }
     println!(
-        "first open: {RUNS} children, {killed} killed, {stores} stores checked, {half_made} \
-         killed before their state file existed"
+        "first open: {RUNS} children, {killed} killed, {stores} stores checked, {no_state} \
+         killed before their state file was in place, {leftovers} temporary files left by a \
+         killed creation; one creation took {creation:?}"
     );
 }
 
@@ -152,6 +192,7 @@ fn first_open_child_creates_stores_until_killed() {
     };
     let root = PathBuf::from(root);
     for k in 0..STORES_MAX {
+        println!("begin {k}");
         create_store(&store_dir(&root, k));
     }
 }
