@@ -196,3 +196,45 @@ fn first_open_child_creates_stores_until_killed() {
         create_store(&store_dir(&root, k));
     }
 }
+
+#[test]
+fn a_damaged_state_file_is_corruption_and_is_left_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.redb");
+    {
+        let state = StateStore::open(&path).expect("create");
+        state.set_checkpoint("c", 42).expect("checkpoint");
+    }
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes.truncate(bytes.len() / 3);
+    bytes[..64].fill(0xEE);
+    std::fs::write(&path, &bytes).expect("damage");
+    match StateStore::open(&path) {
+        Err(annals::StorageError::Corruption { file, .. }) => assert_eq!(file, path),
+        Err(e) => panic!("a damaged state file gave another error: {e}"),
+        Ok(_) => panic!("a damaged state file opened"),
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "the damaged file is never replaced"
+    );
+}
+
+#[test]
+fn a_leftover_of_a_killed_state_creation_is_replaced_or_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.redb");
+    let leftover = dir.path().join("state.redb.creating");
+    // What a creation killed half-way leaves: a temporary file that is not a database.
+    std::fs::write(&leftover, [0xEE; 3000]).expect("leftover");
+    let state = StateStore::open(&path).expect("the state file is created afresh");
+    state.set_checkpoint("c", 42).expect("checkpoint");
+    drop(state);
+    assert!(!leftover.exists(), "the leftover became the state file");
+    // Beside a state file that exists, a leftover is removed and the file kept.
+    std::fs::write(&leftover, [0xEE; 3000]).expect("leftover");
+    let state = StateStore::open(&path).expect("open");
+    assert_eq!(state.checkpoint("c").expect("read"), Some(42));
+    assert!(!leftover.exists(), "the leftover is removed");
+}
