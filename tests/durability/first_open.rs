@@ -18,10 +18,12 @@ use annals::storage::{LogAdapter, SnapshotRecord, StorageAdapter};
 
 const DIR_VAR: &str = "ANNALS_FIRST_OPEN_DIR";
 const CHILD_TEST: &str = "first_open::first_open_child_creates_stores_until_killed";
-const RUNS: u64 = 18;
+const RUNS: u64 = 24;
 /// The child stops by itself after this many stores, should it never be killed.
 const STORES_MAX: u64 = 2_000;
 const SIGKILL: i32 = 9;
+/// The steps of a store's creation, as the child announces them; the last marks its end.
+const PHASES: [&str; 5] = ["log", "state", "snapshot", "view", "done"];
 
 fn store_dir(root: &Path, k: u64) -> PathBuf {
     root.join(format!("store-{k:05}"))
@@ -41,19 +43,25 @@ fn open_view(dir: &Path) -> Result<annals::view::SqlView, annals::view::ViewErro
 }
 
 /// Everything a first open creates: the log's files, the state file, the snapshot file, a SQL
-/// view's file.
-fn create_store(dir: &Path) {
+/// view's file. Each step is announced on stdout (`<phase> <k>`), so the parent can aim its
+/// kill at the creation of one file.
+fn create_store(dir: &Path, k: u64) {
+    println!("{} {k}", PHASES[0]);
     let log = LogAdapter::builder(dir)
         .open()
         .expect("the child opens the log");
+    println!("{} {k}", PHASES[1]);
     let state = StateStore::open(dir.join("state.redb")).expect("the child opens the state");
+    println!("{} {k}", PHASES[2]);
     let record = SnapshotRecord::new(1, 1, 1, 0, b"state".to_vec());
     log.snapshots()
         .expect("snapshots")
         .put("POKEMONS", "pikachu", &record)
         .expect("the child writes a snapshot");
+    println!("{} {k}", PHASES[3]);
     #[cfg(feature = "sql")]
     open_view(dir).expect("the child opens the view");
+    println!("{} {k}", PHASES[4]);
     drop(state);
     log.close();
 }
@@ -106,8 +114,8 @@ fn a_kill_at_any_moment_of_a_first_open_leaves_files_that_open() {
     let mut rng = super::sigkill_rng();
     let exe = std::env::current_exe().expect("the test binary");
     let (mut stores, mut killed, mut no_state, mut leftovers) = (0, 0, 0, 0);
-    // How long one store's creation takes, as last measured: kills are spread over it.
-    let mut creation = Duration::from_millis(100);
+    // How long each step of a creation takes, as last measured: kills are spread over it.
+    let mut durations = [Duration::from_millis(50); PHASES.len() - 1];
     for run in 0..RUNS {
         let dir = root.path().join(format!("run-{run}"));
         std::fs::create_dir_all(&dir).expect("run directory");
@@ -126,37 +134,38 @@ fn a_kill_at_any_moment_of_a_first_open_leaves_files_that_open() {
             .spawn()
             .expect("spawn the child");
         let stdout = child.stdout.take().expect("stdout");
-        let (begun, begins) = mpsc::channel();
+        let (said, says) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 // The harness may print the test's name on the same line, before it.
-                let Some(k): Option<u64> =
-                    line.rsplit_once("begin ").and_then(|(_, k)| k.parse().ok())
-                else {
-                    continue;
-                };
-                if begun.send((k, Instant::now())).is_err() {
+                let marker = PHASES.iter().enumerate().find_map(|(phase, name)| {
+                    let (_, k) = line.rsplit_once(&format!("{name} "))?;
+                    Some((phase, k.trim().parse::<u64>().ok()?))
+                });
+                if let Some((phase, k)) = marker
+                    && said.send((phase, k, Instant::now())).is_err()
+                {
                     return;
                 }
             }
         });
-        // The kill lands at a random moment of the creation of store 0, 1 or 2.
-        let target: u64 = run % 3;
-        let mut previous = None;
-        let mut started = None;
-        while started.is_none() {
-            let Ok((k, at)) = begins.recv_timeout(Duration::from_secs(120)) else {
-                break;
-            };
-            if k == target {
-                started = Some(at);
-                if let Some(before) = previous {
-                    creation = at - before;
-                }
+        // The kill lands at a random moment of one step (each file's creation in turn) of
+        // store 0, 1 or 2.
+        let (target, phase) = (run / 4 % 3, (run % 4) as usize);
+        let mut last: Option<(usize, Instant)> = None;
+        while let Ok((p, k, at)) = says.recv_timeout(Duration::from_secs(120)) {
+            if let Some((before, then)) = last
+                && p == (before + 1) % PHASES.len()
+                && before < durations.len()
+            {
+                durations[before] = at - then;
             }
-            previous = Some(at);
+            last = Some((p, at));
+            if (p, k) == (phase, target) {
+                break;
+            }
         }
-        let spread = u64::try_from(creation.as_micros())
+        let spread = u64::try_from(durations[phase].as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
         std::thread::sleep(Duration::from_micros(rng.below(spread + spread / 4)));
@@ -178,7 +187,7 @@ fn a_kill_at_any_moment_of_a_first_open_leaves_files_that_open() {
     println!(
         "first open: {RUNS} children, {killed} killed, {stores} stores checked, {no_state} \
          killed before their state file was in place, {leftovers} temporary files left by a \
-         killed creation; one creation took {creation:?}"
+         killed creation; the steps took {durations:?}"
     );
 }
 
@@ -192,8 +201,7 @@ fn first_open_child_creates_stores_until_killed() {
     };
     let root = PathBuf::from(root);
     for k in 0..STORES_MAX {
-        println!("begin {k}");
-        create_store(&store_dir(&root, k));
+        create_store(&store_dir(&root, k), k);
     }
 }
 
