@@ -7,6 +7,12 @@
 //! one redb transaction: done exactly once, or not at all, across crashes. Every commit is
 //! durable (redb's default: fsync before returning).
 //!
+//! The file is created atomically ([`create_atomically`]): complete, with its tables, under a
+//! temporary name, then renamed into place. A process killed while it creates the file leaves
+//! no state file (the next open creates it afresh) and never a half-made one, so a state file
+//! that does not open is damage, reported as [`StorageError::Corruption`] and never replaced:
+//! it holds checkpoints and dead letters that nothing else can restore.
+//!
 //! redb may panic on a damaged file; those panics are contained here and reported as
 //! [`StorageError::Corruption`], never propagated to the caller.
 
@@ -15,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{ReadableTable, TableDefinition};
 
+use crate::engine::io::{Creation, FileSystem, OsFileSystem, RedbBackend, create_atomically};
 use crate::storage::{Position, StorageError};
 
 /// Checkpoints of durable consumers: consumer name → the next position to deliver.
@@ -66,7 +73,19 @@ impl StateStore {
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
         let path = path.as_ref().to_owned();
-        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| redb::Database::create(&path)));
+        let fs = OsFileSystem;
+        let io_error = |operation, file: &Path, source| StorageError::Io {
+            operation,
+            path: file.to_owned(),
+            source,
+        };
+        match create_atomically(&fs, &path, |temp| initialise(&fs, temp), io_error)? {
+            Creation::Existing | Creation::Created => {}
+            // Another handle is creating it, and will hold it open.
+            Creation::Busy => return Err(StorageError::Locked { path }),
+        }
+        // redb locks the file it opens: a second open anywhere is `DatabaseAlreadyOpen`.
+        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| redb::Database::open(&path)));
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
@@ -210,6 +229,27 @@ impl StateStore {
             Err(_) => Err(damaged(&self.path, "redb failed on it")),
         }
     }
+}
+
+/// Builds a complete, empty state database at `temp`: redb's header and the tables every
+/// open expects, committed and synced. Through the I/O seam, so that redb does not take its
+/// own lock on the file being created (the creation's lock is already held on it).
+fn initialise(fs: &OsFileSystem, temp: &Path) -> Result<(), StorageError> {
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let file = fs.open(temp, true).map_err(|source| StorageError::Io {
+            operation: "create",
+            path: temp.to_owned(),
+            source,
+        })?;
+        let db = redb::Database::builder()
+            .create_with_backend(RedbBackend(file))
+            .map_err(|e| error(temp, "create", e))?;
+        let txn = db.begin_write().map_err(|e| error(temp, "create", e))?;
+        txn.open_table(CONSUMERS)
+            .map_err(|e| error(temp, "create", e))?;
+        txn.commit().map_err(|e| error(temp, "create", e))
+    }));
+    built.unwrap_or_else(|_| Err(damaged(temp, "redb failed while creating it")))
 }
 
 fn damaged(path: &Path, reason: &str) -> StorageError {

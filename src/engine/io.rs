@@ -1,11 +1,16 @@
 //! The file-I/O seam: every byte the engine writes, reads or syncs goes through [`FileSystem`]
 //! and [`StoreFile`], so tests can substitute a simulated disk that loses unsynced data, tears
 //! writes and fails operations on demand.
+//!
+//! [`create_atomically`] is how annals creates a database file (the runtime's state, the
+//! snapshots): built complete under a temporary name, then renamed into place, so that a crash
+//! at any moment leaves either no file or a complete one — never a half-made file that later
+//! opens would have to tell apart from a damaged one.
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,11 +26,21 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Deletes the file at `path`.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames the file `from` to `to` atomically, replacing any file at `to`. Durable once
+    /// the directory is synced.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes `dir`'s entries (created, renamed, removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Takes an exclusive advisory lock on `path`, held until the returned guard drops;
-    /// `Ok(None)` when someone else holds it.
+    /// Takes the exclusive advisory lock of the store whose lock file is `path` (a `LOCK` in
+    /// the store directory), held until the returned guard drops; `Ok(None)` when another
+    /// handle, in this process or another, holds it. The lock must hold even if someone
+    /// deletes the lock file meanwhile: the real file system locks the directory too.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Debug + Send + Sync>>>;
+    /// Takes an exclusive advisory lock on the file at `path` itself, creating the file
+    /// (empty) if missing, held until the returned guard drops; `Ok(None)` when another
+    /// handle holds it. Once taken, the locked file is the one at `path` (not one that was
+    /// deleted or renamed away meanwhile).
+    fn try_lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Debug + Send + Sync>>>;
 }
 
 /// One open file.
@@ -97,29 +112,86 @@ impl FileSystem for OsFileSystem {
         File::open(dir)?.sync_all()
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Debug + Send + Sync>>> {
+        // The directory itself is the lock: unlike the LOCK file, it cannot be deleted while
+        // the store is in it. flock(2) locks belong to the open file description, and every
+        // call opens its own, so a second open in the same process is refused just like
+        // another process.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let dir_file = File::open(dir)?;
+        match dir_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        // The LOCK file is locked as well, for older versions of annals, which lock only it.
+        let Some(file) = lock_file(path)? else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(LockGuard {
+            _files: vec![dir_file, file],
+            _path: path.to_owned(),
+        })))
+    }
+
+    fn try_lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Debug + Send + Sync>>> {
+        Ok(
+            lock_file(path)?.map(|file| -> Box<dyn Debug + Send + Sync> {
+                Box::new(LockGuard {
+                    _files: vec![file],
+                    _path: path.to_owned(),
+                })
+            }),
+        )
+    }
+}
+
+/// Locks the file at `path` (created if missing): `None` if another handle holds it. After
+/// taking the lock, checks that the locked file is still the one at the path: one deleted or
+/// renamed away in between (by a holder finishing with it) locks nothing anyone else sees, so
+/// the lock is taken again on the file now there.
+fn lock_file(path: &Path) -> io::Result<Option<File>> {
+    // Each retry means another handle replaced the file in the instant between open and
+    // lock; a few suffice unless something replaces it in a loop.
+    for _ in 0..100 {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
-        // flock(2) locks belong to the open file description, so a second open in the same
-        // process is refused just like another process.
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(LockGuard {
-                _file: file,
-                _path: path.to_owned(),
-            }))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(e),
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let locked = file.metadata()?;
+        match fs::metadata(path) {
+            Ok(now) if now.dev() == locked.dev() && now.ino() == locked.ino() => {
+                return Ok(Some(file));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
     }
+    Err(io::Error::other(format!(
+        "{} keeps being replaced while it is locked",
+        path.display()
+    )))
 }
 
 #[derive(Debug)]
 struct LockGuard {
-    _file: File,
+    /// Closing them releases the locks.
+    _files: Vec<File>,
     _path: PathBuf,
 }
 
@@ -204,4 +276,106 @@ impl redb::StorageBackend for RedbBackend {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.0.write_all_at(data, offset)
     }
+}
+
+/// What [`create_atomically`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Creation {
+    /// The file was already there: untouched, whatever it holds.
+    Existing,
+    /// The file was missing and is now there, complete and durable.
+    Created,
+    /// Another handle is creating the file right now.
+    Busy,
+}
+
+/// The temporary name a file is built under before [`create_atomically`] renames it into
+/// place: `<name>.creating`, beside it.
+pub fn creating_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".creating");
+    PathBuf::from(name)
+}
+
+/// Creates the file at `path` if it is missing, so that a crash at any moment leaves either no
+/// file at `path` or a complete one. `init` builds the complete file (a database with its
+/// header and tables, say) at the temporary path it is given, through `fs`, and closes it;
+/// then the file is synced, renamed to `path`, and the directory synced.
+///
+/// A file already at `path` is never touched, whatever it holds: it finished its creation, so
+/// damage found in it later is damage, for the caller to report. A file left at the temporary
+/// name by a creation that did not finish never held anything acknowledged: it is replaced,
+/// or removed when `path` exists. Concurrent creators are kept apart by a lock on the
+/// temporary file ([`FileSystem::try_lock_file`]): the loser gets [`Creation::Busy`].
+///
+/// `io_error` names a failed step (`operation`, the file) in the caller's error type; errors
+/// of `init` pass through. After an error the temporary file may remain, to be replaced by
+/// the next creation.
+pub fn create_atomically<E>(
+    fs: &dyn FileSystem,
+    path: &Path,
+    init: impl FnOnce(&Path) -> Result<(), E>,
+    io_error: impl Fn(&'static str, &Path, io::Error) -> E,
+) -> Result<Creation, E> {
+    let temp = creating_path(path);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let exists = |p: &Path| fs.exists(p).map_err(|e| io_error("look for", p, e));
+    if exists(path)? {
+        remove_leftover(fs, &temp, &io_error)?;
+        return Ok(Creation::Existing);
+    }
+    let Some(guard) = fs
+        .try_lock_file(&temp)
+        .map_err(|e| io_error("lock", &temp, e))?
+    else {
+        return Ok(Creation::Busy);
+    };
+    // Another creator may have finished between the first look and the lock.
+    if exists(path)? {
+        fs.remove(&temp).map_err(|e| io_error("remove", &temp, e))?;
+        drop(guard);
+        return Ok(Creation::Existing);
+    }
+    // Empty, or what a killed creation left: nothing in it was ever acknowledged.
+    fs.open(&temp, true)
+        .and_then(|f| f.set_len(0))
+        .map_err(|e| io_error("truncate", &temp, e))?;
+    init(&temp)?;
+    fs.open(&temp, false)
+        .and_then(|f| f.sync_data())
+        .map_err(|e| io_error("sync", &temp, e))?;
+    // Renamed while still locked, so no other creator can be replacing the temporary file.
+    fs.rename(&temp, path)
+        .map_err(|e| io_error("rename into place", &temp, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| io_error("sync directory", dir, e))?;
+    drop(guard);
+    Ok(Creation::Created)
+}
+
+/// Removes the temporary file of a creation that did not finish, unless a creator holds it.
+fn remove_leftover<E>(
+    fs: &dyn FileSystem,
+    temp: &Path,
+    io_error: &impl Fn(&'static str, &Path, io::Error) -> E,
+) -> Result<(), E> {
+    if !fs.exists(temp).map_err(|e| io_error("look for", temp, e))? {
+        return Ok(());
+    }
+    let Some(guard) = fs
+        .try_lock_file(temp)
+        .map_err(|e| io_error("lock", temp, e))?
+    else {
+        return Ok(());
+    };
+    match fs.remove(temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("remove", temp, e)),
+    }
+    drop(guard);
+    Ok(())
 }

@@ -9,8 +9,14 @@
 //!
 //! Faults ([`Fault`]) fail operations on demand: the k-th mutating operation once or from then
 //! on, one fsync, or `ENOSPC` (on every file, or on one file only). Only mutating operations
-//! (create, write, set_len, sync, remove) are counted, so "crash after the k-th operation"
-//! enumerates every distinct durable state.
+//! (create, write, set_len, sync, remove, rename) are counted, so "crash after the k-th
+//! operation" enumerates every distinct durable state.
+//!
+//! A rename is durable once its directory is synced: before that, a crash image holds the file
+//! under its old name (if that name was durable). Open handles reach a file by its name, so a
+//! handle opened before a rename no longer reaches the file (annals reopens renamed files).
+//! Locks are held by name, like the real file system's directory lock: deleting a lock file
+//! does not release its lock.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Debug};
@@ -103,6 +109,9 @@ struct State {
     files: HashMap<PathBuf, FileData>,
     /// Names that survive a crash (created and made durable by `sync_dir`).
     durable_names: HashSet<PathBuf>,
+    /// Files renamed since their directory was last synced: new name → the name the file had
+    /// when it was last durable.
+    renamed: HashMap<PathBuf, PathBuf>,
     dirs: HashSet<PathBuf>,
     locks: HashSet<PathBuf>,
     ops: u64,
@@ -168,10 +177,17 @@ impl SimFs {
     pub fn crash_image(&self, damage: Damage) -> SimFs {
         let s = self.lock();
         let mut files = HashMap::new();
+        // A durable name that an unsynced rename moved away still names the moved file.
+        let moved_from: HashSet<&PathBuf> = s.renamed.values().collect();
         for (path, data) in &s.files {
-            if !s.durable_names.contains(path) {
-                continue;
-            }
+            let path = if s.durable_names.contains(path) && !moved_from.contains(path) {
+                path
+            } else {
+                match s.renamed.get(path) {
+                    Some(old) if s.durable_names.contains(old) => old,
+                    _ => continue,
+                }
+            };
             let mut bytes = Arc::clone(&data.durable);
             let (keep_all, mut seed) = match damage {
                 Damage::DropUnsynced => (false, 0),
@@ -361,10 +377,26 @@ impl FileSystem for SimFs {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.op("remove", false)?;
+        s.renamed.remove(path);
         s.files
             .remove(path)
             .map(drop)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if !s.files.contains_key(from) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        s.op("rename", false)?;
+        let data = s.files.remove(from).expect("checked above");
+        // A file replaced at `to` is gone from the crash image too: annals never renames
+        // over a file, so the model need not keep it.
+        s.files.insert(to.to_owned(), data);
+        let origin = s.renamed.remove(from).unwrap_or_else(|| from.to_owned());
+        s.renamed.insert(to.to_owned(), origin);
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -378,6 +410,7 @@ impl FileSystem for SimFs {
             .collect();
         s.durable_names.retain(|p| p.parent() != Some(dir));
         s.durable_names.extend(present);
+        s.renamed.retain(|p, _| p.parent() != Some(dir));
         Ok(())
     }
 
@@ -390,6 +423,12 @@ impl FileSystem for SimFs {
             fs: self.clone(),
             path: path.to_owned(),
         })))
+    }
+
+    fn try_lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Debug + Send + Sync>>> {
+        // Locks are by name here, so the locked file is always the one at the path. The
+        // real file system creates the file; its creators create it (`open`) right after.
+        self.try_lock(path)
     }
 }
 

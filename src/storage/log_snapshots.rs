@@ -9,7 +9,9 @@
 //! damaged files, so every call into it runs under `catch_unwind`.
 //!
 //! The file is opened lazily, on the first snapshot operation, and created only by the first
-//! write: a store that never uses snapshots never has the file. Its I/O goes through the
+//! write: a store that never uses snapshots never has the file. It is created atomically
+//! ([`create_atomically`]: complete under a temporary name, then renamed into place), so a
+//! crash while it is created leaves no file rather than a damaged one. Its I/O goes through the
 //! engine's [`FileSystem`] seam like the index's. The record layout is in `docs/format.md`.
 
 use std::fmt;
@@ -22,7 +24,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{SnapshotRecord, SnapshotStats, SnapshotStorage, StorageError};
 use crate::engine::FileSystem;
-use crate::engine::io::RedbBackend;
+use crate::engine::io::{Creation, RedbBackend, create_atomically};
 
 /// The file name, in the store directory.
 pub(crate) const SNAPSHOTS_FILE: &str = "snapshots.redb";
@@ -42,7 +44,6 @@ const RECORD_HEADER_BYTES: usize = 40;
 /// Snapshots of a log adapter, in `snapshots.redb`.
 pub(crate) struct LogSnapshots {
     fs: Arc<dyn FileSystem>,
-    dir: PathBuf,
     path: PathBuf,
     state: RwLock<State>,
 }
@@ -91,7 +92,6 @@ impl LogSnapshots {
     pub(crate) fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> Self {
         LogSnapshots {
             fs,
-            dir: dir.to_owned(),
             path: dir.join(SNAPSHOTS_FILE),
             state: RwLock::new(State::Unopened),
         }
@@ -254,10 +254,33 @@ impl LogSnapshots {
     }
 
     fn open(&self) -> Result<Db, StorageError> {
+        let io_error = |operation, file: &Path, source| StorageError::Io {
+            operation,
+            path: file.to_owned(),
+            source,
+        };
+        let created = create_atomically(
+            self.fs.as_ref(),
+            &self.path,
+            |temp| self.open_at(temp, true).map(drop),
+            io_error,
+        )?;
+        if created == Creation::Busy {
+            // Only a second handle on the same store could be creating it, and the store's
+            // lock rules that out.
+            return Err(StorageError::Locked {
+                path: self.path.clone(),
+            });
+        }
+        self.open_at(&self.path, false)
+    }
+
+    /// Opens the database at `path` and makes sure it has its tables and format mark.
+    fn open_at(&self, path: &Path, create: bool) -> Result<Db, StorageError> {
         let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let file = self
                 .fs
-                .open(&self.path, true)
+                .open(path, create)
                 .map_err(self.io_error("open snapshot file"))?;
             let db = redb::Database::builder()
                 .set_cache_size(4 << 20)
@@ -267,14 +290,9 @@ impl LogSnapshots {
             self.init(db.get())?;
             Ok(db)
         }));
-        let db = opened.unwrap_or_else(|_| {
+        opened.unwrap_or_else(|_| {
             Err(self.corruption("the snapshot database is damaged (redb refused to open it)"))
-        })?;
-        // The file may have just been created: make its name durable.
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(self.io_error("sync directory of"))?;
-        Ok(db)
+        })
     }
 
     fn init(&self, db: &redb::Database) -> Result<(), StorageError> {

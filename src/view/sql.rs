@@ -141,8 +141,18 @@ impl SqlViewBuilder {
             return Err(id.superseded(active));
         }
         let path = file_path(&dir, &id.name, id.version);
+        // No temporary file and rename here: SQLite's own journal makes the creation atomic.
+        // The schema and the `annals_view` row commit in one transaction, so a process killed
+        // while it creates the file leaves a file without that row (a creation that did not
+        // commit, finished by the next open and skipped by `statuses`), never a damaged one.
+        let new = !path.exists();
         let mut writer = connect(&path, true).map_err(sql(&id))?;
         let meta = initialise(&mut writer, &id, &self.schema)?;
+        if new {
+            // SQLite syncs the directory for its journals only: make the file's name durable.
+            let d = std::fs::File::open(&dir).map_err(io("open directory", &dir))?;
+            d.sync_all().map_err(io("sync directory", &dir))?;
+        }
         let inner = SqlInner {
             progress: Progress::new(meta.next, meta.active),
             active: AtomicU64::new(if meta.active {

@@ -7,6 +7,7 @@
 //! acknowledged event is readable byte-identical at its position, no commit is partly visible,
 //! versions and positions are gap-free, and the next append succeeds.
 
+mod creation;
 mod full_disk;
 mod io_errors;
 mod power_loss;

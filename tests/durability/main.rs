@@ -9,7 +9,13 @@
 //! no commit is partly visible, versions and positions are gap-free, and the next append
 //! succeeds. The directory is reused for the next child, so every run also recovers from all
 //! the crashes before it. `ANNALS_KILL_RUNS` sets the number of kills (default 100).
+//!
+//! Beside it: kills during a store's very first open (`first_open`), a view killed mid-batch
+//! (`views`), and the store's lock held against a second handle even when its `LOCK` file is
+//! deleted (`lock`).
 
+mod first_open;
+mod lock;
 mod sigkill;
 mod views;
 mod workload;

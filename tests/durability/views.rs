@@ -2,7 +2,9 @@
 //!
 //! The parent fills a log store, then repeatedly starts a child process that runs a key-value
 //! view over it (one counter per aggregate, one overall) and kills it after a random delay —
-//! mid-batch, mid-commit, or while it waits for new events. Between kills the parent appends
+//! while it starts and creates its state file, mid-batch, mid-commit, or while it waits for
+//! new events. Delays are counted from the moment the child reports where it resumed, so
+//! kills land while the view runs however long the process takes to start. Between kills the parent appends
 //! more events, so the view both catches up and follows. At the end a last child runs the view
 //! to the end of the log, and every counter must equal the number of events: an event applied
 //! twice (a batch committed without its checkpoint) or never (a checkpoint moved past an
@@ -82,9 +84,20 @@ async fn append_round(dir: &Path, versions: &mut [u64]) {
     log.close();
 }
 
-/// Runs the view child on `dir` and kills it after `delay`; returns the position it resumed
-/// from (if it got as far as printing it).
-fn kill_child(dir: &Path, delay: Duration) -> Option<u64> {
+/// When a kill comes: counted from the child's start, or from the moment it resumed.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// While the process starts, opens the log and the state file, or runs the view.
+    AfterStart(Duration),
+    /// While the view runs: after the child reported where it resumed. Counted from then,
+    /// not from the start, so that the kill lands mid-batch however slowly the process
+    /// starts (a loaded machine can take longer to start it than any fixed delay).
+    AfterResume(Duration),
+}
+
+/// Runs the view child on `dir` and kills it at `at`; returns the position it resumed from
+/// (if it got as far as printing it).
+fn kill_child(dir: &Path, at: KillAt) -> Option<u64> {
     let exe = std::env::current_exe().expect("the test binary");
     let mut child = Command::new(exe)
         .args([
@@ -101,17 +114,35 @@ fn kill_child(dir: &Path, delay: Duration) -> Option<u64> {
         .spawn()
         .expect("spawn the child");
     let stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let resumed = BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
             // The harness prints the test's name on the same line, before the child's output.
             .find_map(|l| {
                 let (_, position) = l.rsplit_once("resuming at ")?;
-                position.trim().parse().ok()
-            })
+                position.trim().parse::<u64>().ok()
+            });
+        let _ = tx.send(resumed);
     });
-    std::thread::sleep(delay);
+    let resumed = match at {
+        KillAt::AfterStart(delay) => {
+            std::thread::sleep(delay);
+            None
+        }
+        KillAt::AfterResume(delay) => {
+            // A child that ends without resuming (it failed) closes the channel at once;
+            // the bound only keeps a hung child from hanging the test.
+            let resumed = rx
+                .recv_timeout(Duration::from_secs(300))
+                .ok()
+                .flatten()
+                .expect("the child resumes the view");
+            std::thread::sleep(delay);
+            Some(resumed)
+        }
+    };
     let _ = child.kill();
     let status = child.wait().expect("reap the child");
     assert_eq!(
@@ -119,7 +150,7 @@ fn kill_child(dir: &Path, delay: Duration) -> Option<u64> {
         Some(SIGKILL),
         "the child ended by itself: {status}"
     );
-    reader.join().expect("reader")
+    resumed.or_else(|| rx.recv().ok().flatten())
 }
 
 #[test]
@@ -132,7 +163,14 @@ fn a_view_applies_each_event_exactly_once_across_sigkill() {
     for _ in 0..KILLS {
         runtime.block_on(append_round(dir.path(), &mut versions));
         let delay = Duration::from_millis(5 + rng.below(150));
-        resumed.extend(kill_child(dir.path(), delay));
+        // One kill in four while the child starts up (its state file's creation included),
+        // the others while the view runs.
+        let at = if rng.below(4) == 0 {
+            KillAt::AfterStart(delay)
+        } else {
+            KillAt::AfterResume(delay)
+        };
+        resumed.extend(kill_child(dir.path(), at));
     }
     // The last run: catch up to the end, then check every count.
     runtime.block_on(async {
@@ -145,7 +183,8 @@ fn a_view_applies_each_event_exactly_once_across_sigkill() {
         let state = Arc::new(StateStore::open(state_path(dir.path())).expect("open the state"));
         let view = counting_view(state);
         let runner = view.run(Arc::clone(&log));
-        view.wait_for(last, Duration::from_secs(60))
+        // A bound against a hang only: a loaded machine catches up slowly.
+        view.wait_for(last, Duration::from_secs(600))
             .await
             .expect("the view catches up");
         runner.stop().await.expect("a clean stop");
