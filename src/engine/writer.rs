@@ -201,9 +201,11 @@ impl Writer {
     }
 
     /// Back-pressure, before anything is written: admits commits while the unindexed tail has
-    /// room. While a memtable waits for the checkpointer, the active one may grow to twice
-    /// `checkpoint_events` events (a commit into an empty one always fits). A commit that
-    /// would take it further waits for that checkpoint, then hands the active memtable over.
+    /// room. The active memtable grows to at most twice `checkpoint_events` events (a commit
+    /// into an empty one always fits, and so do the batch's own earlier commits), so a
+    /// memtable handed to the checkpointer holds no more either. A commit that would take it
+    /// further hands it over at once when no checkpoint is pending, or waits for the pending
+    /// one, then hands it over.
     /// If the checkpointer cannot succeed for now (a full disk: `StorageFull`; another
     /// failure, or a stopped checkpointer: its error), the commit is refused at once, with
     /// every later one of the batch: nothing of them is written, no position is consumed, and
@@ -226,10 +228,22 @@ impl Writer {
                     (overlay.frozen.is_some(), overlay.active.events)
                 };
                 let unindexed = active + taken;
-                if !pending || unindexed == 0 || unindexed + events <= limit {
+                if unindexed == 0 || unindexed + events <= limit {
                     break;
                 }
-                let ready = self.shared.wait_for_checkpoint_to_succeed().and_then(|()| {
+                // The commit would take the active memtable past its bound. With a checkpoint
+                // pending, wait for it (or refuse, if it is failing); with none, hand the
+                // active memtable to the checkpointer now, so that the next pending one also
+                // holds at most `limit` events. Commits of this batch that are not written yet
+                // (`taken` alone) go to the fresh memtable: a batch is bounded by itself.
+                let idle = if pending {
+                    self.shared.wait_for_checkpoint_to_succeed()
+                } else if active == 0 {
+                    break;
+                } else {
+                    Ok(())
+                };
+                let ready = idle.and_then(|()| {
                     self.freeze();
                     self.poisoned().map_or(Ok(()), Err)
                 });

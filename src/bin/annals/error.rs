@@ -70,8 +70,9 @@ impl CliError {
             ),
             StorageError::Corruption { .. } => CliError::failed(format!("cannot {what}: {e}"))
                 .hint(
-                    "run `annals verify` for a full report; `annals rebuild-index` repairs a \
-                     damaged index",
+                    "nothing was changed; run `annals verify` for a full report. `annals \
+                     rebuild-index` repairs a damaged index.redb, never missing or truncated \
+                     log segments: restore those from a backup",
                 ),
             other => CliError::failed(format!("cannot {what}: {other}")),
         }
