@@ -367,9 +367,9 @@ async fn slow_client(address: std::net::SocketAddr, pause: std::time::Duration) 
             return true;
         }
         // A closed connection reads as end of file (or a reset).
-        match tokio::time::timeout(pause, stream.read(&mut buffer)).await {
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) | Err(_) => {}
+        let read = tokio::time::timeout(pause, stream.read(&mut buffer)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return true;
         }
     }
     false

@@ -58,6 +58,7 @@ pub enum AccountCommand {
 }
 
 #[derive(Debug)]
+#[expect(dead_code, reason = "read through its Debug, in the 409's message")]
 pub struct Insufficient {
     pub balance: u64,
 }
