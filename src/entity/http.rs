@@ -430,3 +430,70 @@ impl<'de, D: Deserializer<'de>> VariantAccess<'de> for Fields<D> {
         self.0.deserialize_struct("", fields, visitor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::action::http::from_json_with;
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Command {
+        Unit,
+        Newtype(u64),
+        Tuple(u8, String),
+        Struct {
+            amount: u64,
+        },
+        #[serde(alias = "old_name")]
+        Renamed,
+    }
+
+    fn parse(command: &str, body: &str) -> Result<Command, serde_json::Error> {
+        from_json_with(body.as_bytes(), |json| {
+            Command::deserialize(Tagged { command, json })
+        })
+    }
+
+    #[test]
+    fn every_kind_of_variant_is_read_from_its_name_and_body() {
+        assert_eq!(parse("unit", "null").ok(), Some(Command::Unit));
+        assert_eq!(parse("newtype", "7").ok(), Some(Command::Newtype(7)));
+        assert_eq!(
+            parse("tuple", r#"[1, "x"]"#).ok(),
+            Some(Command::Tuple(1, "x".into()))
+        );
+        assert_eq!(
+            parse("struct", r#"{"amount": 3}"#).ok(),
+            Some(Command::Struct { amount: 3 })
+        );
+        assert_eq!(parse("old_name", "null").ok(), Some(Command::Renamed));
+        assert!(
+            parse("unit", "{}").is_err(),
+            "a unit variant takes no fields"
+        );
+        assert!(parse("struct", r#"{"amount": 3, "amount": 4}"#).is_err());
+        assert!(
+            parse("Unit", "null").is_err(),
+            "names are serde's, after rename_all"
+        );
+    }
+
+    #[test]
+    fn variant_names_are_read_from_the_derived_deserialize() {
+        assert_eq!(
+            command_names::<Command>(),
+            Some(&["unit", "newtype", "tuple", "struct", "old_name", "renamed"][..])
+        );
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        #[allow(dead_code)]
+        enum Untagged {
+            A(u64),
+        }
+        assert_eq!(command_names::<Untagged>(), None);
+        assert_eq!(command_names::<String>(), None);
+    }
+}
