@@ -1245,5 +1245,15 @@ impl fmt::Debug for Failure {
 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
+    // annals reports what no caller sees through `tracing`: an HTTP action's 500 (its details
+    // are logged, not sent), a failed accept, an action's retries and dead letters, a repaired
+    // log tail. Without a subscriber these are lost; this one prints them on stderr.
+    // `RUST_LOG` chooses what is shown (default `warn`: warnings and errors only).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     run().await.map_err(Failure)
 }

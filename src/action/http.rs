@@ -7,15 +7,35 @@
 //!
 //! | status | when | source |
 //! |---|---|---|
-//! | 400 | the body is not JSON, or not the input's shape | the framework |
+//! | 400 | the body is not JSON, has a key twice, is not the input's shape, or an id or size in it breaks a storage [limit](crate::storage::Limits) | the framework, [`HttpError::BadRequest`] |
 //! | 404 | an aggregate is missing, or no route matches | [`Error::AggregateNotFound`], [`HttpError::NotFound`] |
+//! | 405 | the path exists, the method does not (the `Allow` header lists the methods) | the framework |
 //! | 409 | a version conflict outlived the command's retries | [`EventAlreadyExists`](crate::EventAlreadyExists), [`HttpError::Conflict`] |
 //! | 413 | the body is over the limit ([`HttpActions::body_limit`]) | the framework |
+//! | 415 | the request does not say `Content-Type: application/json` | the framework |
 //! | 422 | the input is well-formed but invalid (the body also names the field) | [`ValidationError`] |
+//! | 503 | the service is overloaded or stopping; retry later | [`HttpError::Unavailable`] |
 //! | 500 | anything else, or the action panicked (details are logged, not sent) | [`HttpError::Internal`] |
 //!
+//! Every request must carry `Content-Type: application/json` (or `application/<x>+json`,
+//! parameters such as `charset` allowed), even with an empty body: a browser sends that header
+//! cross-site only after a CORS preflight, so a form or a `no-cors` fetch from another site
+//! cannot reach an action. The body is parsed straight into the input type (integers keep
+//! their exact value, a key given twice is refused) within [`HttpActions::body_limit`].
+//!
+//! Only a request that hyper cannot parse as HTTP at all (a malformed request line, headers
+//! over its size limit) is answered without the JSON body, by hyper itself.
+//!
 //! Errors of the typed layer convert with `?`, so an action can run a command and let its
-//! conflict become a 409. [`serve`] runs the router on a [`TcpListener`].
+//! conflict become a 409.
+//!
+//! [`serve`], [`serve_until`] and [`serve_with`] run a router (these, [entities'], or both
+//! merged) on a [`TcpListener`] with the connection limits of [`ServeOptions`]: a header-read
+//! timeout, an idle timeout and a connection cap, so slow or idle clients cannot hold the
+//! server's sockets. Failures of the server (500s, accept errors) are reported through
+//! [`tracing`](https://docs.rs/tracing): install a subscriber to see them.
+//!
+//! [entities']: crate::entity::http
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -43,28 +63,33 @@
 //!
 //! [`TcpListener`]: tokio::net::TcpListener
 
-use std::collections::BTreeMap;
+mod server;
+
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{Method, StatusCode};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{ActionContext, ActionError, Trigger};
 use crate::error::Error;
 use crate::state::StateStore;
-use crate::storage::StorageError;
+use crate::storage::{LimitError, StorageError};
+
+pub use server::ServeOptions;
 
 /// The default body limit: 64 KiB.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 64 << 10;
@@ -129,8 +154,12 @@ pub enum HttpError {
     Conflict(String),
     /// 413: the body is over the limit.
     PayloadTooLarge(String),
+    /// 415: the body is not declared as JSON.
+    UnsupportedMediaType(String),
     /// 422: the input breaks a rule.
     Invalid(ValidationError),
+    /// 503: the service cannot take the request now (overloaded, stopping); retry later.
+    Unavailable(String),
     /// 500: anything else; the text is logged, not sent.
     Internal(String),
 }
@@ -143,7 +172,9 @@ impl HttpError {
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,7 +185,9 @@ impl HttpError {
             HttpError::NotFound(_) => "not_found",
             HttpError::Conflict(_) => "conflict",
             HttpError::PayloadTooLarge(_) => "payload_too_large",
+            HttpError::UnsupportedMediaType(_) => "unsupported_media_type",
             HttpError::Invalid(_) => "invalid",
+            HttpError::Unavailable(_) => "unavailable",
             HttpError::Internal(_) => "internal",
         }
     }
@@ -167,6 +200,8 @@ impl fmt::Display for HttpError {
             | HttpError::NotFound(m)
             | HttpError::Conflict(m)
             | HttpError::PayloadTooLarge(m)
+            | HttpError::UnsupportedMediaType(m)
+            | HttpError::Unavailable(m)
             | HttpError::Internal(m) => write!(f, "{}: {m}", self.kind()),
             HttpError::Invalid(e) => write!(f, "invalid: {e}"),
         }
@@ -179,7 +214,8 @@ impl From<ValidationError> for HttpError {
     }
 }
 
-/// Version conflicts are 409, missing aggregates 404, everything else 500.
+/// Version conflicts are 409, missing aggregates 404, ids and sizes over the storage limits
+/// 400 (they come from the request), everything else 500.
 impl From<Error> for HttpError {
     fn from(e: Error) -> Self {
         match e {
@@ -187,13 +223,57 @@ impl From<Error> for HttpError {
             Error::Storage(StorageError::EventAlreadyExists(conflict)) => {
                 HttpError::Conflict(conflict.to_string())
             }
+            Error::Storage(StorageError::Limit(limit)) => HttpError::from(limit),
             e @ Error::AggregateNotFound { .. } => HttpError::NotFound(e.to_string()),
             other => HttpError::Internal(other.to_string()),
         }
     }
 }
 
-/// Version conflicts are 409, everything else 500.
+/// An id, size or count over the storage [limits](crate::storage::Limits) is 400: it came
+/// from the request. The message shortens the offending id, which may be huge.
+impl From<LimitError> for HttpError {
+    fn from(e: LimitError) -> Self {
+        let message = match &e {
+            LimitError::InvalidAggregateId {
+                aggregate_id,
+                reason,
+            } => format!("invalid aggregate id {}: {reason}", shortened(aggregate_id)),
+            LimitError::InvalidEventStoreId {
+                event_store_id,
+                reason,
+            } => format!(
+                "invalid event store id {}: {reason}",
+                shortened(event_store_id)
+            ),
+            LimitError::InvalidEventType { event_type, reason } => {
+                format!("invalid event type {}: {reason}", shortened(event_type))
+            }
+            LimitError::EventTooLarge {
+                aggregate_id,
+                version,
+                bytes,
+                limit,
+            } => format!(
+                "event {} v{version} is {bytes} bytes; the limit is {limit}",
+                shortened(aggregate_id)
+            ),
+            other => other.to_string(),
+        };
+        HttpError::BadRequest(message)
+    }
+}
+
+/// `text` quoted, cut after 64 characters.
+pub(crate) fn shortened(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Version conflicts are 409, limits 400, everything else 500.
 impl From<StorageError> for HttpError {
     fn from(e: StorageError) -> Self {
         HttpError::from(Error::from(e))
@@ -227,7 +307,9 @@ impl IntoResponse for HttpError {
             HttpError::BadRequest(m)
             | HttpError::NotFound(m)
             | HttpError::Conflict(m)
-            | HttpError::PayloadTooLarge(m) => (m.as_str(), None),
+            | HttpError::PayloadTooLarge(m)
+            | HttpError::UnsupportedMediaType(m)
+            | HttpError::Unavailable(m) => (m.as_str(), None),
         };
         let body = ErrorBody {
             error: self.kind(),
@@ -357,7 +439,7 @@ impl HttpActions {
         Fut: Future<Output = Result<Reply<O>, HttpError>> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |body: Bytes, ctx: ActionContext| {
-            let input = match serde_json::from_slice::<I>(&body) {
+            let input = match from_json::<I>(&body) {
                 Ok(input) => input,
                 Err(e) => {
                     let error = HttpError::BadRequest(format!("the body is not valid input: {e}"));
@@ -381,8 +463,10 @@ impl HttpActions {
         self
     }
 
-    /// The axum router serving every declared route, the body limit, and JSON 404s for
-    /// unknown paths. Merge it into a larger router if the application has one.
+    /// The axum router serving every declared route, the body limit, and JSON error bodies
+    /// (also for unknown paths and wrong methods). It sets no fallback of its own, so it merges
+    /// with [entity routers](crate::entity::http) and the application's routes
+    /// ([`Router::merge`]); an application fallback, if any, answers unknown paths.
     pub fn router(&self) -> Result<Router, RouteError> {
         let mut by_path: BTreeMap<&str, (MethodRouter, Vec<&Method>)> = BTreeMap::new();
         for route in &self.routes {
@@ -413,9 +497,8 @@ impl HttpActions {
             .fold(Router::new(), |app, (path, (methods, _))| {
                 app.route(path, methods)
             })
-            .fallback(|| async { HttpError::NotFound("no such route".into()).into_response() })
             .layer(DefaultBodyLimit::max(self.body_bytes_max));
-        Ok(router)
+        Ok(with_json_errors(router))
     }
 
     /// The axum handler of one route: buffers the body (within the limit), makes the action
@@ -423,7 +506,7 @@ impl HttpActions {
     fn endpoint(
         &self,
         route: &Route,
-    ) -> impl Fn(Result<Bytes, BytesRejection>) -> BoxFuture<'static, Response>
+    ) -> impl Fn(HeaderMap, Result<Bytes, BytesRejection>) -> BoxFuture<'static, Response>
     + Clone
     + Send
     + Sync
@@ -435,7 +518,10 @@ impl HttpActions {
             method: route.method.to_string(),
             path: route.path.clone(),
         };
-        move |body: Result<Bytes, BytesRejection>| {
+        move |headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+            if let Err(refused) = require_json(&headers) {
+                return futures::future::ready(refused.into_response()).boxed();
+            }
             let body = match body {
                 Ok(body) => body,
                 Err(rejection) => return futures::future::ready(rejected(rejection)).boxed(),
@@ -459,7 +545,7 @@ impl HttpActions {
 }
 
 /// A body that could not be read: over the limit (413), or broken off (400).
-fn rejected(rejection: BytesRejection) -> Response {
+pub(crate) fn rejected(rejection: BytesRejection) -> Response {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         HttpError::PayloadTooLarge(rejection.body_text()).into_response()
     } else {
@@ -474,21 +560,220 @@ fn valid_path(path: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c))
 }
 
-/// Serves `router` on `listener` until the task is dropped or the listener fails.
+/// Serves `router` on `listener` with the default [`ServeOptions`] until the task is dropped
+/// (then open connections finish their request in flight and close).
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    serve_with(
+        listener,
+        router,
+        ServeOptions::default(),
+        std::future::pending(),
+    )
+    .await
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish.
+/// Serves `router` on `listener` with the default [`ServeOptions`] until `shutdown`
+/// completes, then stops accepting, lets requests in flight finish and returns once every
+/// connection is closed.
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, router, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve_until`] with `options`: at most [`ServeOptions::connections_max`] connections, each
+/// closed when its request head is slower than [`ServeOptions::header_read_timeout`] or it
+/// idles longer than [`ServeOptions::idle_timeout`]. HTTP/1.1 only.
+///
+/// Errors accepting connections (for example at the file-descriptor limit) are logged through
+/// `tracing` and retried after a short pause; they do not stop the server.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::run(listener, router, options, shutdown).await
+}
+
+/// Refuses (415) a request that does not declare a JSON body: `application/json` or
+/// `application/<x>+json`, any parameters.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
+    let declared = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            let essence = value.split(';').next().unwrap_or("").trim();
+            let essence = essence.to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        });
+    match declared {
+        Some(true) => Ok(()),
+        Some(false) => Err(HttpError::UnsupportedMediaType(
+            "the body must be JSON: send Content-Type: application/json".into(),
+        )),
+        None => Err(HttpError::UnsupportedMediaType(
+            "no Content-Type: send Content-Type: application/json, also with an empty body".into(),
+        )),
+    }
+}
+
+/// `body` parsed as `T`, refusing a key that appears twice in any object (serde keeps the
+/// last one for maps and `serde_json::Value`, which would silently drop what the client sent).
+pub(crate) fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    from_json_with(body, |json| T::deserialize(json))
+}
+
+/// [`from_json`] with the reading done by `read` (which may wrap the JSON deserializer), and
+/// nothing allowed after the value.
+pub(crate) fn from_json_with<'b, T>(
+    body: &'b [u8],
+    read: impl FnOnce(
+        &mut serde_json::Deserializer<serde_json::de::SliceRead<'b>>,
+    ) -> Result<T, serde_json::Error>,
+) -> Result<T, serde_json::Error> {
+    reject_duplicate_keys(body)?;
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = read(&mut json)?;
+    json.end()?;
+    Ok(value)
+}
+
+/// Walks `body` once, without building it, and fails on the first object with a key twice.
+pub(crate) fn reject_duplicate_keys(body: &[u8]) -> Result<(), serde_json::Error> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    UniqueKeys::deserialize(&mut json)?;
+    json.end()
+}
+
+/// A JSON value whose objects have no key twice, checked while it is read and then dropped.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.0.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {} appears twice",
+                    shortened(&key.0)
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// `router` with a JSON error body on every error response that has none (a wrong method,
+/// an unknown path, a rejection of axum's): `{"error": kind, "message": text}`.
+pub(crate) fn with_json_errors(router: Router) -> Router {
+    router.layer(axum::middleware::map_response(json_error_body))
+}
+
+async fn json_error_body(response: Response) -> Response {
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    if !is_error || response.headers().contains_key(CONTENT_TYPE) {
+        return response;
+    }
+    let (kind, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this path does not take this method (see the Allow header)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is over the limit"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "retry later"),
+        s if s.is_client_error() => ("bad_request", s.canonical_reason().unwrap_or("bad request")),
+        _ => ("internal", "internal error"),
+    };
+    let body = ErrorBody {
+        error: kind,
+        message,
+        field: None,
+    };
+    let Ok(bytes) = serde_json::to_vec(&body) else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 #[cfg(test)]
@@ -537,5 +822,55 @@ mod tests {
             .put("/a", action)
             .delete("/b", action);
         assert!(fine.router().is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth_and_integers_are_kept() {
+        assert!(reject_duplicate_keys(br#"{"a": 1, "b": {"a": 2}, "c": [{"a": 3}]}"#).is_ok());
+        for twice in [
+            &br#"{"a": 1, "a": 2}"#[..],
+            br#"{"x": {"a": 1, "a": 2}}"#,
+            br#"[{"a": 1}, {"b": 1, "b": 2}]"#,
+            br#"{"\u0061": 1, "a": 2}"#,
+        ] {
+            let error = reject_duplicate_keys(twice).expect_err("a key twice");
+            assert!(error.to_string().contains("appears twice"), "{error}");
+        }
+        assert!(reject_duplicate_keys(b"{} {}").is_err(), "trailing data");
+        let exact: std::collections::HashMap<String, u64> =
+            from_json(br#"{"a": 18446744073709551615}"#).expect("u64::MAX");
+        assert_eq!(exact["a"], u64::MAX);
+        let above =
+            from_json::<std::collections::HashMap<String, u64>>(br#"{"a": 18446744073709551616}"#);
+        assert!(above.is_err());
+    }
+
+    #[test]
+    fn only_declared_json_bodies_are_accepted() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
+            require_json(&headers).is_ok()
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!with("multipart/form-data; boundary=x"));
+        assert!(!with("application/jsonx"));
+        assert!(require_json(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn limit_errors_are_400_with_a_short_message() {
+        let huge = "a".repeat(10 << 10);
+        let error = LimitError::InvalidAggregateId {
+            aggregate_id: huge,
+            reason: "it is too long",
+        };
+        let http = HttpError::from(Error::Storage(StorageError::Limit(error)));
+        assert_eq!(http.status(), 400);
+        assert!(http.to_string().len() < 200, "{http}");
     }
 }

@@ -1,9 +1,15 @@
-//! HTTP actions through a real client over loopback: statuses, JSON bodies, and a race.
+//! HTTP actions through a real client over loopback: statuses, JSON bodies (also for wrong
+//! methods, unknown paths and storage limits), the JSON content type required, duplicate keys
+//! refused, a race on one aggregate, and a server that keeps answering while slow clients hold
+//! more connections than its cap (they are cut at the header timeout, idle ones at the idle
+//! timeout).
 
 use std::sync::Arc;
 
 use annals::action::ActionContext;
-use annals::action::http::{HttpActions, HttpError, Reply, ValidationError, serve};
+use annals::action::http::{
+    HttpActions, HttpError, Reply, ServeOptions, ValidationError, serve, serve_with,
+};
 use annals::command::CommandFailure;
 use annals::state::StateStore;
 use annals::storage::StorageAdapter;
@@ -204,6 +210,245 @@ async fn missing_aggregate_and_unknown_route_answer_404() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+}
+
+#[tokio::test]
+async fn a_wrong_method_answers_405_with_the_json_error_body() {
+    let store = pokemons(&in_memory());
+    let base = start(&store).await;
+    let response = reqwest::get(format!("{base}/pokemons/catch"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().contains_key("allow"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+    assert!(body["message"].is_string());
+}
+
+#[tokio::test]
+async fn a_body_not_declared_as_json_answers_415_and_runs_nothing() {
+    let store = pokemons(&in_memory());
+    appear(&store, "pikachu", "Pikachu").await;
+    let base = start(&store).await;
+    let body = json!({ "pokemon_id": "pikachu", "trainer": "ash" }).to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let request = reqwest::Client::new()
+            .post(format!("{base}/pokemons/catch"))
+            .body(body.clone());
+        let request = match content_type {
+            Some(kind) => request.header("content-type", kind),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            answer["error"], "unsupported_media_type",
+            "{content_type:?}"
+        );
+    }
+    let pikachu = store
+        .get_existing_aggregate("pikachu", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(pikachu.aggregate.caught_by, None, "nothing ran");
+}
+
+/// `POST /tally`: sums a map of counts; `POST /pokemons/appear`: pushes `POKEMON_APPEARED` for
+/// the id in the body. Bodies up to 64 KiB.
+async fn start_open(store: &Pokemons) -> String {
+    let store = store.clone();
+    let router = HttpActions::new(Arc::new(StateStore::in_memory()))
+        .post(
+            "/tally",
+            |counts: std::collections::HashMap<String, u64>, _ctx: ActionContext| async move {
+                Ok::<_, HttpError>(Reply::ok(counts.values().sum::<u64>()))
+            },
+        )
+        .post(
+            "/pokemons/appear",
+            move |input: Appear, _ctx: ActionContext| {
+                let store = store.clone();
+                async move {
+                    let event = PokemonEvent::Appeared(super::Appeared { name: input.name });
+                    let pushed = store
+                        .push_event(NewEvent::new(&input.id, 1, event), Default::default())
+                        .await?;
+                    Ok::<_, HttpError>(Reply::created(pushed.position))
+                }
+            },
+        )
+        .router()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, router));
+    format!("http://{address}")
+}
+
+#[derive(Debug, Deserialize)]
+struct Appear {
+    id: String,
+    name: String,
+}
+
+async fn post_to(base: &str, path: &str, body: String) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn duplicate_keys_and_integers_above_u64_answer_400() {
+    let store = pokemons(&in_memory());
+    let base = start_open(&store).await;
+    let (status, body) = post_to(&base, "/tally", r#"{"a": 1, "b": 2}"#.into()).await;
+    assert_eq!((status, body), (StatusCode::OK, json!(3)));
+    let (status, body) = post_to(&base, "/tally", r#"{"a": 1, "a": 1000}"#.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "bad_request");
+    let nested = r#"{"a": 1, "b": 2}"#;
+    let (status, _) = post_to(&base, "/tally", nested.into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let big = r#"{"a": 18446744073709551616}"#;
+    let (status, body) = post_to(&base, "/tally", big.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn ids_over_the_storage_limits_in_the_body_answer_400_not_500() {
+    let store = pokemons(&in_memory());
+    let base = start_open(&store).await;
+    for id in ["a".repeat(10 << 10), "mew\\u0000".into(), String::new()] {
+        let body = format!(r#"{{"id": "{id}", "name": "Mew"}}"#);
+        let (status, body) = post_to(&base, "/pokemons/appear", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "bad_request");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.len() < 300,
+            "the message does not echo the id: {message}"
+        );
+    }
+    let (status, _) = post_to(
+        &base,
+        "/pokemons/appear",
+        r#"{"id":"mew","name":"Mew"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+/// One raw connection that sends a request head one byte at a time, `pause` apart, for at
+/// most `bytes` bytes; true when the server closed it before the head was complete.
+async fn slow_client(address: std::net::SocketAddr, pause: std::time::Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+        return true;
+    };
+    let head = b"POST /pokemons/catch HTTP/1.1\r\nhost: x\r\nx-slow: ";
+    let padding = std::iter::repeat(b'a');
+    let mut buffer = [0_u8; 64];
+    for byte in head.iter().copied().chain(padding).take(2_000) {
+        if stream.write_all(&[byte]).await.is_err() {
+            return true;
+        }
+        // A closed connection reads as end of file (or a reset).
+        let read = tokio::time::timeout(pause, stream.read(&mut buffer)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_beyond_the_connection_cap_are_cut_and_normal_requests_still_answered() {
+    let store = pokemons(&in_memory());
+    appear(&store, "pikachu", "Pikachu").await;
+    let router = actions(&store, Arc::new(StateStore::in_memory()))
+        .router()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let options = ServeOptions {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        idle_timeout: std::time::Duration::from_millis(300),
+        connections_max: 8,
+    };
+    tokio::spawn(serve_with(
+        listener,
+        router,
+        options,
+        std::future::pending(),
+    ));
+    let base = format!("http://{address}");
+    // Three times the cap, each sending a byte every 50 ms: without timeouts they would hold
+    // every slot for 100 s.
+    let slow: Vec<_> = (0..24)
+        .map(|_| tokio::spawn(slow_client(address, std::time::Duration::from_millis(50))))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, body) = within(
+        "a normal request among slow clients",
+        catch(&base, "pikachu", "ash"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for client in slow {
+        let cut = within("a slow client is cut", client).await.unwrap();
+        assert!(cut, "the server closed every slow connection");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = pokemons(&in_memory());
+    let router = actions(&store, Arc::new(StateStore::in_memory()))
+        .router()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let options = ServeOptions {
+        idle_timeout: std::time::Duration::from_millis(200),
+        ..ServeOptions::default()
+    };
+    tokio::spawn(serve_with(
+        listener,
+        router,
+        options,
+        std::future::pending(),
+    ));
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = "POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0_u8; 1024];
+    let closed = within("the idle connection is closed", async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    });
+    closed.await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 }
 
 #[tokio::test]
