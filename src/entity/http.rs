@@ -68,7 +68,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! # let store = EventStore::builder("ACCOUNTS", reduce)
 //! #     .storage_adapter(Arc::new(InMemoryAdapter::new())).build()?;
-//! let accounts = Entities::<Account>::new(store, EntityOptions::default());
+//! let accounts = Entities::<Account>::new(store, EntityOptions::default())?;
 //! // POST /accounts/{id}/Deposit, and nothing else.
 //! let router = EntityRouter::new("accounts", accounts).allow("Deposit").router()?;
 //! # drop(router);

@@ -100,7 +100,7 @@ fn accounts() -> (Accounts, Entities<Account>) {
         .storage_adapter(Arc::new(InMemoryAdapter::new()))
         .build()
         .expect("a valid store");
-    let entities = Entities::new(store.clone(), EntityOptions::default());
+    let entities = Entities::new(store.clone(), EntityOptions::default()).expect("entities");
     (store, entities)
 }
 
