@@ -21,15 +21,29 @@ fn first_open(fs: &SimFs) -> Result<(), StorageError> {
 
 /// The snapshot file, if the image has one, is a complete database: it opens and has the
 /// tables its creation made.
-fn check_snapshot_file(image: &SimFs, context: &str) {
+///
+/// Only images that keep no unsynced write (`DropUnsynced`) are judged so. The file reaches
+/// its name only after it was synced whole, so in any image an unfinished creation is under
+/// the temporary name; but once in place, the file takes the first snapshot's commit, and an
+/// image keeping a random subset of that unacknowledged commit's writes (its header, say,
+/// without the size change) can leave a file redb refuses, or even panics on. That is damage
+/// after the creation, not by it: the adapter replaces such a file, as a snapshot file is
+/// derived data, which the caller checks by reopening the store and using it.
+fn check_snapshot_file(image: &SimFs, damage: Damage, context: &str) {
     let path = dir().join("snapshots.redb");
     if !image.exists(&path).expect("exists") {
         return;
     }
     let file = image.open(&path, false).expect("open the snapshot file");
-    let db = redb::Database::builder()
-        .create_with_backend(RedbBackend(file))
-        .unwrap_or_else(|e| panic!("{context}: the snapshot file is damaged: {e}"));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        redb::Database::builder().create_with_backend(RedbBackend(file))
+    }));
+    let db = match (opened, damage) {
+        (Ok(Ok(db)), _) => db,
+        (_, Damage::RandomSubset { .. }) => return,
+        (Ok(Err(e)), _) => panic!("{context}: the snapshot file is damaged: {e}"),
+        (Err(_), _) => panic!("{context}: the snapshot file is damaged: redb panicked"),
+    };
     let txn = db.begin_read().expect("read");
     let tables: Vec<String> = txn
         .list_tables()
@@ -60,7 +74,7 @@ async fn a_crash_at_every_step_of_a_first_open_leaves_a_store_that_opens() {
         for damage in [Damage::DropUnsynced, Damage::RandomSubset { seed: k }] {
             let context = format!("crash after op {k}/{total} of a first open, {damage:?}");
             let image = fs.crash_image(damage);
-            check_snapshot_file(&image, &context);
+            check_snapshot_file(&image, damage, &context);
             let log = open(&image).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
             let snapshots = log.snapshots().expect("snapshots");
             // Nothing was acknowledged: whatever is found, reading and writing work.
