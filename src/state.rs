@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{ReadableTable, TableDefinition};
 
-use crate::engine::io::{Creation, FileSystem, OsFileSystem, RedbBackend, create_atomically};
+use crate::engine::io::{
+    Creation, FileSystem, OsFileSystem, RedbBackend, create_atomically, retry_while_held,
+};
 use crate::storage::{Position, StorageError};
 
 /// Checkpoints of durable consumers: consumer name → the next position to deliver.
@@ -84,17 +86,21 @@ impl StateStore {
             // Another handle is creating it, and will hold it open.
             Creation::Busy => return Err(StorageError::Locked { path }),
         }
-        // redb locks the file it opens: a second open anywhere is `DatabaseAlreadyOpen`.
-        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| redb::Database::open(&path)));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(StorageError::Locked { path });
+        // redb locks the file it opens: a second open anywhere is `DatabaseAlreadyOpen`. A lock
+        // just released (by the creation above, or a handle closed an instant ago) may look
+        // held for a moment; see `LOCK_SETTLE`.
+        let opened = retry_while_held(|| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| redb::Database::open(&path))) {
+                Ok(Ok(db)) => Ok(Some(db)),
+                Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Ok(None),
+                Ok(Err(e)) => Err(error(&path, "open", e)),
+                Err(_) => Err(damaged(&path, "redb failed while opening it")),
             }
-            Ok(Err(e)) => return Err(error(&path, "open", e)),
-            Err(_) => return Err(damaged(&path, "redb failed while opening it")),
-        };
-        Ok(StateStore { db, path })
+        })?;
+        match opened {
+            Some(db) => Ok(StateStore { db, path }),
+            None => Err(StorageError::Locked { path }),
+        }
     }
 
     /// A state store in memory: nothing survives the process.

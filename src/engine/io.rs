@@ -13,6 +13,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A directory tree of files, as the engine needs it.
 pub trait FileSystem: Send + Sync + Debug + 'static {
@@ -125,12 +126,13 @@ impl FileSystem for OsFileSystem {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let dir_file = File::open(dir)?;
-        match dir_file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(fs::TryLockError::Error(e)) => return Err(e),
-        }
+        let Some(dir_file) = retry_while_held(|| {
+            let dir_file = File::open(dir)?;
+            io::Result::Ok(flock(&dir_file)?.then_some(dir_file))
+        })?
+        else {
+            return Ok(None);
+        };
         // The LOCK file is locked as well, for older versions of annals, which lock only it.
         let Some(file) = lock_file(path)? else {
             return Ok(None);
@@ -161,17 +163,18 @@ fn lock_file(path: &Path) -> io::Result<Option<File>> {
     // Each retry means another handle replaced the file in the instant between open and
     // lock; a few suffice unless something replaces it in a loop.
     for _ in 0..100 {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(fs::TryLockError::Error(e)) => return Err(e),
-        }
+        let Some(file) = retry_while_held(|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            io::Result::Ok(flock(&file)?.then_some(file))
+        })?
+        else {
+            return Ok(None);
+        };
         let locked = file.metadata()?;
         match fs::metadata(path) {
             Ok(now) if now.dev() == locked.dev() && now.ino() == locked.ino() => {
@@ -186,6 +189,44 @@ fn lock_file(path: &Path) -> io::Result<Option<File>> {
         "{} keeps being replaced while it is locked",
         path.display()
     )))
+}
+
+/// Takes the exclusive flock(2) lock of `file` without waiting: `false` when it is held.
+fn flock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// How long a held lock is tried again before its holder is reported.
+///
+/// A lock released an instant ago can still look held: flock(2) locks belong to the open
+/// file description, and a child process forked (by any thread of the holder's process)
+/// while the lock was held shares that description until its `exec` closes the inherited
+/// descriptor. Retrying for this long lets such a lock settle, so that closing a store and
+/// opening it again in the same process never fails because another thread spawned a
+/// process in between.
+pub(crate) const LOCK_SETTLE: Duration = Duration::from_millis(500);
+
+/// Runs `attempt` until it takes its lock (`Ok(Some)`), fails, or has found the lock held
+/// for [`LOCK_SETTLE`]; `Ok(None)` then.
+pub(crate) fn retry_while_held<T, E>(
+    mut attempt: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<Option<T>, E> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(taken) = attempt()? {
+            return Ok(Some(taken));
+        }
+        if start.elapsed() >= LOCK_SETTLE {
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 #[derive(Debug)]
@@ -378,4 +419,36 @@ fn remove_leftover<E>(
     }
     drop(guard);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_released_within_the_settle_time_is_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("file");
+        let fs = OsFileSystem;
+        let held = fs.try_lock_file(&path).expect("lock").expect("free");
+        // Released by another thread a moment later, as a forked child's inherited
+        // descriptor is released by its exec.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(LOCK_SETTLE / 5);
+            drop(held);
+        });
+        let taken = fs.try_lock_file(&path).expect("lock");
+        releaser.join().expect("releaser");
+        assert!(taken.is_some(), "the lock was released within the settle time");
+    }
+
+    #[test]
+    fn a_lock_held_past_the_settle_time_is_reported_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = OsFileSystem;
+        let lock = dir.path().join("LOCK");
+        let _held = fs.try_lock(&lock).expect("lock").expect("free");
+        assert!(fs.try_lock(&lock).expect("lock").is_none());
+        assert!(fs.try_lock_file(&lock).expect("lock").is_none());
+    }
 }
