@@ -6,30 +6,42 @@
 //! stores by commands that retry on version conflicts.
 //!
 //! ## Where things are
-//! annals is built in floors; each imports only from the floors below it.
+//! annals is built in four floors, one folder each; a floor imports only from the floors
+//! below it.
 //!
-//! | floor | module | concepts |
-//! |---|---|---|
-//! | 1. engine | [`engine`] | segmented log, group-commit writer, index, recovery, I/O seam, [`Durability`] |
-//! | 2. storage | [`storage`] | [`StorageAdapter`], [`LogAdapter`](storage::LogAdapter) ([`open`]), [`InMemoryAdapter`](storage::InMemoryAdapter), `PostgresAdapter` (feature `postgres`), [`Limits`](storage::Limits), [`Timestamp`], paging, [`SnapshotStorage`](storage::SnapshotStorage) |
-//! | 3. typed layer | [`mod@event`] | [`Events`], [`events!`], [`EventDetail`], [`NewEvent`] |
-//! | | [`aggregate`] | [`Aggregate`], [`Reducer`] |
-//! | | [`event_store`] | [`EventStore`] and its options and responses |
-//! | | [`group`] | [`GroupedEvent`], [`push_event_group`] |
-//! | | [`snapshot`] | [`SnapshotPolicy`]: snapshots, their invalidation and fallbacks |
-//! | | [`upcast`] | schema versions, upcasters, event-type aliases, [`UpcastError`] |
-//! | | [`command`] | [`Command`], retries on [`EventAlreadyExists`] |
-//! | | [`codec`] | MessagePack payload encoding |
-//! | | [`testing`] | [`MockEventStore`](testing::MockEventStore), the adapter conformance suite |
-//! | 4. runtime | [`subscription`] | [`Subscription`](subscription::Subscription): the global log in order, caught up then live; [`Filter`](subscription::Filter) |
-//! | | [`consumer`] | [`Consumer`](consumer::Consumer): named, durable, at-least-once subscriptions |
-//! | | [`channel`] | Castore's message channels: [`Message`](channel::Message)s, buses and queues ([`InMemoryBus`](channel::InMemoryBus), [`InMemoryQueue`](channel::InMemoryQueue)), published from the log by a [`Publisher`](channel::Publisher) |
-//! | | [`dam`] | pour history into a channel as replayed messages ([`pour_events`](dam::pour_events) and friends) |
-//! | | [`state`] | [`StateStore`](state::StateStore): the runtime's durable state (checkpoints, and what commits with them) |
-//! | | [`action`] | actions: [`EventAction`](action::EventAction) with retries and [dead letters](action::dead_letter), [`HttpActions`](action::http::HttpActions), the [`ActionContext`](action::ActionContext) that keeps commands from calling actions |
-//! | | [`queue`] | [`Queue`](queue::Queue): a durable queue with visibility timeout, acks and dead letters; [`QueueAction`](queue::QueueAction) |
-//! | | [`view`] | [`KvView`](view::KvView) (redb) and `SqlView` (SQLite, feature `sql`): projections applied exactly once, rebuilt side by side, read-your-writes |
-//! | | [`entity`] | entities as actors: an [`Entity`](entity::Entity) decides, [`Entities`](entity::Entities) runs one instance per id with batched commits, fencing and passivation; durable [`Timers`](entity::Timers) |
+//! 1. [`engine`] (`src/engine/`): the on-disk log — segments, record framing, the
+//!    group-commit writer, the index, recovery, the file-I/O seam. Knows bytes, positions and
+//!    versions. Users meet [`Durability`] and [`engine::verify_dir`].
+//! 2. [`storage`] (`src/storage/`): the [`StorageAdapter`] trait and its adapters —
+//!    [`LogAdapter`](storage::LogAdapter) (the engine; [`open`]),
+//!    [`InMemoryAdapter`](storage::InMemoryAdapter), `PostgresAdapter` (feature `postgres`) —
+//!    with [`Limits`](storage::Limits), [`Timestamp`], paging and
+//!    [`SnapshotStorage`](storage::SnapshotStorage).
+//! 3. [`model`] (`src/model/`): the typed layer, Castore's model.
+//!    - [`mod@event`]: [`Events`], [`events!`], [`EventDetail`], [`NewEvent`]
+//!    - [`aggregate`]: [`Aggregate`], [`Reducer`]
+//!    - [`event_store`]: [`EventStore`], its options and responses
+//!    - [`command`]: [`Command`], retried on [`EventAlreadyExists`]
+//!    - [`group`]: [`GroupedEvent`], [`push_event_group`]
+//!    - [`upcast`]: schema versions, upcasters, event-type aliases, [`UpcastError`]
+//!    - [`snapshot`]: [`SnapshotPolicy`], when snapshots are taken and invalidated
+//!    - [`codec`]: the MessagePack payload encoding
+//! 4. [`runtime`] (`src/runtime/`): what runs on stored events.
+//!    - [`subscription`]: the global log in order, caught up then live
+//!    - [`consumer`]: named, durable, at-least-once subscriptions
+//!    - [`state`]: [`StateStore`](state::StateStore), the runtime's durable state
+//!    - [`channel`]: Castore's message buses and queues, fed by a
+//!      [`Publisher`](channel::Publisher); [`dam`] pours history into them
+//!    - [`view`]: [`KvView`](view::KvView) and `SqlView` (feature `sql`), projections
+//!      applied exactly once
+//!    - [`action`]: [`EventAction`](action::EventAction)s with retries and dead letters,
+//!      [`HttpActions`](action::http::HttpActions); they may call commands, never the reverse
+//!    - [`queue`]: [`Queue`](queue::Queue), a durable queue with visibility timeouts
+//!    - [`entity`]: entities as actors, one live instance per id
+//!      ([`Entities`](entity::Entities)), with durable [`Timers`](entity::Timers)
+//!
+//! Beside the floors, [`testing`] holds the adapter conformance suite, the fuzz helpers and
+//! [`MockEventStore`](testing::MockEventStore); `src/bin/annals/` is the command-line tool.
 //!
 //! ## Example
 //! ```
@@ -79,38 +91,26 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod action;
-pub mod aggregate;
-pub mod channel;
-pub mod codec;
-pub mod command;
-pub mod consumer;
-pub mod dam;
 pub mod engine;
-pub mod entity;
-mod error;
-pub mod event;
-pub mod event_store;
-pub mod group;
-pub mod queue;
-pub mod snapshot;
-pub mod state;
+pub mod model;
+pub mod runtime;
 pub mod storage;
-pub mod subscription;
 pub mod testing;
-pub mod upcast;
-pub mod view;
+
+// The modules of the upper floors are also reachable from the root, where users name them.
+pub use model::{aggregate, codec, command, event, event_store, group, snapshot, upcast};
+pub use runtime::{action, channel, consumer, dam, entity, queue, state, subscription, view};
 
 pub use aggregate::{Aggregate, Reducer};
 pub use command::{Command, CommandFailure, RetryContext};
 pub use engine::Durability;
-pub use error::Error;
 pub use event::{EventDetail, Events, NewEvent, PayloadError};
 pub use event_store::{
     EventStore, EventStoreBuilder, ExistingAggregate, GetAggregateOptions, GetAggregateResponse,
     PushEventOptions, PushEventResponse,
 };
 pub use group::{EventGroup, GroupedEvent, push_event_group};
+pub use model::Error;
 pub use snapshot::SnapshotPolicy;
 pub use storage::{
     AggregateIdsPage, EventAlreadyExists, GetEventsOptions, ListAggregateIdsOptions, Position,

@@ -439,7 +439,10 @@ mod tests {
         });
         let taken = fs.try_lock_file(&path).expect("lock");
         releaser.join().expect("releaser");
-        assert!(taken.is_some(), "the lock was released within the settle time");
+        assert!(
+            taken.is_some(),
+            "the lock was released within the settle time"
+        );
     }
 
     #[test]

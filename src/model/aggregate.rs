@@ -4,7 +4,7 @@ use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EventDetail, Events};
+use crate::model::event::{EventDetail, Events};
 
 /// The state `S` of one aggregate at a version. Aggregates are always computed from events by
 /// a [`Reducer`], never stored; the id and version are set by annals, so they always match the

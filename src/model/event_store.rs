@@ -8,18 +8,18 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::aggregate::{Aggregate, Reducer, apply};
-use crate::codec;
-use crate::error::Error;
-use crate::event::{EventDetail, Events, NewEvent, PayloadError};
-use crate::group::GroupedEvent;
-use crate::snapshot::{SnapshotPolicy, Snapshots, Writes};
+use crate::model::Error;
+use crate::model::aggregate::{Aggregate, Reducer, apply};
+use crate::model::codec;
+use crate::model::event::{EventDetail, Events, NewEvent, PayloadError};
+use crate::model::group::GroupedEvent;
+use crate::model::snapshot::{SnapshotPolicy, Snapshots, Writes};
+use crate::model::upcast::{Evolution, UpcastError};
 use crate::storage::{
     AggregateIdsPage, AppendEvent, EncodedEvent, GetEventsOptions, LimitError, Limits,
     ListAggregateIdsOptions, Position, SnapshotRecord, SnapshotStorage, StorageAdapter,
     StoredEvent, Timestamp, event_checksum,
 };
-use crate::upcast::{Evolution, UpcastError};
 
 type PushHook<E, S> = Arc<dyn Fn(PushEventResponse<E, S>) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -85,7 +85,7 @@ impl<E: Events, S> fmt::Debug for EventStore<E, S> {
 }
 
 /// The end of the event store ids the framework keeps for itself: `S.timers` holds the timers
-/// of the [entities](crate::entity) of store `S`. [`EventStoreBuilder::build`] refuses an id
+/// of the [entities](crate::runtime::entity) of store `S`. [`EventStoreBuilder::build`] refuses an id
 /// that ends with it, so no store of an application can take the place of a timer store.
 /// Storage adapters accept such ids (the framework writes them, and `annals import` restores
 /// them).
@@ -130,7 +130,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStoreBuilder<E, S> {
     }
 
     /// Registers the upcaster of `event_type` from schema version `from_schema_version` to the
-    /// next one, on the payload as a dynamic JSON value. See [`upcast`](crate::upcast).
+    /// next one, on the payload as a dynamic JSON value. See [`upcast`](crate::model::upcast).
     ///
     /// ```
     /// # use serde::{Deserialize, Serialize};
@@ -242,7 +242,7 @@ where
     /// Takes snapshots of aggregates by `policy`, in the adapter's snapshot storage, so that
     /// [`get_aggregate`](EventStore::get_aggregate) replays only the events after the newest
     /// one. States are encoded with the [`codec`]. Pushes are unaffected; see
-    /// [`snapshot`](crate::snapshot) for when snapshots are written and when they are trusted.
+    /// [`snapshot`](crate::model::snapshot) for when snapshots are written and when they are trusted.
     /// On an adapter without snapshot storage the policy does nothing.
     pub fn snapshots(mut self, policy: SnapshotPolicy<E, S>) -> Self {
         self.snapshots = Some(Snapshots {
@@ -442,7 +442,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// valid snapshot at or below `max_version` and folds only the later events; the aggregate
     /// is the one a full replay gives. If the fold passes a point where the policy fires, a
     /// snapshot of the aggregate there is written in the background (the read does not wait).
-    /// See [`snapshot`](crate::snapshot).
+    /// See [`snapshot`](crate::model::snapshot).
     pub async fn get_aggregate(
         &self,
         aggregate_id: &str,
@@ -739,7 +739,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     }
 
     /// Builds a [`GroupedEvent`] to push atomically with others through
-    /// [`push_event_group`](crate::push_event_group). The event is encoded now, so encoding
+    /// [`push_event_group`](crate::model::group::push_event_group). The event is encoded now, so encoding
     /// errors surface here.
     pub fn group_event(
         &self,
@@ -771,7 +771,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
 
     /// Turns a stored event into a typed one, or a typed error naming it. An event stored
     /// under an alias of a type is read as that type; one stored with an older schema version
-    /// is upcast to the current one (see [`upcast`](crate::upcast)); one stored with a newer
+    /// is upcast to the current one (see [`upcast`](crate::model::upcast)); one stored with a newer
     /// schema version than the type declares is [`Error::SchemaVersionTooNew`].
     pub fn decode(&self, stored: StoredEvent) -> Result<EventDetail<E>, Error> {
         let EncodedEvent {

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::aggregate::Aggregate;
-use crate::error::Error;
-use crate::event::{Events, NewEvent};
-use crate::event_store::{EventStore, PushEventResponse};
+use crate::model::Error;
+use crate::model::aggregate::Aggregate;
+use crate::model::event::{Events, NewEvent};
+use crate::model::event_store::{EventStore, PushEventResponse};
 use crate::storage::{AppendEvent, LimitError, Position, StorageAdapter, Timestamp};
 
 /// One event of a group, made by [`EventStore::group_event`].

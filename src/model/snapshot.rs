@@ -1,10 +1,10 @@
-//! Snapshots of aggregates: when an [`EventStore`](crate::EventStore) takes them, and how they
+//! Snapshots of aggregates: when an [`EventStore`](crate::model::event_store::EventStore) takes them, and how they
 //! are written without slowing anything down.
 //!
 //! A store given a [`SnapshotPolicy`] (with
-//! [`EventStoreBuilder::snapshots`](crate::EventStoreBuilder::snapshots)) keeps encoded
+//! [`EventStoreBuilder::snapshots`](crate::model::event_store::EventStoreBuilder::snapshots)) keeps encoded
 //! aggregate states in its adapter's [`SnapshotStorage`](crate::storage::SnapshotStorage), and
-//! [`get_aggregate`](crate::EventStore::get_aggregate) starts from the newest valid one at or
+//! [`get_aggregate`](crate::model::event_store::EventStore::get_aggregate) starts from the newest valid one at or
 //! below the requested version, replaying only the later events.
 //!
 //! **When snapshots are taken.** Never on the push path: a push does exactly the same work
@@ -13,14 +13,14 @@
 //! keeps the aggregate at the last such point and hands it to a blocking background task that
 //! encodes it, writes it and prunes the aggregate's older snapshots; the read returns without
 //! waiting. Commands read an aggregate before each push, so busy aggregates get snapshots as
-//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`](crate::EventStore::flush_snapshots)
+//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`](crate::model::event_store::EventStore::flush_snapshots)
 //! waits for the background writes (tests, orderly shutdown).
 //!
 //! **When a snapshot is used.** Only when all of these hold, otherwise the store falls back
 //! to an older snapshot or to the first event, so the result is always the one a full replay
 //! gives:
 //! - it was taken under the store's current
-//!   [`reducer_version`](crate::EventStoreBuilder::reducer_version) (others are deleted when
+//!   [`reducer_version`](crate::model::event_store::EventStoreBuilder::reducer_version) (others are deleted when
 //!   met: bump the version whenever the reducer or the state type changes meaning);
 //! - its checksum matches and its state decodes (otherwise it is deleted with a warning);
 //! - the event it was taken at still reads back with the same position and checksum
@@ -31,7 +31,7 @@
 //! the aggregate is replayed in full; it is never an error to the caller.
 //!
 //! **What changes in the response.** With a snapshot,
-//! [`GetAggregateResponse::events`](crate::GetAggregateResponse::events) holds only the events
+//! [`GetAggregateResponse::events`](crate::model::event_store::GetAggregateResponse::events) holds only the events
 //! folded after it (possibly none); `aggregate` and `last_event` are the same as without.
 
 use std::collections::HashSet;
@@ -39,9 +39,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::aggregate::Aggregate;
-use crate::codec::CodecError;
-use crate::event::{EventDetail, Events};
+use crate::model::aggregate::Aggregate;
+use crate::model::codec::CodecError;
+use crate::model::event::{EventDetail, Events};
 
 /// Snapshot writes in flight per store beyond which further ones are skipped (they are an
 /// optimisation; the next read past a policy point takes them).
@@ -49,7 +49,7 @@ const IN_FLIGHT_MAX: usize = 16;
 
 type Predicate<E, S> = Arc<dyn Fn(&Aggregate<S>, &EventDetail<E>) -> bool + Send + Sync>;
 
-/// When an [`EventStore`](crate::EventStore) takes snapshots of its aggregates, and how many
+/// When an [`EventStore`](crate::model::event_store::EventStore) takes snapshots of its aggregates, and how many
 /// it keeps per aggregate.
 ///
 /// ```

@@ -8,17 +8,17 @@
 //! version `n` decodes its payload into a dynamic [`serde_json::Value`], runs the steps
 //! `n → n + 1 → …` up to the current version, and only then decodes the result into the
 //! current Rust type. Events already at the current version skip all of this. Upcasting
-//! happens in [`EventStore::decode`](crate::EventStore::decode), so every read of the typed
+//! happens in [`EventStore::decode`](crate::model::event_store::EventStore::decode), so every read of the typed
 //! layer (`get_events`, `get_aggregate`, and whatever is built on `decode`) sees the current
 //! shape only.
 //!
-//! A step is either dynamic ([`EventStoreBuilder::upcaster`](crate::EventStoreBuilder::upcaster):
+//! A step is either dynamic ([`EventStoreBuilder::upcaster`](crate::model::event_store::EventStoreBuilder::upcaster):
 //! `Fn(Value) -> Result<Value, UpcastError>`) or typed
-//! ([`typed_upcaster`](crate::EventStoreBuilder::typed_upcaster): `Fn(Old) -> New` over the
+//! ([`typed_upcaster`](crate::model::event_store::EventStoreBuilder::typed_upcaster): `Fn(Old) -> New` over the
 //! old and new payload structs).
 //!
 //! A renamed type keeps its old events readable through an alias
-//! ([`event_type_alias`](crate::EventStoreBuilder::event_type_alias)): events stored under the
+//! ([`event_type_alias`](crate::model::event_store::EventStoreBuilder::event_type_alias)): events stored under the
 //! old name are read as the new type, and their schema versions continue the new type's
 //! numbering.
 //!
@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::error::Error;
-use crate::event::Events;
+use crate::model::Error;
+use crate::model::event::Events;
 
 /// Why an upcaster could not convert a payload; reading the event then fails with
 /// [`Error::Decode`] naming the event and this reason.

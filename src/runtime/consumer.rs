@@ -23,9 +23,9 @@
 
 use std::sync::Arc;
 
-use crate::state::{StateStore, TxnError};
+use crate::runtime::state::{StateStore, TxnError};
+use crate::runtime::subscription::{Filter, Subscription};
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError};
-use crate::subscription::{Filter, Subscription};
 
 /// A named, durable subscription: see the [module docs](self).
 #[derive(Debug)]

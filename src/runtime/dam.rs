@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::channel::{ChannelError, MessageChannel, MessageKind, MessageSource};
+use crate::runtime::channel::{ChannelError, MessageChannel, MessageKind, MessageSource};
 use crate::storage::{
     GetEventsOptions, ListAggregateIdsOptions, LoggedEvent, Position, StorageAdapter, Timestamp,
 };
@@ -87,7 +87,7 @@ impl<'a> Pour<'a> {
 
     async fn send(
         &mut self,
-        message: crate::channel::Message,
+        message: crate::runtime::channel::Message,
         item: PouredItem,
     ) -> Result<(), ChannelError> {
         if let Some(rate) = self.options.rate_limit.filter(|r| *r > 0.0) {
@@ -140,12 +140,13 @@ pub async fn pour_aggregate_ids(
             )
             .await?;
         for entry in page.aggregate_ids {
-            let message =
-                crate::channel::Message::AggregateExists(crate::channel::AggregateExistsMessage {
+            let message = crate::runtime::channel::Message::AggregateExists(
+                crate::runtime::channel::AggregateExistsMessage {
                     event_store_id: store.to_owned(),
                     aggregate_id: entry.aggregate_id.clone(),
                     initial_event_timestamp: entry.initial_event_timestamp,
-                });
+                },
+            );
             let item = PouredItem {
                 event_store_id: store.to_owned(),
                 aggregate_id: entry.aggregate_id,

@@ -53,8 +53,8 @@ use redb::{ReadableTable, TableDefinition};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::action::{ActionContext, ActionError, ActionRunError, RetryPolicy, Trigger};
-use crate::state::{StateStore, TxnError};
+use crate::runtime::action::{ActionContext, ActionError, ActionRunError, RetryPolicy, Trigger};
+use crate::runtime::state::{StateStore, TxnError};
 use crate::storage::{StorageError, Timestamp};
 
 /// A message's id in its queue: assigned in enqueue order, from 1, never reused.
@@ -749,7 +749,7 @@ impl QueueAction {
             Ok(result) => result,
             Err(panic) => Err(ActionError::retryable(format!(
                 "the action panicked: {}",
-                crate::action::event::panic_message(panic.as_ref())
+                crate::runtime::action::event::panic_message(panic.as_ref())
             ))),
         }
     }

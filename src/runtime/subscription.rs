@@ -133,7 +133,7 @@ impl Subscription {
     }
 
     /// The position this subscription continues from: just after the last event it delivered
-    /// or filtered out. Persist it to resume later (see [`crate::consumer`]).
+    /// or filtered out. Persist it to resume later (see [`crate::runtime::consumer`]).
     pub fn position(&self) -> Position {
         self.delivered
     }

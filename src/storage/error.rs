@@ -7,7 +7,7 @@ use super::LimitError;
 
 /// An event already exists at this aggregate id and version: someone else pushed first.
 ///
-/// This is the optimistic-concurrency signal: [`Command`](crate::Command)s rerun their handler
+/// This is the optimistic-concurrency signal: [`Command`](crate::model::command::Command)s rerun their handler
 /// when they see it. Inside an event group it names the event of the group that conflicted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(

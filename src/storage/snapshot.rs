@@ -26,7 +26,7 @@ use super::{EncodedEvent, Position, StorageError};
 /// [`event_position`](Self::event_position) and [`event_checksum`](Self::event_checksum) pin
 /// the exact event the state was computed up to, so a snapshot can be recognised as stale if
 /// that event were ever lost and rewritten (possible after a power loss under a weak
-/// [`Durability`](crate::Durability)).
+/// [`Durability`](crate::engine::Durability)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotRecord {
     /// The aggregate version the state is at (the version of the last event folded in).

@@ -35,7 +35,7 @@ use crate::engine::frame::{
 };
 use crate::engine::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::engine::sim::{Damage, Fault, SimFs};
-use crate::event::EventDetail;
+use crate::model::event::EventDetail;
 use crate::storage::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, GetEventsOptions, Limits,
     ListAggregateIdsOptions, LogAdapter, StorageAdapter, StorageError, Timestamp,
@@ -731,12 +731,12 @@ fn check_timestamp_round_trip(t: Timestamp) {
 }
 
 fn message_pack(rest: &[u8]) {
-    let decoded = crate::codec::decode::<serde_json::Value>(rest);
-    let json = crate::codec::to_json(rest);
+    let decoded = crate::model::codec::decode::<serde_json::Value>(rest);
+    let json = crate::model::codec::to_json(rest);
     assert_eq!(decoded, json, "to_json is decode");
     if let Ok(value) = json {
-        let bytes = crate::codec::from_json(&value).expect("a JSON value encodes");
-        let again = crate::codec::to_json(&bytes).expect("encoded JSON decodes");
+        let bytes = crate::model::codec::from_json(&value).expect("a JSON value encodes");
+        let again = crate::model::codec::to_json(&bytes).expect("encoded JSON decodes");
         assert_eq!(again, value, "JSON -> MessagePack -> JSON is stable");
     }
 }
@@ -1307,8 +1307,10 @@ fn metadata_seeds() -> Vec<Vec<u8>> {
         with(1, b"1969-12-31T23:59:59.999+05:30"),
         with(
             2,
-            &crate::codec::encode(&serde_json::json!({"name": "Pikachu", "level": [1, -2, 3.5]}))
-                .unwrap_or_default(),
+            &crate::model::codec::encode(
+                &serde_json::json!({"name": "Pikachu", "level": [1, -2, 3.5]}),
+            )
+            .unwrap_or_default(),
         ),
         with(3, &header),
         with(

@@ -3,9 +3,9 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::error::Error;
-use crate::event::{EventDetail, Events, NewEvent};
-use crate::event_store::EventStore;
+use crate::model::Error;
+use crate::model::event::{EventDetail, Events, NewEvent};
+use crate::model::event_store::EventStore;
 use crate::storage::{InMemoryAdapter, StorageAdapter};
 
 /// An [`EventStore`] with the same id, reducer and hook as another, on its own in-memory

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::command::{Command, CommandFailure};
-use crate::queue::{MessageId, Queue, QueueError};
-use crate::state::StateStore;
+use crate::model::command::{Command, CommandFailure};
+use crate::runtime::queue::{MessageId, Queue, QueueError};
+use crate::runtime::state::StateStore;
 use crate::storage::Position;
 
 /// What started a run of an action.
@@ -126,7 +126,7 @@ impl ActionContext {
     }
 
     /// Enqueues `body` on queue `queue` of this action's state store: at-least-once work for
-    /// a [queue-triggered action](crate::queue::QueueAction). The message is durable when
+    /// a [queue-triggered action](crate::runtime::queue::QueueAction). The message is durable when
     /// this returns.
     pub fn enqueue(
         &mut self,

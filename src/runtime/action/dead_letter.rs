@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{StateStore, TxnError};
+use crate::runtime::state::{StateStore, TxnError};
 use crate::storage::{LoggedEvent, Position, StorageError, Timestamp};
 
 const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =

@@ -57,12 +57,12 @@ use tokio::time::Instant;
 
 use super::dead_letter::{self, DeadLetter, RetryDeadLetterError};
 use super::{ActionContext, ActionError, ActionRunError, RetryPolicy, Trigger};
-use crate::consumer::Consumer;
-use crate::event::{EventDetail, Events};
-use crate::event_store::EventStore;
-use crate::state::StateStore;
+use crate::model::event::{EventDetail, Events};
+use crate::model::event_store::EventStore;
+use crate::runtime::consumer::Consumer;
+use crate::runtime::state::StateStore;
+use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent};
-use crate::subscription::Filter;
 
 type Handler = Arc<
     dyn Fn(LoggedEvent, ActionContext) -> BoxFuture<'static, Result<(), ActionError>> + Send + Sync,
@@ -265,7 +265,7 @@ impl EventAction {
             Err(error) => {
                 letter.attempts = attempt;
                 letter.error = error.reason().to_owned();
-                letter.failed_at = crate::Timestamp::now();
+                letter.failed_at = crate::storage::Timestamp::now();
                 state.write(|txn| dead_letter::put_in(txn, &letter))?;
                 Err(RetryDeadLetterError::Failed(error))
             }
@@ -363,7 +363,7 @@ impl EventAction {
                         "dead letter retried on request: the action failed again");
                     letter.error = error;
                     letter.attempts = attempts;
-                    letter.failed_at = crate::Timestamp::now();
+                    letter.failed_at = crate::storage::Timestamp::now();
                     state.write(|txn| {
                         dead_letter::put_in(txn, &letter)?;
                         clear(txn)

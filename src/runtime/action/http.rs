@@ -10,7 +10,7 @@
 //! | 400 | the body is not JSON, has a key twice, is not the input's shape, or an id or size in it breaks a storage [limit](crate::storage::Limits) | the framework, [`HttpError::BadRequest`] |
 //! | 404 | an aggregate is missing, or no route matches | [`Error::AggregateNotFound`], [`HttpError::NotFound`] |
 //! | 405 | the path exists, the method does not (the `Allow` header lists the methods) | the framework |
-//! | 409 | a version conflict outlived the command's retries | [`EventAlreadyExists`](crate::EventAlreadyExists), [`HttpError::Conflict`] |
+//! | 409 | a version conflict outlived the command's retries | [`EventAlreadyExists`](crate::storage::EventAlreadyExists), [`HttpError::Conflict`] |
 //! | 413 | the body is over the limit ([`HttpActions::body_limit`]) | the framework |
 //! | 415 | the request does not say `Content-Type: application/json` | the framework |
 //! | 422 | the input is well-formed but invalid (the body also names the field) | [`ValidationError`] |
@@ -35,7 +35,7 @@
 //! server's sockets. Failures of the server (500s, accept errors) are reported through
 //! [`tracing`](https://docs.rs/tracing): install a subscriber to see them.
 //!
-//! [entities']: crate::entity::http
+//! [entities']: crate::runtime::entity::http
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -85,8 +85,8 @@ use serde::de::{DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{ActionContext, ActionError, Trigger};
-use crate::error::Error;
-use crate::state::StateStore;
+use crate::model::Error;
+use crate::runtime::state::StateStore;
 use crate::storage::{LimitError, StorageError};
 
 pub use server::ServeOptions;
@@ -465,7 +465,7 @@ impl HttpActions {
 
     /// The axum router serving every declared route, the body limit, and JSON error bodies
     /// (also for unknown paths and wrong methods). It sets no fallback of its own, so it merges
-    /// with [entity routers](crate::entity::http) and the application's routes
+    /// with [entity routers](crate::runtime::entity::http) and the application's routes
     /// ([`Router::merge`]); an application fallback, if any, answers unknown paths.
     pub fn router(&self) -> Result<Router, RouteError> {
         let mut by_path: BTreeMap<&str, (MethodRouter, Vec<&Method>)> = BTreeMap::new();
@@ -782,7 +782,7 @@ mod tests {
 
     #[test]
     fn typed_errors_map_to_statuses() {
-        let conflict = crate::EventAlreadyExists {
+        let conflict = crate::storage::EventAlreadyExists {
             event_store_id: "POKEMONS".into(),
             aggregate_id: "pikachu".into(),
             version: 2,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{ChannelError, Delivery, Message, MessageChannel};
-use crate::subscription::Filter;
+use crate::runtime::subscription::Filter;
 
 /// Messages an in-memory channel holds per consumer before `publish` waits.
 const CAPACITY: usize = 1024;

@@ -3,8 +3,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::Aggregate;
-use crate::event::{EventDetail, Events};
+use crate::model::aggregate::Aggregate;
+use crate::model::event::{EventDetail, Events};
 use crate::storage::Timestamp;
 
 /// Which kind of message a channel carries.

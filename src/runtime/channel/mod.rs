@@ -8,7 +8,7 @@
 //! A **channel** carries messages: a *bus* fans each message out to every listener whose filter
 //! admits it; a *queue* hands each message to one consumer. [`MessageChannel`] is what channel
 //! adapters implement; [`InMemoryBus`] and [`InMemoryQueue`] are the in-memory adapters.
-//! Messages re-sent from history (by [`dam`](crate::dam)) carry `replay: true`, and bus
+//! Messages re-sent from history (by [`dam`](crate::runtime::dam)) carry `replay: true`, and bus
 //! listeners only receive them if they opt in.
 //!
 //! Castore publishes right after a push, outside the write: a crash between the two loses the
@@ -47,7 +47,7 @@ pub enum ChannelError {
     Storage(#[from] StorageError),
     /// Decoding an event, or building its aggregate, failed.
     #[error(transparent)]
-    Event(#[from] crate::Error),
+    Event(#[from] crate::model::Error),
     /// An event or aggregate could not be rendered as JSON.
     #[error("cannot render {what} as JSON: {source}")]
     Encode {

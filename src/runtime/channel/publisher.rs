@@ -9,12 +9,12 @@ use super::{
     AggregateExistsMessage, ChannelError, Message, MessageChannel, MessageKind,
     NotificationMessage, StateCarryingMessage,
 };
-use crate::consumer::Consumer;
-use crate::event::Events;
-use crate::event_store::{EventStore, GetAggregateOptions};
-use crate::state::StateStore;
+use crate::model::event::Events;
+use crate::model::event_store::{EventStore, GetAggregateOptions};
+use crate::runtime::consumer::Consumer;
+use crate::runtime::state::StateStore;
+use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, StorageAdapter, StoredEvent};
-use crate::subscription::Filter;
 
 /// Messages published between two checkpoint commits while a publisher is busy (it also
 /// commits whenever it has caught up).

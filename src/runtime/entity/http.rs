@@ -16,7 +16,7 @@
 //!
 //! The answer, once the events are durable, is `200 {"version": …, "events": [<event
 //! detail>…]}`. Failures have the JSON body `{"error": kind, "message": text}` of
-//! [`action::http`](crate::action::http):
+//! [`action::http`](crate::runtime::action::http):
 //!
 //! | status | `error` | when |
 //! |---|---|---|
@@ -31,8 +31,8 @@
 //!
 //! The router sets no fallback of its own: unknown paths answer the JSON 404 when it is served
 //! alone, and it merges ([`Router::merge`]) with other entity routers, with
-//! [`HttpActions`](crate::action::http::HttpActions) and with the application's routes. Serve
-//! it with [`serve_with`](crate::action::http::serve_with) for the connection limits.
+//! [`HttpActions`](crate::runtime::action::http::HttpActions) and with the application's routes. Serve
+//! it with [`serve_with`](crate::runtime::action::http::serve_with) for the connection limits.
 //!
 //! ```
 //! # use std::sync::Arc;
@@ -91,11 +91,11 @@ use serde::de::{
 };
 
 use super::{Entities, Entity, EntityError};
-use crate::action::http::{
+use crate::model::Error;
+use crate::runtime::action::http::{
     BODY_BYTES_MAX_DEFAULT, HttpError, from_json_with, rejected, require_json, shortened,
     with_json_errors,
 };
-use crate::error::Error;
 use crate::storage::StorageError;
 
 /// Builds the router of one entity kind: see the [module docs](self).
@@ -436,7 +436,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
-    use crate::action::http::from_json_with;
+    use crate::runtime::action::http::from_json_with;
 
     #[derive(Debug, PartialEq, Deserialize)]
     #[serde(rename_all = "snake_case")]

@@ -22,11 +22,11 @@ use super::context::{CommandContext, FiredTimer, TimerOp};
 use super::runtime::{Request, Shared};
 use super::timer::{Cancelled, Scheduled, TimerBook, TimerEvent};
 use super::{Entity, EntityError, EntityOptions, Reply};
-use crate::aggregate::Aggregate;
-use crate::error::Error;
-use crate::event::NewEvent;
-use crate::event_store::{EventStore, PushEventResponse};
-use crate::group::{GroupedEvent, push_event_group};
+use crate::model::Error;
+use crate::model::aggregate::Aggregate;
+use crate::model::event::NewEvent;
+use crate::model::event_store::{EventStore, PushEventResponse};
+use crate::model::group::{GroupedEvent, push_event_group};
 use crate::storage::Timestamp;
 
 type Answer<T> = Result<Reply<<T as Entity>::Events>, EntityError<<T as Entity>::Rejection>>;
@@ -490,7 +490,7 @@ impl<T: Entity> Instance<T> {
 }
 
 /// `events` as new events of `aggregate_id` after `version`, all at `timestamp`.
-fn numbered<E: crate::event::Events>(
+fn numbered<E: crate::model::event::Events>(
     aggregate_id: &str,
     version: u64,
     timestamp: Timestamp,

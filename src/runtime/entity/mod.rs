@@ -4,19 +4,19 @@
 //! An [`Entity`] is one Rust type per entity kind. It names its commands, its events, its state
 //! and its typed rejection, and decides with one pure function: state and command in, events or
 //! a rejection out. It never folds events itself: the state evolves with the
-//! [reducer](crate::Reducer) of the [`EventStore`](crate::EventStore) the entities run on, so
+//! [reducer](crate::model::aggregate::Reducer) of the [`EventStore`](crate::model::event_store::EventStore) the entities run on, so
 //! an entity and a plain reader of the store always agree on the state. Deciding cannot do
-//! I/O (no `async`, no context): side effects belong to [actions](crate::action).
+//! I/O (no `async`, no context): side effects belong to [actions](crate::runtime::action).
 //!
 //! [`Entities`] runs them. [`Entities::get`] gives an [`EntityHandle`] for one id;
 //! [`EntityHandle::send`] delivers a command to the single live instance of that id (a tokio
 //! task), starting it if needed. The instance:
 //!
 //! - loads the aggregate on first use with
-//!   [`get_aggregate`](crate::EventStore::get_aggregate) (from a snapshot when the store has a
+//!   [`get_aggregate`](crate::model::event_store::EventStore::get_aggregate) (from a snapshot when the store has a
 //!   policy) and keeps it in memory;
 //! - decides commands in arrival order, one at a time, each on the state left by the previous;
-//! - commits the decided events with one [`push_event_group`](crate::push_event_group) per
+//! - commits the decided events with one [`push_event_group`](crate::model::group::push_event_group) per
 //!   batch and replies only once that commit is durable (an output gate: nobody hears of a
 //!   state that could still vanish);
 //! - while one commit is in flight, decides the commands queued behind it on the new in-memory
@@ -130,9 +130,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aggregate::Aggregate;
-use crate::error::Error;
-use crate::event::{EventDetail, Events};
+use crate::model::Error;
+use crate::model::aggregate::Aggregate;
+use crate::model::event::{EventDetail, Events};
 
 pub use context::{CommandContext, FiredTimer};
 pub use runtime::{Entities, EntityHandle};

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use super::instance::{Envelope, Instance, Outcome};
 use super::timer::{TimerBook, TimerEvent, TimerRef, timer_store};
 use super::{Entity, EntityError, EntityOptions, Reply};
-use crate::error::Error;
-use crate::event_store::EventStore;
+use crate::model::Error;
+use crate::model::event_store::EventStore;
 use crate::storage::Timestamp;
 
 /// What an instance is asked to do.

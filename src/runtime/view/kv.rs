@@ -44,12 +44,12 @@ use serde::de::DeserializeOwned;
 use super::progress::Progress;
 use super::runner::{Backend, Refused, Start, ViewRunner};
 use super::{BoxError, Failure, Routes, ViewError, ViewId, decoder, guarded};
-use crate::codec;
-use crate::event::{EventDetail, Events};
-use crate::event_store::EventStore;
-use crate::state::{StateStore, TxnError};
+use crate::model::codec;
+use crate::model::event::{EventDetail, Events};
+use crate::model::event_store::EventStore;
+use crate::runtime::state::{StateStore, TxnError};
+use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter};
-use crate::subscription::Filter;
 
 /// View name → its active version.
 const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("view_versions");

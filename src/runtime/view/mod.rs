@@ -12,7 +12,7 @@
 //!
 //! | view | tables | checkpoint | queries |
 //! |---|---|---|---|
-//! | [`KvView`] | redb tables in a [`StateStore`](crate::state::StateStore), string keys, serde values | a consumer checkpoint in the same redb database | [`get`](KvView::get), [`scan`](KvView::scan), [`scan_prefix`](KvView::scan_prefix) |
+//! | [`KvView`] | redb tables in a [`StateStore`](crate::runtime::state::StateStore), string keys, serde values | a consumer checkpoint in the same redb database | [`get`](KvView::get), [`scan`](KvView::scan), [`scan_prefix`](KvView::scan_prefix) |
 //! | [`SqlView`] (feature `sql`, on by default) | SQLite tables the handlers write with SQL | a row of the same SQLite file | [`query`](SqlView::query): any `SELECT`, joins included |
 //!
 //! ## Versions and rebuilds
@@ -25,7 +25,7 @@
 //!
 //! ## Read-your-writes
 //! A push returns the global position of its event
-//! ([`PushEventResponse::position`](crate::PushEventResponse::position)). A query that must see
+//! ([`PushEventResponse::position`](crate::model::event_store::PushEventResponse::position)). A query that must see
 //! that event first calls [`KvView::wait_for`] (or [`SqlView::wait_for`]) with the position and
 //! a timeout: it returns once the active version has applied it, or
 //! [`ViewError::Timeout`].
@@ -46,10 +46,10 @@ pub mod sql;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::event::{EventDetail, Events};
-use crate::event_store::EventStore;
+use crate::model::event::{EventDetail, Events};
+use crate::model::event_store::EventStore;
+use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageError, StoredEvent};
-use crate::subscription::Filter;
 
 pub use kv::{KvError, KvTables, KvView, KvViewBuilder};
 pub use runner::ViewRunner;
@@ -139,7 +139,7 @@ pub enum ViewError {
         /// The event's global position.
         position: Position,
         /// Why it does not decode.
-        source: Box<crate::Error>,
+        source: Box<crate::model::Error>,
     },
     /// [`wait_for`](KvView::wait_for) gave up: the view had not applied `position` within
     /// `timeout`. The view may be slow, not running, or still rebuilding; retry or report
@@ -273,7 +273,7 @@ impl ViewId {
 
 /// Why a handler did not apply an event.
 pub(crate) enum Failure {
-    Decode(crate::Error),
+    Decode(crate::model::Error),
     Handler(BoxError),
     Panicked(String),
 }

@@ -7,8 +7,8 @@ use tokio::task::JoinHandle;
 
 use super::progress::Progress;
 use super::{ViewError, ViewId};
+use crate::runtime::subscription::{Filter, Subscription};
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError};
-use crate::subscription::{Filter, Subscription};
 
 /// Events applied per transaction at most: bounds the work a crash can lose and the time a
 /// transaction holds the writer.

@@ -50,10 +50,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use super::progress::Progress;
 use super::runner::{Backend, Refused, Start, ViewRunner};
 use super::{BoxError, Failure, Routes, ViewError, ViewId, decoder, guarded};
-use crate::event::{EventDetail, Events};
-use crate::event_store::EventStore;
+use crate::model::event::{EventDetail, Events};
+use crate::model::event_store::EventStore;
+use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter};
-use crate::subscription::Filter;
 
 /// How long a connection waits for a lock held by another before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

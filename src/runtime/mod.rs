@@ -1,0 +1,17 @@
+//! Floor 4, the runtime: what runs on the events once they are stored.
+//!
+//! At its base, a [`subscription`] follows the global log in order, a [`consumer`] remembers
+//! how far it got in the [`state`] store, and [`channel`]s carry messages (the [`dam`] pours
+//! history into them). On that base: [`view`]s project events into tables applied exactly
+//! once, [`action`]s react to events, HTTP requests and [`queue`] messages (and may call
+//! commands, never the reverse), and [`entity`] actors run one live instance per aggregate id.
+
+pub mod action;
+pub mod channel;
+pub mod consumer;
+pub mod dam;
+pub mod entity;
+pub mod queue;
+pub mod state;
+pub mod subscription;
+pub mod view;
