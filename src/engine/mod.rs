@@ -32,6 +32,8 @@ mod recovery;
 pub mod scan;
 pub mod segment;
 pub mod sim;
+#[cfg(feature = "upgrade")]
+mod upgrade;
 pub mod verify;
 mod writer;
 
@@ -52,6 +54,8 @@ use health::IndexState;
 use index::{Cursor, Index, IndexReader, Location, MemTable, Run};
 pub use io::{FileSystem, OsFileSystem, StoreFile};
 use segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
+#[cfg(feature = "upgrade")]
+pub use upgrade::{FileUpgrade, UpgradeReport, upgrade_dir};
 pub use verify::{VerifyReport, verify_dir};
 use writer::{Request, Writer};
 

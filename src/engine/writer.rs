@@ -646,6 +646,10 @@ pub(crate) fn clone_error(e: &EngineError) -> EngineError {
             reason: reason.clone(),
         },
         EngineError::Locked { path } => EngineError::Locked { path: path.clone() },
+        EngineError::FormatUpgradeRequired { path, found } => EngineError::FormatUpgradeRequired {
+            path: path.clone(),
+            found: *found,
+        },
         EngineError::Poisoned { reason } => EngineError::Poisoned {
             reason: reason.clone(),
         },

@@ -293,6 +293,9 @@ fn storage_error(e: EngineError) -> StorageError {
             reason,
         },
         EngineError::Locked { path } => StorageError::Locked { path },
+        EngineError::FormatUpgradeRequired { path, found } => {
+            StorageError::FormatUpgradeRequired { path, found }
+        }
         EngineError::Poisoned { reason } => StorageError::Poisoned { reason },
         EngineError::Closed => StorageError::Closed,
         EngineError::InvalidOptions(reason) => StorageError::InvalidConfiguration { reason },
