@@ -22,6 +22,7 @@
 //! ```
 //! Byte formats are in `docs/format.md`.
 
+mod continuity;
 mod cow;
 pub mod error;
 pub mod frame;
@@ -630,7 +631,7 @@ impl Engine {
         if min > max {
             return Ok(Vec::new());
         }
-        let (tails, reader) = {
+        let (tails, last_in_memory, reader) = {
             let overlay = self
                 .shared
                 .overlay
@@ -638,16 +639,19 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner());
             // Frozen (older) first, then active.
             let mut tails: Vec<(u64, Vec<Run>)> = Vec::with_capacity(2);
+            // The newest memtable holding the aggregate knows its latest version.
+            let mut last_in_memory = None;
             for mem in [overlay.frozen.as_deref(), Some(&overlay.active)]
                 .into_iter()
                 .flatten()
             {
                 if let Some(tail) = mem.tail(store, aggregate) {
                     tails.push((tail.first_version, tail.runs_in(min, max).collect()));
+                    last_in_memory = Some(tail.last_version());
                 }
             }
             // Opened under the overlay lock: see `Writer::check_versions`.
-            (tails, self.shared.index_reader()?)
+            (tails, last_in_memory, self.shared.index_reader()?)
         };
         let oldest_in_memory = tails
             .iter()
@@ -677,6 +681,12 @@ impl Engine {
                 out.push(run);
             }
         }
+        let last = match last_in_memory {
+            Some(last) => last,
+            None => reader.last_version(store, aggregate)?.unwrap_or(0),
+        };
+        let path = &self.shared.index_path;
+        continuity::check(&out, min, max, last, path, (store, aggregate))?;
         Ok(out)
     }
 
