@@ -24,7 +24,7 @@
 //!    - [`command`]: [`Command`], retried on [`EventAlreadyExists`]
 //!    - [`group`]: [`GroupedEvent`], [`push_event_group`]
 //!    - [`upcast`]: schema versions, upcasters, event-type aliases, [`UpcastError`]
-//!    - [`snapshot`]: [`SnapshotPolicy`], when snapshots are taken and invalidated
+//!    - [`snapshot_policy`]: [`SnapshotPolicy`], when snapshots are taken and invalidated
 //!    - [`codec`]: the MessagePack payload encoding
 //! 4. [`runtime`] (`src/runtime/`): what runs on stored events.
 //!    - [`subscription`]: the global log in order, caught up then live
@@ -98,7 +98,10 @@ pub mod storage;
 pub mod testing;
 
 // The modules of the upper floors are also reachable from the root, where users name them.
-pub use model::{aggregate, codec, command, event, event_store, group, snapshot, upcast};
+/// The former name of [`snapshot_policy`], kept so that existing paths still resolve.
+#[doc(hidden)]
+pub use model::snapshot_policy as snapshot;
+pub use model::{aggregate, codec, command, event, event_store, group, snapshot_policy, upcast};
 pub use runtime::{action, channel, consumer, dam, entity, queue, state, subscription, view};
 
 pub use aggregate::{Aggregate, Reducer};
@@ -111,7 +114,7 @@ pub use event_store::{
 };
 pub use group::{EventGroup, GroupedEvent, push_event_group};
 pub use model::Error;
-pub use snapshot::SnapshotPolicy;
+pub use snapshot_policy::SnapshotPolicy;
 pub use storage::{
     AggregateIdsPage, EventAlreadyExists, GetEventsOptions, ListAggregateIdsOptions, Position,
     StorageAdapter, StorageError, Timestamp, open,

@@ -13,7 +13,7 @@ use crate::model::aggregate::{Aggregate, Reducer, apply};
 use crate::model::codec;
 use crate::model::event::{EventDetail, Events, NewEvent, PayloadError};
 use crate::model::group::GroupedEvent;
-use crate::model::snapshot::{SnapshotPolicy, Snapshots, Writes};
+use crate::model::snapshot_policy::{SnapshotPolicy, Snapshots, Writes};
 use crate::model::upcast::{Evolution, UpcastError};
 use crate::storage::{
     AggregateIdsPage, AppendEvent, EncodedEvent, GetEventsOptions, LimitError, Limits,
@@ -242,7 +242,7 @@ where
     /// Takes snapshots of aggregates by `policy`, in the adapter's snapshot storage, so that
     /// [`get_aggregate`](EventStore::get_aggregate) replays only the events after the newest
     /// one. States are encoded with the [`codec`]. Pushes are unaffected; see
-    /// [`snapshot`](crate::model::snapshot) for when snapshots are written and when they are trusted.
+    /// [`snapshot_policy`](crate::model::snapshot_policy) for when snapshots are written and when they are trusted.
     /// On an adapter without snapshot storage the policy does nothing.
     pub fn snapshots(mut self, policy: SnapshotPolicy<E, S>) -> Self {
         self.snapshots = Some(Snapshots {
@@ -442,7 +442,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// valid snapshot at or below `max_version` and folds only the later events; the aggregate
     /// is the one a full replay gives. If the fold passes a point where the policy fires, a
     /// snapshot of the aggregate there is written in the background (the read does not wait).
-    /// See [`snapshot`](crate::model::snapshot).
+    /// See [`snapshot_policy`](crate::model::snapshot_policy).
     pub async fn get_aggregate(
         &self,
         aggregate_id: &str,

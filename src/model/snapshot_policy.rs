@@ -1,11 +1,10 @@
-//! Snapshots of aggregates: when an [`EventStore`](crate::model::event_store::EventStore) takes them, and how they
-//! are written without slowing anything down.
+//! The snapshot policy of aggregates: when an [`EventStore`] takes snapshots, and how they are
+//! written without slowing anything down.
 //!
-//! A store given a [`SnapshotPolicy`] (with
-//! [`EventStoreBuilder::snapshots`](crate::model::event_store::EventStoreBuilder::snapshots)) keeps encoded
+//! A store given a [`SnapshotPolicy`] (with [`EventStoreBuilder::snapshots`]) keeps encoded
 //! aggregate states in its adapter's [`SnapshotStorage`](crate::storage::SnapshotStorage), and
-//! [`get_aggregate`](crate::model::event_store::EventStore::get_aggregate) starts from the newest valid one at or
-//! below the requested version, replaying only the later events.
+//! [`get_aggregate`] starts from the newest valid one at or below the requested version,
+//! replaying only the later events.
 //!
 //! **When snapshots are taken.** Never on the push path: a push does exactly the same work
 //! with or without a policy. Snapshots are taken by reads. When `get_aggregate` folds events
@@ -13,15 +12,15 @@
 //! keeps the aggregate at the last such point and hands it to a blocking background task that
 //! encodes it, writes it and prunes the aggregate's older snapshots; the read returns without
 //! waiting. Commands read an aggregate before each push, so busy aggregates get snapshots as
-//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`](crate::model::event_store::EventStore::flush_snapshots)
+//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`]
 //! waits for the background writes (tests, orderly shutdown).
 //!
 //! **When a snapshot is used.** Only when all of these hold, otherwise the store falls back
 //! to an older snapshot or to the first event, so the result is always the one a full replay
 //! gives:
 //! - it was taken under the store's current
-//!   [`reducer_version`](crate::model::event_store::EventStoreBuilder::reducer_version) (others are deleted when
-//!   met: bump the version whenever the reducer or the state type changes meaning);
+//!   [`reducer_version`] (others are deleted when met: bump the version whenever the reducer or
+//!   the state type changes meaning);
 //! - its checksum matches and its state decodes (otherwise it is deleted with a warning);
 //! - the event it was taken at still reads back with the same position and checksum
 //!   (otherwise it is stale, e.g. the event was lost to a power cut under a weak durability and
@@ -30,9 +29,16 @@
 //! A snapshot store that fails (a damaged file, an I/O error) is reported with a warning and
 //! the aggregate is replayed in full; it is never an error to the caller.
 //!
-//! **What changes in the response.** With a snapshot,
-//! [`GetAggregateResponse::events`](crate::model::event_store::GetAggregateResponse::events) holds only the events
-//! folded after it (possibly none); `aggregate` and `last_event` are the same as without.
+//! **What changes in the response.** With a snapshot, [`GetAggregateResponse::events`] holds
+//! only the events folded after it (possibly none); `aggregate` and `last_event` are the same
+//! as without.
+//!
+//! [`EventStore`]: crate::model::event_store::EventStore
+//! [`EventStore::flush_snapshots`]: crate::model::event_store::EventStore::flush_snapshots
+//! [`EventStoreBuilder::snapshots`]: crate::model::event_store::EventStoreBuilder::snapshots
+//! [`get_aggregate`]: crate::model::event_store::EventStore::get_aggregate
+//! [`reducer_version`]: crate::model::event_store::EventStoreBuilder::reducer_version
+//! [`GetAggregateResponse::events`]: crate::model::event_store::GetAggregateResponse::events
 
 use std::collections::HashSet;
 use std::fmt;
@@ -49,8 +55,8 @@ const IN_FLIGHT_MAX: usize = 16;
 
 type Predicate<E, S> = Arc<dyn Fn(&Aggregate<S>, &EventDetail<E>) -> bool + Send + Sync>;
 
-/// When an [`EventStore`](crate::model::event_store::EventStore) takes snapshots of its aggregates, and how many
-/// it keeps per aggregate.
+/// When an [`EventStore`](crate::model::event_store::EventStore) takes snapshots of its
+/// aggregates, and how many it keeps per aggregate.
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
