@@ -12,7 +12,6 @@ use crate::model::Error;
 use crate::model::aggregate::{Aggregate, Reducer, apply};
 use crate::model::codec;
 use crate::model::event::{EventDetail, Events, NewEvent, PayloadError};
-use crate::model::group::GroupedEvent;
 use crate::model::snapshot_policy::{SnapshotPolicy, Snapshots, Writes};
 use crate::model::upcast::{Evolution, UpcastError};
 use crate::storage::{
@@ -738,25 +737,6 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         Ok(response)
     }
 
-    /// Builds a [`GroupedEvent`] to push atomically with others through
-    /// [`push_event_group`](crate::model::group::push_event_group). The event is encoded now, so encoding
-    /// errors surface here.
-    pub fn group_event(
-        &self,
-        event: NewEvent<E>,
-        options: PushEventOptions<S>,
-    ) -> Result<GroupedEvent<E, S>, Error> {
-        self.check_prev_aggregate(&event, options.prev_aggregate.as_ref())?;
-        let placeholder = event.timestamp.unwrap_or(Timestamp::from_unix_millis(0));
-        let append = self.encode(&event, placeholder)?;
-        Ok(GroupedEvent::new(
-            self.clone(),
-            event,
-            options.prev_aggregate,
-            append,
-        ))
-    }
-
     /// One page of aggregate ids, ordered by the timestamp of their first event. See
     /// [`storage::page`](crate::storage::page) for the paging rules.
     pub async fn list_aggregate_ids(
@@ -892,7 +872,8 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             .map(|hook| hook(response.clone()))
     }
 
-    fn check_prev_aggregate(
+    /// Checks that `prev`, if given, is the aggregate just before `event`.
+    pub(crate) fn check_prev_aggregate(
         &self,
         event: &NewEvent<E>,
         prev: Option<&Aggregate<S>>,
