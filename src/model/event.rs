@@ -63,6 +63,7 @@ pub trait Events: Sized + Clone + fmt::Debug + Send + Sync + 'static {
 
 /// Why a stored payload could not become an event value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayloadError {
     /// The store does not declare this event type.
     #[error("unknown event type")]
