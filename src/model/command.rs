@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::model::Error;
+use crate::model::error::Error;
 use crate::storage::{EventAlreadyExists, StorageError};
 
 /// An error type a command handler can fail with: it must tell whether the failure is a

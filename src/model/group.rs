@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::model::Error;
 use crate::model::aggregate::Aggregate;
+use crate::model::error::Error;
 use crate::model::event::{Events, NewEvent};
 use crate::model::event_store::{EventStore, PushEventOptions, PushEventResponse};
 use crate::storage::{AppendEvent, LimitError, Position, StorageAdapter, Timestamp};

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::model::Error;
+use crate::model::error::Error;
 use crate::model::event::Events;
 
 /// Why an upcaster could not convert a payload; reading the event then fails with

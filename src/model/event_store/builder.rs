@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::Error;
 use crate::model::aggregate::Reducer;
 use crate::model::codec;
+use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::options::PushEventResponse;
 use crate::model::event_store::store::{EventStore, Inner, PushHook};

@@ -1,8 +1,8 @@
 //! Decoding a stored event into a typed [`EventDetail`] of an [`EventStore`]: through the
 //! store's event-type aliases, and its upcasters for payloads of older schema versions.
 
-use crate::model::Error;
 use crate::model::codec;
+use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events, PayloadError};
 use crate::model::event_store::store::EventStore;
 use crate::storage::{EncodedEvent, StoredEvent};

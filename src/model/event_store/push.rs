@@ -3,9 +3,9 @@
 
 use futures::future::BoxFuture;
 
-use crate::model::Error;
 use crate::model::aggregate::Aggregate;
 use crate::model::codec;
+use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events, NewEvent};
 use crate::model::event_store::options::{PushEventOptions, PushEventResponse};
 use crate::model::event_store::store::EventStore;

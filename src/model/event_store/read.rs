@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::model::Error;
 use crate::model::aggregate::Aggregate;
+use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::options::{
     ExistingAggregate, GetAggregateOptions, GetAggregateResponse,

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use futures::future::BoxFuture;
 
-use crate::model::Error;
 use crate::model::aggregate::{Aggregate, Reducer, apply};
+use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::options::PushEventResponse;
 use crate::model::snapshot_policy::{SnapshotPolicy, Snapshots, Writes};
