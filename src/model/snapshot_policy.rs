@@ -40,19 +40,11 @@
 //! [`reducer_version`]: crate::model::event_store::EventStoreBuilder::reducer_version
 //! [`GetAggregateResponse::events`]: crate::model::event_store::GetAggregateResponse::events
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::model::aggregate::Aggregate;
-use crate::model::codec::CodecError;
 use crate::model::event::{EventDetail, Events};
-
-/// Snapshot writes in flight per store beyond which further ones are skipped (they are an
-/// optimisation; the next read past a policy point takes them).
-const IN_FLIGHT_MAX: usize = 16;
-
 type Predicate<E, S> = Arc<dyn Fn(&Aggregate<S>, &EventDetail<E>) -> bool + Send + Sync>;
 
 /// When an [`EventStore`](crate::model::event_store::EventStore) takes snapshots of its
@@ -166,72 +158,6 @@ impl<E: Events, S> SnapshotPolicy<E, S> {
         match &self.trigger {
             Trigger::Every(_) => self.may_fire(event.version, last_version),
             Trigger::When(predicate) => predicate(aggregate, event),
-        }
-    }
-}
-
-/// A store's snapshot settings, with the state codec captured where `S` is known to be
-/// serializable.
-pub(crate) struct Snapshots<E: Events, S> {
-    pub(crate) policy: SnapshotPolicy<E, S>,
-    pub(crate) encode: fn(&S) -> Result<Vec<u8>, CodecError>,
-    pub(crate) decode: fn(&[u8]) -> Result<S, CodecError>,
-    pub(crate) writes: Arc<Writes>,
-}
-
-/// Background snapshot writes of one store: how many are running, and which.
-#[derive(Debug, Default)]
-pub(crate) struct Writes {
-    running: AtomicUsize,
-    keys: Mutex<HashSet<(String, u64)>>,
-    done: tokio::sync::Notify,
-}
-
-/// A claimed write slot; releasing it (on drop) wakes [`Writes::flushed`] waiters.
-pub(crate) struct WriteSlot {
-    writes: Arc<Writes>,
-    key: (String, u64),
-}
-
-impl Writes {
-    /// Claims a slot for the snapshot of `aggregate_id` at `version`; `None` if that snapshot
-    /// is already being written or too many writes are running.
-    pub(crate) fn claim(self: &Arc<Self>, aggregate_id: &str, version: u64) -> Option<WriteSlot> {
-        let key = (aggregate_id.to_owned(), version);
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= IN_FLIGHT_MAX || !keys.insert(key.clone()) {
-            return None;
-        }
-        self.running.fetch_add(1, Ordering::SeqCst);
-        Some(WriteSlot {
-            writes: Arc::clone(self),
-            key,
-        })
-    }
-
-    /// Resolves once no write is running.
-    pub(crate) async fn flushed(&self) {
-        loop {
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if self.running.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            done.await;
-        }
-    }
-}
-
-impl Drop for WriteSlot {
-    fn drop(&mut self) {
-        self.writes
-            .keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-        if self.writes.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.writes.done.notify_waiters();
         }
     }
 }

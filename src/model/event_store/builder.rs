@@ -12,8 +12,9 @@ use crate::model::codec;
 use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::options::PushEventResponse;
+use crate::model::event_store::store::Snapshots;
 use crate::model::event_store::store::{EventStore, Inner, PushHook};
-use crate::model::snapshot_policy::{SnapshotPolicy, Snapshots};
+use crate::model::snapshot_policy::SnapshotPolicy;
 use crate::model::upcast::{Evolution, UpcastError};
 use crate::storage::{LimitError, Limits, StorageAdapter};
 

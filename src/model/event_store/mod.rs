@@ -6,12 +6,14 @@
 
 // One file per part of the store, none importing this facade: `store` (the type and its fold),
 // `builder`, `options` (options and responses), `read` (the read path with snapshots), `push`
-// (the push path), `decode` (stored events into typed ones).
+// (the push path), `decode` (stored events into typed ones), `snapshot_writes` (the background
+// snapshot writes in flight).
 mod builder;
 mod decode;
 mod options;
 mod push;
 mod read;
+mod snapshot_writes;
 mod store;
 
 pub use builder::{EventStoreBuilder, RESERVED_EVENT_STORE_ID_SUFFIX};

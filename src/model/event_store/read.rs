@@ -11,8 +11,7 @@ use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::options::{
     ExistingAggregate, GetAggregateOptions, GetAggregateResponse,
 };
-use crate::model::event_store::store::EventStore;
-use crate::model::snapshot_policy::Snapshots;
+use crate::model::event_store::store::{EventStore, Snapshots};
 use crate::storage::{
     AggregateIdsPage, GetEventsOptions, ListAggregateIdsOptions, Position, SnapshotRecord,
     SnapshotStorage, StorageAdapter, StoredEvent, event_checksum,

@@ -8,10 +8,12 @@ use std::sync::{Arc, RwLock};
 use futures::future::BoxFuture;
 
 use crate::model::aggregate::{Aggregate, Reducer, apply};
+use crate::model::codec::CodecError;
 use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::options::PushEventResponse;
-use crate::model::snapshot_policy::{SnapshotPolicy, Snapshots, Writes};
+use crate::model::event_store::snapshot_writes::Writes;
+use crate::model::snapshot_policy::SnapshotPolicy;
 use crate::model::upcast::Evolution;
 use crate::storage::StorageAdapter;
 
@@ -46,6 +48,15 @@ pub(super) type PushHook<E, S> =
 /// ```
 pub struct EventStore<E: Events, S> {
     pub(super) inner: Arc<Inner<E, S>>,
+}
+
+/// A store's snapshot settings, with the state codec captured where `S` is known to be
+/// serializable.
+pub(super) struct Snapshots<E: Events, S> {
+    pub(super) policy: SnapshotPolicy<E, S>,
+    pub(super) encode: fn(&S) -> Result<Vec<u8>, CodecError>,
+    pub(super) decode: fn(&[u8]) -> Result<S, CodecError>,
+    pub(super) writes: Arc<Writes>,
 }
 
 /// What the clones of one store share.
