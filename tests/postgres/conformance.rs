@@ -68,7 +68,7 @@ checks!(
 
 /// The checks `annals::conformance_tests!` expands into, read from its source.
 fn every_check_of_the_suite_runs_here() {
-    const SUITE: &str = include_str!("../../src/testing/conformance.rs");
+    const SUITE: &str = include_str!("../../src/testing/conformance/mod.rs");
     const LIST: &str = "conformance_tests!(@checks ($factory)";
     let start = SUITE
         .find(LIST)
