@@ -10,14 +10,14 @@ use super::store::{
 };
 use super::template::{TEMPLATE_COMMITS, template};
 
-/// Index mode of [`index_decoder`]: the rest of the input is the whole index file.
+/// Index mode of [`index_decoder()`]: the rest of the input is the whole index file.
 pub const INDEX_RAW: u8 = 0;
 
-/// Index mode of [`index_decoder`]: the template's valid index, with the rest of the input read
+/// Index mode of [`index_decoder()`]: the template's valid index, with the rest of the input read
 /// as patches of 3 bytes (little-endian u16 offset, byte to XOR there).
 pub const INDEX_PATCH: u8 = 1;
 
-/// Index mode of [`index_decoder`]: the template's valid index cut to a length read from the
+/// Index mode of [`index_decoder()`]: the template's valid index cut to a length read from the
 /// next 3 bytes, then patched like [`INDEX_PATCH`].
 pub const INDEX_TRUNCATE: u8 = 2;
 

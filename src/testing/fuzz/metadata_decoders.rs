@@ -34,7 +34,7 @@ pub struct FuzzMetadata {
 }
 
 crate::events! {
-    /// The small event type [`metadata_decoders`] parses `EventDetail` JSON into.
+    /// The small event type [`metadata_decoders()`] parses `EventDetail` JSON into.
     #[derive(PartialEq)]
     pub enum FuzzEvent {
         type Metadata = FuzzMetadata;

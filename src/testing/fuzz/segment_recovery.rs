@@ -16,11 +16,11 @@ use super::store::{
 };
 use super::template::template;
 
-/// Flag of [`segment_recovery`]'s first byte: replace the first 64 bytes with a valid header
+/// Flag of [`segment_recovery()`]'s first byte: replace the first 64 bytes with a valid header
 /// (segment 1, position 1, 64 KiB) and zero-pad the file to 64 KiB.
 pub const SEGMENT_VALID_HEADER: u8 = 1;
 
-/// Flag of [`segment_recovery`]'s first byte: zero-pad (or cut) the file to 64 KiB.
+/// Flag of [`segment_recovery()`]'s first byte: zero-pad (or cut) the file to 64 KiB.
 pub const SEGMENT_PAD: u8 = 2;
 
 /// The first byte holds flags ([`SEGMENT_VALID_HEADER`], [`SEGMENT_PAD`]); the rest is written
