@@ -23,8 +23,6 @@ pub enum Needs {
     /// To be a child process started by another test, which sets `var`: listed as ignored,
     /// and ignored when run without `var` (`--include-ignored`).
     ChildOf { var: &'static str },
-    /// Nothing: it runs everywhere.
-    Nothing,
 }
 
 /// Whether what a test needs is there.
@@ -52,7 +50,6 @@ impl Needs {
                 Some(_) => server::shared(),
                 None => Availability::Ignored(format!("runs only as a child process ({var})")),
             },
-            Needs::Nothing => Availability::Ready(String::new()),
         }
     }
 }

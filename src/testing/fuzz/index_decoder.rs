@@ -1,0 +1,94 @@
+//! Target `index_decoder`: a store opens on any index file, rebuilding a bad one from the log.
+
+use crate::engine::sim::SimFs;
+use crate::storage::{AggregateIdEntry, EncodedEvent, GetEventsOptions, StorageAdapter};
+
+use super::input::Input;
+use super::store::{
+    AGGREGATES, STORES, fuzz_event, index_path, list_all, next_version, open_store, runtime,
+    segment_path,
+};
+use super::template::{TEMPLATE_COMMITS, template};
+
+/// Index mode of [`index_decoder()`]: the rest of the input is the whole index file.
+pub const INDEX_RAW: u8 = 0;
+
+/// Index mode of [`index_decoder()`]: the template's valid index, with the rest of the input read
+/// as patches of 3 bytes (little-endian u16 offset, byte to XOR there).
+pub const INDEX_PATCH: u8 = 1;
+
+/// Index mode of [`index_decoder()`]: the template's valid index cut to a length read from the
+/// next 3 bytes, then patched like [`INDEX_PATCH`].
+pub const INDEX_TRUNCATE: u8 = 2;
+
+/// The first byte picks how the index file is made ([`INDEX_RAW`], [`INDEX_PATCH`],
+/// [`INDEX_TRUNCATE`]); it is written as `index.redb` next to a small valid log. Opening must
+/// succeed (rebuilding a bad index from the log) and every aggregate must read back exactly
+/// the log's events, and list exactly the log's aggregates.
+pub fn index_decoder(data: &[u8]) {
+    let template = template();
+    let mut input = Input::new(data);
+    let mode = input.byte() % 3;
+    let mut index = match mode {
+        INDEX_RAW => input.take(usize::MAX).to_vec(),
+        _ => template.index.clone(),
+    };
+    if mode == INDEX_TRUNCATE {
+        let len = input.u64(3) as usize;
+        index.truncate(len);
+    }
+    if mode != INDEX_RAW {
+        while !input.is_empty() {
+            let at = input.u64(2) as usize;
+            let xor = input.byte();
+            if let Some(b) = index.get_mut(at) {
+                *b ^= xor;
+            }
+        }
+    }
+    let fs = SimFs::new();
+    fs.write_file(&segment_path(1), template.segment.clone());
+    fs.write_file(&index_path(), index);
+    let log = open_store(&fs, 4)
+        .unwrap_or_else(|e| panic!("a valid log with a damaged index must open: {e:?}"));
+    runtime().block_on(async {
+        for store in STORES {
+            for aggregate in AGGREGATES {
+                let expected: Vec<&EncodedEvent> = template
+                    .events
+                    .iter()
+                    .filter(|e| e.event_store_id == store && e.event.aggregate_id == aggregate)
+                    .map(|e| &e.event)
+                    .collect();
+                let got = log
+                    .get_events(store, aggregate, &GetEventsOptions::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("reading {store}/{aggregate}: {e:?}"));
+                let got: Vec<&EncodedEvent> = got.iter().map(|e| &e.event).collect();
+                assert_eq!(got, expected, "{store}/{aggregate} differs from the log");
+            }
+            let listed = list_all(&log, store)
+                .await
+                .unwrap_or_else(|e| panic!("listing {store}: {e:?}"));
+            let mut expected: Vec<AggregateIdEntry> = template
+                .events
+                .iter()
+                .filter(|e| e.event_store_id == store && e.event.version == 1)
+                .map(|e| AggregateIdEntry {
+                    initial_event_timestamp: e.event.timestamp,
+                    aggregate_id: e.event.aggregate_id.clone(),
+                })
+                .collect();
+            expected.sort();
+            assert_eq!(
+                listed, expected,
+                "aggregates of {store} differ from the log"
+            );
+        }
+        assert_eq!(log.last_position(), TEMPLATE_COMMITS, "last position");
+        let version = next_version(&log, STORES[0], "new").await;
+        log.push_event(fuzz_event(STORES[0], "new", version, 99, 10))
+            .await
+            .unwrap_or_else(|e| panic!("an append after a rebuilt index failed: {e:?}"));
+    });
+}
