@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::LimitError;
+use super::limit_error::LimitError;
 
 /// An event already exists at this aggregate id and version: someone else pushed first.
 ///

@@ -13,6 +13,7 @@
 mod adapter;
 mod error;
 mod event;
+mod limit_error;
 mod limits;
 mod log;
 mod log_snapshots;
@@ -29,7 +30,8 @@ pub use event::{
     AggregateIdEntry, AppendEvent, EncodedEvent, EventStoreSummary, LoggedEvent, Position,
     StoredEvent,
 };
-pub use limits::{LimitError, Limits, RESERVED_EVENT_TYPES};
+pub use limit_error::LimitError;
+pub use limits::{Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
