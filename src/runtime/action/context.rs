@@ -126,7 +126,7 @@ impl ActionContext {
     }
 
     /// Enqueues `body` on queue `queue` of this action's state store: at-least-once work for
-    /// a [queue-triggered action](crate::runtime::queue::QueueAction). The message is durable when
+    /// a [queue-triggered action](super::QueueAction). The message is durable when
     /// this returns.
     pub fn enqueue(
         &mut self,

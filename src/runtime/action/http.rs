@@ -84,7 +84,9 @@ use futures::future::BoxFuture;
 use serde::de::{DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{ActionContext, ActionError, Trigger};
+use super::context::{ActionContext, Trigger};
+use super::error::ActionError;
+use super::panic::panic_message;
 use crate::model::Error;
 use crate::runtime::state::StateStore;
 use crate::storage::{LimitError, StorageError};
@@ -535,7 +537,7 @@ impl HttpActions {
                     Ok(response) => response,
                     Err(panic) => HttpError::Internal(format!(
                         "the action panicked: {}",
-                        super::event::panic_message(panic.as_ref())
+                        panic_message(panic.as_ref())
                     ))
                     .into_response(),
                 })

@@ -37,7 +37,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -48,13 +48,11 @@ use crate::model::codec;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
 use crate::runtime::state::{StateStore, TxnError};
+use crate::runtime::state_schema::{
+    VIEW_VERSIONS, ViewTable, view_checkpoint_name, view_table_name, view_table_version,
+};
 use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter};
-
-/// View name → its active version.
-const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("view_versions");
-
-type Table<'a> = TableDefinition<'a, &'static str, &'static [u8]>;
 
 /// An error of a key-value table operation.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +123,7 @@ impl KvTables<'_> {
     fn open(&self, table: &str) -> Result<redb::Table<'_, &'static str, &'static [u8]>, KvError> {
         let name = format!("{}{table}", self.prefix);
         self.txn
-            .open_table(Table::new(&name))
+            .open_table(ViewTable::new(&name))
             .map_err(|e| database(table)(e.into()))
     }
 
@@ -239,7 +237,7 @@ impl KvViewBuilder {
     /// version, and with [`ViewError::Superseded`] when a newer version is active.
     pub fn build(self, state: Arc<StateStore>) -> Result<KvView, ViewError> {
         let id = ViewId::new(self.name, self.version)?;
-        let checkpoint = checkpoint_name(&id.name, id.version);
+        let checkpoint = view_checkpoint_name(&id.name, id.version);
         let next = state.checkpoint(&checkpoint)?.unwrap_or(1);
         let active = active_version(&state, &id.name)?;
         if let Some(active) = active.filter(|a| *a > id.version) {
@@ -258,19 +256,6 @@ impl KvViewBuilder {
             inner: Arc::new(inner),
         })
     }
-}
-
-fn checkpoint_name(name: &str, version: u64) -> String {
-    format!("view:{name}:v{version}")
-}
-
-/// The version of view `name` a table name belongs to.
-fn version_of(table: &str, name: &str) -> Option<u64> {
-    let rest = table
-        .strip_prefix("view:")?
-        .strip_prefix(name)?
-        .strip_prefix(":v")?;
-    rest.split(':').next()?.parse().ok()
 }
 
 /// Every key-value view version that has a checkpoint in `state`, ordered by name and version,
@@ -299,7 +284,7 @@ pub fn statuses(state: &StateStore) -> Result<Vec<super::ViewStatus>, ViewError>
 }
 
 fn active_version(state: &StateStore, name: &str) -> Result<Option<u64>, ViewError> {
-    Ok(state.read(|txn| match txn.open_table(VERSIONS) {
+    Ok(state.read(|txn| match txn.open_table(VIEW_VERSIONS) {
         Ok(t) => Ok(t.get(name)?.map(|v| v.value())),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
         Err(e) => Err(e.into()),
@@ -425,7 +410,7 @@ impl KvView {
     ) -> Result<Vec<(String, Vec<u8>)>, ViewError> {
         let id = &self.inner.id;
         let read = self.inner.state.read(|txn| {
-            let active = match txn.open_table(VERSIONS) {
+            let active = match txn.open_table(VIEW_VERSIONS) {
                 Ok(t) => t.get(id.name.as_str())?.map(|v| v.value()),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(e.into()),
@@ -434,8 +419,8 @@ impl KvView {
             if served > id.version {
                 return Ok(Err(served));
             }
-            let name = format!("{}:{table}", checkpoint_name(&id.name, served));
-            let t = match txn.open_table(Table::new(&name)) {
+            let name = view_table_name(&id.name, served, table);
+            let t = match txn.open_table(ViewTable::new(&name)) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Ok(Vec::new())),
                 Err(e) => return Err(e.into()),
@@ -465,7 +450,7 @@ impl KvInner {
         events: &[LoggedEvent],
     ) -> Result<Result<(), Refused>, TxnError> {
         let active = txn
-            .open_table(VERSIONS)?
+            .open_table(VIEW_VERSIONS)?
             .get(self.id.name.as_str())?
             .map(|v| v.value());
         if let Some(active) = active.filter(|a| *a > self.id.version) {
@@ -491,11 +476,13 @@ impl KvInner {
 
     /// Makes this version active and drops the tables and checkpoints of older versions.
     fn activate_in(&self, txn: &WriteTransaction, older: &[String]) -> Result<(), TxnError> {
-        txn.open_table(VERSIONS)?
+        txn.open_table(VIEW_VERSIONS)?
             .insert(self.id.name.as_str(), self.id.version)?;
         let doomed: Vec<_> = txn
             .list_tables()?
-            .filter(|t| version_of(t.name(), &self.id.name).is_some_and(|v| v < self.id.version))
+            .filter(|t| {
+                view_table_version(t.name(), &self.id.name).is_some_and(|v| v < self.id.version)
+            })
             .collect();
         for table in doomed {
             txn.delete_table(table)?;
