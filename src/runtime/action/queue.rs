@@ -22,7 +22,7 @@ type QueueHandler = Arc<
         + Sync,
 >;
 
-/// An action run for every message of a queue: see the [module docs](self) and the
+/// An action run for every message of a queue: see the
 /// [queue's](crate::runtime::queue).
 ///
 /// Its runner receives a message, runs the action, and acks it on success. On failure the

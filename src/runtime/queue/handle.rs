@@ -25,7 +25,7 @@ enum Received {
     },
 }
 
-/// A handle on a named queue: see the [module docs](self). Cheap to clone.
+/// A handle on a named queue: see the [module docs](super). Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
     name: Arc<str>,
