@@ -22,8 +22,8 @@ type QueueHandler = Arc<
         + Sync,
 >;
 
-/// An action run for every message of a queue: see the
-/// [queue's](crate::runtime::queue).
+/// An action run for every message of a queue: see the module docs of the
+/// [queue](crate::runtime::queue).
 ///
 /// Its runner receives a message, runs the action, and acks it on success. On failure the
 /// message becomes visible again after the retry policy's backoff (`delay(receive count)`);

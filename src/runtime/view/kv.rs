@@ -41,9 +41,13 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::{BoxError, ViewError};
+use super::handler::{Failure, Routes, decoder, guarded};
+use super::id::ViewId;
+use super::kv_error::KvError;
 use super::progress::Progress;
 use super::runner::{Backend, Refused, Start, ViewRunner};
-use super::{BoxError, Failure, Routes, ViewError, ViewId, decoder, guarded};
+use super::status::ViewStatus;
 use crate::model::codec;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
@@ -53,41 +57,6 @@ use crate::runtime::state_schema::{
 };
 use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter};
-
-/// An error of a key-value table operation.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KvError {
-    /// The database failed; the transaction is aborted.
-    #[error("view table {table:?}: {source}")]
-    Database {
-        /// The table.
-        table: String,
-        /// redb's error.
-        source: Box<redb::Error>,
-    },
-    /// A value does not encode.
-    #[error("view table {table:?}, key {key:?}: the value does not encode: {reason}")]
-    Encode {
-        /// The table.
-        table: String,
-        /// The key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-    /// A stored value does not decode into the type asked for (the view's code changed what
-    /// it stores without a new version?).
-    #[error("view table {table:?}, key {key:?}: the value does not decode: {reason}")]
-    Decode {
-        /// The table.
-        table: String,
-        /// The key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-}
 
 fn database(table: &str) -> impl FnOnce(redb::Error) -> KvError + '_ {
     move |e| KvError::Database {
@@ -261,7 +230,7 @@ impl KvViewBuilder {
 /// Every key-value view version that has a checkpoint in `state`, ordered by name and version,
 /// with its progress: what `annals views` lists. Needs no handler, so any process holding
 /// the state store can ask.
-pub fn statuses(state: &StateStore) -> Result<Vec<super::ViewStatus>, ViewError> {
+pub fn statuses(state: &StateStore) -> Result<Vec<ViewStatus>, ViewError> {
     let mut out = Vec::new();
     for (consumer, next_position) in state.checkpoints()? {
         let Some((name, version)) = consumer
@@ -272,7 +241,7 @@ pub fn statuses(state: &StateStore) -> Result<Vec<super::ViewStatus>, ViewError>
             continue;
         };
         let active = active_version(state, &name)? == Some(version);
-        out.push(super::ViewStatus {
+        out.push(ViewStatus {
             name,
             version,
             next_position,
