@@ -1,14 +1,14 @@
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue};
 
 use super::json::{from_json, reject_duplicate_keys, require_json};
 use super::*;
 use crate::model::Error;
 use crate::runtime::action::context::ActionContext;
 use crate::runtime::state::StateStore;
-use crate::storage::LimitError;
+use crate::storage::{LimitError, StorageError};
 
 #[test]
 fn typed_errors_map_to_statuses() {
