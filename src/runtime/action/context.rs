@@ -45,7 +45,8 @@ pub enum Trigger {
     },
 }
 
-/// The handle an action runs with: see [Commands cannot call actions](super#commands-cannot-call-actions).
+/// The handle an action runs with: see [Commands cannot call
+/// actions](super#commands-cannot-call-actions).
 ///
 /// It is made by annals for one run of one action and moved into it. It is deliberately neither
 /// `Clone` nor `Sync`; its capabilities take `&mut self`, so an action can use them across

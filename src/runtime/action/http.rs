@@ -1,21 +1,30 @@
-//! HTTP-triggered actions: an axum [`Router`] built from declared actions, JSON in and out.
+//! HTTP-triggered actions: an axum [`Router`](axum::Router) built from declared actions, JSON in
+//! and out.
 //!
 //! [`HttpActions`] collects routes (`post`, `put`, `patch`, `delete`), each an action
 //! `(input, ActionContext) -> Result<Reply<output>, HttpError>`. The request body is parsed as
 //! JSON into the input type; the reply is serialized as JSON. Every failure is a JSON body
 //! `{"error": kind, "message": text}` with a status that tells the client what to do:
 //!
-//! | status | when | source |
-//! |---|---|---|
-//! | 400 | the body is not JSON, has a key twice, is not the input's shape, or an id or size in it breaks a storage [limit](crate::storage::Limits) | the framework, [`HttpError::BadRequest`] |
-//! | 404 | an aggregate is missing, or no route matches | [`Error::AggregateNotFound`], [`HttpError::NotFound`] |
-//! | 405 | the path exists, the method does not (the `Allow` header lists the methods) | the framework |
-//! | 409 | a version conflict outlived the command's retries | [`EventAlreadyExists`](crate::storage::EventAlreadyExists), [`HttpError::Conflict`] |
-//! | 413 | the body is over the limit ([`HttpActions::body_limit`]) | the framework |
-//! | 415 | the request does not say `Content-Type: application/json` | the framework |
-//! | 422 | the input is well-formed but invalid (the body also names the field) | [`ValidationError`] |
-//! | 503 | the service is overloaded or stopping; retry later | [`HttpError::Unavailable`] |
-//! | 500 | anything else, or the action panicked (details are logged, not sent) | [`HttpError::Internal`] |
+//! - **400** — when: the body is not JSON, has a key twice, is not the input's shape, or an id or
+//!   size in it breaks a storage [limit](crate::storage::Limits); source: the framework,
+//!   [`HttpError::BadRequest`]
+//! - **404** — when: an aggregate is missing, or no route matches; source:
+//!   [`Error::AggregateNotFound`](crate::model::Error::AggregateNotFound), [`HttpError::NotFound`]
+//! - **405** — when: the path exists, the method does not (the `Allow` header lists the methods);
+//!   source: the framework
+//! - **409** — when: a version conflict outlived the command's retries; source:
+//!   [`EventAlreadyExists`](crate::storage::EventAlreadyExists), [`HttpError::Conflict`]
+//! - **413** — when: the body is over the limit ([`HttpActions::body_limit`]); source: the
+//!   framework
+//! - **415** — when: the request does not say `Content-Type: application/json`; source: the
+//!   framework
+//! - **422** — when: the input is well-formed but invalid (the body also names the field); source:
+//!   [`ValidationError`]
+//! - **503** — when: the service is overloaded or stopping; retry later; source:
+//!   [`HttpError::Unavailable`]
+//! - **500** — when: anything else, or the action panicked (details are logged, not sent); source:
+//!   [`HttpError::Internal`]
 //!
 //! Every request must carry `Content-Type: application/json` (or `application/<x>+json`,
 //! parameters such as `charset` allowed), even with an empty body: a browser sends that header

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::model::Error;
 
-/// Why [`EntityHandle::send`] failed.
+/// Why [`EntityHandle::send`](super::EntityHandle::send) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EntityError<R: fmt::Debug> {
@@ -17,7 +17,8 @@ pub enum EntityError<R: fmt::Debug> {
     Overloaded {
         /// The entity whose mailbox is full.
         aggregate_id: String,
-        /// The mailbox's capacity ([`EntityOptions::mailbox_capacity`]).
+        /// The mailbox's capacity
+        /// ([`EntityOptions::mailbox_capacity`](super::EntityOptions::mailbox_capacity)).
         capacity: usize,
     },
     /// Loading the aggregate or committing the batch holding the command failed; the
@@ -31,7 +32,9 @@ pub enum EntityError<R: fmt::Debug> {
         source: Arc<Error>,
     },
     /// The aggregate kept being appended to by someone else: the command was decided again
-    /// on reloaded state [`EntityOptions::conflict_retries`] times and conflicted every time.
+    /// on reloaded state
+    /// [`EntityOptions::conflict_retries`](super::EntityOptions::conflict_retries) times and
+    /// conflicted every time.
     /// Nothing was recorded.
     #[error("entity {aggregate_id:?}: still conflicting after {attempts} attempts")]
     Contended {
@@ -41,7 +44,7 @@ pub enum EntityError<R: fmt::Debug> {
         attempts: u32,
     },
     /// The command set a timer with an invalid name or a command that does not serialize
-    /// (see [`CommandContext::schedule`]); nothing was recorded.
+    /// (see [`CommandContext::schedule`](super::CommandContext::schedule)); nothing was recorded.
     #[error("entity {aggregate_id:?}: invalid timer {name:?}: {reason}")]
     InvalidTimer {
         /// The entity.
@@ -51,7 +54,8 @@ pub enum EntityError<R: fmt::Debug> {
         /// What is wrong with it.
         reason: String,
     },
-    /// A timer request ([`Timers`]) found the timer no longer scheduled: it was cancelled,
+    /// A timer request ([`Timers`](super::Timers)) found the timer no longer scheduled: it was
+    /// cancelled,
     /// replaced or already delivered. Nothing was recorded.
     #[error("entity {aggregate_id:?}: no timer {name:?} is scheduled")]
     TimerNotScheduled {

@@ -160,7 +160,8 @@ impl<T: Entity> Instance<T> {
                     match self.shared.upgrade() {
                         None => break,
                         Some(shared) => {
-                            match shared.passivate(&self.aggregate_id, self.generation, &mut self.inbox) {
+                            let id = &self.aggregate_id;
+                            match shared.passivate(id, self.generation, &mut self.inbox) {
                                 Some(envelope) => self.take(envelope).await,
                                 None => break,
                             }

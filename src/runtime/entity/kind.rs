@@ -20,7 +20,8 @@ pub trait Entity: Send + Sync + 'static {
     type Events: Events;
     /// The state the event store's reducer builds.
     type State: Clone + Send + Sync + 'static;
-    /// Why a command is refused; returned to the sender as [`EntityError::Rejected`].
+    /// Why a command is refused; returned to the sender as
+    /// [`EntityError::Rejected`](super::EntityError::Rejected).
     type Rejection: Send + fmt::Debug + 'static;
 
     /// The events `command` records given the current aggregate (`None` before its first

@@ -4,7 +4,8 @@
 //! An [`Entity`] is one Rust type per entity kind. It names its commands, its events, its state
 //! and its typed rejection, and decides with one pure function: state and command in, events or
 //! a rejection out. It never folds events itself: the state evolves with the
-//! [reducer](crate::model::aggregate::Reducer) of the [`EventStore`](crate::model::event_store::EventStore) the entities run on, so
+//! [reducer](crate::model::aggregate::Reducer) of the
+//! [`EventStore`](crate::model::event_store::EventStore) the entities run on, so
 //! an entity and a plain reader of the store always agree on the state. Deciding cannot do
 //! I/O (no `async`, no context): side effects belong to [actions](crate::runtime::action).
 //!
@@ -13,10 +14,12 @@
 //! task), starting it if needed. The instance:
 //!
 //! - loads the aggregate on first use with
-//!   [`get_aggregate`](crate::model::event_store::EventStore::get_aggregate) (from a snapshot when the store has a
+//!   [`get_aggregate`](crate::model::event_store::EventStore::get_aggregate) (from a snapshot when
+//!   the store has a
 //!   policy) and keeps it in memory;
 //! - decides commands in arrival order, one at a time, each on the state left by the previous;
-//! - commits the decided events with one [`push_event_group`](crate::model::group::push_event_group) per
+//! - commits the decided events with one
+//!   [`push_event_group`](crate::model::group::push_event_group) per
 //!   batch and replies only once that commit is durable (an output gate: nobody hears of a
 //!   state that could still vanish);
 //! - while one commit is in flight, decides the commands queued behind it on the new in-memory

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-/// How [`Entities`] runs instances.
+/// How [`Entities`](super::Entities) runs instances.
 #[derive(Clone, Debug)]
 pub struct EntityOptions {
     /// Most commands waiting in one instance's mailbox; beyond it `send` answers
-    /// [`EntityError::Overloaded`]. Default 4,096.
+    /// [`EntityError::Overloaded`](super::EntityError::Overloaded). Default 4,096.
     pub mailbox_capacity: usize,
     /// How long an instance stays live without a command before it stops. Default 60 s.
     pub idle_timeout: Duration,
@@ -18,7 +18,7 @@ pub struct EntityOptions {
     /// adapter's [`group_events_max`](crate::storage::Limits::group_events_max). Default 4,096.
     pub batch_events_max: usize,
     /// How many times a command is decided again after version conflicts before it fails
-    /// with [`EntityError::Contended`]. Default 16.
+    /// with [`EntityError::Contended`](super::EntityError::Contended). Default 16.
     pub conflict_retries: u32,
 }
 

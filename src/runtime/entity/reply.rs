@@ -2,7 +2,8 @@
 
 use crate::model::event::{EventDetail, Events};
 
-/// What [`EntityHandle::send`] answers once the command's events are durable.
+/// What [`EntityHandle::send`](super::EntityHandle::send) answers once the command's events are
+/// durable.
 #[derive(Clone, Debug)]
 pub struct Reply<E: Events> {
     /// The aggregate's version after the command: its last event's version, or, when it

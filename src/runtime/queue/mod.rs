@@ -1,6 +1,7 @@
 //! A durable embedded queue.
 //!
-//! A [`Queue`] is a named queue of byte messages kept in a [`StateStore`]. Every change is one
+//! A [`Queue`] is a named queue of byte messages kept in a
+//! [`StateStore`](crate::runtime::state::StateStore). Every change is one
 //! durable redb transaction, so an enqueued message survives a crash, and so does its
 //! delivery state. Delivery is **at-least-once**:
 //!

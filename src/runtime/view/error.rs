@@ -61,7 +61,8 @@ pub enum ViewError {
         message: String,
     },
     /// The event at `position` does not decode into its store's types (see
-    /// [`EventStore::decode`]): the view stops there rather than skip it.
+    /// [`EventStore::decode`](crate::model::event_store::EventStore::decode)): the view stops there
+    /// rather than skip it.
     #[error("view {view:?} v{version}: event at position {position} does not decode: {source}")]
     Decode {
         /// The view.
@@ -73,7 +74,7 @@ pub enum ViewError {
         /// Why it does not decode.
         source: Box<crate::model::Error>,
     },
-    /// [`wait_for`](KvView::wait_for) gave up: the view had not applied `position` within
+    /// [`wait_for`](super::KvView::wait_for) gave up: the view had not applied `position` within
     /// `timeout`. The view may be slow, not running, or still rebuilding; retry or report
     /// stale data.
     #[error(
@@ -92,7 +93,7 @@ pub enum ViewError {
         /// How long the wait lasted.
         timeout: Duration,
     },
-    /// [`wait_for`](KvView::wait_for) cannot succeed: the view's runner stopped or failed
+    /// [`wait_for`](super::KvView::wait_for) cannot succeed: the view's runner stopped or failed
     /// before applying the position. Start a runner again.
     #[error("view {view:?} v{version}: not running ({reason})")]
     NotRunning {

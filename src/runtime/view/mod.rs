@@ -1,8 +1,10 @@
 //! Views: read models projected from the global log, updated exactly once per event.
 //!
 //! A view is a named, versioned projection with its own tables. Handlers, one per event store
-//! (on typed events, decoded through the store's upcasters) or per [`Filter`] (on raw
-//! [`LoggedEvent`]s), write to those tables. A [`ViewRunner`] reads the log from the view's
+//! (on typed events, decoded through the store's upcasters) or per
+//! [`Filter`](crate::runtime::subscription::Filter) (on raw
+//! [`LoggedEvent`](crate::storage::LoggedEvent)s), write to those tables. A [`ViewRunner`] reads
+//! the log from the view's
 //! checkpoint, catches up, then follows live commits; it applies events in batches, and each
 //! batch commits **in one transaction with the view's checkpoint**. A crash before the commit
 //! loses the whole batch and the checkpoint still points at its first event; a crash after it
@@ -10,10 +12,12 @@
 //!
 //! Two kinds of tables:
 //!
-//! | view | tables | checkpoint | queries |
-//! |---|---|---|---|
-//! | [`KvView`] | redb tables in a [`StateStore`](crate::runtime::state::StateStore), string keys, serde values | a consumer checkpoint in the same redb database | [`get`](KvView::get), [`scan`](KvView::scan), [`scan_prefix`](KvView::scan_prefix) |
-//! | [`SqlView`] (feature `sql`, on by default) | SQLite tables the handlers write with SQL | a row of the same SQLite file | [`query`](SqlView::query): any `SELECT`, joins included |
+//! - **[`KvView`]** — tables: redb tables in a [`StateStore`](crate::runtime::state::StateStore),
+//!   string keys, serde values; checkpoint: a consumer checkpoint in the same redb database;
+//!   queries: [`get`](KvView::get), [`scan`](KvView::scan), [`scan_prefix`](KvView::scan_prefix)
+//! - **[`SqlView`] (feature `sql`, on by default)** — tables: SQLite tables the handlers write with
+//!   SQL; checkpoint: a row of the same SQLite file; queries: [`query`](SqlView::query): any
+//!   `SELECT`, joins included
 //!
 //! ## Versions and rebuilds
 //! A view has a version (from 1). Changing what a view stores means giving it a new version:
@@ -25,7 +29,8 @@
 //!
 //! ## Read-your-writes
 //! A push returns the global position of its event
-//! ([`PushEventResponse::position`](crate::model::event_store::PushEventResponse::position)). A query that must see
+//! ([`PushEventResponse::position`](crate::model::event_store::PushEventResponse::position)). A
+//! query that must see
 //! that event first calls [`KvView::wait_for`] (or [`SqlView::wait_for`]) with the position and
 //! a timeout: it returns once the active version has applied it, or
 //! [`ViewError::Timeout`].

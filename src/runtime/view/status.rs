@@ -2,7 +2,8 @@
 
 use crate::storage::Position;
 
-/// What an operator sees of one view version without its handlers (see [`kv::statuses`](super::kv::statuses) and
+/// What an operator sees of one view version without its handlers (see
+/// [`kv::statuses`](super::kv::statuses) and
 /// `sql::statuses`): how far it got and whether queries read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewStatus {

@@ -83,7 +83,8 @@ where
 
     /// Schedules `command` for entity `aggregate_id` at `at`, under `name`; replaces a timer
     /// of the same name. Durable when it returns. Inside an entity, schedule with
-    /// [`CommandContext::schedule`](super::CommandContext::schedule) instead: that commits
+    /// [`CommandContext::schedule`](crate::runtime::entity::CommandContext::schedule) instead: that
+    /// commits
     /// with the command's events.
     pub async fn schedule(
         &self,

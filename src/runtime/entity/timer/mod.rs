@@ -4,7 +4,8 @@
 //! # Where timers live
 //! The timers of the entities of event store `S` are events of a companion store, `S.timers`
 //! ([`timer_store_id`]), one aggregate per entity id. The suffix is reserved:
-//! [`EventStoreBuilder::build`](crate::model::event_store::EventStoreBuilder::build) refuses every id ending in
+//! [`EventStoreBuilder::build`](crate::model::event_store::EventStoreBuilder::build) refuses every
+//! id ending in
 //! [`.timers`](crate::model::event_store::RESERVED_EVENT_STORE_ID_SUFFIX), so no store of the
 //! application can be taken for a timer store. Store ids have at most 128 bytes, so entities
 //! run on stores of at most [`ENTITY_STORE_ID_BYTES_MAX`] (121) bytes:
