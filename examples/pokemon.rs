@@ -34,10 +34,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use annals::action::QueueAction;
 use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
 use annals::action::{ActionContext, ActionError, EventAction};
 use annals::entity::{CommandContext, Entities, Entity, EntityOptions, Timers};
-use annals::queue::{Queue, QueueAction};
+use annals::queue::Queue;
 use annals::state::StateStore;
 use annals::view::SqlView;
 use annals::{

@@ -6,6 +6,11 @@
 //! Every message is published with `replay: true`, so bus listeners that did not opt in to
 //! replays are left alone. A pour can be paced ([`PourOptions::rate_limit`]) and reports its
 //! progress; it returns how many messages it published and the first and last items it poured.
+//!
+//! Castore calls it a dam because it holds the history back and lets it out into a channel on
+//! purpose, at a controlled rate, where live messages flow on their own; other systems call
+//! the same thing a replay or a backfill (the names this module is found by in the docs).
+#![doc(alias("replay", "backfill"))]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +124,7 @@ fn event_item(event: &LoggedEvent) -> PouredItem {
 
 /// Publishes an aggregate-exists message for every aggregate of `source`'s store, in order of
 /// their first event.
+#[doc(alias = "replay")]
 pub async fn pour_aggregate_ids(
     adapter: &dyn StorageAdapter,
     source: &dyn MessageSource,
@@ -164,6 +170,7 @@ pub async fn pour_aggregate_ids(
 }
 
 /// Publishes a notification message for every event of one aggregate, in version order.
+#[doc(alias = "replay")]
 pub async fn pour_aggregate_events(
     adapter: &dyn StorageAdapter,
     source: &dyn MessageSource,
@@ -191,6 +198,7 @@ pub async fn pour_aggregate_events(
 
 /// Publishes a notification message for every event of the given stores, in global order
 /// (interleaved across stores and aggregates as they were committed).
+#[doc(alias = "replay")]
 pub async fn pour_events(
     adapter: &dyn StorageAdapter,
     sources: &[Arc<dyn MessageSource>],

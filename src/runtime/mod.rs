@@ -13,5 +13,6 @@ pub mod dam;
 pub mod entity;
 pub mod queue;
 pub mod state;
+pub(crate) mod state_schema;
 pub mod subscription;
 pub mod view;

@@ -19,15 +19,13 @@
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::engine::io::{
     Creation, FileSystem, OsFileSystem, RedbBackend, create_atomically, retry_while_held,
 };
+use crate::runtime::state_schema::CONSUMERS;
 use crate::storage::{Position, StorageError};
-
-/// Checkpoints of durable consumers: consumer name → the next position to deliver.
-const CONSUMERS: TableDefinition<&str, u64> = TableDefinition::new("consumers");
 
 /// An error inside a state-store transaction: any redb error (`?` converts each of them),
 /// boxed so that results stay small. Returning one aborts the transaction: nothing of it is

@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use annals::action::QueueAction;
 use annals::action::{ActionContext, ActionError, RetryPolicy, Trigger};
-use annals::queue::{Message, Queue, QueueAction, QueueOptions};
+use annals::queue::{Queue, QueueMessage, QueueOptions};
 use annals::state::StateStore;
 
 use super::within;
@@ -19,7 +20,7 @@ fn options(visibility_timeout: Duration, max_receives: u32) -> QueueOptions {
 }
 
 /// Receives until a message comes (it is hidden for a short timeout), bounded by the safety net.
-async fn next(queue: &Queue) -> Message {
+async fn next(queue: &Queue) -> QueueMessage {
     within("a visible message", queue.next()).await.unwrap()
 }
 

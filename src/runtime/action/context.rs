@@ -45,7 +45,8 @@ pub enum Trigger {
     },
 }
 
-/// The handle an action runs with: see [Commands cannot call actions](super#commands-cannot-call-actions).
+/// The handle an action runs with: see [Commands cannot call
+/// actions](super#commands-cannot-call-actions).
 ///
 /// It is made by annals for one run of one action and moved into it. It is deliberately neither
 /// `Clone` nor `Sync`; its capabilities take `&mut self`, so an action can use them across
@@ -126,7 +127,7 @@ impl ActionContext {
     }
 
     /// Enqueues `body` on queue `queue` of this action's state store: at-least-once work for
-    /// a [queue-triggered action](crate::runtime::queue::QueueAction). The message is durable when
+    /// a [queue-triggered action](super::QueueAction). The message is durable when
     /// this returns.
     pub fn enqueue(
         &mut self,

@@ -37,18 +37,12 @@
 
 use std::path::PathBuf;
 
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::state::{StateStore, TxnError};
+use crate::runtime::state_schema::{ACTION_DEAD_LETTERS, ACTION_RETRY_REQUESTS};
 use crate::storage::{LoggedEvent, Position, StorageError, Timestamp};
-
-const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =
-    TableDefinition::new("action_dead_letters");
-
-/// Retry requests: `(action, position)` → when the retry was requested (Unix milliseconds).
-const RETRY_REQUESTS: TableDefinition<(&str, u64), i64> =
-    TableDefinition::new("action_dead_letter_retries");
 
 /// The format byte that starts every stored dead letter.
 const FORMAT: u8 = 1;
@@ -179,12 +173,12 @@ fn read_rows<'a>(
     range: impl redb::KeyRange<(&'static str, u64)> + 'a,
 ) -> Result<Vec<DeadLetter>, StorageError> {
     let rows = state.read(|txn| {
-        let table = match txn.open_table(DEAD_LETTERS) {
+        let table = match txn.open_table(ACTION_DEAD_LETTERS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
-        let requests = match txn.open_table(RETRY_REQUESTS) {
+        let requests = match txn.open_table(ACTION_RETRY_REQUESTS) {
             Ok(requests) => Some(requests),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
@@ -247,13 +241,13 @@ pub fn request_retry(
     let now = Timestamp::now().unix_millis();
     state.write(|txn| {
         if txn
-            .open_table(DEAD_LETTERS)?
+            .open_table(ACTION_DEAD_LETTERS)?
             .get((action, position))?
             .is_none()
         {
             return Ok(false);
         }
-        txn.open_table(RETRY_REQUESTS)?
+        txn.open_table(ACTION_RETRY_REQUESTS)?
             .insert((action, position), now)?;
         Ok(true)
     })
@@ -265,11 +259,11 @@ pub fn request_retry_all(state: &StateStore, action: &str) -> Result<Vec<Positio
     let now = Timestamp::now().unix_millis();
     state.write(|txn| {
         let positions = txn
-            .open_table(DEAD_LETTERS)?
+            .open_table(ACTION_DEAD_LETTERS)?
             .range((action, 0)..=(action, u64::MAX))?
             .map(|row| Ok(row?.0.value().1))
             .collect::<Result<Vec<Position>, TxnError>>()?;
-        let mut requests = txn.open_table(RETRY_REQUESTS)?;
+        let mut requests = txn.open_table(ACTION_RETRY_REQUESTS)?;
         for &position in &positions {
             requests.insert((action, position), now)?;
         }
@@ -284,7 +278,7 @@ pub(crate) fn retry_requests(
     action: &str,
 ) -> Result<Vec<(Position, i64)>, StorageError> {
     state.read(|txn| {
-        let requests = match txn.open_table(RETRY_REQUESTS) {
+        let requests = match txn.open_table(ACTION_RETRY_REQUESTS) {
             Ok(requests) => requests,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -307,7 +301,7 @@ pub(crate) fn clear_retry_request_in(
     position: Position,
     requested_at: i64,
 ) -> Result<(), TxnError> {
-    let mut requests = txn.open_table(RETRY_REQUESTS)?;
+    let mut requests = txn.open_table(ACTION_RETRY_REQUESTS)?;
     let current = requests.get((action, position))?.map(|v| v.value());
     if current == Some(requested_at) {
         requests.remove((action, position))?;
@@ -322,9 +316,10 @@ pub(crate) fn remove_in(
     action: &str,
     position: Position,
 ) -> Result<bool, TxnError> {
-    txn.open_table(RETRY_REQUESTS)?.remove((action, position))?;
+    txn.open_table(ACTION_RETRY_REQUESTS)?
+        .remove((action, position))?;
     Ok(txn
-        .open_table(DEAD_LETTERS)?
+        .open_table(ACTION_DEAD_LETTERS)?
         .remove((action, position))?
         .is_some())
 }
@@ -333,7 +328,7 @@ pub(crate) fn remove_in(
 /// request, if any, is left as it is: it lives in its own table.
 pub(crate) fn put_in(txn: &redb::WriteTransaction, letter: &DeadLetter) -> Result<(), TxnError> {
     let bytes = encode(letter);
-    txn.open_table(DEAD_LETTERS)?
+    txn.open_table(ACTION_DEAD_LETTERS)?
         .insert((letter.action.as_str(), letter.position), bytes.as_slice())?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::runtime::queue::QueueError;
 use crate::storage::StorageError;
 
 /// Why one run of an action failed.
@@ -80,4 +81,24 @@ pub enum ActionRunError {
         /// What the task reported.
         reason: String,
     },
+    /// A queue refused what a queue action's runner asked of it (a storage failure of the
+    /// queue is reported as [`Storage`](Self::Storage)).
+    #[error("action {action:?}: {source}")]
+    Queue {
+        /// The action whose runner stopped.
+        action: String,
+        /// The queue's error.
+        #[source]
+        source: QueueError,
+    },
+}
+
+impl ActionRunError {
+    /// The error that stops queue action `action`'s runner on `error`.
+    pub(crate) fn from_queue(action: String, error: QueueError) -> Self {
+        match error {
+            QueueError::Storage(source) => ActionRunError::Storage { action, source },
+            source => ActionRunError::Queue { action, source },
+        }
+    }
 }

@@ -55,8 +55,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::context::{ActionContext, Trigger};
 use super::dead_letter::{self, DeadLetter, RetryDeadLetterError};
-use super::{ActionContext, ActionError, ActionRunError, RetryPolicy, Trigger};
+use super::error::{ActionError, ActionRunError};
+use super::panic::panic_message;
+use super::retry::RetryPolicy;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
 use crate::runtime::consumer::Consumer;
@@ -435,16 +438,6 @@ impl EventAction {
                 panic_message(panic.as_ref())
             ))),
         }
-    }
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "a non-string panic payload"
     }
 }
 

@@ -3,11 +3,15 @@
 //!
 //! An action is triggered in one of three ways, each with its own module:
 //!
-//! | trigger | module | delivery |
-//! |---|---|---|
-//! | events of the log | [`event`]: [`EventAction`], [`ActionRunner`] | at-least-once, in global order, through a durable consumer named after the action; retries with exponential backoff ([`RetryPolicy`]), then the event goes to the [dead letters](dead_letter) and later events keep flowing |
-//! | HTTP requests | [`http`]: [`HttpActions`](http::HttpActions) | one run per request, JSON in and out, errors mapped to status codes |
-//! | a durable queue | [`queue`](crate::runtime::queue): [`QueueAction`](crate::runtime::queue::QueueAction) | at-least-once with acknowledgement, visibility timeout and dead letters |
+//! - **events of the log** — module: [`event`]: [`EventAction`], [`ActionRunner`]; delivery:
+//!   at-least-once, in global order, through a durable consumer named after the action; retries
+//!   with exponential backoff ([`RetryPolicy`]), then the event goes to the [dead
+//!   letters](dead_letter) and later events keep flowing
+//! - **HTTP requests** — module: [`http`]: [`HttpActions`](http::HttpActions); delivery: one run
+//!   per request, JSON in and out, errors mapped to status codes
+//! - **a durable [queue](crate::runtime::queue)** — module: [`queue`]: [`QueueAction`],
+//!   [`QueueRunner`]; delivery: at-least-once with acknowledgement, visibility timeout and dead
+//!   letters
 //!
 //! Every run receives an [`ActionContext`]: what triggered it, which attempt it is, and the
 //! capabilities of an action — running a [`Command`] and enqueueing a message for a
@@ -100,10 +104,13 @@ pub mod dead_letter;
 mod error;
 pub mod event;
 pub mod http;
+mod panic;
+pub mod queue;
 mod retry;
 
 pub use context::{ActionContext, Trigger};
 pub use dead_letter::DeadLetter;
 pub use error::{ActionError, ActionRunError};
 pub use event::{ActionRunner, EventAction};
+pub use queue::{QueueAction, QueueRunner};
 pub use retry::RetryPolicy;

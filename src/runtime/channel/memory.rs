@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{ChannelError, Delivery, Message, MessageChannel};
+use super::adapter::MessageChannel;
+use super::error::ChannelError;
+use super::message::{Delivery, Message};
 use crate::runtime::subscription::Filter;
 
 /// Messages an in-memory channel holds per consumer before `publish` waits.

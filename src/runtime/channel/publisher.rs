@@ -5,9 +5,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{
-    AggregateExistsMessage, ChannelError, Message, MessageChannel, MessageKind,
-    NotificationMessage, StateCarryingMessage,
+use super::adapter::MessageChannel;
+use super::error::ChannelError;
+use super::message::{
+    AggregateExistsMessage, Message, MessageKind, NotificationMessage, StateCarryingMessage,
 };
 use crate::model::event::Events;
 use crate::model::event_store::{EventStore, GetAggregateOptions};

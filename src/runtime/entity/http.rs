@@ -18,20 +18,27 @@
 //! detail>…]}`. Failures have the JSON body `{"error": kind, "message": text}` of
 //! [`action::http`](crate::runtime::action::http):
 //!
-//! | status | `error` | when |
-//! |---|---|---|
-//! | 400 | `bad_request` | the path does not decode (`%FF`), the id breaks the store's [limits](crate::storage::Limits) (empty, too long, control characters such as `%00`), the body is not JSON, has a key twice or is not the command's fields, or the events break a limit |
-//! | 404 | `not_found` | no allowed command of that name, or no such path |
-//! | 405 | `method_not_allowed` | not `POST` |
-//! | 409 | `conflict` | the entity rejected the command, or other writers kept winning the version |
-//! | 413 | `payload_too_large` | the body is over the limit ([`EntityRouter::body_limit`]) |
-//! | 415 | `unsupported_media_type` | no `Content-Type: application/json`, also required with an empty body (so a cross-site form cannot send commands) |
-//! | 503 | `unavailable` | the entity's mailbox is full, or its instance stopped before answering |
-//! | 500 | `internal` | the store failed (details are logged through `tracing`, not sent) |
+//! - **400** — `error`: `bad_request`; when: the path does not decode (`%FF`), the id breaks the
+//!   store's [limits](crate::storage::Limits) (empty, too long, control characters such as `%00`),
+//!   the body is not JSON, has a key twice or is not the command's fields, or the events break a
+//!   limit
+//! - **404** — `error`: `not_found`; when: no allowed command of that name, or no such path
+//! - **405** — `error`: `method_not_allowed`; when: not `POST`
+//! - **409** — `error`: `conflict`; when: the entity rejected the command, or other writers kept
+//!   winning the version
+//! - **413** — `error`: `payload_too_large`; when: the body is over the limit
+//!   ([`EntityRouter::body_limit`])
+//! - **415** — `error`: `unsupported_media_type`; when: no `Content-Type: application/json`, also
+//!   required with an empty body (so a cross-site form cannot send commands)
+//! - **503** — `error`: `unavailable`; when: the entity's mailbox is full, or its instance stopped
+//!   before answering
+//! - **500** — `error`: `internal`; when: the store failed (details are logged through `tracing`,
+//!   not sent)
 //!
 //! The router sets no fallback of its own: unknown paths answer the JSON 404 when it is served
 //! alone, and it merges ([`Router::merge`]) with other entity routers, with
-//! [`HttpActions`](crate::runtime::action::http::HttpActions) and with the application's routes. Serve
+//! [`HttpActions`](crate::runtime::action::http::HttpActions) and with the application's routes.
+//! Serve
 //! it with [`serve_with`](crate::runtime::action::http::serve_with) for the connection limits.
 //!
 //! ```

@@ -15,13 +15,17 @@
 use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::context::{CommandContext, FiredTimer, TimerOp};
-use super::runtime::{Request, Shared};
+use super::error::EntityError;
+use super::kind::Entity;
+use super::options::EntityOptions;
+use super::registry::InstanceRegistry;
+use super::reply::Reply;
+use super::request::{Envelope, Outcome, Request};
 use super::timer::{Cancelled, Scheduled, TimerBook, TimerEvent};
-use super::{Entity, EntityError, EntityOptions, Reply};
 use crate::model::Error;
 use crate::model::aggregate::Aggregate;
 use crate::model::event::NewEvent;
@@ -29,7 +33,6 @@ use crate::model::event_store::{EventStore, PushEventResponse};
 use crate::model::group::{GroupedEvent, push_event_group};
 use crate::storage::Timestamp;
 
-type Answer<T> = Result<Reply<<T as Entity>::Events>, EntityError<<T as Entity>::Rejection>>;
 type CommitResult<T> = Result<
     (
         Vec<PushEventResponse<<T as Entity>::Events, <T as Entity>::State>>,
@@ -38,31 +41,6 @@ type CommitResult<T> = Result<
     Error,
 >;
 type Commit<T> = BoxFuture<'static, CommitResult<T>>;
-
-/// A request in a mailbox or a batch, with where to send its answer.
-pub(crate) struct Envelope<T: Entity> {
-    pub(crate) request: Request<T>,
-    pub(crate) reply: oneshot::Sender<Answer<T>>,
-    /// How many times the command has been decided.
-    pub(crate) attempts: u32,
-    pub(crate) outcome: Outcome<T::Rejection>,
-}
-
-/// What deciding a command gave, kept until its batch is durable.
-pub(crate) enum Outcome<R> {
-    /// Not decided yet.
-    Undecided,
-    /// The next `count` events of its batch; the aggregate ends at `version`.
-    Events { count: usize, version: u64 },
-    /// No event; decided on the aggregate at `version`.
-    Unchanged { version: u64 },
-    /// Refused.
-    Rejected(R),
-    /// A timer request found no such timer scheduled.
-    TimerNotScheduled(String),
-    /// The decision set an invalid timer.
-    InvalidTimer { name: String, reason: String },
-}
 
 /// What one decision records, before it is numbered and encoded.
 enum Decided<T: Entity> {
@@ -110,7 +88,7 @@ pub(crate) struct Instance<T: Entity> {
     /// The timer store, on the adapter `store` had at the last load.
     timer_store: EventStore<TimerEvent, TimerBook>,
     options: EntityOptions,
-    shared: Weak<Shared<T>>,
+    shared: Weak<InstanceRegistry<T>>,
     inbox: mpsc::Receiver<Envelope<T>>,
     /// The aggregate after every decided command (durable or not); `None` before its first
     /// event.
@@ -130,7 +108,7 @@ impl<T: Entity> Instance<T> {
     pub(crate) fn new(
         aggregate_id: String,
         generation: u64,
-        shared: &Arc<Shared<T>>,
+        shared: &Arc<InstanceRegistry<T>>,
         inbox: mpsc::Receiver<Envelope<T>>,
     ) -> Self {
         Instance {
@@ -182,7 +160,8 @@ impl<T: Entity> Instance<T> {
                     match self.shared.upgrade() {
                         None => break,
                         Some(shared) => {
-                            match shared.passivate(&self.aggregate_id, self.generation, &mut self.inbox) {
+                            let id = &self.aggregate_id;
+                            match shared.passivate(id, self.generation, &mut self.inbox) {
                                 Some(envelope) => self.take(envelope).await,
                                 None => break,
                             }

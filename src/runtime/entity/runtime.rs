@@ -3,45 +3,26 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
-use super::instance::{Envelope, Instance, Outcome};
-use super::timer::{TimerBook, TimerEvent, TimerRef, timer_store};
-use super::{Entity, EntityError, EntityOptions, Reply};
+use super::error::EntityError;
+use super::instance::Instance;
+use super::kind::Entity;
+use super::options::EntityOptions;
+use super::registry::{InstanceRegistry, Instances, Live};
+use super::reply::Reply;
+use super::request::{Envelope, Outcome, Request};
+use super::timer::{TimerBook, TimerEvent, timer_store};
 use crate::model::Error;
 use crate::model::event_store::EventStore;
-use crate::storage::Timestamp;
-
-/// What an instance is asked to do.
-pub(crate) enum Request<T: Entity> {
-    /// Decide a command sent by [`EntityHandle::send`].
-    Command(T::Command),
-    /// Schedule a timer from outside the entity ([`Timers::schedule`](super::Timers)).
-    Schedule {
-        name: String,
-        at: Timestamp,
-        command: serde_json::Value,
-    },
-    /// Cancel a timer from outside the entity; answered with
-    /// [`EntityError::TimerNotScheduled`] when there is none.
-    Cancel { name: String },
-    /// Count one more delivery attempt of a timer still scheduled.
-    TimerAttempt(TimerRef),
-    /// Deliver a due timer's command, if the timer is still scheduled.
-    TimerFire {
-        timer: TimerRef,
-        command: T::Command,
-    },
-}
 
 /// Runs the entities of one kind `T` over one event store: one live instance per id at most,
 /// started on demand. Cheap to clone; instances stop when every clone is dropped (after
 /// answering what they already hold). See the [module documentation](super).
 pub struct Entities<T: Entity> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<InstanceRegistry<T>>,
 }
 
 impl<T: Entity> Clone for Entities<T> {
@@ -60,32 +41,6 @@ impl<T: Entity> fmt::Debug for Entities<T> {
             .field("live", &self.live_instances())
             .finish()
     }
-}
-
-/// What the runtime and its instances share.
-pub(crate) struct Shared<T: Entity> {
-    pub(crate) store: EventStore<T::Events, T::State>,
-    /// The store of the entities' timers, without an adapter: instances use it on their
-    /// store's adapter.
-    pub(crate) timers: EventStore<TimerEvent, TimerBook>,
-    pub(crate) options: EntityOptions,
-    registry: Mutex<Registry<T>>,
-}
-
-struct Registry<T: Entity> {
-    live: HashMap<String, Live<T>>,
-    /// Evicted instances still finishing what they held; their successor waits for them so
-    /// one id never has two instances deciding at once.
-    retiring: HashMap<String, (u64, JoinHandle<()>)>,
-    clock: u64,
-    generations: u64,
-}
-
-struct Live<T: Entity> {
-    mailbox: mpsc::Sender<Envelope<T>>,
-    last_used: u64,
-    generation: u64,
-    task: JoinHandle<()>,
 }
 
 impl<T: Entity> Entities<T> {
@@ -109,11 +64,11 @@ impl<T: Entity> Entities<T> {
             .map(|adapter| *adapter.limits());
         let timers = timer_store(store.event_store_id(), adapter_limits)?;
         Ok(Entities {
-            shared: Arc::new(Shared {
+            shared: Arc::new(InstanceRegistry {
                 store,
                 timers,
                 options,
-                registry: Mutex::new(Registry {
+                instances: Mutex::new(Instances {
                     live: HashMap::new(),
                     retiring: HashMap::new(),
                     clock: 0,
@@ -152,19 +107,11 @@ impl<T: Entity> Entities<T> {
     }
 }
 
-impl<T: Entity> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, Registry<T>> {
-        // The registry's maps stay consistent across a panic (each update is one insert or
-        // remove), so a poisoned lock is still usable.
-        self.registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
+impl<T: Entity> InstanceRegistry<T> {
     /// Puts `envelope` in the mailbox of `aggregate_id`'s instance, starting one if needed.
     /// Delivery happens under the registry lock, so an instance that stops (which also takes
     /// the lock) never leaves a command behind in its mailbox.
-    fn deliver(
+    pub(crate) fn deliver(
         self: &Arc<Self>,
         aggregate_id: &str,
         mut envelope: Envelope<T>,
@@ -211,59 +158,6 @@ impl<T: Entity> Shared<T> {
             },
         );
         Ok(())
-    }
-
-    /// Called by an idle instance under the registry lock: stops it if no command arrived in
-    /// the meantime. `None` means stop; `Some` is a command to handle first.
-    pub(crate) fn passivate(
-        &self,
-        aggregate_id: &str,
-        generation: u64,
-        inbox: &mut mpsc::Receiver<Envelope<T>>,
-    ) -> Option<Envelope<T>> {
-        let mut registry = self.lock();
-        if let Ok(envelope) = inbox.try_recv() {
-            return Some(envelope);
-        }
-        if registry
-            .live
-            .get(aggregate_id)
-            .is_some_and(|live| live.generation == generation)
-        {
-            registry.live.remove(aggregate_id);
-        }
-        None
-    }
-
-    /// Called by an instance as it ends: forgets it as a retiring predecessor.
-    pub(crate) fn stopped(&self, aggregate_id: &str, generation: u64) {
-        let mut registry = self.lock();
-        if registry
-            .retiring
-            .get(aggregate_id)
-            .is_some_and(|(retiring, _)| *retiring == generation)
-        {
-            registry.retiring.remove(aggregate_id);
-        }
-    }
-}
-
-impl<T: Entity> Registry<T> {
-    fn evict_least_recently_used(&mut self) {
-        let Some(oldest) = self
-            .live
-            .iter()
-            .min_by_key(|(_, live)| live.last_used)
-            .map(|(id, _)| id.clone())
-        else {
-            return;
-        };
-        if let Some(live) = self.live.remove(&oldest) {
-            // Dropping the mailbox's only sender lets the instance answer what it holds and
-            // stop.
-            drop(live.mailbox);
-            self.retiring.insert(oldest, (live.generation, live.task));
-        }
     }
 }
 

@@ -37,59 +37,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::{BoxError, ViewError};
+use super::handler::{Failure, Routes, decoder, guarded};
+use super::id::ViewId;
+use super::kv_error::KvError;
 use super::progress::Progress;
 use super::runner::{Backend, Refused, Start, ViewRunner};
-use super::{BoxError, Failure, Routes, ViewError, ViewId, decoder, guarded};
+use super::status::ViewStatus;
 use crate::model::codec;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
 use crate::runtime::state::{StateStore, TxnError};
+use crate::runtime::state_schema::{
+    VIEW_VERSIONS, ViewTable, view_checkpoint_name, view_table_name, view_table_version,
+};
 use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter};
-
-/// View name → its active version.
-const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("view_versions");
-
-type Table<'a> = TableDefinition<'a, &'static str, &'static [u8]>;
-
-/// An error of a key-value table operation.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KvError {
-    /// The database failed; the transaction is aborted.
-    #[error("view table {table:?}: {source}")]
-    Database {
-        /// The table.
-        table: String,
-        /// redb's error.
-        source: Box<redb::Error>,
-    },
-    /// A value does not encode.
-    #[error("view table {table:?}, key {key:?}: the value does not encode: {reason}")]
-    Encode {
-        /// The table.
-        table: String,
-        /// The key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-    /// A stored value does not decode into the type asked for (the view's code changed what
-    /// it stores without a new version?).
-    #[error("view table {table:?}, key {key:?}: the value does not decode: {reason}")]
-    Decode {
-        /// The table.
-        table: String,
-        /// The key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-}
 
 fn database(table: &str) -> impl FnOnce(redb::Error) -> KvError + '_ {
     move |e| KvError::Database {
@@ -125,7 +92,7 @@ impl KvTables<'_> {
     fn open(&self, table: &str) -> Result<redb::Table<'_, &'static str, &'static [u8]>, KvError> {
         let name = format!("{}{table}", self.prefix);
         self.txn
-            .open_table(Table::new(&name))
+            .open_table(ViewTable::new(&name))
             .map_err(|e| database(table)(e.into()))
     }
 
@@ -239,7 +206,7 @@ impl KvViewBuilder {
     /// version, and with [`ViewError::Superseded`] when a newer version is active.
     pub fn build(self, state: Arc<StateStore>) -> Result<KvView, ViewError> {
         let id = ViewId::new(self.name, self.version)?;
-        let checkpoint = checkpoint_name(&id.name, id.version);
+        let checkpoint = view_checkpoint_name(&id.name, id.version);
         let next = state.checkpoint(&checkpoint)?.unwrap_or(1);
         let active = active_version(&state, &id.name)?;
         if let Some(active) = active.filter(|a| *a > id.version) {
@@ -260,23 +227,10 @@ impl KvViewBuilder {
     }
 }
 
-fn checkpoint_name(name: &str, version: u64) -> String {
-    format!("view:{name}:v{version}")
-}
-
-/// The version of view `name` a table name belongs to.
-fn version_of(table: &str, name: &str) -> Option<u64> {
-    let rest = table
-        .strip_prefix("view:")?
-        .strip_prefix(name)?
-        .strip_prefix(":v")?;
-    rest.split(':').next()?.parse().ok()
-}
-
 /// Every key-value view version that has a checkpoint in `state`, ordered by name and version,
 /// with its progress: what `annals views` lists. Needs no handler, so any process holding
 /// the state store can ask.
-pub fn statuses(state: &StateStore) -> Result<Vec<super::ViewStatus>, ViewError> {
+pub fn statuses(state: &StateStore) -> Result<Vec<ViewStatus>, ViewError> {
     let mut out = Vec::new();
     for (consumer, next_position) in state.checkpoints()? {
         let Some((name, version)) = consumer
@@ -287,7 +241,7 @@ pub fn statuses(state: &StateStore) -> Result<Vec<super::ViewStatus>, ViewError>
             continue;
         };
         let active = active_version(state, &name)? == Some(version);
-        out.push(super::ViewStatus {
+        out.push(ViewStatus {
             name,
             version,
             next_position,
@@ -299,7 +253,7 @@ pub fn statuses(state: &StateStore) -> Result<Vec<super::ViewStatus>, ViewError>
 }
 
 fn active_version(state: &StateStore, name: &str) -> Result<Option<u64>, ViewError> {
-    Ok(state.read(|txn| match txn.open_table(VERSIONS) {
+    Ok(state.read(|txn| match txn.open_table(VIEW_VERSIONS) {
         Ok(t) => Ok(t.get(name)?.map(|v| v.value())),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
         Err(e) => Err(e.into()),
@@ -425,7 +379,7 @@ impl KvView {
     ) -> Result<Vec<(String, Vec<u8>)>, ViewError> {
         let id = &self.inner.id;
         let read = self.inner.state.read(|txn| {
-            let active = match txn.open_table(VERSIONS) {
+            let active = match txn.open_table(VIEW_VERSIONS) {
                 Ok(t) => t.get(id.name.as_str())?.map(|v| v.value()),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(e.into()),
@@ -434,8 +388,8 @@ impl KvView {
             if served > id.version {
                 return Ok(Err(served));
             }
-            let name = format!("{}:{table}", checkpoint_name(&id.name, served));
-            let t = match txn.open_table(Table::new(&name)) {
+            let name = view_table_name(&id.name, served, table);
+            let t = match txn.open_table(ViewTable::new(&name)) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Ok(Vec::new())),
                 Err(e) => return Err(e.into()),
@@ -465,7 +419,7 @@ impl KvInner {
         events: &[LoggedEvent],
     ) -> Result<Result<(), Refused>, TxnError> {
         let active = txn
-            .open_table(VERSIONS)?
+            .open_table(VIEW_VERSIONS)?
             .get(self.id.name.as_str())?
             .map(|v| v.value());
         if let Some(active) = active.filter(|a| *a > self.id.version) {
@@ -491,11 +445,13 @@ impl KvInner {
 
     /// Makes this version active and drops the tables and checkpoints of older versions.
     fn activate_in(&self, txn: &WriteTransaction, older: &[String]) -> Result<(), TxnError> {
-        txn.open_table(VERSIONS)?
+        txn.open_table(VIEW_VERSIONS)?
             .insert(self.id.name.as_str(), self.id.version)?;
         let doomed: Vec<_> = txn
             .list_tables()?
-            .filter(|t| version_of(t.name(), &self.id.name).is_some_and(|v| v < self.id.version))
+            .filter(|t| {
+                view_table_version(t.name(), &self.id.name).is_some_and(|v| v < self.id.version)
+            })
             .collect();
         for table in doomed {
             txn.delete_table(table)?;

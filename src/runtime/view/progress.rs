@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{ViewError, ViewId};
+use super::error::ViewError;
+use super::id::ViewId;
 use crate::storage::Position;
 
 /// Whether a runner is applying events to the view.

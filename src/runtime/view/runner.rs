@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::error::ViewError;
+use super::id::ViewId;
 use super::progress::Progress;
-use super::{ViewError, ViewId};
 use crate::runtime::subscription::{Filter, Subscription};
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError};
 

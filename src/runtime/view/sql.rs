@@ -47,9 +47,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::error::{BoxError, ViewError};
+use super::handler::{Failure, Routes, decoder, guarded};
+use super::id::ViewId;
 use super::progress::Progress;
 use super::runner::{Backend, Refused, Start, ViewRunner};
-use super::{BoxError, Failure, Routes, ViewError, ViewId, decoder, guarded};
+use super::status::ViewStatus;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
 use crate::runtime::subscription::Filter;
@@ -312,7 +315,7 @@ fn file_path(dir: &Path, name: &str, version: u64) -> PathBuf {
 /// and version, with its progress as its `annals_view` row records it: what `annals views`
 /// lists. A file whose creation never committed (no row) is skipped. Opens each file
 /// briefly, beside any running view.
-pub fn statuses(dir: impl AsRef<Path>) -> Result<Vec<super::ViewStatus>, ViewError> {
+pub fn statuses(dir: impl AsRef<Path>) -> Result<Vec<ViewStatus>, ViewError> {
     let dir = dir.as_ref();
     let entries = std::fs::read_dir(dir).map_err(io("list directory", dir))?;
     let mut out = Vec::new();
@@ -334,7 +337,7 @@ pub fn statuses(dir: impl AsRef<Path>) -> Result<Vec<super::ViewStatus>, ViewErr
             continue;
         }
         let meta = read_meta(&conn, &id)?;
-        out.push(super::ViewStatus {
+        out.push(ViewStatus {
             name: id.name,
             version,
             next_position: meta.next,

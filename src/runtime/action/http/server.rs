@@ -337,3 +337,41 @@ impl AsyncWrite for Watched {
         self.inner.is_write_vectored()
     }
 }
+
+/// Serves `router` on `listener` with the default [`ServeOptions`] until the task is dropped
+/// (then open connections finish their request in flight and close).
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        router,
+        ServeOptions::default(),
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Serves `router` on `listener` with the default [`ServeOptions`] until `shutdown`
+/// completes, then stops accepting, lets requests in flight finish and returns once every
+/// connection is closed.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, router, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve_until`] with `options`: at most [`ServeOptions::connections_max`] connections, each
+/// closed when its request head is slower than [`ServeOptions::header_read_timeout`] or it
+/// idles longer than [`ServeOptions::idle_timeout`]. HTTP/1.1 only.
+///
+/// Errors accepting connections (for example at the file-descriptor limit) are logged through
+/// `tracing` and retried after a short pause; they do not stop the server.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run(listener, router, options, shutdown).await
+}

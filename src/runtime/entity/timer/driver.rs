@@ -1,178 +1,22 @@
-//! Durable timers: a command delivered to an entity at a given time, recorded in the event log
-//! in the same commit as the events of the command that set it, delivered at least once.
-//!
-//! # Where timers live
-//! The timers of the entities of event store `S` are events of a companion store, `S.timers`
-//! ([`timer_store_id`]), one aggregate per entity id. The suffix is reserved:
-//! [`EventStoreBuilder::build`](crate::model::event_store::EventStoreBuilder::build) refuses every id ending in
-//! [`.timers`](crate::model::event_store::RESERVED_EVENT_STORE_ID_SUFFIX), so no store of the
-//! application can be taken for a timer store. Store ids have at most 128 bytes, so entities
-//! run on stores of at most [`ENTITY_STORE_ID_BYTES_MAX`] (121) bytes:
-//! [`Entities::new`](super::Entities::new) refuses a longer one with a typed error.
-//! Scheduling, cancelling, counting a delivery attempt and marking a timer delivered are events
-//! of that store, so:
-//!
-//! - a timer set by [`CommandContext::schedule`](super::CommandContext::schedule) while
-//!   deciding a command is committed in the same event group as the command's events: both
-//!   are durable, or neither;
-//! - a timer's delivery records its command's events and the timer's removal in one commit, so
-//!   a timer whose command recorded its events is never delivered again;
-//! - they work on every storage adapter, and they follow the entity's instance: its fencing
-//!   reloads the timers with the state.
-//!
-//! # Delivery
-//! [`Timers`] follows the log (from its start, when it is created) to know every scheduled
-//! timer. For each due timer, [`Timers::fire_due`] first has the entity record the attempt
-//! (durably), then delivers the command; the entity decides it with the timer and its attempt
-//! count in [`CommandContext::timer`](super::CommandContext::timer). A crash, a failed
-//! commit or an overloaded entity leaves the timer scheduled with its attempt counted, to be
-//! delivered again by the next call: timers fire at least once. A timer that was cancelled or
-//! rescheduled in the meantime is not delivered (the entity checks it, on its own up-to-date
-//! state). [`Timers::run`] calls `fire_due` on a fixed tick.
+//! The driver of the entities' timers: follows the timer store, lists, schedules and cancels
+//! timers through the entities, and delivers the due ones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use super::runtime::Request;
-use super::{Entities, Entity, EntityError};
+use super::book::{Pending, TimerBook, TimerEvent, TimerRef};
+use super::error::TimerError;
 use crate::model::Error;
-use crate::model::event::EventDetail;
-use crate::model::event_store::{EventStore, RESERVED_EVENT_STORE_ID_SUFFIX};
-use crate::storage::{LimitError, Limits, Position, StoredEvent, Timestamp};
-
-/// Most bytes of a timer's name.
-pub const TIMER_NAME_BYTES_MAX: usize = 256;
-
-/// Longest id of an event store that entities run on: the id of its timer store adds
-/// [`.timers`](RESERVED_EVENT_STORE_ID_SUFFIX) (7 bytes) within the 128 bytes of
-/// [`Limits::event_store_id_bytes_max`].
-pub const ENTITY_STORE_ID_BYTES_MAX: usize = 121;
-
-/// The id of the store holding the timers of the entities of store `event_store_id`:
-/// `event_store_id` followed by [`.timers`](RESERVED_EVENT_STORE_ID_SUFFIX).
-pub fn timer_store_id(event_store_id: &str) -> String {
-    format!("{event_store_id}{RESERVED_EVENT_STORE_ID_SUFFIX}")
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Scheduled {
-    pub(crate) name: String,
-    pub(crate) at_ms: i64,
-    pub(crate) command: serde_json::Value,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Cancelled {
-    pub(crate) name: String,
-}
-
-/// Names one scheduling of a timer: its name and the version of its `Scheduled` event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TimerRef {
-    pub(crate) name: String,
-    pub(crate) id: u64,
-}
-
-crate::events! {
-    /// The events of a timer store.
-    pub(crate) enum TimerEvent {
-        Scheduled(Scheduled) = "TIMER_SCHEDULED",
-        Cancelled(Cancelled) = "TIMER_CANCELLED",
-        Attempted(TimerRef) = "TIMER_ATTEMPTED",
-        Delivered(TimerRef) = "TIMER_DELIVERED",
-    }
-}
-
-/// One scheduled timer of an entity.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Pending {
-    /// The version of the event that scheduled it: rescheduling the name gives a new id.
-    pub(crate) id: u64,
-    pub(crate) at_ms: i64,
-    pub(crate) attempts: u32,
-    pub(crate) command: serde_json::Value,
-}
-
-/// The timers of one entity: the fold of its timer-store events.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct TimerBook {
-    pub(crate) timers: BTreeMap<String, Pending>,
-}
-
-impl TimerBook {
-    /// Applies the event at `version`. Events that name a scheduling no longer current
-    /// (`Attempted`, `Delivered` after a reschedule) change nothing.
-    pub(crate) fn apply(&mut self, event: &TimerEvent, version: u64) {
-        match event {
-            TimerEvent::Scheduled(s) => {
-                let pending = Pending {
-                    id: version,
-                    at_ms: s.at_ms,
-                    attempts: 0,
-                    command: s.command.clone(),
-                };
-                self.timers.insert(s.name.clone(), pending);
-            }
-            TimerEvent::Cancelled(c) => {
-                self.timers.remove(&c.name);
-            }
-            TimerEvent::Attempted(r) => {
-                if let Some(pending) = self.current_mut(r) {
-                    pending.attempts = pending.attempts.saturating_add(1);
-                }
-            }
-            TimerEvent::Delivered(r) => {
-                if self.current_mut(r).is_some() {
-                    self.timers.remove(&r.name);
-                }
-            }
-        }
-    }
-
-    /// The timer `r` names, if that scheduling is still the current one.
-    pub(crate) fn current(&self, r: &TimerRef) -> Option<&Pending> {
-        self.timers.get(&r.name).filter(|p| p.id == r.id)
-    }
-
-    fn current_mut(&mut self, r: &TimerRef) -> Option<&mut Pending> {
-        self.timers.get_mut(&r.name).filter(|p| p.id == r.id)
-    }
-}
-
-fn reduce(book: Option<TimerBook>, event: &EventDetail<TimerEvent>) -> TimerBook {
-    let mut book = book.unwrap_or_default();
-    book.apply(&event.event, event.version);
-    book
-}
-
-/// The timer store of `event_store_id`, without an adapter (the entity runtime sets its
-/// store's). Refuses, as an invalid store id, an `event_store_id` whose timer store id would
-/// pass the limit of `limits` (the default limits, and the adapter's when it has one).
-pub(crate) fn timer_store(
-    event_store_id: &str,
-    adapter_limits: Option<Limits>,
-) -> Result<EventStore<TimerEvent, TimerBook>, Error> {
-    let id = timer_store_id(event_store_id);
-    let limit = adapter_limits.map_or(usize::MAX, |l| l.event_store_id_bytes_max);
-    let limit = limit.min(Limits::default().event_store_id_bytes_max);
-    if id.len() > limit {
-        let reason = "entities need a shorter store id: the id of their timer store adds \
-                      \".timers\" within the limit of store ids (so at most 121 bytes remain \
-                      with the default limit of 128)";
-        return Err(Error::Storage(
-            LimitError::InvalidEventStoreId {
-                event_store_id: event_store_id.to_owned(),
-                reason,
-            }
-            .into(),
-        ));
-    }
-    EventStore::builder(id, reduce).build_reserved()
-}
+use crate::model::event_store::EventStore;
+use crate::runtime::entity::error::EntityError;
+use crate::runtime::entity::kind::Entity;
+use crate::runtime::entity::request::Request;
+use crate::runtime::entity::runtime::Entities;
+use crate::storage::{Position, StoredEvent, Timestamp};
 
 /// A scheduled timer, as listed by [`Timers::pending`].
 #[derive(Clone, Debug, PartialEq)]
@@ -189,37 +33,6 @@ pub struct Timer<C> {
     pub command: C,
 }
 
-/// Why a timer operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TimerError {
-    /// Reading the timers from the log failed.
-    #[error(transparent)]
-    Store(#[from] Error),
-    /// A command does not encode to JSON, or a stored one no longer decodes into the
-    /// entity's command type.
-    #[error("timer {aggregate_id:?}/{name:?}: the command does not (de)serialize: {reason}")]
-    Command {
-        /// The timer's entity.
-        aggregate_id: String,
-        /// The timer's name.
-        name: String,
-        /// What failed.
-        reason: String,
-    },
-    /// The entity could not take the request: it is overloaded, stopped, kept conflicting,
-    /// its store failed, or the timer's name is invalid. Nothing was recorded.
-    #[error("timer {aggregate_id:?}/{name:?}: {reason}")]
-    Entity {
-        /// The timer's entity.
-        aggregate_id: String,
-        /// The timer's name.
-        name: String,
-        /// Why, as the entity answered.
-        reason: String,
-    },
-}
-
 /// What [`Timers`] knows of every entity's timers, from the log.
 #[derive(Default)]
 struct Follower {
@@ -230,7 +43,7 @@ struct Follower {
 }
 
 /// The durable timers of entities of kind `T`: schedules, cancels, lists and delivers them.
-/// See the [module documentation](self).
+/// See the [module documentation](super).
 pub struct Timers<T: Entity> {
     entities: Entities<T>,
     store: EventStore<TimerEvent, TimerBook>,
@@ -270,7 +83,8 @@ where
 
     /// Schedules `command` for entity `aggregate_id` at `at`, under `name`; replaces a timer
     /// of the same name. Durable when it returns. Inside an entity, schedule with
-    /// [`CommandContext::schedule`](super::CommandContext::schedule) instead: that commits
+    /// [`CommandContext::schedule`](crate::runtime::entity::CommandContext::schedule) instead: that
+    /// commits
     /// with the command's events.
     pub async fn schedule(
         &self,
@@ -316,7 +130,7 @@ where
         Ok(out)
     }
 
-    /// Delivers every timer due at `now` (see the [module documentation](self)). Returns how
+    /// Delivers every timer due at `now` (see the [module documentation](super)). Returns how
     /// many were answered: their commands recorded their events or were rejected. A timer
     /// whose delivery failed stays scheduled, to be tried again at the next call.
     pub async fn fire_due(&self, now: Timestamp) -> Result<usize, TimerError> {
@@ -466,20 +280,4 @@ fn decode<C: DeserializeOwned>(
         attempts: pending.attempts,
         command,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entity_store_ids_leave_room_for_the_timer_suffix() {
-        assert_eq!(
-            ENTITY_STORE_ID_BYTES_MAX + RESERVED_EVENT_STORE_ID_SUFFIX.len(),
-            Limits::default().event_store_id_bytes_max
-        );
-        let longest = "s".repeat(ENTITY_STORE_ID_BYTES_MAX);
-        assert!(timer_store(&longest, None).is_ok());
-        assert!(timer_store(&format!("{longest}s"), None).is_err());
-    }
 }
