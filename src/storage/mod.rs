@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`LogAdapter`] (default, [`open`]) | fdatasync before acknowledging | embedded, one process |
 //! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
-//! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes, one database server |
+//! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes |
 
 mod adapter;
 mod error;
@@ -23,6 +23,7 @@ pub mod postgres;
 mod snapshot;
 mod timestamp;
 
+pub use crate::engine::{Corruption, CorruptionKind, IoFailure};
 pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
 pub use event::{

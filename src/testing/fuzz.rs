@@ -28,13 +28,13 @@ use std::sync::{Arc, Once, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Durability;
 use crate::engine::frame::{
     self, EncodedCommit, FRAME_HEADER_BYTES, FrameHeader, LogEvent, decode_entry, decode_frame,
     decode_frame_header, encode_entry, write_frame,
 };
 use crate::engine::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::engine::sim::{Damage, Fault, SimFs};
+use crate::engine::{Durability, layout};
 use crate::model::event::EventDetail;
 use crate::storage::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, GetEventsOptions, Limits,
@@ -116,13 +116,11 @@ fn open_store(fs: &SimFs, checkpoint_events: usize) -> Result<LogAdapter, Storag
 }
 
 fn segment_path(id: u64) -> PathBuf {
-    Path::new(DIR)
-        .join("log")
-        .join(crate::engine::segment::file_name(id))
+    layout::log_dir(Path::new(DIR)).join(crate::engine::segment::file_name(id))
 }
 
 fn index_path() -> PathBuf {
-    Path::new(DIR).join("index.redb")
+    layout::index_file(Path::new(DIR))
 }
 
 /// Under libFuzzer every panic aborts the process, even one that would be caught. The engine
@@ -303,7 +301,7 @@ pub fn segment_recovery(data: &[u8]) {
         Ok(log) => log,
         Err(e) => {
             assert!(
-                matches!(e, StorageError::Corruption { .. }),
+                matches!(e, StorageError::Corruption(_)),
                 "opening a damaged segment failed with {e:?}"
             );
             return;
@@ -848,10 +846,10 @@ fn fault_from(kind: u8, k: u64) -> Option<Fault> {
 fn io_kind(e: &StorageError) -> bool {
     matches!(
         e,
-        StorageError::Io { .. }
+        StorageError::Io(_)
             | StorageError::StorageFull { .. }
             | StorageError::Poisoned { .. }
-            | StorageError::Corruption { .. }
+            | StorageError::Corruption(_)
     )
 }
 
