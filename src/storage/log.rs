@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::log_snapshots::LogSnapshots;
-use super::snapshot::{SnapshotStats, SnapshotStorage};
+use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
     EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter,

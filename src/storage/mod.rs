@@ -20,7 +20,7 @@ mod memory;
 pub mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-mod snapshot;
+mod snapshot_storage;
 mod timestamp;
 
 pub use crate::engine::{Corruption, CorruptionKind, IoFailure};
@@ -36,7 +36,7 @@ pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
-pub use snapshot::{
+pub use snapshot_storage::{
     InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,
 };
 pub use timestamp::{InvalidTimestamp, Timestamp};
