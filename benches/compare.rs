@@ -77,7 +77,7 @@ use annals::Durability;
 use annals::storage::{
     self, AppendEvent, EncodedEvent, GetEventsOptions, StorageAdapter, Timestamp,
 };
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::{Handle, Runtime};

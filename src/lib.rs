@@ -20,11 +20,12 @@
 //! 3. [`model`] (`src/model/`): the typed layer, Castore's model.
 //!    - [`mod@event`]: [`Events`], [`events!`], [`EventDetail`], [`NewEvent`]
 //!    - [`aggregate`]: [`Aggregate`], [`Reducer`]
-//!    - [`event_store`]: [`EventStore`], its options and responses
+//!    - [`event_store`]: [`EventStore`], its builder, options and responses; reads (from
+//!      snapshots when there is a policy), pushes, decoding
 //!    - [`command`]: [`Command`], retried on [`EventAlreadyExists`]
-//!    - [`group`]: [`GroupedEvent`], [`push_event_group`]
+//!    - [`group`]: [`GroupedEvent`] (from [`EventStore::group_event`]), [`push_event_group`]
 //!    - [`upcast`]: schema versions, upcasters, event-type aliases, [`UpcastError`]
-//!    - [`snapshot`]: [`SnapshotPolicy`], when snapshots are taken and invalidated
+//!    - [`snapshot_policy`]: [`SnapshotPolicy`], when snapshots are taken and invalidated
 //!    - [`codec`]: the MessagePack payload encoding
 //! 4. [`runtime`] (`src/runtime/`): what runs on stored events.
 //!    - [`subscription`]: the global log in order, caught up then live
@@ -98,8 +99,12 @@ pub mod storage;
 pub mod testing;
 
 // The modules of the upper floors are also reachable from the root, where users name them.
-pub use model::{aggregate, codec, command, event, event_store, group, snapshot, upcast};
+pub use model::{aggregate, codec, command, event, event_store, group, snapshot_policy, upcast};
 pub use runtime::{action, channel, consumer, dam, entity, queue, state, subscription, view};
+
+/// The former name of [`snapshot_policy`], kept so that existing paths still resolve.
+#[doc(hidden)]
+pub use model::snapshot_policy as snapshot;
 
 pub use aggregate::{Aggregate, Reducer};
 pub use command::{Command, CommandFailure, RetryContext};
@@ -111,7 +116,7 @@ pub use event_store::{
 };
 pub use group::{EventGroup, GroupedEvent, push_event_group};
 pub use model::Error;
-pub use snapshot::SnapshotPolicy;
+pub use snapshot_policy::SnapshotPolicy;
 pub use storage::{
     AggregateIdsPage, EventAlreadyExists, GetEventsOptions, ListAggregateIdsOptions, Position,
     StorageAdapter, StorageError, Timestamp, open,

@@ -118,6 +118,20 @@ pub enum EngineError {
     /// Stored bytes failed verification.
     #[error(transparent)]
     Corruption(Corruption),
+    /// A database file of the store is in an older file format (written by annals 0.1, on
+    /// redb 2), which this version reads only once `annals upgrade` has converted it. Nothing
+    /// was changed.
+    #[error(
+        "{} is in an older file format (redb file format v{found}); convert the store with \
+         `annals upgrade` first (nothing was changed)",
+        path.display()
+    )]
+    FormatUpgradeRequired {
+        /// The database file.
+        path: PathBuf,
+        /// The file format version it holds.
+        found: u8,
+    },
     /// Another handle holds the store.
     #[error("store {} is locked", path.display())]
     Locked {
@@ -209,6 +223,12 @@ impl EngineError {
             EngineError::Io(failure) => EngineError::Io(failure.duplicate()),
             EngineError::Corruption(c) => EngineError::Corruption(c.clone()),
             EngineError::Locked { path } => EngineError::Locked { path: path.clone() },
+            EngineError::FormatUpgradeRequired { path, found } => {
+                EngineError::FormatUpgradeRequired {
+                    path: path.clone(),
+                    found: *found,
+                }
+            }
             EngineError::Poisoned { reason } => EngineError::Poisoned {
                 reason: reason.clone(),
             },

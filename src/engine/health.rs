@@ -144,6 +144,8 @@ pub(crate) fn read_index(
     let view = CopyOnWrite::over(file).map_err(|e| EngineError::io("stat", path, e))?;
     let index = match Index::open(view, path, cache_bytes) {
         Ok(index) => Arc::new(index),
+        // Not damage: an index this version cannot read is left for `annals upgrade`.
+        Err(e @ EngineError::FormatUpgradeRequired { .. }) => return Err(e),
         Err(e) => return Ok(damaged(None, format!("the index is unreadable: {e}"))),
     };
     let read = (|| {

@@ -19,7 +19,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::error::EngineError;
 use super::io::{RedbBackend, StoreFile};
@@ -469,7 +469,15 @@ impl Index {
             let db = redb::Database::builder()
                 .set_cache_size(cache_bytes)
                 .create_with_backend(RedbBackend(file))
-                .map_err(|e| index_error("open index", path, e.into()))?;
+                .map_err(|e| match e {
+                    redb::DatabaseError::UpgradeRequired(found) => {
+                        EngineError::FormatUpgradeRequired {
+                            path: path.to_owned(),
+                            found,
+                        }
+                    }
+                    e => index_error("open index", path, e.into()),
+                })?;
             let index = Index {
                 db: Some(db),
                 path: Arc::from(path),
@@ -899,9 +907,7 @@ impl IndexReader {
                 lower = Bound::Excluded((store, t, id));
             }
         }
-        let range = table
-            .range::<(&str, i64, &str)>((lower, upper))
-            .map_err(|e| err(e.into()))?;
+        let range = table.range((lower, upper)).map_err(|e| err(e.into()))?;
         if limit == 0 {
             return Ok(Vec::new());
         }

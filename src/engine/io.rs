@@ -288,34 +288,34 @@ impl StoreFile for OsFile {
 pub struct RedbBackend(pub Arc<dyn StoreFile>);
 
 impl redb::StorageBackend for RedbBackend {
-    fn len(&self) -> io::Result<u64> {
-        self.0.size()
+    fn len(&self) -> Result<u64, redb::BackendError> {
+        Ok(self.0.size()?)
     }
 
-    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        // A damaged file can make redb ask for absurd ranges: check before allocating.
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), redb::BackendError> {
+        // A damaged file can make redb ask for absurd ranges: say so rather than read zeros.
         let size = self.0.size()?;
+        let len = out.len();
         if offset.checked_add(len as u64).is_none_or(|end| end > size) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("read of {len} bytes at {offset} past the end of the file ({size} bytes)"),
-            ));
+            )
+            .into());
         }
-        let mut buf = vec![0; len];
-        self.0.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
+        Ok(self.0.read_exact_at(out, offset)?)
     }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+    fn set_len(&self, len: u64) -> Result<(), redb::BackendError> {
+        Ok(self.0.set_len(len)?)
     }
 
-    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
-        self.0.sync_data()
+    fn sync_data(&self) -> Result<(), redb::BackendError> {
+        Ok(self.0.sync_data()?)
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_all_at(data, offset)
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), redb::BackendError> {
+        Ok(self.0.write_all_at(data, offset)?)
     }
 }
 

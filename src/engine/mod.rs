@@ -25,10 +25,12 @@
 //! | `writer` | the group-commit writer thread |
 //! | `checkpointer` | the thread writing frozen memtables into the persisted index |
 //! | `read` | reading one aggregate's events |
+//! | `continuity` | checking that the runs a read assembled hold every version asked for |
 //! | `scan` | reading the log in global order |
 //! | `stats` | figures about an open store ([`EngineStats`], [`IndexStats`]) |
 //! | [`verify`] | the integrity check: [`verify_dir`] and the open store's check |
 //! | `verify_index` | the integrity check of the persisted and the in-memory index |
+//! | `upgrade` | converting database files of an older redb format (feature `upgrade`) |
 //! | `cow` | a copy-on-write view of a file, to judge a store without writing to it |
 //! | `sim` | a simulated disk that loses unsynced data, tears writes and fails on demand |
 //!
@@ -36,6 +38,7 @@
 //! `docs/format.md`.
 
 mod checkpointer;
+mod continuity;
 mod cow;
 mod engine_state;
 mod entry_view;
@@ -58,6 +61,8 @@ pub(crate) mod segment;
 pub mod sim;
 mod stats;
 mod tiers;
+#[cfg(feature = "upgrade")]
+mod upgrade;
 pub mod verify;
 mod verify_index;
 mod writer;
@@ -71,4 +76,6 @@ pub use options::Durability;
 pub(crate) use options::EngineOptions;
 pub(crate) use scan::LogCursor;
 pub use stats::{EngineStats, IndexStats};
+#[cfg(feature = "upgrade")]
+pub use upgrade::{FileUpgrade, UpgradeReport, upgrade_dir};
 pub use verify::{VerifyReport, verify_dir, verify_dir_with};

@@ -1,6 +1,7 @@
 //! The read path of one aggregate: runs of locations from the index tiers, read from the
 //! segments in coalesced reads and verified entry by entry.
 
+use super::continuity;
 use super::entry_view::EntryView;
 use super::error::EngineError;
 use super::handle::Engine;
@@ -53,20 +54,23 @@ impl Engine {
         if min > max {
             return Ok(Vec::new());
         }
-        let (tails, reader) = {
+        let (tails, last_in_memory, reader) = {
             let tiers = self.shared.tiers.read().unwrap_or_else(|p| p.into_inner());
             // Frozen (older) first, then active.
             let mut tails: Vec<(u64, Vec<Run>)> = Vec::with_capacity(2);
+            // The newest memtable holding the aggregate knows its latest version.
+            let mut last_in_memory = None;
             for mem in [tiers.frozen.as_deref(), Some(&tiers.active)]
                 .into_iter()
                 .flatten()
             {
                 if let Some(tail) = mem.tail(store, aggregate) {
                     tails.push((tail.first_version, tail.runs_in(min, max).collect()));
+                    last_in_memory = Some(tail.last_version());
                 }
             }
             // Opened under the tiers' lock: see `Writer::check_versions`.
-            (tails, self.shared.index_reader()?)
+            (tails, last_in_memory, self.shared.index_reader()?)
         };
         let oldest_in_memory = tails
             .iter()
@@ -96,6 +100,12 @@ impl Engine {
                 out.push(run);
             }
         }
+        let last = match last_in_memory {
+            Some(last) => last,
+            None => reader.last_version(store, aggregate)?.unwrap_or(0),
+        };
+        let path = &self.shared.index_path;
+        continuity::check(&out, min, max, last, path, (store, aggregate))?;
         Ok(out)
     }
 

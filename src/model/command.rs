@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::model::Error;
+use crate::model::error::Error;
 use crate::storage::{EventAlreadyExists, StorageError};
 
 /// An error type a command handler can fail with: it must tell whether the failure is a
@@ -57,12 +57,16 @@ type ConflictHook = Arc<dyn Fn(&EventAlreadyExists, RetryContext) + Send + Sync>
 /// let pokemons = EventStore::builder("POKEMONS", |_, e: &annals::EventDetail<PokemonEvent>| ())
 ///     .storage_adapter(Arc::new(InMemoryAdapter::new())).build()?;
 ///
-/// let appear = Command::new("APPEAR", (pokemons,), |name: String, (pokemons,), next_id: u32| async move {
-///     let id = format!("pokemon-{next_id}");
-///     let event = PokemonEvent::Appeared(Appeared { name });
-///     pokemons.push_event(NewEvent::new(&id, 1, event), Default::default()).await?;
-///     Ok::<_, annals::Error>(id)
-/// });
+/// let appear = Command::new(
+///     "APPEAR",
+///     (pokemons,),
+///     |name: String, (pokemons,), next_id: u32| async move {
+///         let id = format!("pokemon-{next_id}");
+///         let event = PokemonEvent::Appeared(Appeared { name });
+///         pokemons.push_event(NewEvent::new(&id, 1, event), Default::default()).await?;
+///         Ok::<_, annals::Error>(id)
+///     },
+/// );
 /// assert_eq!(appear.handle("Pikachu".to_owned(), 7).await?, "pokemon-7");
 /// # Ok::<(), annals::Error>(()) }).unwrap();
 /// ```

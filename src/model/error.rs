@@ -60,8 +60,8 @@ pub enum Error {
     /// the new schema means, so it refuses the event rather than misread it.
     #[error(
         "store {event_store_id:?}, aggregate {aggregate_id:?}, version {version}, \
-         type {event_type:?}: schema version {schema_version} is newer than the {known_schema_version} \
-         this code knows"
+         type {event_type:?}: schema version {schema_version} is newer than the \
+         {known_schema_version} this code knows"
     )]
     SchemaVersionTooNew {
         /// The store read.

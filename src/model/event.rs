@@ -63,6 +63,7 @@ pub trait Events: Sized + Clone + fmt::Debug + Send + Sync + 'static {
 
 /// Why a stored payload could not become an event value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayloadError {
     /// The store does not declare this event type.
     #[error("unknown event type")]
@@ -333,7 +334,8 @@ impl<'de, E: Events> Deserialize<'de> for EventDetail<E> {
 /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Appeared { pub name: String }
 /// # annals::events! { pub enum PokemonEvent { Appeared(Appeared) = "POKEMON_APPEARED" } }
 /// use annals::NewEvent;
-/// let event = NewEvent::new("pikachu", 1, PokemonEvent::Appeared(Appeared { name: "Pikachu".into() }));
+/// let appeared = PokemonEvent::Appeared(Appeared { name: "Pikachu".into() });
+/// let event = NewEvent::new("pikachu", 1, appeared);
 /// assert_eq!(event.version, 1);
 /// assert!(event.timestamp.is_none());
 /// ```

@@ -1,13 +1,16 @@
 //! Event groups: events for several aggregates of several stores, pushed all or nothing.
+//!
+//! The event store knows nothing of groups: this module builds grouped events from a store
+//! ([`EventStore::group_event`]) and pushes them ([`push_event_group`]).
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::model::Error;
 use crate::model::aggregate::Aggregate;
+use crate::model::error::Error;
 use crate::model::event::{Events, NewEvent};
-use crate::model::event_store::{EventStore, PushEventResponse};
+use crate::model::event_store::{EventStore, PushEventOptions, PushEventResponse};
 use crate::storage::{AppendEvent, LimitError, Position, StorageAdapter, Timestamp};
 
 /// One event of a group, made by [`EventStore::group_event`].
@@ -28,23 +31,29 @@ impl<E: Events, S> std::fmt::Debug for GroupedEvent<E, S> {
 }
 
 impl<E: Events, S> GroupedEvent<E, S> {
-    pub(crate) fn new(
-        store: EventStore<E, S>,
-        event: NewEvent<E>,
-        prev_aggregate: Option<Aggregate<S>>,
-        append: AppendEvent,
-    ) -> Self {
-        GroupedEvent {
-            store,
-            event,
-            prev_aggregate,
-            append: Some(append),
-        }
-    }
-
     /// The event to be pushed.
     pub fn event(&self) -> &NewEvent<E> {
         &self.event
+    }
+}
+
+impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
+    /// Builds a [`GroupedEvent`] to push atomically with others through
+    /// [`push_event_group`]. The event is encoded now, so encoding errors surface here.
+    pub fn group_event(
+        &self,
+        event: NewEvent<E>,
+        options: PushEventOptions<S>,
+    ) -> Result<GroupedEvent<E, S>, Error> {
+        self.check_prev_aggregate(&event, options.prev_aggregate.as_ref())?;
+        let placeholder = event.timestamp.unwrap_or(Timestamp::from_unix_millis(0));
+        let append = self.encode(&event, placeholder)?;
+        Ok(GroupedEvent {
+            store: self.clone(),
+            event,
+            prev_aggregate: options.prev_aggregate,
+            append: Some(append),
+        })
     }
 }
 

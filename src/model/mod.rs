@@ -5,7 +5,7 @@
 //! [`EventStore`](event_store::EventStore) pushes and reads them through any
 //! [`StorageAdapter`](crate::storage::StorageAdapter); [`Command`](command::Command)s decide
 //! and retry on version conflicts; [`group`]s push across aggregates and stores all or nothing;
-//! [`upcast`]ers read old schemas; [`snapshot`] policies keep long aggregates fast.
+//! [`upcast`]ers read old schemas; [`snapshot_policy`] keeps long aggregates fast.
 //!
 //! Everything here is typed by the user's events; the floors below see bytes.
 
@@ -16,7 +16,7 @@ mod error;
 pub mod event;
 pub mod event_store;
 pub mod group;
-pub mod snapshot;
+pub mod snapshot_policy;
 pub mod upcast;
 
 pub use error::Error;

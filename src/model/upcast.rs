@@ -8,21 +8,23 @@
 //! version `n` decodes its payload into a dynamic [`serde_json::Value`], runs the steps
 //! `n → n + 1 → …` up to the current version, and only then decodes the result into the
 //! current Rust type. Events already at the current version skip all of this. Upcasting
-//! happens in [`EventStore::decode`](crate::model::event_store::EventStore::decode), so every read of the typed
-//! layer (`get_events`, `get_aggregate`, and whatever is built on `decode`) sees the current
-//! shape only.
+//! happens in [`EventStore::decode`], so every read of the typed layer (`get_events`,
+//! `get_aggregate`, and whatever is built on `decode`) sees the current shape only.
 //!
-//! A step is either dynamic ([`EventStoreBuilder::upcaster`](crate::model::event_store::EventStoreBuilder::upcaster):
-//! `Fn(Value) -> Result<Value, UpcastError>`) or typed
-//! ([`typed_upcaster`](crate::model::event_store::EventStoreBuilder::typed_upcaster): `Fn(Old) -> New` over the
-//! old and new payload structs).
+//! A step is either dynamic ([`EventStoreBuilder::upcaster`]:
+//! `Fn(Value) -> Result<Value, UpcastError>`) or typed ([`typed_upcaster`]: `Fn(Old) -> New`
+//! over the old and new payload structs).
 //!
-//! A renamed type keeps its old events readable through an alias
-//! ([`event_type_alias`](crate::model::event_store::EventStoreBuilder::event_type_alias)): events stored under the
-//! old name are read as the new type, and their schema versions continue the new type's
-//! numbering.
+//! A renamed type keeps its old events readable through an alias ([`event_type_alias`]):
+//! events stored under the old name are read as the new type, and their schema versions
+//! continue the new type's numbering.
 //!
 //! Metadata is not upcast: metadata types should only ever gain optional fields.
+//!
+//! [`EventStore::decode`]: crate::model::event_store::EventStore::decode
+//! [`EventStoreBuilder::upcaster`]: crate::model::event_store::EventStoreBuilder::upcaster
+//! [`typed_upcaster`]: crate::model::event_store::EventStoreBuilder::typed_upcaster
+//! [`event_type_alias`]: crate::model::event_store::EventStoreBuilder::event_type_alias
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,7 +32,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::model::Error;
+use crate::model::error::Error;
 use crate::model::event::Events;
 
 /// Why an upcaster could not convert a payload; reading the event then fails with

@@ -19,7 +19,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::engine::io::{
     Creation, FileSystem, OsFileSystem, RedbBackend, create_atomically, retry_while_held,
@@ -90,6 +90,12 @@ impl StateStore {
             match std::panic::catch_unwind(AssertUnwindSafe(|| redb::Database::open(&path))) {
                 Ok(Ok(db)) => Ok(Some(db)),
                 Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Ok(None),
+                Ok(Err(redb::DatabaseError::UpgradeRequired(found))) => {
+                    Err(StorageError::FormatUpgradeRequired {
+                        path: path.clone(),
+                        found,
+                    })
+                }
                 Ok(Err(e)) => Err(error(&path, "open", e)),
                 Err(_) => Err(damaged(&path, "redb failed while opening it")),
             }

@@ -73,6 +73,20 @@ pub enum StorageError {
     /// tail of the log. Nothing was repaired automatically; run `annals verify`.
     #[error(transparent)]
     Corruption(Corruption),
+    /// A database file of the store is in an older file format (written by annals 0.1, on
+    /// redb 2), which this version reads only once `annals upgrade` has converted it. Nothing
+    /// was changed.
+    #[error(
+        "{} is in an older file format (redb file format v{found}); convert the store with \
+         `annals upgrade` first (nothing was changed)",
+        path.display()
+    )]
+    FormatUpgradeRequired {
+        /// The database file.
+        path: PathBuf,
+        /// The file format version it holds.
+        found: u8,
+    },
     /// Another process, or another handle in this process, holds the store open.
     #[error("store {} is locked by another process or handle; close it first", path.display())]
     Locked {

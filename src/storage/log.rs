@@ -276,6 +276,9 @@ fn storage_error(e: EngineError) -> StorageError {
         EngineError::StorageFull { path } => StorageError::StorageFull { path },
         EngineError::Corruption(corruption) => StorageError::Corruption(corruption),
         EngineError::Locked { path } => StorageError::Locked { path },
+        EngineError::FormatUpgradeRequired { path, found } => {
+            StorageError::FormatUpgradeRequired { path, found }
+        }
         EngineError::Poisoned { reason } => StorageError::Poisoned { reason },
         EngineError::Closed => StorageError::Closed,
         EngineError::InvalidOptions(reason) => StorageError::InvalidConfiguration { reason },

@@ -20,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{SnapshotRecord, SnapshotStats, SnapshotStorage, StorageError};
 use crate::engine::io::{Creation, RedbBackend, create_atomically};
@@ -229,6 +229,8 @@ impl LogSnapshots {
     fn open_or_recreate(&self) -> Result<Db, StorageError> {
         match self.open() {
             Ok(db) => Ok(db),
+            // Not damage: the file is kept for `annals upgrade`.
+            Err(e @ StorageError::FormatUpgradeRequired { .. }) => Err(e),
             Err(e) => {
                 tracing::warn!(
                     file = %self.path.display(),
@@ -272,7 +274,15 @@ impl LogSnapshots {
             let db = redb::Database::builder()
                 .set_cache_size(4 << 20)
                 .create_with_backend(RedbBackend(file))
-                .map_err(|e| self.redb_error(e))?;
+                .map_err(|e| match e {
+                    redb::DatabaseError::UpgradeRequired(found) => {
+                        StorageError::FormatUpgradeRequired {
+                            path: path.to_owned(),
+                            found,
+                        }
+                    }
+                    e => self.redb_error(e),
+                })?;
             let db = Db(Some(db));
             self.init(db.get())?;
             Ok(db)

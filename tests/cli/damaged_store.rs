@@ -11,7 +11,7 @@ use predicates::str::contains;
 use crate::fixture::annals;
 
 /// Every file under `dir` (the lock file aside) with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(at) = pending.pop() {

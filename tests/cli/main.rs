@@ -8,3 +8,4 @@ mod import;
 mod inspect;
 mod maintenance;
 mod runtime_state;
+mod upgrade;

@@ -44,7 +44,7 @@ fn check_snapshot_file(image: &SimFs, damage: Damage, context: &str) {
         (Ok(Err(e)), _) => panic!("{context}: the snapshot file is damaged: {e}"),
         (Err(_), _) => panic!("{context}: the snapshot file is damaged: redb panicked"),
     };
-    let txn = db.begin_read().expect("read");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
     let tables: Vec<String> = txn
         .list_tables()
         .expect("list tables")

@@ -97,6 +97,13 @@ enum Command {
     },
     /// Discards the per-aggregate index and rebuilds it from the log.
     RebuildIndex,
+    /// Converts a store written by annals 0.1 (redb 2 database files) to the current file
+    /// format, file by file, each replaced only once converted and synced. The store must not
+    /// be open elsewhere.
+    Upgrade {
+        /// The store directory (or `--dir`).
+        store: Option<PathBuf>,
+    },
     /// Aggregate snapshots.
     #[command(subcommand)]
     Snapshots(maintenance::SnapshotsCommand),
@@ -154,6 +161,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Verify { store } => return maintenance::verify(&target, store, &out),
         Command::RebuildIndex => maintenance::rebuild_index(&target, &out)?,
+        Command::Upgrade { store } => maintenance::upgrade(&target, store, &out)?,
         Command::Snapshots(command) => maintenance::snapshots(&target, &out, command).await?,
     }
     Ok(0)

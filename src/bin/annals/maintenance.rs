@@ -1,9 +1,9 @@
-//! Keeping a store healthy: `verify`, `rebuild-index`, `snapshots prune`.
+//! Keeping a store healthy: `verify`, `rebuild-index`, `upgrade`, `snapshots prune`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use annals::engine::{EngineError, VerifyReport, verify_dir};
+use annals::engine::{EngineError, FileUpgrade, VerifyReport, upgrade_dir, verify_dir};
 use annals::storage::{ListAggregateIdsOptions, LogAdapter};
 use clap::Subcommand;
 use serde_json::json;
@@ -159,6 +159,67 @@ pub fn rebuild_index(target: &Target, out: &Out) -> Result<(), CliError> {
             dir.display()
         ))
     }
+}
+
+/// `annals upgrade`: converts the store's database files from redb's older file format.
+pub fn upgrade(target: &Target, store: Option<PathBuf>, out: &Out) -> Result<(), CliError> {
+    if target.postgres.is_some() {
+        return Err(CliError::failed(
+            "`annals upgrade` works on a store directory only",
+        ));
+    }
+    let dir = match store {
+        Some(dir) => dir,
+        None => target.dir()?.to_owned(),
+    };
+    if !is_store(&dir) {
+        return Err(CliError::with_code(
+            crate::error::EXIT_NOT_FOUND,
+            format!(
+                "{} is not an annals store (no log/ directory)",
+                dir.display()
+            ),
+        ));
+    }
+    let report = upgrade_dir(&dir).map_err(|e| match e {
+        EngineError::Locked { path } => CliError::with_code(
+            crate::error::EXIT_LOCKED,
+            format!(
+                "cannot upgrade {}: {} is open in another process",
+                dir.display(),
+                path.display()
+            ),
+        )
+        .hint("close it, then run the command again"),
+        e => CliError::failed(format!("cannot upgrade {}: {e}", dir.display()))
+            .hint("files not yet converted were left as they were; the command can be rerun"),
+    })?;
+    let done = |d: FileUpgrade| match d {
+        FileUpgrade::Upgraded => "upgraded",
+        FileUpgrade::Unchanged => "already current",
+        FileUpgrade::Missing => "absent",
+        _ => "unknown",
+    };
+    if out.json {
+        let files: Vec<_> = report
+            .files
+            .iter()
+            .map(|(file, d)| json!({ "file": file, "result": done(*d) }))
+            .collect();
+        return out
+            .json_doc(&json!({ "store": dir, "upgraded": report.upgraded(), "files": files }));
+    }
+    let mut lines: Vec<String> = report
+        .files
+        .iter()
+        .map(|(file, d)| format!("{:<16} {}", done(*d), file.display()))
+        .collect();
+    lines.push(format!(
+        "{} file(s) converted; {} is ready for this version of annals",
+        report.upgraded(),
+        dir.display()
+    ));
+    out.line(lines.join("\n"))
 }
 
 pub async fn snapshots(

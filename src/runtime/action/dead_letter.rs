@@ -176,7 +176,7 @@ type Row = (Vec<u8>, Option<i64>);
 /// Reads the rows of `range` (of one action, or of all) in one read transaction.
 fn read_rows<'a>(
     state: &StateStore,
-    range: impl std::ops::RangeBounds<(&'a str, u64)> + 'a,
+    range: impl redb::KeyRange<(&'static str, u64)> + 'a,
 ) -> Result<Vec<DeadLetter>, StorageError> {
     let rows = state.read(|txn| {
         let table = match txn.open_table(DEAD_LETTERS) {

@@ -1,11 +1,10 @@
-//! Snapshots of aggregates: when an [`EventStore`](crate::model::event_store::EventStore) takes them, and how they
-//! are written without slowing anything down.
+//! The snapshot policy of aggregates: when an [`EventStore`] takes snapshots, and how they are
+//! written without slowing anything down.
 //!
-//! A store given a [`SnapshotPolicy`] (with
-//! [`EventStoreBuilder::snapshots`](crate::model::event_store::EventStoreBuilder::snapshots)) keeps encoded
+//! A store given a [`SnapshotPolicy`] (with [`EventStoreBuilder::snapshots`]) keeps encoded
 //! aggregate states in its adapter's [`SnapshotStorage`](crate::storage::SnapshotStorage), and
-//! [`get_aggregate`](crate::model::event_store::EventStore::get_aggregate) starts from the newest valid one at or
-//! below the requested version, replaying only the later events.
+//! [`get_aggregate`] starts from the newest valid one at or below the requested version,
+//! replaying only the later events.
 //!
 //! **When snapshots are taken.** Never on the push path: a push does exactly the same work
 //! with or without a policy. Snapshots are taken by reads. When `get_aggregate` folds events
@@ -13,15 +12,15 @@
 //! keeps the aggregate at the last such point and hands it to a blocking background task that
 //! encodes it, writes it and prunes the aggregate's older snapshots; the read returns without
 //! waiting. Commands read an aggregate before each push, so busy aggregates get snapshots as
-//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`](crate::model::event_store::EventStore::flush_snapshots)
+//! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`]
 //! waits for the background writes (tests, orderly shutdown).
 //!
 //! **When a snapshot is used.** Only when all of these hold, otherwise the store falls back
 //! to an older snapshot or to the first event, so the result is always the one a full replay
 //! gives:
 //! - it was taken under the store's current
-//!   [`reducer_version`](crate::model::event_store::EventStoreBuilder::reducer_version) (others are deleted when
-//!   met: bump the version whenever the reducer or the state type changes meaning);
+//!   [`reducer_version`] (others are deleted when met: bump the version whenever the reducer or
+//!   the state type changes meaning);
 //! - its checksum matches and its state decodes (otherwise it is deleted with a warning);
 //! - the event it was taken at still reads back with the same position and checksum
 //!   (otherwise it is stale, e.g. the event was lost to a power cut under a weak durability and
@@ -30,27 +29,26 @@
 //! A snapshot store that fails (a damaged file, an I/O error) is reported with a warning and
 //! the aggregate is replayed in full; it is never an error to the caller.
 //!
-//! **What changes in the response.** With a snapshot,
-//! [`GetAggregateResponse::events`](crate::model::event_store::GetAggregateResponse::events) holds only the events
-//! folded after it (possibly none); `aggregate` and `last_event` are the same as without.
+//! **What changes in the response.** With a snapshot, [`GetAggregateResponse::events`] holds
+//! only the events folded after it (possibly none); `aggregate` and `last_event` are the same
+//! as without.
+//!
+//! [`EventStore`]: crate::model::event_store::EventStore
+//! [`EventStore::flush_snapshots`]: crate::model::event_store::EventStore::flush_snapshots
+//! [`EventStoreBuilder::snapshots`]: crate::model::event_store::EventStoreBuilder::snapshots
+//! [`get_aggregate`]: crate::model::event_store::EventStore::get_aggregate
+//! [`reducer_version`]: crate::model::event_store::EventStoreBuilder::reducer_version
+//! [`GetAggregateResponse::events`]: crate::model::event_store::GetAggregateResponse::events
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::model::aggregate::Aggregate;
-use crate::model::codec::CodecError;
 use crate::model::event::{EventDetail, Events};
-
-/// Snapshot writes in flight per store beyond which further ones are skipped (they are an
-/// optimisation; the next read past a policy point takes them).
-const IN_FLIGHT_MAX: usize = 16;
-
 type Predicate<E, S> = Arc<dyn Fn(&Aggregate<S>, &EventDetail<E>) -> bool + Send + Sync>;
 
-/// When an [`EventStore`](crate::model::event_store::EventStore) takes snapshots of its aggregates, and how many
-/// it keeps per aggregate.
+/// When an [`EventStore`](crate::model::event_store::EventStore) takes snapshots of its
+/// aggregates, and how many it keeps per aggregate.
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
@@ -160,72 +158,6 @@ impl<E: Events, S> SnapshotPolicy<E, S> {
         match &self.trigger {
             Trigger::Every(_) => self.may_fire(event.version, last_version),
             Trigger::When(predicate) => predicate(aggregate, event),
-        }
-    }
-}
-
-/// A store's snapshot settings, with the state codec captured where `S` is known to be
-/// serializable.
-pub(crate) struct Snapshots<E: Events, S> {
-    pub(crate) policy: SnapshotPolicy<E, S>,
-    pub(crate) encode: fn(&S) -> Result<Vec<u8>, CodecError>,
-    pub(crate) decode: fn(&[u8]) -> Result<S, CodecError>,
-    pub(crate) writes: Arc<Writes>,
-}
-
-/// Background snapshot writes of one store: how many are running, and which.
-#[derive(Debug, Default)]
-pub(crate) struct Writes {
-    running: AtomicUsize,
-    keys: Mutex<HashSet<(String, u64)>>,
-    done: tokio::sync::Notify,
-}
-
-/// A claimed write slot; releasing it (on drop) wakes [`Writes::flushed`] waiters.
-pub(crate) struct WriteSlot {
-    writes: Arc<Writes>,
-    key: (String, u64),
-}
-
-impl Writes {
-    /// Claims a slot for the snapshot of `aggregate_id` at `version`; `None` if that snapshot
-    /// is already being written or too many writes are running.
-    pub(crate) fn claim(self: &Arc<Self>, aggregate_id: &str, version: u64) -> Option<WriteSlot> {
-        let key = (aggregate_id.to_owned(), version);
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= IN_FLIGHT_MAX || !keys.insert(key.clone()) {
-            return None;
-        }
-        self.running.fetch_add(1, Ordering::SeqCst);
-        Some(WriteSlot {
-            writes: Arc::clone(self),
-            key,
-        })
-    }
-
-    /// Resolves once no write is running.
-    pub(crate) async fn flushed(&self) {
-        loop {
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if self.running.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            done.await;
-        }
-    }
-}
-
-impl Drop for WriteSlot {
-    fn drop(&mut self) {
-        self.writes
-            .keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-        if self.writes.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.writes.done.notify_waiters();
         }
     }
 }
