@@ -884,48 +884,51 @@ impl IndexReader {
         cursor: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, EngineError> {
-        let err = self.err("read index");
-        let table = self.txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
-        let lo = after.unwrap_or(i64::MIN);
-        let hi = before.unwrap_or(i64::MAX);
-        if lo > hi {
-            return Ok(Vec::new());
-        }
-        // Bounds of the scan: the timestamp window, narrowed by the cursor in the scan
-        // direction so that paging never rescans earlier pages.
-        let mut lower = Bound::Included((store, lo, ""));
-        let mut upper = match hi.checked_add(1) {
-            Some(next) => Bound::Excluded((store, next, "")),
-            None => Bound::Included((store, i64::MAX, MAX_ID)),
-        };
-        if let Some((t, id)) = cursor {
-            if reverse {
-                if (t, id) <= (hi, MAX_ID) {
-                    upper = Bound::Excluded((store, t, id));
+        // A damaged key can make redb panic while it decodes it: that is corruption too.
+        contained(&self.index.path, || {
+            let err = self.err("read index");
+            let table = self.txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
+            let lo = after.unwrap_or(i64::MIN);
+            let hi = before.unwrap_or(i64::MAX);
+            if lo > hi {
+                return Ok(Vec::new());
+            }
+            // Bounds of the scan: the timestamp window, narrowed by the cursor in the scan
+            // direction so that paging never rescans earlier pages.
+            let mut lower = Bound::Included((store, lo, ""));
+            let mut upper = match hi.checked_add(1) {
+                Some(next) => Bound::Excluded((store, next, "")),
+                None => Bound::Included((store, i64::MAX, MAX_ID)),
+            };
+            if let Some((t, id)) = cursor {
+                if reverse {
+                    if (t, id) <= (hi, MAX_ID) {
+                        upper = Bound::Excluded((store, t, id));
+                    }
+                } else if (t, id) >= (lo, "") {
+                    lower = Bound::Excluded((store, t, id));
                 }
-            } else if (t, id) >= (lo, "") {
-                lower = Bound::Excluded((store, t, id));
             }
-        }
-        let range = table.range((lower, upper)).map_err(|e| err(e.into()))?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut out: Vec<(i64, String)> = Vec::new();
-        let items: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        for item in items {
-            let (key, _) = item.map_err(|e| err(e.into()))?;
-            let (_, t, id) = key.value();
-            out.push((t, id.to_owned()));
-            if out.len() >= limit {
-                break;
+            let range = table.range((lower, upper)).map_err(|e| err(e.into()))?;
+            if limit == 0 {
+                return Ok(Vec::new());
             }
-        }
-        Ok(out)
+            let mut out: Vec<(i64, String)> = Vec::new();
+            let items: Box<dyn Iterator<Item = _>> = if reverse {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for item in items {
+                let (key, _) = item.map_err(|e| err(e.into()))?;
+                let (_, t, id) = key.value();
+                out.push((t, id.to_owned()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
     }
 }
 
