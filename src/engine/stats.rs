@@ -18,7 +18,8 @@ pub struct EngineStats {
     pub unindexed_events: usize,
 }
 
-/// The state of the persisted index (see [`Engine::index_stats`]).
+/// The state of the persisted index (see
+/// [`LogAdapter::index_stats`](crate::storage::LogAdapter::index_stats)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexStats {
     /// The persisted index covers every event up to this position (0: none yet); events

@@ -53,7 +53,7 @@ impl UpgradeReport {
 }
 
 /// Converts the database files of the closed store in `dir` that are in redb's older file
-/// format (see the [module docs](self)), under the store's lock.
+/// format (v2, written by annals 0.1 on redb 2), under the store's lock.
 ///
 /// Fails with [`EngineError::Locked`] when another handle holds the store. Files already in
 /// the current format are not touched, so running it twice is harmless.

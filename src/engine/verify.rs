@@ -1,7 +1,7 @@
 //! The integrity check: reads every byte the store depends on and reports what is wrong.
 //!
-//! [`Engine::verify`](super::Engine::verify) checks an open store while it keeps serving
-//! appends; [`verify_dir`] checks a closed store without opening it (read-only: it changes no
+//! [`LogAdapter::verify`](crate::storage::LogAdapter::verify) checks an open store while it
+//! keeps serving appends; [`verify_dir`] checks a closed store without opening it (read-only: it changes no
 //! byte, but takes the store's `LOCK`, so a store held by another handle gives
 //! [`EngineError::Locked`]). Both return a [`VerifyReport`]: counts, and a list of
 //! [`Problem`]s, each naming the file and the offset or aggregate involved.
@@ -24,8 +24,8 @@
 //!   checkpoint (held in memory) are looked up through the engine's read path and must point
 //!   at the same bytes.
 //!
-//! **Concurrency.** [`Engine::verify`](super::Engine::verify) takes a consistent snapshot when
-//! it starts — the last published position, the segment list and a read transaction of the
+//! **Concurrency.** [`LogAdapter::verify`](crate::storage::LogAdapter::verify) takes a
+//! consistent snapshot when it starts — the last published position, the segment list and a read transaction of the
 //! index, all under the lock that the writer publishes under — and checks the log up to that
 //! position only; appends made meanwhile are neither blocked nor checked. The index read
 //! transaction is held until the check ends, so an index reopen after a failed checkpoint
@@ -55,7 +55,7 @@ use super::recovery::{self, read_frame};
 use super::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use super::{Engine, EngineOptions};
 
-/// What [`Engine::verify`](super::Engine::verify) or [`verify_dir`] found.
+/// What [`LogAdapter::verify`](crate::storage::LogAdapter::verify) or [`verify_dir`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// The store directory.

@@ -7,7 +7,7 @@
 //! one redb transaction: done exactly once, or not at all, across crashes. Every commit is
 //! durable (redb's default: fsync before returning).
 //!
-//! The file is created atomically ([`create_atomically`]): complete, with its tables, under a
+//! The file is created atomically (`create_atomically`): complete, with its tables, under a
 //! temporary name, then renamed into place. A process killed while it creates the file leaves
 //! no state file (the next open creates it afresh) and never a half-made one, so a state file
 //! that does not open is damage, reported as [`StorageError::Corruption`] and never replaced:
