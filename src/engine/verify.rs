@@ -1,8 +1,8 @@
 //! The integrity check: reads every byte the store depends on and reports what is wrong.
 //!
 //! [`LogAdapter::verify`](crate::storage::LogAdapter::verify) checks an open store while it
-//! keeps serving appends; [`verify_dir`] checks a closed store without opening it (read-only: it changes no
-//! byte, but takes the store's `LOCK`, so a store held by another handle gives
+//! keeps serving appends; [`verify_dir`] checks a closed store without opening it (read-only:
+//! it changes no byte, but takes the store's `LOCK`, so a store held by another handle gives
 //! [`EngineError::Locked`]). Both return a [`VerifyReport`]: counts, and a list of
 //! [`Problem`]s, each naming the file and the offset or aggregate involved.
 //!
@@ -25,8 +25,8 @@
 //!   at the same bytes.
 //!
 //! **Concurrency.** [`LogAdapter::verify`](crate::storage::LogAdapter::verify) takes a
-//! consistent snapshot when it starts — the last published position, the segment list and a read transaction of the
-//! index, all under the lock that the writer publishes under — and checks the log up to that
+//! consistent snapshot when it starts — the last published position, the segment list and a
+//! read transaction of the index, all under the lock that the writer publishes under — and checks the log up to that
 //! position only; appends made meanwhile are neither blocked nor checked. The index read
 //! transaction is held until the check ends, so an index reopen after a failed checkpoint
 //! waits for it.
