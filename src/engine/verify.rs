@@ -26,10 +26,10 @@
 //!
 //! **Concurrency.** [`LogAdapter::verify`](crate::storage::LogAdapter::verify) takes a
 //! consistent snapshot when it starts — the last published position, the segment list and a
-//! read transaction of the index, all under the lock that the writer publishes under — and checks the log up to that
-//! position only; appends made meanwhile are neither blocked nor checked. The index read
-//! transaction is held until the check ends, so an index reopen after a failed checkpoint
-//! waits for it.
+//! read transaction of the index, all under the lock that the writer publishes under — and
+//! checks the log up to that position only; appends made meanwhile are neither blocked nor
+//! checked. The index read transaction is held until the check ends, so an index reopen after
+//! a failed checkpoint waits for it.
 //!
 //! **Offline.** [`verify_dir`] reads the log as recovery would, without repairing it: an
 //! invalid frame in the last segment that recovery would truncate as a torn, unacknowledged
