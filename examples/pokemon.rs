@@ -37,6 +37,7 @@ use std::time::Duration;
 use annals::action::QueueAction;
 use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
 use annals::action::{ActionContext, ActionError, EventAction};
+use annals::engine::layout;
 use annals::entity::{CommandContext, Entities, Entity, EntityOptions, Timers};
 use annals::queue::Queue;
 use annals::state::StateStore;
@@ -978,7 +979,7 @@ fn pokedex_view(pokemons: &Pokemons, trainers: &Trainers, dir: &Path) -> DemoRes
                 Ok::<(), rusqlite::Error>(())
             },
         )
-        .open(dir.join("views"))?;
+        .open(layout::views_dir(dir))?;
     Ok(view)
 }
 
@@ -1056,7 +1057,7 @@ impl App {
         cast: &Cast,
     ) -> DemoResult<()> {
         heading("views and actions: a SQL view, an event action, a queue, HTTP");
-        let state = Arc::new(StateStore::open(dir.join("state.redb"))?);
+        let state = Arc::new(StateStore::open(layout::state_file(dir))?);
         let pokedex = pokedex_view(&self.pokemons, &self.trainers, dir)?;
         let view = pokedex.run(Arc::clone(&adapter));
 

@@ -47,12 +47,12 @@ fn gap(
     found: u64,
     last: u64,
 ) -> EngineError {
-    EngineError::Corruption {
-        file: index.to_owned(),
-        offset: 0,
-        reason: format!(
+    EngineError::corruption(
+        index.to_owned(),
+        0,
+        format!(
             "the index's runs of {store:?}/{aggregate:?} do not match its latest version \
              {last}: expected version {expected} next, found {found}"
         ),
-    }
+    )
 }

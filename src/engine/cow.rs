@@ -15,11 +15,11 @@ const PAGE: u64 = 4096;
 #[derive(Debug)]
 pub(crate) struct CopyOnWrite {
     base: Arc<dyn StoreFile>,
-    state: Mutex<Overlay>,
+    state: Mutex<WrittenPages>,
 }
 
 #[derive(Debug)]
-struct Overlay {
+struct WrittenPages {
     len: u64,
     /// Bytes of the base file still visible (a shrink hides the rest).
     base_valid: u64,
@@ -32,7 +32,7 @@ impl CopyOnWrite {
         let base_len = base.size()?;
         Ok(Arc::new(CopyOnWrite {
             base,
-            state: Mutex::new(Overlay {
+            state: Mutex::new(WrittenPages {
                 len: base_len,
                 base_valid: base_len,
                 pages: HashMap::new(),
@@ -40,12 +40,12 @@ impl CopyOnWrite {
         }))
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, Overlay> {
+    fn state(&self) -> std::sync::MutexGuard<'_, WrittenPages> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fills `buf` with the base file's bytes at `offset` (zeros past what is visible).
-    fn read_base(&self, state: &Overlay, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read_base(&self, state: &WrittenPages, buf: &mut [u8], offset: u64) -> io::Result<()> {
         buf.fill(0);
         if offset < state.base_valid {
             let n = ((state.base_valid - offset).min(buf.len() as u64)) as usize;

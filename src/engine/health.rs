@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::cow::CopyOnWrite;
-use super::error::{Damaged, EngineError};
+use super::error::{Corruption, EngineError};
 use super::index::{Cursor, Index};
 use super::io::FileSystem;
 use super::segment::{self, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
@@ -195,7 +195,7 @@ pub(crate) struct LogFiles {
     pub unfinished: Option<(PathBuf, u64)>,
     /// What is missing or damaged; empty when the segment files hold what the witnesses vouch
     /// for.
-    pub damage: Vec<Damaged>,
+    pub damage: Vec<Corruption>,
 }
 
 /// Lists and judges the segment files of `log_dir` against `witnesses`, reading only headers
@@ -232,11 +232,11 @@ pub(crate) fn assess(
                      segment {last_missing}, {who}"
                 )
             };
-            files.damage.push(Damaged {
-                file: log_dir.join(segment::file_name(next)),
-                offset: 0,
+            files.damage.push(Corruption::new(
+                log_dir.join(segment::file_name(next)),
+                0,
                 reason,
-            });
+            ));
         }
         next = id + 1;
     }
@@ -252,15 +252,15 @@ pub(crate) fn assess(
                     let lazy = Segment::lazy(Arc::clone(fs), log_dir, *recorded);
                     files.segments.push(Arc::new(lazy));
                 }
-                found => files.damage.push(Damaged {
-                    file: path,
-                    offset: 0,
-                    reason: format!(
+                found => files.damage.push(Corruption::new(
+                    path,
+                    0,
+                    format!(
                         "the file is {} long, but the index records it as {} bytes",
                         found.map_or("missing".to_owned(), |len| format!("{len} bytes")),
                         recorded.size
                     ),
-                }),
+                )),
             }
             continue;
         }
@@ -276,11 +276,7 @@ pub(crate) fn assess(
                     Some((_, who)) => format!("{reason}; {who}"),
                     None => reason.clone(),
                 };
-                files.damage.push(Damaged {
-                    file: found.path,
-                    offset: 0,
-                    reason,
-                });
+                files.damage.push(Corruption::new(found.path, 0, reason));
                 continue;
             }
         };
@@ -295,11 +291,7 @@ pub(crate) fn assess(
             _ => None,
         };
         match problem {
-            Some(reason) => files.damage.push(Damaged {
-                file: found.path,
-                offset: 0,
-                reason,
-            }),
+            Some(reason) => files.damage.push(Corruption::new(found.path, 0, reason)),
             None => files.segments.extend(found.into_segment().map(Arc::new)),
         }
     }
@@ -312,7 +304,7 @@ pub(crate) fn short_of_clean_end(
     log_dir: &Path,
     clean_end: Option<Cursor>,
     end: Cursor,
-) -> Option<Damaged> {
+) -> Option<Corruption> {
     let clean = clean_end?;
     if (end.segment_id, end.offset) >= (clean.segment_id, clean.offset) {
         return None;
@@ -335,9 +327,9 @@ pub(crate) fn short_of_clean_end(
     } else {
         0
     };
-    Some(Damaged {
-        file: log_dir.join(segment::file_name(clean.segment_id)),
+    Some(Corruption::new(
+        log_dir.join(segment::file_name(clean.segment_id)),
         offset,
         reason,
-    })
+    ))
 }

@@ -371,7 +371,17 @@ pub(crate) const BY_INITIAL: TableDefinition<(&str, i64, &str), ()> =
 const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Sorts after every valid aggregate id of at most 256 bytes.
-const MAX_ID: &str = "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}";
+const MAX_ID: &str = concat!(
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}",
+    "\u{10FFFF}",
+);
 const CHECKPOINT_KEY: &str = "checkpoint";
 /// Where the log ended when the store was closed cleanly (see [`Index::clean_end`]).
 const CLEAN_END_KEY: &str = "clean_end";
@@ -409,11 +419,11 @@ impl Drop for Index {
 /// in a variable-width value) into corruption of the index file, which is derived data.
 fn contained<T>(path: &Path, f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(EngineError::Corruption {
-            file: path.to_owned(),
-            offset: 0,
-            reason: "the index database is damaged (redb failed while reading it)".into(),
-        })
+        Err(EngineError::corruption(
+            path.to_owned(),
+            0,
+            "the index database is damaged (redb failed while reading it)",
+        ))
     })
 }
 
@@ -476,11 +486,11 @@ impl Index {
             Ok(index)
         }));
         opened.unwrap_or_else(|_| {
-            Err(EngineError::Corruption {
-                file: path.to_owned(),
-                offset: 0,
-                reason: "the index database is damaged (redb refused to open it)".into(),
-            })
+            Err(EngineError::corruption(
+                path.to_owned(),
+                0,
+                "the index database is damaged (redb refused to open it)",
+            ))
         })
     }
 
@@ -508,11 +518,11 @@ impl Index {
                 }
                 Some(v) if v == INDEX_FORMAT_VERSION.to_le_bytes() => {}
                 Some(_) => {
-                    return Err(EngineError::Corruption {
-                        file: self.path.to_path_buf(),
-                        offset: 0,
-                        reason: "unknown index format version".into(),
-                    });
+                    return Err(EngineError::corruption(
+                        self.path.to_path_buf(),
+                        0,
+                        "unknown index format version",
+                    ));
                 }
             }
             txn.open_table(RUNS).map_err(|e| err(e.into()))?;
@@ -561,13 +571,9 @@ impl Index {
         let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
             return Ok(None);
         };
-        Cursor::decode(value.value())
-            .map(Some)
-            .ok_or_else(|| EngineError::Corruption {
-                file: self.path.to_path_buf(),
-                offset: 0,
-                reason: "malformed checkpoint record".into(),
-            })
+        Cursor::decode(value.value()).map(Some).ok_or_else(|| {
+            EngineError::corruption(self.path.to_path_buf(), 0, "malformed checkpoint record")
+        })
     }
 
     /// Where the log ended when the store was last closed cleanly — every frame synced and
@@ -619,11 +625,11 @@ impl Index {
         // corruption of this derived file rather than a dead checkpointer thread.
         std::panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(mem, segments)))
             .unwrap_or_else(|_| {
-                Err(EngineError::Corruption {
-                    file: self.path.to_path_buf(),
-                    offset: 0,
-                    reason: "the index database is damaged (redb failed while writing it)".into(),
-                })
+                Err(EngineError::corruption(
+                    self.path.to_path_buf(),
+                    0,
+                    "the index database is damaged (redb failed while writing it)",
+                ))
             })
     }
 
@@ -668,14 +674,10 @@ impl Index {
                         .get((store, aggregate))
                         .map_err(|e| err(e.into()))?
                         .map(|v| v.value().1)
-                        .ok_or_else(|| EngineError::Corruption {
-                            file: self.path.to_path_buf(),
-                            offset: 0,
-                            reason: format!(
+                        .ok_or_else(|| EngineError::corruption(self.path.to_path_buf(), 0, format!(
                                 "aggregate {aggregate:?} of store {store:?} continues but has no \
                                  indexed start"
-                            ),
-                        })?,
+                            )))?,
                 };
                 aggregates
                     .insert((store, aggregate), (tail.last_version(), initial))
@@ -761,13 +763,13 @@ impl IndexReader {
         let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
             return Ok(None);
         };
-        Cursor::decode(value.value())
-            .map(Some)
-            .ok_or_else(|| EngineError::Corruption {
-                file: self.index.path.to_path_buf(),
-                offset: 0,
-                reason: "malformed checkpoint record".into(),
-            })
+        Cursor::decode(value.value()).map(Some).ok_or_else(|| {
+            EngineError::corruption(
+                self.index.path.to_path_buf(),
+                0,
+                "malformed checkpoint record",
+            )
+        })
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> EngineError + '_ {
@@ -862,10 +864,12 @@ impl IndexReader {
         key: (&str, &str, u64),
         value: (u64, u64, u64, &[u8]),
     ) -> Result<Run, EngineError> {
-        Run::decode(key.2, value).ok_or_else(|| EngineError::Corruption {
-            file: self.index.path.to_path_buf(),
-            offset: 0,
-            reason: format!("malformed index run {key:?}"),
+        Run::decode(key.2, value).ok_or_else(|| {
+            EngineError::corruption(
+                self.index.path.to_path_buf(),
+                0,
+                format!("malformed index run {key:?}"),
+            )
         })
     }
 
@@ -880,48 +884,51 @@ impl IndexReader {
         cursor: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, EngineError> {
-        let err = self.err("read index");
-        let table = self.txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
-        let lo = after.unwrap_or(i64::MIN);
-        let hi = before.unwrap_or(i64::MAX);
-        if lo > hi {
-            return Ok(Vec::new());
-        }
-        // Bounds of the scan: the timestamp window, narrowed by the cursor in the scan
-        // direction so that paging never rescans earlier pages.
-        let mut lower = Bound::Included((store, lo, ""));
-        let mut upper = match hi.checked_add(1) {
-            Some(next) => Bound::Excluded((store, next, "")),
-            None => Bound::Included((store, i64::MAX, MAX_ID)),
-        };
-        if let Some((t, id)) = cursor {
-            if reverse {
-                if (t, id) <= (hi, MAX_ID) {
-                    upper = Bound::Excluded((store, t, id));
+        // A damaged key can make redb panic while it decodes it: that is corruption too.
+        contained(&self.index.path, || {
+            let err = self.err("read index");
+            let table = self.txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
+            let lo = after.unwrap_or(i64::MIN);
+            let hi = before.unwrap_or(i64::MAX);
+            if lo > hi {
+                return Ok(Vec::new());
+            }
+            // Bounds of the scan: the timestamp window, narrowed by the cursor in the scan
+            // direction so that paging never rescans earlier pages.
+            let mut lower = Bound::Included((store, lo, ""));
+            let mut upper = match hi.checked_add(1) {
+                Some(next) => Bound::Excluded((store, next, "")),
+                None => Bound::Included((store, i64::MAX, MAX_ID)),
+            };
+            if let Some((t, id)) = cursor {
+                if reverse {
+                    if (t, id) <= (hi, MAX_ID) {
+                        upper = Bound::Excluded((store, t, id));
+                    }
+                } else if (t, id) >= (lo, "") {
+                    lower = Bound::Excluded((store, t, id));
                 }
-            } else if (t, id) >= (lo, "") {
-                lower = Bound::Excluded((store, t, id));
             }
-        }
-        let range = table.range((lower, upper)).map_err(|e| err(e.into()))?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut out: Vec<(i64, String)> = Vec::new();
-        let items: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        for item in items {
-            let (key, _) = item.map_err(|e| err(e.into()))?;
-            let (_, t, id) = key.value();
-            out.push((t, id.to_owned()));
-            if out.len() >= limit {
-                break;
+            let range = table.range((lower, upper)).map_err(|e| err(e.into()))?;
+            if limit == 0 {
+                return Ok(Vec::new());
             }
-        }
-        Ok(out)
+            let mut out: Vec<(i64, String)> = Vec::new();
+            let items: Box<dyn Iterator<Item = _>> = if reverse {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for item in items {
+                let (key, _) = item.map_err(|e| err(e.into()))?;
+                let (_, t, id) = key.value();
+                out.push((t, id.to_owned()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
     }
 }
 

@@ -333,9 +333,7 @@ pub enum Creation {
 /// The temporary name a file is built under before [`create_atomically`] renames it into
 /// place: `<name>.creating`, beside it.
 pub fn creating_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".creating");
-    PathBuf::from(name)
+    super::layout::creating(path)
 }
 
 /// Creates the file at `path` if it is missing, so that a crash at any moment leaves either no

@@ -167,11 +167,7 @@ pub(crate) fn clear_torn(segment: &Segment, torn: &Torn) -> Result<(), EngineErr
 }
 
 fn corruption(segment: &Segment, offset: u64, e: FrameError) -> EngineError {
-    EngineError::Corruption {
-        file: segment.path.clone(),
-        offset,
-        reason: e.to_string(),
-    }
+    EngineError::corruption(segment.path.clone(), offset, e)
 }
 
 /// Decides what a bad frame at `offset` means (see the module docs) and acts on it.
@@ -203,13 +199,11 @@ fn bad(
         return Err(corruption(segment, offset, e));
     }
     if !looks_torn(segment, offset)? {
-        return Err(EngineError::Corruption {
-            file: segment.path.clone(),
+        return Err(EngineError::corruption(
+            segment.path.clone(),
             offset,
-            reason: format!(
-                "{e} (the frame was written whole, so this is damage, not a torn write)"
-            ),
-        });
+            format!("{e} (the frame was written whole, so this is damage, not a torn write)"),
+        ));
     }
     if vouched_by(segment, offset)?.is_some() {
         return Err(corruption(segment, offset, e));

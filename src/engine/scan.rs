@@ -155,10 +155,12 @@ impl Engine {
                 .find(|s| s.header.first_position <= position)
                 .cloned()
         };
-        let segment = segment.ok_or_else(|| EngineError::Corruption {
-            file: self.shared.log_dir.clone(),
-            offset: 0,
-            reason: format!("no segment holds position {position}"),
+        let segment = segment.ok_or_else(|| {
+            EngineError::corruption(
+                self.shared.log_dir.clone(),
+                0,
+                format!("no segment holds position {position}"),
+            )
         })?;
         let mut offset = SEGMENT_HEADER_BYTES;
         loop {
@@ -186,11 +188,11 @@ impl Engine {
 
 /// A published part of the log that cannot be read back as it should.
 fn missing(segment: &Segment, offset: u64, reason: &str) -> EngineError {
-    EngineError::Corruption {
-        file: segment.path.clone(),
+    EngineError::corruption(
+        segment.path.clone(),
         offset,
-        reason: format!("reading the log in order: {reason}"),
-    }
+        format!("reading the log in order: {reason}"),
+    )
 }
 
 impl Engine {

@@ -24,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::error::{Damaged, EngineError};
+use super::error::{Corruption, EngineError};
 use super::io::{FileSystem, StoreFile};
 
 /// Magic bytes at the start of every segment.
@@ -160,8 +160,6 @@ pub fn create(fs: &dyn FileSystem, dir: &Path, header: SegmentHeader) -> io::Res
 /// A segment file found on disk, opened, with its header checked against its name and size.
 #[derive(Debug)]
 pub struct Found {
-    /// The id in its file name.
-    pub id: u64,
     /// Its path.
     pub path: PathBuf,
     /// The open file.
@@ -226,7 +224,6 @@ pub fn find(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineErr
         .map_err(|e| EngineError::io("read", &path, e))?;
     let header = check_header(&head, id, len);
     Ok(Found {
-        id,
         path,
         file,
         len,
@@ -271,14 +268,6 @@ pub fn file_len(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Option<u64>,
     Ok(Some(len))
 }
 
-/// Every segment file in `dir`, ascending by id, opened and with its header read.
-pub fn find_all(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Found>, EngineError> {
-    list_ids(fs, dir)?
-        .into_iter()
-        .map(|id| find(fs, dir, id))
-        .collect()
-}
-
 impl Segment {
     /// A sealed segment whose header is already known (recorded in the index): the file is
     /// opened, and its header checked against `header`, on first use. Opening a store thus
@@ -306,19 +295,14 @@ struct LazyFile {
 
 impl LazyFile {
     /// The open file, opening it and checking its header the first time. A file that does not
-    /// match the index's record fails with [`Damaged`] (reported as corruption, see
+    /// match the index's record fails with [`Corruption`] (reported as corruption, see
     /// [`EngineError::io`]).
     fn file(&self) -> io::Result<&Arc<dyn StoreFile>> {
         if let Some(file) = self.file.get() {
             return Ok(file);
         }
         let damaged = |offset: u64, reason: String| {
-            Damaged {
-                file: self.path.clone(),
-                offset,
-                reason,
-            }
-            .into_io()
+            Corruption::new(self.path.clone(), offset, reason).into_io()
         };
         let file = match self.fs.open(&self.path, false) {
             Ok(file) => file,

@@ -18,9 +18,14 @@ use std::path::{Path, PathBuf};
 
 use super::error::EngineError;
 use super::io::{FileSystem, OsFileSystem};
+use super::layout;
 
 /// The database files of a store that [`upgrade_dir`] converts, relative to its directory.
-const DATABASE_FILES: [&str; 3] = ["index.redb", "state.redb", "snapshots.redb"];
+const DATABASE_FILES: [&str; 3] = [
+    layout::INDEX_FILE,
+    layout::STATE_FILE,
+    layout::SNAPSHOTS_FILE,
+];
 
 /// What [`upgrade_dir`] did to one database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +58,7 @@ impl UpgradeReport {
 }
 
 /// Converts the database files of the closed store in `dir` that are in redb's older file
-/// format (see the [module docs](self)), under the store's lock.
+/// format (v2, written by annals 0.1 on redb 2), under the store's lock.
 ///
 /// Fails with [`EngineError::Locked`] when another handle holds the store. Files already in
 /// the current format are not touched, so running it twice is harmless.
@@ -65,11 +70,11 @@ impl UpgradeReport {
 /// ```
 pub fn upgrade_dir(dir: &Path) -> Result<UpgradeReport, EngineError> {
     let fs = OsFileSystem;
-    let log_dir = dir.join("log");
+    let log_dir = layout::log_dir(dir);
     // Not a store (and no LOCK file is created there) when it holds no log.
     fs.list(&log_dir)
         .map_err(|e| EngineError::io("open the log directory of", &log_dir, e))?;
-    let lock_path = dir.join("LOCK");
+    let lock_path = layout::lock(dir);
     let _lock = fs
         .try_lock(&lock_path)
         .map_err(|e| EngineError::io("lock", &lock_path, e))?
@@ -113,10 +118,12 @@ fn upgrade_file(path: &Path, dir: &Path) -> Result<FileUpgrade, EngineError> {
         db.upgrade().map_err(|e| e.to_string())?;
         Ok(())
     });
-    let failed = |reason: String| EngineError::Corruption {
-        file: path.to_owned(),
-        offset: 0,
-        reason: format!("the file could not be converted to the current format ({reason})"),
+    let failed = |reason: String| {
+        EngineError::corruption(
+            path.to_owned(),
+            0,
+            format!("the file could not be converted to the current format ({reason})"),
+        )
     };
     match converted {
         Ok(Ok(())) => {}

@@ -1,8 +1,8 @@
 //! The integrity check: reads every byte the store depends on and reports what is wrong.
 //!
-//! [`Engine::verify`](super::Engine::verify) checks an open store while it keeps serving
-//! appends; [`verify_dir`] checks a closed store without opening it (read-only: it changes no
-//! byte, but takes the store's `LOCK`, so a store held by another handle gives
+//! [`LogAdapter::verify`](crate::storage::LogAdapter::verify) checks an open store while it
+//! keeps serving appends; [`verify_dir`] checks a closed store without opening it (read-only:
+//! it changes no byte, but takes the store's `LOCK`, so a store held by another handle gives
 //! [`EngineError::Locked`]). Both return a [`VerifyReport`]: counts, and a list of
 //! [`Problem`]s, each naming the file and the offset or aggregate involved.
 //!
@@ -24,12 +24,12 @@
 //!   checkpoint (held in memory) are looked up through the engine's read path and must point
 //!   at the same bytes.
 //!
-//! **Concurrency.** [`Engine::verify`](super::Engine::verify) takes a consistent snapshot when
-//! it starts — the last published position, the segment list and a read transaction of the
-//! index, all under the lock that the writer publishes under — and checks the log up to that
-//! position only; appends made meanwhile are neither blocked nor checked. The index read
-//! transaction is held until the check ends, so an index reopen after a failed checkpoint
-//! waits for it.
+//! **Concurrency.** [`LogAdapter::verify`](crate::storage::LogAdapter::verify) takes a
+//! consistent snapshot when it starts — the last published position, the segment list and a
+//! read transaction of the index, all under the lock that the writer publishes under — and
+//! checks the log up to that position only; appends made meanwhile are neither blocked nor
+//! checked. The index read transaction is held until the check ends, so an index reopen after
+//! a failed checkpoint waits for it.
 //!
 //! **Offline.** [`verify_dir`] reads the log as recovery would, without repairing it: an
 //! invalid frame in the last segment that recovery would truncate as a torn, unacknowledged
@@ -42,19 +42,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 use super::error::EngineError;
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::health::{self, IndexState};
-use super::index::{AGGREGATES, BY_INITIAL, Cursor, EVENTS, IndexReader, Location};
+use super::index::{Cursor, IndexReader, Location};
 use super::io::{FileSystem, OsFileSystem};
+use super::layout;
+use super::open::lock_store;
 use super::recovery::{self, read_frame};
 use super::segment::{SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use super::{Engine, EngineOptions};
 
-/// What [`Engine::verify`](super::Engine::verify) or [`verify_dir`] found.
+/// What [`LogAdapter::verify`](crate::storage::LogAdapter::verify) or [`verify_dir`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// The store directory.
@@ -167,19 +168,13 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, EngineError> {
 
 /// [`verify_dir`] through `fs` (the simulated disk in tests).
 pub fn verify_dir_with(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyReport, EngineError> {
-    let log_dir = dir.join("log");
+    let log_dir = layout::log_dir(dir);
     // Listing fails when `dir` holds no log: not a store (and no LOCK file is created there).
     fs.list(&log_dir)
         .map_err(|e| EngineError::io("open the log directory of", &log_dir, e))?;
-    let lock_path = dir.join("LOCK");
-    let _lock = fs
-        .try_lock(&lock_path)
-        .map_err(|e| EngineError::io("lock", &lock_path, e))?
-        .ok_or_else(|| EngineError::Locked {
-            path: dir.to_owned(),
-        })?;
+    let _lock = lock_store(fs.as_ref(), dir)?;
     let mut check = Check::new(dir);
-    let index_path = dir.join("index.redb");
+    let index_path = layout::index_file(dir);
     let cache = EngineOptions::default().index_cache_bytes;
     // The same judgement as opening the store makes, before it changes anything.
     let view = health::read_index(fs.as_ref(), &index_path, cache)?;
@@ -196,7 +191,7 @@ pub fn verify_dir_with(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyRepo
     }
     let files = health::assess(&fs, &log_dir, &view.witnesses, 0)?;
     for damage in files.damage {
-        check.problem(&damage.file, Some(damage.offset), damage.reason);
+        check.problem(&damage.file, Some(damage.offset), damage.kind.to_string());
     }
     if let Some((file, len)) = files.unfinished {
         check.report.torn_tail = Some(TornTail {
@@ -238,7 +233,7 @@ impl Engine {
         let (limit, segments, reader) = {
             // The writer publishes positions under this lock, and the checkpointer drops a
             // frozen memtable only under it too: what is read here is one consistent state.
-            let _overlay = shared.overlay.read().unwrap_or_else(|p| p.into_inner());
+            let _tiers = shared.tiers.read().unwrap_or_else(|p| p.into_inner());
             let limit = self.last_position();
             let segments: Vec<Arc<Segment>> = shared
                 .segments
@@ -281,19 +276,19 @@ impl Engine {
 
 /// State of one aggregate while the log is scanned.
 #[derive(Debug, Default)]
-struct AggregateState {
-    last: u64,
-    initial_ms: i64,
+pub(super) struct AggregateState {
+    pub(super) last: u64,
+    pub(super) initial_ms: i64,
     /// Last version at a position below the checkpoint (0: none).
-    last_indexed: u64,
+    pub(super) last_indexed: u64,
 }
 
 /// An event past the checkpoint, to be looked up through the engine.
-type Unindexed = HashMap<(String, String), Vec<(u64, Location)>>;
+pub(super) type Unindexed = HashMap<(String, String), Vec<(u64, Location)>>;
 
-struct Check {
-    report: VerifyReport,
-    aggregates: HashMap<(String, String), AggregateState>,
+pub(super) struct Check {
+    pub(super) report: VerifyReport,
+    pub(super) aggregates: HashMap<(String, String), AggregateState>,
 }
 
 impl Check {
@@ -307,7 +302,7 @@ impl Check {
         }
     }
 
-    fn problem(&mut self, file: &Path, offset: Option<u64>, message: String) {
+    pub(super) fn problem(&mut self, file: &Path, offset: Option<u64>, message: String) {
         self.report.problems.push(Problem {
             file: file.to_owned(),
             offset,
@@ -318,7 +313,7 @@ impl Check {
         });
     }
 
-    fn event_problem(
+    pub(super) fn event_problem(
         &mut self,
         file: &Path,
         offset: Option<u64>,
@@ -398,7 +393,7 @@ impl Check {
                 end,
             )
         {
-            self.problem(&damage.file, Some(damage.offset), damage.reason);
+            self.problem(&damage.file, Some(damage.offset), damage.kind.to_string());
         }
         self.report.last_position = scan.expected.saturating_sub(1);
         self.report.aggregates = self.aggregates.len() as u64;
@@ -558,41 +553,6 @@ impl Check {
         }
     }
 
-    /// Checks the index entry of one checkpointed event.
-    // redb's error is large; it is turned into a message at once, never propagated.
-    #[allow(clippy::result_large_err)]
-    fn indexed(
-        &mut self,
-        reader: &IndexReader,
-        file: &Path,
-        key: (&str, &str, u64),
-        loc: Location,
-        scan: &mut Scan,
-    ) {
-        let found = reader
-            .transaction()
-            .open_table(EVENTS)
-            .map_err(redb::Error::from)
-            .and_then(|t| Ok(t.get(key)?.map(|v| v.value())));
-        let message = match found {
-            Err(e) => format!("cannot read its index entry: {e}"),
-            Ok(None) => "checkpointed event has no index entry".to_owned(),
-            Ok(Some((position, segment_id, offset, len)))
-                if (position, segment_id, offset, len)
-                    == (loc.position, loc.segment_id, loc.offset, loc.len) =>
-            {
-                scan.matched += 1;
-                return;
-            }
-            Ok(Some((position, segment_id, offset, len))) => format!(
-                "index entry says position {position}, segment {segment_id}, offset {offset}, \
-                 {len} bytes; the log has position {}, segment {}, {} bytes",
-                loc.position, loc.segment_id, loc.len
-            ),
-        };
-        self.event_problem(file, Some(loc.offset), key, message);
-    }
-
     /// An invalid frame in the last segment of a closed store: a torn tail that recovery will
     /// truncate, unless a later valid frame proves the bytes had been synced or the frame was
     /// written whole (the rules of `recovery`).
@@ -649,147 +609,10 @@ impl Check {
         }
         Ok(())
     }
-
-    /// Checks that the index tables hold nothing but what the log up to the checkpoint
-    /// implies. `matched` events were already found with exact entries.
-    // redb's error is large; the caller turns it into a problem at once.
-    #[allow(clippy::result_large_err)]
-    fn check_index_tables(
-        &mut self,
-        reader: &IndexReader,
-        path: &Path,
-        matched: u64,
-    ) -> Result<(), redb::Error> {
-        let txn = reader.transaction();
-        let events = txn.open_table(EVENTS)?;
-        self.report.index_entries = events.len()?;
-        if self.report.index_entries != matched {
-            // Some entry matches no checkpointed event: find which.
-            for item in events.iter()? {
-                let (key, value) = item?;
-                let (store, aggregate, version) = key.value();
-                let known = self
-                    .aggregates
-                    .get(&(store.to_owned(), aggregate.to_owned()))
-                    .is_some_and(|a| version >= 1 && version <= a.last_indexed);
-                if !known {
-                    let (position, segment_id, offset, _) = value.value();
-                    self.event_problem(
-                        path,
-                        None,
-                        (store, aggregate, version),
-                        format!(
-                            "index entry (position {position}, segment {segment_id}, offset \
-                             {offset}) points at no checkpointed event of the log"
-                        ),
-                    );
-                }
-            }
-        }
-        let aggregates = txn.open_table(AGGREGATES)?;
-        let by_initial = txn.open_table(BY_INITIAL)?;
-        let mut expected_rows = 0u64;
-        let mut problems = Vec::new();
-        for ((store, aggregate), state) in &self.aggregates {
-            if state.last_indexed == 0 {
-                continue;
-            }
-            expected_rows += 1;
-            let key = (store.clone(), aggregate.clone(), state.last_indexed);
-            match aggregates.get((store.as_str(), aggregate.as_str()))? {
-                None => problems.push((key.clone(), "no row in the aggregates table".into())),
-                Some(v) if v.value() != (state.last_indexed, state.initial_ms) => {
-                    let (last, initial) = v.value();
-                    problems.push((
-                        key.clone(),
-                        format!(
-                            "aggregates row says last version {last}, initial timestamp \
-                             {initial}; the log says {}, {}",
-                            state.last_indexed, state.initial_ms
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-            let row = (store.as_str(), state.initial_ms, aggregate.as_str());
-            if by_initial.get(row)?.is_none() {
-                problems.push((key, "no row in the by_initial_event table".to_owned()));
-            }
-        }
-        for ((store, aggregate, version), message) in problems {
-            self.event_problem(path, None, (&store, &aggregate, version), message);
-        }
-        let mut extra = Vec::new();
-        if aggregates.len()? != expected_rows {
-            for item in aggregates.iter()? {
-                let (key, _) = item?;
-                let (store, aggregate) = key.value();
-                if !self.indexed_aggregate(store, aggregate, None) {
-                    extra.push((store.to_owned(), aggregate.to_owned(), "aggregates"));
-                }
-            }
-        }
-        if by_initial.len()? != expected_rows {
-            for item in by_initial.iter()? {
-                let (key, _) = item?;
-                let (store, initial, aggregate) = key.value();
-                if !self.indexed_aggregate(store, aggregate, Some(initial)) {
-                    extra.push((store.to_owned(), aggregate.to_owned(), "by_initial_event"));
-                }
-            }
-        }
-        for (store, aggregate, table) in extra {
-            self.report.problems.push(Problem {
-                file: path.to_owned(),
-                offset: None,
-                store: Some(store),
-                aggregate: Some(aggregate),
-                version: None,
-                message: format!("{table} row for an aggregate with no checkpointed events"),
-            });
-        }
-        Ok(())
-    }
-
-    fn indexed_aggregate(&self, store: &str, aggregate: &str, initial: Option<i64>) -> bool {
-        self.aggregates
-            .get(&(store.to_owned(), aggregate.to_owned()))
-            .is_some_and(|a| a.last_indexed > 0 && initial.is_none_or(|t| t == a.initial_ms))
-    }
-
-    /// Looks the events past the checkpoint up through the engine's read path.
-    fn check_unindexed(&mut self, engine: &Engine, unindexed: Unindexed) {
-        for ((store, aggregate), events) in unindexed {
-            let (Some(min), Some(max)) = (events.first(), events.last()) else {
-                continue;
-            };
-            let file = engine.shared.index_path.clone();
-            let found = match engine.locations(&store, &aggregate, min.0, max.0) {
-                Ok(found) => found,
-                Err(e) => {
-                    let key = (store.as_str(), aggregate.as_str(), min.0);
-                    self.event_problem(&file, None, key, format!("lookup failed: {e}"));
-                    continue;
-                }
-            };
-            if found != events {
-                let key = (store.as_str(), aggregate.as_str(), min.0);
-                self.event_problem(
-                    &file,
-                    None,
-                    key,
-                    format!(
-                        "the in-memory index disagrees with the log for versions {}..={}",
-                        min.0, max.0
-                    ),
-                );
-            }
-        }
-    }
 }
 
 /// Progress through the log.
-struct Scan {
+pub(super) struct Scan {
     /// Position of the next event.
     expected: u64,
     checkpoint: Option<Cursor>,
@@ -801,7 +624,7 @@ struct Scan {
     limit: Option<u64>,
     unindexed: Unindexed,
     /// Checkpointed events whose index entry matched exactly.
-    matched: u64,
+    pub(super) matched: u64,
 }
 
 impl Scan {

@@ -23,15 +23,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::engine_state::{EngineState, OnFailure};
 use super::error::EngineError;
 use super::frame::{self, EncodedCommit, FRAME_HEADER_BYTES};
 use super::index::{Cursor, IndexReader, Location, MemTable};
+use super::options::Durability;
 use super::segment::{self, Segment, SegmentHeader};
-use super::{Durability, Overlay, Shared};
+use super::tiers::IndexTiers;
 
 /// Most bytes of commits written in one batch.
 const BATCH_BYTES_MAX: usize = 32 << 20;
@@ -67,7 +69,7 @@ pub(crate) fn notify_loop(acks: &Receiver<Vec<Ack>>) {
 }
 
 pub(crate) struct Writer {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<EngineState>,
     pub rx: Receiver<Request>,
     pub acks: mpsc::Sender<Vec<Ack>>,
     pub checkpoints: Sender<Arc<MemTable>>,
@@ -220,12 +222,8 @@ impl Writer {
             let events = commit.keys.len();
             loop {
                 let (pending, active) = {
-                    let overlay = self
-                        .shared
-                        .overlay
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner());
-                    (overlay.frozen.is_some(), overlay.active.events)
+                    let tiers = self.shared.tiers.read().unwrap_or_else(|p| p.into_inner());
+                    (tiers.frozen.is_some(), tiers.active.events)
                 };
                 let unindexed = active + taken;
                 if unindexed == 0 || unindexed + events <= limit {
@@ -237,7 +235,7 @@ impl Writer {
                 // holds at most `limit` events. Commits of this batch that are not written yet
                 // (`taken` alone) go to the fresh memtable: a batch is bounded by itself.
                 let idle = if pending {
-                    self.shared.wait_for_checkpoint_to_succeed()
+                    self.shared.wait_for_checkpoint(OnFailure::Return)
                 } else if active == 0 {
                     break;
                 } else {
@@ -249,7 +247,7 @@ impl Writer {
                 });
                 if let Err(e) = ready {
                     for (_, reply) in std::iter::once((commit, reply)).chain(appends) {
-                        let _ = reply.send(Err(clone_error(&e)));
+                        let _ = reply.send(Err(e.duplicate()));
                     }
                     return admitted;
                 }
@@ -265,13 +263,9 @@ impl Writer {
         &self,
         appends: Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
     ) -> Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)> {
-        // Hold the overlay's read lock while opening the index reader: the checkpointer drops a
+        // Hold the tiers' read lock while opening the index reader: the checkpointer drops a
         // frozen memtable only after its index commit, so one of the two always has it.
-        let overlay = self
-            .shared
-            .overlay
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let tiers = self.shared.tiers.read().unwrap_or_else(|p| p.into_inner());
         let reader = match self.shared.index_reader() {
             Ok(r) => r,
             Err(e) => {
@@ -291,7 +285,7 @@ impl Writer {
             let mut batch_versions = HashMap::new();
             appends
                 .iter()
-                .map(|(commit, _)| check_commit(commit, &mut batch_versions, &overlay, &reader))
+                .map(|(commit, _)| check_commit(commit, &mut batch_versions, &tiers, &reader))
                 .collect()
         };
         let mut accepted = Vec::with_capacity(appends.len());
@@ -335,9 +329,9 @@ impl Writer {
                     if !storage_full {
                         self.poison(&e);
                     }
-                    let _ = reply.send(Err(clone_error(&e)));
+                    let _ = reply.send(Err(e.duplicate()));
                     for (_, reply) in commits {
-                        let _ = reply.send(Err(clone_error(&e)));
+                        let _ = reply.send(Err(e.duplicate()));
                     }
                     return done;
                 }
@@ -349,7 +343,7 @@ impl Writer {
                         "a commit of {frame_len} bytes does not fit in a segment"
                     ));
                     for (_, reply) in std::iter::once((commit, reply)).chain(commits) {
-                        let _ = reply.send(Err(clone_error(&e)));
+                        let _ = reply.send(Err(e.duplicate()));
                     }
                     return done;
                 }
@@ -393,7 +387,7 @@ impl Writer {
             .chain(current.map(|c| c.1))
             .chain(rest.map(|c| c.1));
         for reply in replies {
-            let _ = reply.send(Err(clone_error(&e)));
+            let _ = reply.send(Err(e.duplicate()));
         }
     }
 
@@ -470,14 +464,10 @@ impl Writer {
 
     /// Makes written commits visible to readers and to the next version checks.
     fn publish(&self, accepted: &[Accepted]) {
-        let mut overlay = self
-            .shared
-            .overlay
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut tiers = self.shared.tiers.write().unwrap_or_else(|p| p.into_inner());
         for a in accepted {
             let entries_start = a.frame_offset + FRAME_HEADER_BYTES as u64;
-            overlay
+            tiers
                 .active
                 .insert_all(a.commit.keys.iter().enumerate().map(|(i, key)| {
                     let loc = Location {
@@ -490,7 +480,7 @@ impl Writer {
                     (store, aggregate, key.version, key.timestamp_ms, loc)
                 }));
         }
-        overlay.active.end = self.cursor;
+        tiers.active.end = self.cursor;
         self.shared.set_last_position(self.cursor.next_position - 1);
     }
 
@@ -504,12 +494,8 @@ impl Writer {
     pub(crate) fn maybe_freeze(&mut self) {
         let threshold = self.shared.options.checkpoint_events;
         let (pending, events) = {
-            let overlay = self
-                .shared
-                .overlay
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            (overlay.frozen.is_some(), overlay.active.events)
+            let tiers = self.shared.tiers.read().unwrap_or_else(|p| p.into_inner());
+            (tiers.frozen.is_some(), tiers.active.events)
         };
         if events >= threshold && !pending {
             self.freeze();
@@ -521,17 +507,13 @@ impl Writer {
             return;
         }
         let frozen = {
-            let mut overlay = self
-                .shared
-                .overlay
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            if overlay.active.events == 0 || overlay.frozen.is_some() {
+            let mut tiers = self.shared.tiers.write().unwrap_or_else(|p| p.into_inner());
+            if tiers.active.events == 0 || tiers.frozen.is_some() {
                 return;
             }
-            let active = std::mem::replace(&mut overlay.active, MemTable::starting_at(self.cursor));
+            let active = std::mem::replace(&mut tiers.active, MemTable::starting_at(self.cursor));
             let frozen = Arc::new(active);
-            overlay.frozen = Some(Arc::clone(&frozen));
+            tiers.frozen = Some(Arc::clone(&frozen));
             frozen
         };
         let _ = self.checkpoints.send(frozen);
@@ -547,16 +529,19 @@ impl Writer {
         }
         // Wait for a checkpoint in flight, then checkpoint the rest, so the next open replays
         // nothing.
-        self.shared.wait_for_checkpoint();
+        let _ = self.shared.wait_for_checkpoint(OnFailure::Wait);
         self.freeze();
-        self.shared.wait_for_checkpoint();
+        let _ = self.shared.wait_for_checkpoint(OnFailure::Wait);
         // Everything is synced and indexed: mark the close as clean, so the next open need not
         // look for stale bytes after the end of data (only a crash leaves any).
         let index = self.shared.index();
         if index.checkpoint().ok().flatten() == Some(self.cursor)
             && let Err(e) = index.set_clean_end(Some(self.cursor))
         {
-            tracing::warn!(error = %e, "could not mark the close as clean; the next open checks the log's tail");
+            tracing::warn!(
+                error = %e,
+                "could not mark the close as clean; the next open checks the log's tail"
+            );
         }
     }
 }
@@ -568,7 +553,7 @@ impl Writer {
 fn check_commit<'c>(
     commit: &'c EncodedCommit,
     batch: &mut HashMap<(&'c str, &'c str), u64>,
-    overlay: &Overlay,
+    tiers: &IndexTiers,
     reader: &IndexReader,
 ) -> Result<(), EngineError> {
     let mut local: HashMap<(&str, &str), u64> = HashMap::new();
@@ -583,7 +568,7 @@ fn check_commit<'c>(
                 }
                 match local.get(&k).or_else(|| batch.get(&k)) {
                     Some(&v) => v,
-                    None => overlay.last_version(k.0, k.1, reader)?,
+                    None => tiers.last_version(k.0, k.1, reader)?,
                 }
             }
         };
@@ -600,71 +585,4 @@ fn check_commit<'c>(
     batch.extend(local);
     batch.extend(previous);
     Ok(())
-}
-
-impl Shared {
-    /// A reader of the persisted index. After a failed checkpoint, redb refuses all work on
-    /// the old handle until the checkpointer swaps in a reopened one; a reader that hits that
-    /// window waits briefly for the swap and tries again on the new handle.
-    pub(crate) fn index_reader(&self) -> Result<IndexReader, EngineError> {
-        let index = self.index();
-        let first_error = match index.reader() {
-            Ok(reader) => return Ok(reader),
-            Err(e) => e,
-        };
-        for _ in 0..200 {
-            std::thread::sleep(Duration::from_millis(1));
-            let current = self.index();
-            if !Arc::ptr_eq(&current, &index) {
-                return current.reader();
-            }
-        }
-        Err(first_error)
-    }
-}
-
-/// A copy of an error for each waiting appender (I/O errors are not `Clone`).
-pub(crate) fn clone_error(e: &EngineError) -> EngineError {
-    match e {
-        EngineError::StorageFull { path } => EngineError::StorageFull { path: path.clone() },
-        EngineError::Io {
-            operation,
-            path,
-            source,
-        } => EngineError::Io {
-            operation,
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        EngineError::Corruption {
-            file,
-            offset,
-            reason,
-        } => EngineError::Corruption {
-            file: file.clone(),
-            offset: *offset,
-            reason: reason.clone(),
-        },
-        EngineError::Locked { path } => EngineError::Locked { path: path.clone() },
-        EngineError::FormatUpgradeRequired { path, found } => EngineError::FormatUpgradeRequired {
-            path: path.clone(),
-            found: *found,
-        },
-        EngineError::Poisoned { reason } => EngineError::Poisoned {
-            reason: reason.clone(),
-        },
-        EngineError::Closed => EngineError::Closed,
-        EngineError::Conflict {
-            store,
-            aggregate,
-            version,
-            last,
-        } => EngineError::Conflict {
-            store: store.clone(),
-            aggregate: aggregate.clone(),
-            version: *version,
-            last: *last,
-        },
-        EngineError::InvalidOptions(s) => EngineError::InvalidOptions(s.clone()),
-    }
 }

@@ -7,7 +7,7 @@
 //! one redb transaction: done exactly once, or not at all, across crashes. Every commit is
 //! durable (redb's default: fsync before returning).
 //!
-//! The file is created atomically ([`create_atomically`]): complete, with its tables, under a
+//! The file is created atomically (`create_atomically`): complete, with its tables, under a
 //! temporary name, then renamed into place. A process killed while it creates the file leaves
 //! no state file (the next open creates it afresh) and never a half-made one, so a state file
 //! that does not open is damage, reported as [`StorageError::Corruption`] and never replaced:
@@ -74,11 +74,8 @@ impl StateStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
         let path = path.as_ref().to_owned();
         let fs = OsFileSystem;
-        let io_error = |operation, file: &Path, source| StorageError::Io {
-            operation,
-            path: file.to_owned(),
-            source,
-        };
+        let io_error =
+            |operation, file: &Path, source| StorageError::io(operation, file.to_owned(), source);
         match create_atomically(&fs, &path, |temp| initialise(&fs, temp), io_error)? {
             Creation::Existing | Creation::Created => {}
             // Another handle is creating it, and will hold it open.
@@ -246,11 +243,9 @@ impl StateStore {
 /// own lock on the file being created (the creation's lock is already held on it).
 fn initialise(fs: &OsFileSystem, temp: &Path) -> Result<(), StorageError> {
     let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let file = fs.open(temp, true).map_err(|source| StorageError::Io {
-            operation: "create",
-            path: temp.to_owned(),
-            source,
-        })?;
+        let file = fs
+            .open(temp, true)
+            .map_err(|source| StorageError::io("create", temp.to_owned(), source))?;
         let db = redb::Database::builder()
             .create_with_backend(RedbBackend(file))
             .map_err(|e| error(temp, "create", e))?;
@@ -263,11 +258,11 @@ fn initialise(fs: &OsFileSystem, temp: &Path) -> Result<(), StorageError> {
 }
 
 fn damaged(path: &Path, reason: &str) -> StorageError {
-    StorageError::Corruption {
-        file: path.to_owned(),
-        offset: 0,
-        reason: format!("the state database is damaged ({reason})"),
-    }
+    StorageError::corruption(
+        path.to_owned(),
+        0,
+        format!("the state database is damaged ({reason})"),
+    )
 }
 
 /// Maps a redb error: I/O errors keep their kind (a full disk stays `StorageFull`), damage is
@@ -279,21 +274,13 @@ fn error(path: &Path, operation: &'static str, e: impl Into<redb::Error>) -> Sto
         },
         // redb reports a file it cannot make sense of as invalid data.
         redb::Error::Io(source) if source.kind() == std::io::ErrorKind::InvalidData => {
-            StorageError::Corruption {
-                file: path.to_owned(),
-                offset: 0,
-                reason: format!("the state database is damaged ({source})"),
-            }
+            StorageError::corruption(
+                path.to_owned(),
+                0,
+                format!("the state database is damaged ({source})"),
+            )
         }
-        redb::Error::Io(source) => StorageError::Io {
-            operation,
-            path: path.to_owned(),
-            source,
-        },
-        other => StorageError::Corruption {
-            file: path.to_owned(),
-            offset: 0,
-            reason: other.to_string(),
-        },
+        redb::Error::Io(source) => StorageError::io(operation, path.to_owned(), source),
+        other => StorageError::corruption(path.to_owned(), 0, other.to_string()),
     }
 }

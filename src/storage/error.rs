@@ -4,11 +4,13 @@ use std::io;
 use std::path::PathBuf;
 
 use super::limit_error::LimitError;
+use crate::engine::{Corruption, CorruptionKind, IoFailure};
 
 /// An event already exists at this aggregate id and version: someone else pushed first.
 ///
-/// This is the optimistic-concurrency signal: [`Command`](crate::model::command::Command)s rerun their handler
-/// when they see it. Inside an event group it names the event of the group that conflicted.
+/// This is the optimistic-concurrency signal: [`Command`](crate::model::command::Command)s
+/// rerun their handler when they see it. Inside an event group it names the event of the group
+/// that conflicted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "event already exists: store {event_store_id:?}, aggregate {aggregate_id:?}, version {version}"
@@ -34,7 +36,10 @@ pub enum StorageError {
     #[error(
         "unexpected version {version} for store {event_store_id:?}, aggregate {aggregate_id:?}: \
          {}",
-        match expected { Some(v) => format!("the next version is {v}"), None => "versions start at 1".to_owned() }
+        match expected {
+            Some(v) => format!("the next version is {v}"),
+            None => "versions start at 1".to_owned(),
+        }
     )]
     UnexpectedVersion {
         /// The store of the refused event.
@@ -56,16 +61,8 @@ pub enum StorageError {
         reason: String,
     },
     /// An I/O operation failed. Nothing unacknowledged is visible; retry or reopen.
-    #[error("I/O error while trying to {operation} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// The file or directory involved.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(IoFailure),
     /// The disk is full. Acknowledged data is intact; appends work again once space is freed.
     #[error("no space left on device while writing {}", path.display())]
     StorageFull {
@@ -74,15 +71,8 @@ pub enum StorageError {
     },
     /// Stored bytes failed a checksum or structural check somewhere other than the unacknowledged
     /// tail of the log. Nothing was repaired automatically; run `annals verify`.
-    #[error("corruption in {} at offset {offset}: {reason}", file.display())]
-    Corruption {
-        /// The damaged file.
-        file: PathBuf,
-        /// Byte offset of the damage.
-        offset: u64,
-        /// What check failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Corruption(Corruption),
     /// A database file of the store is in an older file format (written by annals 0.1, on
     /// redb 2), which this version reads only once `annals upgrade` has converted it. Nothing
     /// was changed.
@@ -161,6 +151,25 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// An I/O operation that failed: [`StorageError::Io`].
+    pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StorageError::Io(IoFailure {
+            operation,
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// Damage in `file` at `offset`: [`StorageError::Corruption`]. `kind` is a
+    /// [`CorruptionKind`] or the text of a check that failed.
+    pub fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        kind: impl Into<CorruptionKind>,
+    ) -> Self {
+        StorageError::Corruption(Corruption::new(file, offset, kind))
+    }
+
     /// The conflict, if this error is one.
     pub fn event_already_exists(&self) -> Option<&EventAlreadyExists> {
         match self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::log_snapshots::LogSnapshots;
-use super::snapshot::{SnapshotStats, SnapshotStorage};
+use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
     EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter,
@@ -15,11 +15,10 @@ use super::{
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
 };
-use crate::engine::scan::LogCursor;
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
-    IndexStats, LogEvent, OsFileSystem, VerifyReport,
+    IndexStats, LogCursor, LogEvent, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -273,25 +272,9 @@ fn storage_error(e: EngineError) -> StorageError {
             version,
             expected: Some(last + 1),
         },
-        EngineError::Io {
-            operation,
-            path,
-            source,
-        } => StorageError::Io {
-            operation,
-            path,
-            source,
-        },
+        EngineError::Io(failure) => StorageError::Io(failure),
         EngineError::StorageFull { path } => StorageError::StorageFull { path },
-        EngineError::Corruption {
-            file,
-            offset,
-            reason,
-        } => StorageError::Corruption {
-            file,
-            offset,
-            reason,
-        },
+        EngineError::Corruption(corruption) => StorageError::Corruption(corruption),
         EngineError::Locked { path } => StorageError::Locked { path },
         EngineError::FormatUpgradeRequired { path, found } => {
             StorageError::FormatUpgradeRequired { path, found }

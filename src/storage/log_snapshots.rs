@@ -23,11 +23,9 @@ use std::sync::{Arc, RwLock};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{SnapshotRecord, SnapshotStats, SnapshotStorage, StorageError};
-use crate::engine::FileSystem;
 use crate::engine::io::{Creation, RedbBackend, create_atomically};
+use crate::engine::{FileSystem, layout};
 
-/// The file name, in the store directory.
-pub(crate) const SNAPSHOTS_FILE: &str = "snapshots.redb";
 /// The layout of the file this code writes.
 const SNAPSHOTS_FORMAT_VERSION: u32 = 1;
 /// (store id, aggregate id, version) → an encoded [`SnapshotRecord`].
@@ -92,7 +90,7 @@ impl LogSnapshots {
     pub(crate) fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> Self {
         LogSnapshots {
             fs,
-            path: dir.join(SNAPSHOTS_FILE),
+            path: layout::snapshots_file(dir),
             state: RwLock::new(State::Unopened),
         }
     }
@@ -128,19 +126,11 @@ impl LogSnapshots {
     }
 
     fn corruption(&self, reason: impl Into<String>) -> StorageError {
-        StorageError::Corruption {
-            file: self.path.clone(),
-            offset: 0,
-            reason: reason.into(),
-        }
+        StorageError::corruption(self.path.clone(), 0, reason.into())
     }
 
     fn io_error(&self, operation: &'static str) -> impl Fn(io::Error) -> StorageError + '_ {
-        move |source| StorageError::Io {
-            operation,
-            path: self.path.clone(),
-            source,
-        }
+        move |source| StorageError::io(operation, self.path.clone(), source)
     }
 
     fn redb_error(&self, e: impl Into<redb::Error>) -> StorageError {
@@ -256,11 +246,8 @@ impl LogSnapshots {
     }
 
     fn open(&self) -> Result<Db, StorageError> {
-        let io_error = |operation, file: &Path, source| StorageError::Io {
-            operation,
-            path: file.to_owned(),
-            source,
-        };
+        let io_error =
+            |operation, file: &Path, source| StorageError::io(operation, file.to_owned(), source);
         let created = create_atomically(
             self.fs.as_ref(),
             &self.path,

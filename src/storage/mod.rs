@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`LogAdapter`] (default, [`open`]) | fdatasync before acknowledging | embedded, one process |
 //! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
-//! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes, one database server |
+//! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes |
 
 mod adapter;
 mod error;
@@ -21,9 +21,10 @@ mod memory;
 pub mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-mod snapshot;
+mod snapshot_storage;
 mod timestamp;
 
+pub use crate::engine::{Corruption, CorruptionKind, IoFailure};
 pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
 pub use event::{
@@ -37,7 +38,7 @@ pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
-pub use snapshot::{
+pub use snapshot_storage::{
     InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,
 };
 pub use timestamp::{InvalidTimestamp, Timestamp};

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use annals::StorageError;
+use annals::storage::Corruption;
 
 use crate::fixture::{self, Contents, Image, contents, open};
 
@@ -35,7 +36,7 @@ pub async fn flip(
     t.cases += 1;
     let log = match open(&fs) {
         Ok(log) => log,
-        Err(StorageError::Corruption { file, .. }) => {
+        Err(StorageError::Corruption(Corruption { file, .. })) => {
             assert_eq!(file, path, "{context}: corruption reported in another file");
             t.refused_open += 1;
             return;
@@ -52,7 +53,7 @@ pub async fn flip(
             );
             false
         }
-        Err(StorageError::Corruption { .. }) => true,
+        Err(StorageError::Corruption(_)) => true,
         Err(e) => panic!("{context}: read failed with an untyped error: {e:?}"),
     };
     let report = log

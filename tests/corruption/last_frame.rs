@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use annals::engine::frame::decode_frame_header;
-use annals::engine::segment::SEGMENT_HEADER_BYTES;
+use annals::engine::raw::SEGMENT_HEADER_BYTES;
+use annals::engine::raw::decode_frame_header;
 
 use crate::bit_flips::{Tally, end_of_data, flip, sample};
 use crate::fixture;

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use annals::engine::FileSystem;
-use annals::engine::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
+use annals::engine::raw::{SEGMENT_HEADER_BYTES, SegmentHeader};
 use annals::engine::sim::{Damage, SimFs};
 use annals::engine::verify::verify_dir_with;
+use annals::storage::Corruption;
 use annals::storage::{
     AppendEvent, EncodedEvent, Limits, LogAdapter, StorageAdapter, StorageError,
 };
@@ -231,7 +232,8 @@ async fn cut(built: &Built, id: u64, len: usize, no_index: bool, t: &mut Tally) 
     );
     for attempt in ["first", "second"] {
         match open(&fs) {
-            Err(StorageError::Corruption { file, reason, .. }) => {
+            Err(StorageError::Corruption(Corruption { file, kind, .. })) => {
+                let reason = kind.to_string();
                 assert_eq!(file, path, "{context}: {attempt} open names another file");
                 assert!(
                     reason.contains(&format!("{len} bytes")),
@@ -374,7 +376,7 @@ async fn an_all_zero_last_segment_is_removed_only_when_nothing_names_it() {
                 report.problems
             );
             match open(&fs) {
-                Err(StorageError::Corruption { file, .. }) => {
+                Err(StorageError::Corruption(Corruption { file, .. })) => {
                     assert_eq!(file, fixture::segment(3), "{context}");
                 }
                 other => panic!("{context}: expected Corruption, got {other:?}"),
@@ -399,7 +401,8 @@ async fn a_checkpoint_or_recorded_segment_beyond_the_log_is_refused_not_rebuilt(
         let context = format!("segments {missing:?} deleted");
         let damaged = files(&fs);
         match open(&fs) {
-            Err(StorageError::Corruption { file, reason, .. }) => {
+            Err(StorageError::Corruption(Corruption { file, kind, .. })) => {
+                let reason = kind.to_string();
                 assert_eq!(file, fixture::segment(missing[0]), "{context}: {reason}");
                 assert!(reason.contains("missing"), "{context}: {reason}");
             }
@@ -442,7 +445,9 @@ async fn a_sealed_segment_damaged_after_open_is_corruption_on_read() {
         // Segment 1 is sealed and below the checkpoint: opened on its first read.
         fs.write_file(&path, bytes);
         match contents(&log).await {
-            Err(StorageError::Corruption { file, .. }) => assert_eq!(file, path, "{what}"),
+            Err(StorageError::Corruption(Corruption { file, .. })) => {
+                assert_eq!(file, path, "{what}")
+            }
             other => panic!("segment 1 {what}: expected Corruption, got {other:?}"),
         }
         let report = log.verify().expect("verify");
@@ -473,7 +478,7 @@ async fn a_rebuild_asked_for_still_refuses_a_log_shorter_than_the_index_says() {
         .rebuild_index()
         .open();
     match opened {
-        Err(StorageError::Corruption { file, .. }) => assert_eq!(file, path),
+        Err(StorageError::Corruption(Corruption { file, .. })) => assert_eq!(file, path),
         other => panic!("expected Corruption, got {other:?}"),
     }
     assert!(files(&fs) == damaged, "the refused open changed files");

@@ -2,7 +2,7 @@
 //! leaves a store that opens: files are either absent or complete, never half-made.
 
 use annals::engine::FileSystem;
-use annals::engine::io::RedbBackend;
+use annals::engine::raw::RedbBackend;
 use annals::engine::sim::{Damage, Fault, SimFs};
 use annals::storage::{SnapshotRecord, StorageAdapter, StorageError};
 

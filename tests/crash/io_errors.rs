@@ -26,7 +26,7 @@ async fn every_failed_io_operation_is_a_typed_error_and_the_store_reopens_intact
                 Ok(log) => run(&log, COMMITS).await,
                 Err(e) => {
                     assert!(
-                        matches!(e, StorageError::Io { .. } | StorageError::Corruption { .. }),
+                        matches!(e, StorageError::Io(_) | StorageError::Corruption(_)),
                         "{context}: {e:?}"
                     );
                     Vec::new()

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use annals::state::StateStore;
+use annals::storage::Corruption;
 use annals::storage::{LogAdapter, SnapshotRecord, StorageAdapter};
 
 const DIR_VAR: &str = "ANNALS_FIRST_OPEN_DIR";
@@ -218,7 +219,7 @@ fn a_damaged_state_file_is_corruption_and_is_left_as_it_is() {
     bytes[..64].fill(0xEE);
     std::fs::write(&path, &bytes).expect("damage");
     match StateStore::open(&path) {
-        Err(annals::StorageError::Corruption { file, .. }) => assert_eq!(file, path),
+        Err(annals::StorageError::Corruption(Corruption { file, .. })) => assert_eq!(file, path),
         Err(e) => panic!("a damaged state file gave another error: {e}"),
         Ok(_) => panic!("a damaged state file opened"),
     }

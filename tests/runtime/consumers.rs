@@ -6,6 +6,7 @@ use std::sync::Arc;
 use annals::StorageError;
 use annals::consumer::Consumer;
 use annals::state::StateStore;
+use annals::storage::Corruption;
 use annals::storage::StorageAdapter;
 use annals::subscription::Filter;
 use redb::{ReadableTable, TableDefinition};
@@ -120,7 +121,7 @@ async fn writes_committed_with_the_checkpoint_apply_each_event_exactly_once() {
             let crash = i == 5 && round < 3;
             let result = apply(&consumer, e.position, crash);
             if crash {
-                assert!(matches!(result, Err(StorageError::Corruption { .. })));
+                assert!(matches!(result, Err(StorageError::Corruption(_))));
                 break;
             }
             result.expect("applied");
@@ -158,7 +159,7 @@ fn a_garbage_state_file_is_a_typed_error() {
     let path = dir.path().join("state.redb");
     std::fs::write(&path, vec![0xA5; 64 << 10]).expect("write garbage");
     match StateStore::open(&path) {
-        Err(StorageError::Corruption { file, .. }) => assert_eq!(file, path),
+        Err(StorageError::Corruption(Corruption { file, .. })) => assert_eq!(file, path),
         other => panic!("expected Corruption, got {other:?}"),
     }
 }

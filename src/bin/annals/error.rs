@@ -68,12 +68,11 @@ impl CliError {
                 "stop the program that has it open (only one process opens a store at a time), \
                  then run the command again",
             ),
-            StorageError::Corruption { .. } => CliError::failed(format!("cannot {what}: {e}"))
-                .hint(
-                    "nothing was changed; run `annals verify` for a full report. `annals \
+            StorageError::Corruption(_) => CliError::failed(format!("cannot {what}: {e}")).hint(
+                "nothing was changed; run `annals verify` for a full report. `annals \
                      rebuild-index` repairs a damaged index.redb, never missing or truncated \
                      log segments: restore those from a backup",
-                ),
+            ),
             other => CliError::failed(format!("cannot {what}: {other}")),
         }
     }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use annals::engine::layout;
 use annals::state::StateStore;
 use annals::storage::{LogAdapter, StorageAdapter};
 
@@ -80,14 +81,14 @@ impl Target {
             None => Ok(self
                 .dir()
                 .map_err(|e| e.hint("pass --state FILE, or --dir DIR for DIR/state.redb"))?
-                .join("state.redb")),
+                .join(layout::STATE_FILE)),
         }
     }
 }
 
 /// Whether `dir` holds a store (never create one by mistake when inspecting).
 pub fn is_store(dir: &Path) -> bool {
-    dir.join("log").is_dir()
+    layout::log_dir(dir).is_dir()
 }
 
 fn not_a_store(dir: &Path) -> CliError {

@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 
 use annals::action::dead_letter;
+use annals::engine::layout;
 use annals::storage::Position;
 use annals::view::ViewStatus;
 use clap::{Args, Subcommand};
@@ -115,7 +116,7 @@ pub async fn views(target: &Target, out: &Out, args: ViewsArgs) -> Result<(), Cl
     let state_path = target.state_path(args.state.state)?;
     let views_dir = match args.views {
         Some(dir) => dir,
-        None => target.dir()?.join("views"),
+        None => layout::views_dir(target.dir()?),
     };
     let mut found: Vec<(&str, ViewStatus)> = Vec::new();
     if state_path.is_file() {

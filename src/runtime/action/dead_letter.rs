@@ -341,10 +341,12 @@ fn encode(letter: &DeadLetter) -> Vec<u8> {
 }
 
 fn decode(bytes: &[u8], retry_requested_at: Option<i64>) -> Result<DeadLetter, StorageError> {
-    let damaged = |reason: String| StorageError::Corruption {
-        file: PathBuf::from("<state store>"),
-        offset: 0,
-        reason: format!("table action_dead_letters: {reason}"),
+    let damaged = |reason: String| {
+        StorageError::corruption(
+            PathBuf::from("<state store>"),
+            0,
+            format!("table action_dead_letters: {reason}"),
+        )
     };
     let record: Record = match bytes.split_first() {
         Some((&FORMAT, record)) => rmp_serde::from_slice(record)
@@ -480,15 +482,15 @@ mod tests {
     fn a_damaged_record_is_reported_not_trusted() {
         assert!(matches!(
             decode(&[], None),
-            Err(StorageError::Corruption { .. })
+            Err(StorageError::Corruption(_))
         ));
         assert!(matches!(
             decode(&[7, 1], None),
-            Err(StorageError::Corruption { .. })
+            Err(StorageError::Corruption(_))
         ));
         assert!(matches!(
             decode(&[FORMAT, 0xc1], None),
-            Err(StorageError::Corruption { .. })
+            Err(StorageError::Corruption(_))
         ));
     }
 

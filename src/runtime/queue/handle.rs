@@ -396,11 +396,11 @@ fn shrink(
 }
 
 fn damaged(table: &str, reason: String) -> StorageError {
-    StorageError::Corruption {
-        file: PathBuf::from("<state store>"),
-        offset: 0,
-        reason: format!("table {table}: {reason}"),
-    }
+    StorageError::corruption(
+        PathBuf::from("<state store>"),
+        0,
+        format!("table {table}: {reason}"),
+    )
 }
 
 /// The wake-up of queue `name` of `state`, shared by every handle on it in this process (a

@@ -36,7 +36,7 @@
 mod error;
 mod notify;
 mod schema;
-mod snapshots;
+mod snapshot_table;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
-pub use snapshots::PostgresSnapshots;
+pub use snapshot_table::PostgresSnapshots;
 /// The client crate, for [`PostgresAdapter::builder_with_config`]'s `Config` without a
 /// separate (and possibly mismatched) dependency.
 pub use tokio_postgres;

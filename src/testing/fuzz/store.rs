@@ -49,13 +49,11 @@ pub(super) fn open_store(fs: &SimFs, checkpoint_events: usize) -> Result<LogAdap
 }
 
 pub(super) fn segment_path(id: u64) -> PathBuf {
-    Path::new(DIR)
-        .join("log")
-        .join(crate::engine::segment::file_name(id))
+    crate::engine::layout::log_dir(Path::new(DIR)).join(crate::engine::segment::file_name(id))
 }
 
 pub(super) fn index_path() -> PathBuf {
-    Path::new(DIR).join("index.redb")
+    crate::engine::layout::index_file(Path::new(DIR))
 }
 
 pub(super) async fn next_version(log: &LogAdapter, store: &str, aggregate: &str) -> u64 {

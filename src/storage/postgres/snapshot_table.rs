@@ -59,10 +59,12 @@ impl PostgresSnapshots {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| StorageError::Io {
-                operation: "start the snapshot worker's runtime",
-                path: Default::default(),
-                source,
+            .map_err(|source| {
+                StorageError::io(
+                    "start the snapshot worker's runtime",
+                    std::path::PathBuf::new(),
+                    source,
+                )
             })?;
         let mut worker = Worker {
             config,
@@ -80,10 +82,12 @@ impl PostgresSnapshots {
                     let _ = request.reply.send(answer);
                 }
             })
-            .map_err(|source| StorageError::Io {
-                operation: "start the snapshot worker thread",
-                path: Default::default(),
-                source,
+            .map_err(|source| {
+                StorageError::io(
+                    "start the snapshot worker thread",
+                    std::path::PathBuf::new(),
+                    source,
+                )
             })?;
         Ok(PostgresSnapshots { requests })
     }
