@@ -31,6 +31,7 @@ pub mod io;
 mod recovery;
 pub mod scan;
 pub mod segment;
+#[cfg(feature = "testing")]
 pub mod sim;
 pub mod verify;
 mod writer;

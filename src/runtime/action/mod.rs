@@ -99,6 +99,7 @@ mod context;
 pub mod dead_letter;
 mod error;
 pub mod event;
+#[cfg(feature = "http")]
 pub mod http;
 mod retry;
 

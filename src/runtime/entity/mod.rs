@@ -121,6 +121,7 @@
 //! ```
 
 mod context;
+#[cfg(feature = "http")]
 pub mod http;
 mod instance;
 mod runtime;
