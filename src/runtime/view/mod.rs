@@ -13,7 +13,7 @@
 //! | view | tables | checkpoint | queries |
 //! |---|---|---|---|
 //! | [`KvView`] | redb tables in a [`StateStore`](crate::runtime::state::StateStore), string keys, serde values | a consumer checkpoint in the same redb database | [`get`](KvView::get), [`scan`](KvView::scan), [`scan_prefix`](KvView::scan_prefix) |
-//! | [`SqlView`] (feature `sql`, on by default) | SQLite tables the handlers write with SQL | a row of the same SQLite file | [`query`](SqlView::query): any `SELECT`, joins included |
+//! | [`SqlView`] (feature `sql`, opt-in) | SQLite tables the handlers write with SQL | a row of the same SQLite file | [`query`](SqlView::query): any `SELECT`, joins included |
 //!
 //! ## Versions and rebuilds
 //! A view has a version (from 1). Changing what a view stores means giving it a new version:
