@@ -9,9 +9,9 @@
 //! - **sql**: a `SqlView` (SQLite, WAL, `synchronous=FULL`) with an upsert per event, one
 //!   durable commit per batch of 256.
 //!
-//! Median of 3 runs. Run with `cargo bench --bench views`; `ANNALS_BENCH_VIEW_EVENTS` sets N
-//! (default 100,000). Without `--bench` (as `cargo test --all-targets` builds and runs benches)
-//! it makes one quick pass at a tiny size.
+//! Median of 3 runs. Run with `cargo bench --features sql --bench views`;
+//! `ANNALS_BENCH_VIEW_EVENTS` sets N (default 100,000). Without `--bench` (as
+//! `cargo test --all-targets` builds and runs benches) it makes one quick pass at a tiny size.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! shows a typed rejection, and races three trainers for one wild Pokémon.
 //!
 //! ```text
-//! cargo run --release --example pokemon -- [DIR]
+//! cargo run --release --all-features --example pokemon -- [DIR]
 //! ```
 //!
 //! The events are kept in `DIR` (default `target/pokemon-store`) by annals' embedded log
@@ -1188,11 +1188,11 @@ fn parse_args() -> DemoResult<Option<PathBuf>> {
     let mut args = std::env::args_os().skip(1);
     let dir = args.next();
     if args.next().is_some() {
-        return Err("usage: cargo run --example pokemon -- [DIR]".into());
+        return Err("usage: cargo run --all-features --example pokemon -- [DIR]".into());
     }
     match dir {
         Some(arg) if arg == "-h" || arg == "--help" => {
-            println!("usage: cargo run --example pokemon -- [DIR]");
+            println!("usage: cargo run --all-features --example pokemon -- [DIR]");
             std::process::exit(0);
         }
         dir => Ok(dir.map(PathBuf::from)),

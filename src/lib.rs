@@ -96,6 +96,7 @@ pub mod engine;
 pub mod model;
 pub mod runtime;
 pub mod storage;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 // The modules of the upper floors are also reachable from the root, where users name them.

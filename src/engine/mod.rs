@@ -57,6 +57,7 @@ mod read;
 mod recovery;
 mod scan;
 pub(crate) mod segment;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod sim;
 mod stats;

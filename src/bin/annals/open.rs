@@ -133,8 +133,8 @@ pub fn open_state(path: &Path) -> Result<Arc<StateStore>, CliError> {
 async fn open_postgres(_url: &str) -> Result<Store, CliError> {
     Err(
         CliError::failed("this annals binary was built without PostgreSQL support").hint(
-            "rebuild it with `cargo install --path . --features postgres` (or `cargo build \
-             --features postgres`), or pass --dir DIR for a store directory",
+            "rebuild it with `cargo install --path . --features cli,postgres` (or `cargo build \
+             --features cli,postgres`), or pass --dir DIR for a store directory",
         ),
     )
 }

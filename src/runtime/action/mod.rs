@@ -103,6 +103,7 @@ mod context;
 pub mod dead_letter;
 mod error;
 pub mod event;
+#[cfg(feature = "http")]
 pub mod http;
 mod panic;
 pub mod queue;

@@ -125,6 +125,7 @@
 
 mod context;
 mod error;
+#[cfg(feature = "http")]
 pub mod http;
 mod instance;
 mod kind;

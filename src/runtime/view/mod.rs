@@ -15,7 +15,7 @@
 //! - **[`KvView`]** — tables: redb tables in a [`StateStore`](crate::runtime::state::StateStore),
 //!   string keys, serde values; checkpoint: a consumer checkpoint in the same redb database;
 //!   queries: [`get`](KvView::get), [`scan`](KvView::scan), [`scan_prefix`](KvView::scan_prefix)
-//! - **[`SqlView`] (feature `sql`, on by default)** — tables: SQLite tables the handlers write with
+//! - **[`SqlView`] (feature `sql`, opt-in)** — tables: SQLite tables the handlers write with
 //!   SQL; checkpoint: a row of the same SQLite file; queries: [`query`](SqlView::query): any
 //!   `SELECT`, joins included
 //!

@@ -1,5 +1,5 @@
 //! SQL views: tables in SQLite, written by handlers with SQL, read with any query (joins
-//! included). Feature `sql` (on by default).
+//! included). Feature `sql` (opt-in: not in the default build).
 //!
 //! Each view version is one SQLite file in a directory the application chooses (beside the
 //! store, say): `{dir}/{name}.v{version}.sqlite3`, in WAL mode with `synchronous=FULL`. The
