@@ -28,7 +28,7 @@ pub enum LimitError {
         /// Why it was rejected.
         reason: &'static str,
     },
-    /// One event is larger than [`Limits::event_bytes_max`].
+    /// One event is larger than [`Limits::event_bytes_max`](super::Limits::event_bytes_max).
     #[error("event {aggregate_id:?} v{version} is {bytes} bytes; the limit is {limit}")]
     EventTooLarge {
         /// The event's aggregate.
@@ -40,7 +40,7 @@ pub enum LimitError {
         /// The limit.
         limit: usize,
     },
-    /// A commit has more events than [`Limits::group_events_max`].
+    /// A commit has more events than [`Limits::group_events_max`](super::Limits::group_events_max).
     #[error("a commit of {events} events exceeds the limit of {limit}")]
     TooManyEvents {
         /// Events in the commit.
@@ -48,7 +48,7 @@ pub enum LimitError {
         /// The limit.
         limit: usize,
     },
-    /// A commit is larger than [`Limits::group_bytes_max`].
+    /// A commit is larger than [`Limits::group_bytes_max`](super::Limits::group_bytes_max).
     #[error("a commit of {bytes} bytes exceeds the limit of {limit}")]
     GroupTooLarge {
         /// Bytes in the commit.
