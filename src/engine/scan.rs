@@ -20,12 +20,6 @@ use super::recovery::read_frame;
 use super::segment::{SEGMENT_HEADER_BYTES, Segment};
 
 /// Where a read of the log in global order continues.
-///
-/// ```
-/// use annals::engine::scan::LogCursor;
-/// let cursor = LogCursor::at(1);
-/// assert_eq!(cursor.position(), 1);
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogCursor {
     /// The next global position to read (positions start at 1).
