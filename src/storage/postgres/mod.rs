@@ -2,9 +2,9 @@
 //! any number of processes.
 //!
 //! [`PostgresAdapter`] keeps everything in one schema (default `annals`) that it creates and
-//! migrates itself (versioned migrations): an `events` table with a primary key on the global position
-//! and a unique constraint on (store, aggregate, version), a one-row `head` table holding the
-//! last committed position, and a `snapshots` table ([`PostgresSnapshots`]).
+//! migrates itself (versioned migrations): an `events` table with a primary key on the global
+//! position and a unique constraint on (store, aggregate, version), a one-row `head` table
+//! holding the last committed position, and a `snapshots` table ([`PostgresSnapshots`]).
 //!
 //! # Commits and the global order
 //! A commit is one transaction that first increments the head row by its event count
