@@ -1,14 +1,16 @@
 //! Target `index_decoder`: a store opens on any index file, rebuilding a bad one from the log.
 
 use crate::engine::sim::SimFs;
-use crate::storage::{AggregateIdEntry, EncodedEvent, GetEventsOptions, StorageAdapter};
+use crate::storage::{
+    AggregateIdEntry, EncodedEvent, GetEventsOptions, LogAdapter, StorageAdapter, StorageError,
+};
 
 use super::input::Input;
 use super::store::{
-    AGGREGATES, STORES, fuzz_event, index_path, list_all, next_version, open_store, runtime,
-    segment_path,
+    AGGREGATES, STORES, fuzz_event, index_path, list_all, next_version, open_store,
+    open_store_rebuilding_index, runtime, segment_path,
 };
-use super::template::{TEMPLATE_COMMITS, template};
+use super::template::{TEMPLATE_COMMITS, Template, template};
 
 /// Index mode of [`index_decoder()`]: the rest of the input is the whole index file.
 pub const INDEX_RAW: u8 = 0;
@@ -23,8 +25,11 @@ pub const INDEX_TRUNCATE: u8 = 2;
 
 /// The first byte picks how the index file is made ([`INDEX_RAW`], [`INDEX_PATCH`],
 /// [`INDEX_TRUNCATE`]); it is written as `index.redb` next to a small valid log. Opening must
-/// succeed (rebuilding a bad index from the log) and every aggregate must read back exactly
-/// the log's events, and list exactly the log's aggregates.
+/// succeed (rebuilding an index it cannot use from the log). Every read and listing must then
+/// answer exactly the log's events and aggregates, or, where the damage passes redb's own checks
+/// and is found only by a read, a typed `Corruption` naming the index file: never a shorter or
+/// different history. After such an error, rebuilding the index (as `annals rebuild-index`
+/// does) must give back exactly the log's contents, and the store must take appends.
 pub fn index_decoder(data: &[u8]) {
     let template = template();
     let mut input = Input::new(data);
@@ -51,44 +56,73 @@ pub fn index_decoder(data: &[u8]) {
     fs.write_file(&index_path(), index);
     let log = open_store(&fs, 4)
         .unwrap_or_else(|e| panic!("a valid log with a damaged index must open: {e:?}"));
-    runtime().block_on(async {
-        for store in STORES {
-            for aggregate in AGGREGATES {
-                let expected: Vec<&EncodedEvent> = template
-                    .events
-                    .iter()
-                    .filter(|e| e.event_store_id == store && e.event.aggregate_id == aggregate)
-                    .map(|e| &e.event)
-                    .collect();
-                let got = log
-                    .get_events(store, aggregate, &GetEventsOptions::default())
-                    .await
-                    .unwrap_or_else(|e| panic!("reading {store}/{aggregate}: {e:?}"));
-                let got: Vec<&EncodedEvent> = got.iter().map(|e| &e.event).collect();
-                assert_eq!(got, expected, "{store}/{aggregate} differs from the log");
+    let rt = runtime();
+    let log = match rt.block_on(matches_the_log(&log, template)) {
+        Ok(()) => log,
+        Err(found) => {
+            drop(log);
+            let log = open_store_rebuilding_index(&fs, 4).unwrap_or_else(|e| {
+                panic!("rebuilding the index after {found:?} failed: {e:?}")
+            });
+            if let Err(e) = rt.block_on(matches_the_log(&log, template)) {
+                panic!("a rebuilt index still differs from the log: {e:?}");
             }
-            let listed = list_all(&log, store)
-                .await
-                .unwrap_or_else(|e| panic!("listing {store}: {e:?}"));
-            let mut expected: Vec<AggregateIdEntry> = template
-                .events
-                .iter()
-                .filter(|e| e.event_store_id == store && e.event.version == 1)
-                .map(|e| AggregateIdEntry {
-                    initial_event_timestamp: e.event.timestamp,
-                    aggregate_id: e.event.aggregate_id.clone(),
-                })
-                .collect();
-            expected.sort();
-            assert_eq!(
-                listed, expected,
-                "aggregates of {store} differ from the log"
-            );
+            log
         }
-        assert_eq!(log.last_position(), TEMPLATE_COMMITS, "last position");
+    };
+    rt.block_on(async {
         let version = next_version(&log, STORES[0], "new").await;
         log.push_event(fuzz_event(STORES[0], "new", version, 99, 10))
             .await
             .unwrap_or_else(|e| panic!("an append after a rebuilt index failed: {e:?}"));
     });
+}
+
+/// Checks that every aggregate reads back exactly the log's events and every store lists
+/// exactly the log's aggregates. A `Corruption` of the index file is returned (the damage was
+/// found); any other error or any answer that differs from the log panics.
+async fn matches_the_log(log: &LogAdapter, template: &Template) -> Result<(), StorageError> {
+    for store in STORES {
+        for aggregate in AGGREGATES {
+            let expected: Vec<&EncodedEvent> = template
+                .events
+                .iter()
+                .filter(|e| e.event_store_id == store && e.event.aggregate_id == aggregate)
+                .map(|e| &e.event)
+                .collect();
+            let got = log
+                .get_events(store, aggregate, &GetEventsOptions::default())
+                .await
+                .map_err(index_corruption_only(&format!("reading {store}/{aggregate}")))?;
+            let got: Vec<&EncodedEvent> = got.iter().map(|e| &e.event).collect();
+            assert_eq!(got, expected, "{store}/{aggregate} differs from the log");
+        }
+        let listed = list_all(log, store)
+            .await
+            .map_err(index_corruption_only(&format!("listing {store}")))?;
+        let mut expected: Vec<AggregateIdEntry> = template
+            .events
+            .iter()
+            .filter(|e| e.event_store_id == store && e.event.version == 1)
+            .map(|e| AggregateIdEntry {
+                initial_event_timestamp: e.event.timestamp,
+                aggregate_id: e.event.aggregate_id.clone(),
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(
+            listed, expected,
+            "aggregates of {store} differ from the log"
+        );
+    }
+    assert_eq!(log.last_position(), TEMPLATE_COMMITS, "last position");
+    Ok(())
+}
+
+/// Passes on a `Corruption` that names the index file; panics on any other error of `what`.
+fn index_corruption_only(what: &str) -> impl FnOnce(StorageError) -> StorageError + '_ {
+    move |e| match &e {
+        StorageError::Corruption(c) if c.file == index_path() => e,
+        _ => panic!("{what}: {e:?}"),
+    }
 }

@@ -38,6 +38,18 @@ pub(super) fn limits() -> Limits {
 }
 
 pub(super) fn open_store(fs: &SimFs, checkpoint_events: usize) -> Result<LogAdapter, StorageError> {
+    builder(fs, checkpoint_events).open()
+}
+
+/// Opens the store with its index rebuilt from the log, as `annals rebuild-index` does.
+pub(super) fn open_store_rebuilding_index(
+    fs: &SimFs,
+    checkpoint_events: usize,
+) -> Result<LogAdapter, StorageError> {
+    builder(fs, checkpoint_events).rebuild_index().open()
+}
+
+fn builder(fs: &SimFs, checkpoint_events: usize) -> crate::storage::LogAdapterBuilder {
     LogAdapter::builder(DIR)
         .file_system(Arc::new(fs.clone()))
         .durability(Durability::Immediate)
@@ -45,7 +57,6 @@ pub(super) fn open_store(fs: &SimFs, checkpoint_events: usize) -> Result<LogAdap
         .checkpoint_events(checkpoint_events)
         .index_cache_bytes(1 << 20)
         .limits(limits())
-        .open()
 }
 
 pub(super) fn segment_path(id: u64) -> PathBuf {
