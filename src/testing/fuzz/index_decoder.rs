@@ -61,9 +61,8 @@ pub fn index_decoder(data: &[u8]) {
         Ok(()) => log,
         Err(found) => {
             drop(log);
-            let log = open_store_rebuilding_index(&fs, 4).unwrap_or_else(|e| {
-                panic!("rebuilding the index after {found:?} failed: {e:?}")
-            });
+            let log = open_store_rebuilding_index(&fs, 4)
+                .unwrap_or_else(|e| panic!("rebuilding the index after {found:?} failed: {e:?}"));
             if let Err(e) = rt.block_on(matches_the_log(&log, template)) {
                 panic!("a rebuilt index still differs from the log: {e:?}");
             }
@@ -93,7 +92,9 @@ async fn matches_the_log(log: &LogAdapter, template: &Template) -> Result<(), St
             let got = log
                 .get_events(store, aggregate, &GetEventsOptions::default())
                 .await
-                .map_err(index_corruption_only(&format!("reading {store}/{aggregate}")))?;
+                .map_err(index_corruption_only(&format!(
+                    "reading {store}/{aggregate}"
+                )))?;
             let got: Vec<&EncodedEvent> = got.iter().map(|e| &e.event).collect();
             assert_eq!(got, expected, "{store}/{aggregate} differs from the log");
         }
