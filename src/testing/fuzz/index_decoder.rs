@@ -27,8 +27,8 @@ pub const INDEX_TRUNCATE: u8 = 2;
 /// [`INDEX_TRUNCATE`]); it is written as `index.redb` next to a small valid log. Opening must
 /// succeed (rebuilding an index it cannot use from the log). Every read and listing must then
 /// answer exactly the log's events and aggregates, or, where the damage passes redb's own checks
-/// and is found only by a read, a typed `Corruption` naming the index file: never a shorter or
-/// different history. After such an error, rebuilding the index (as `annals rebuild-index`
+/// and is found only by a read, a typed `Corruption` (of the index, or of the segment where a
+/// damaged location points the read): never a shorter or different history. After such an error, rebuilding the index (as `annals rebuild-index`
 /// does) must give back exactly the log's contents, and the store must take appends.
 pub fn index_decoder(data: &[u8]) {
     let template = template();
@@ -78,8 +78,8 @@ pub fn index_decoder(data: &[u8]) {
 }
 
 /// Checks that every aggregate reads back exactly the log's events and every store lists
-/// exactly the log's aggregates. A `Corruption` of the index file is returned (the damage was
-/// found); any other error or any answer that differs from the log panics.
+/// exactly the log's aggregates. A `Corruption` is returned (the damage was found); any other
+/// error or any answer that differs from the log panics.
 async fn matches_the_log(log: &LogAdapter, template: &Template) -> Result<(), StorageError> {
     for store in STORES {
         for aggregate in AGGREGATES {
@@ -92,15 +92,13 @@ async fn matches_the_log(log: &LogAdapter, template: &Template) -> Result<(), St
             let got = log
                 .get_events(store, aggregate, &GetEventsOptions::default())
                 .await
-                .map_err(index_corruption_only(&format!(
-                    "reading {store}/{aggregate}"
-                )))?;
+                .map_err(damage_found(&format!("reading {store}/{aggregate}")))?;
             let got: Vec<&EncodedEvent> = got.iter().map(|e| &e.event).collect();
             assert_eq!(got, expected, "{store}/{aggregate} differs from the log");
         }
         let listed = list_all(log, store)
             .await
-            .map_err(index_corruption_only(&format!("listing {store}")))?;
+            .map_err(damage_found(&format!("listing {store}")))?;
         let mut expected: Vec<AggregateIdEntry> = template
             .events
             .iter()
@@ -120,10 +118,12 @@ async fn matches_the_log(log: &LogAdapter, template: &Template) -> Result<(), St
     Ok(())
 }
 
-/// Passes on a `Corruption` that names the index file; panics on any other error of `what`.
-fn index_corruption_only(what: &str) -> impl FnOnce(StorageError) -> StorageError + '_ {
+/// Passes on a `Corruption` of the index file or of the segment (a damaged index can point a
+/// read at bytes of the log that are not the entry it names, which the read can only report
+/// as a mismatch at that place of the segment); panics on any other error of `what`.
+fn damage_found(what: &str) -> impl FnOnce(StorageError) -> StorageError + '_ {
     move |e| match &e {
-        StorageError::Corruption(c) if c.file == index_path() => e,
+        StorageError::Corruption(c) if c.file == index_path() || c.file == segment_path(1) => e,
         _ => panic!("{what}: {e:?}"),
     }
 }
