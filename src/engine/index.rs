@@ -927,8 +927,61 @@ impl IndexReader {
                     break;
                 }
             }
+            let whole_store = out.len() < limit && after.is_none() && before.is_none();
+            self.check_listing(store, &out, whole_store)?;
             Ok(out)
         })
+    }
+
+    /// Checks a listing against the aggregates table, which the index keeps apart from the
+    /// listing's own table. redb checksums its pages only when it recovers a file, so a damaged
+    /// key of the listing table can still decode: listed under another timestamp or id, or
+    /// under another store (then missing from its own). Every listed aggregate must exist with
+    /// the listed initial timestamp; and a listing that ran to the end of an unbounded scan
+    /// counts the store's rows in both tables, which must agree. A mismatch is `Corruption`,
+    /// never a different listing.
+    fn check_listing(
+        &self,
+        store: &str,
+        listed: &[(i64, String)],
+        whole_store: bool,
+    ) -> Result<(), EngineError> {
+        let err = self.err("read index");
+        let aggregates = self.txn.open_table(AGGREGATES).map_err(|e| err(e.into()))?;
+        for (t, id) in listed {
+            let initial = aggregates
+                .get((store, id.as_str()))
+                .map_err(|e| err(e.into()))?
+                .map(|v| v.value().1);
+            if initial != Some(*t) {
+                return Err(self.listing_damaged(format!(
+                    "the index lists {store:?}/{id:?} with initial timestamp {t}, but its \
+                     aggregates table holds {initial:?}"
+                )));
+            }
+        }
+        if whole_store {
+            let by_initial = self.txn.open_table(BY_INITIAL).map_err(|e| err(e.into()))?;
+            let listed = by_initial
+                .range((store, i64::MIN, "")..=(store, i64::MAX, MAX_ID))
+                .map_err(|e| err(e.into()))?
+                .count();
+            let known = aggregates
+                .range((store, "")..=(store, MAX_ID))
+                .map_err(|e| err(e.into()))?
+                .count();
+            if listed != known {
+                return Err(self.listing_damaged(format!(
+                    "the index lists {listed} aggregates of {store:?}, but its aggregates table \
+                     holds {known}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn listing_damaged(&self, reason: String) -> EngineError {
+        EngineError::corruption(self.index.path.to_path_buf(), 0, reason)
     }
 }
 
