@@ -216,7 +216,7 @@ pub(crate) fn assess(
     let mut next = 1;
     for &id in ids
         .iter()
-        .chain((last_named > last_listed).then_some(&(last_named + 1)))
+        .chain((last_named > last_listed).then_some(&last_named.saturating_add(1)))
     {
         if id > next {
             let last_missing = id - 1;
@@ -238,7 +238,7 @@ pub(crate) fn assess(
                 reason,
             ));
         }
-        next = id + 1;
+        next = id.saturating_add(1);
     }
     for &id in &ids {
         let is_last = id == last_listed;

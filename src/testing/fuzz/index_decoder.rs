@@ -1,5 +1,6 @@
 //! Target `index_decoder`: a store opens on any index file, rebuilding a bad one from the log.
 
+use crate::engine::FileSystem;
 use crate::engine::sim::SimFs;
 use crate::storage::{
     AggregateIdEntry, EncodedEvent, GetEventsOptions, LogAdapter, StorageAdapter, StorageError,
@@ -24,11 +25,14 @@ pub const INDEX_PATCH: u8 = 1;
 pub const INDEX_TRUNCATE: u8 = 2;
 
 /// The first byte picks how the index file is made ([`INDEX_RAW`], [`INDEX_PATCH`],
-/// [`INDEX_TRUNCATE`]); it is written as `index.redb` next to a small valid log. Opening must
-/// succeed (rebuilding an index it cannot use from the log). Every read and listing must then
-/// answer exactly the log's events and aggregates, or, where the damage passes redb's own checks
-/// and is found only by a read, a typed `Corruption` (of the index, or of the segment where a
-/// damaged location points the read): never a shorter or different history. After such an error, rebuilding the index (as `annals rebuild-index`
+/// [`INDEX_TRUNCATE`]); it is written as `index.redb` next to a small valid log.
+///
+/// Opening must succeed (rebuilding an index it cannot use from the log), or fail with
+/// `Corruption` where the index reads as usable but vouches for more log than there is. Every
+/// read and listing must then answer exactly the log's events and aggregates, or, where the
+/// damage passes redb's own checks and is found only by a read, a typed `Corruption` (of the
+/// index, or of the segment where a damaged location points the read): never a shorter or
+/// different history. After such an error, rebuilding the index (as `annals rebuild-index`
 /// does) must give back exactly the log's contents, and the store must take appends.
 pub fn index_decoder(data: &[u8]) {
     let template = template();
@@ -54,20 +58,17 @@ pub fn index_decoder(data: &[u8]) {
     let fs = SimFs::new();
     fs.write_file(&segment_path(1), template.segment.clone());
     fs.write_file(&index_path(), index);
-    let log = open_store(&fs, 4)
-        .unwrap_or_else(|e| panic!("a valid log with a damaged index must open: {e:?}"));
     let rt = runtime();
-    let log = match rt.block_on(matches_the_log(&log, template)) {
-        Ok(()) => log,
-        Err(found) => {
-            drop(log);
-            let log = open_store_rebuilding_index(&fs, 4)
-                .unwrap_or_else(|e| panic!("rebuilding the index after {found:?} failed: {e:?}"));
-            if let Err(e) = rt.block_on(matches_the_log(&log, template)) {
-                panic!("a rebuilt index still differs from the log: {e:?}");
-            }
-            log
-        }
+    // An index that still reads as usable may vouch for segments the log does not hold: the
+    // open must then refuse with `Corruption`, not trust either side.
+    let checked = match open_store(&fs, 4) {
+        Ok(log) => rt.block_on(matches_the_log(&log, template)).map(|()| log),
+        Err(e @ StorageError::Corruption(_)) => Err(e),
+        Err(e) => panic!("a valid log with a damaged index must open or be Corruption: {e:?}"),
+    };
+    let log = match checked {
+        Ok(log) => log,
+        Err(found) => recover(&fs, &rt, template, found),
     };
     rt.block_on(async {
         let version = next_version(&log, STORES[0], "new").await;
@@ -75,6 +76,45 @@ pub fn index_decoder(data: &[u8]) {
             .await
             .unwrap_or_else(|e| panic!("an append after a rebuilt index failed: {e:?}"));
     });
+}
+
+/// What an operator does about damage that was `found`: rebuild the index from the log (as
+/// `annals rebuild-index` does). Where the damaged index vouches for more log than there is, the
+/// rebuild refuses too, changing nothing, and the operator who knows the log is whole deletes
+/// the index; the store then opens on a fresh one. Either way it must hold exactly the log.
+fn recover(
+    fs: &SimFs,
+    rt: &tokio::runtime::Runtime,
+    template: &Template,
+    found: StorageError,
+) -> LogAdapter {
+    let files = fs.paths();
+    let before: Vec<_> = files.iter().map(|p| fs.read_file(p)).collect();
+    let log = match open_store_rebuilding_index(fs, 4) {
+        Ok(log) => log,
+        Err(StorageError::Corruption(_)) => {
+            let after: Vec<_> = files.iter().map(|p| fs.read_file(p)).collect();
+            assert_eq!(
+                fs.paths(),
+                files,
+                "a refused rebuild changed the store's files"
+            );
+            assert!(
+                before == after,
+                "a refused rebuild changed bytes of the store"
+            );
+            FileSystem::remove(fs, &index_path())
+                .unwrap_or_else(|e| panic!("removing the index failed: {e}"));
+            open_store(fs, 4).unwrap_or_else(|e| {
+                panic!("after {found:?}, the log did not open without its index: {e:?}")
+            })
+        }
+        Err(e) => panic!("rebuilding the index after {found:?} failed: {e:?}"),
+    };
+    if let Err(e) = rt.block_on(matches_the_log(&log, template)) {
+        panic!("a rebuilt index still differs from the log: {e:?}");
+    }
+    log
 }
 
 /// Checks that every aggregate reads back exactly the log's events and every store lists
