@@ -15,7 +15,7 @@
 //! | `frame` | record framing: commit frames and entries, with checksums |
 //! | `entry_view` | decoding one entry in place on the read path |
 //! | `segment` | preallocated segment files and their header |
-//! | `index` | memtables and the persisted (redb) index with its checkpoint |
+//! | `index/` | the per-aggregate index: runs, memtables, the redb tables, read views |
 //! | `tiers` | the memtables readers and the writer see: active and frozen |
 //! | `engine_state` | the state the handle, the writer and the checkpointer share |
 //! | `handle` | the handle of an open log: append, sync, close |
