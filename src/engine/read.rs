@@ -145,6 +145,19 @@ impl Engine {
                     format!("index points into missing segment {}", first.segment_id),
                 )
             })?;
+            // A damaged index can locate entries past the segment's end: that is the index's
+            // damage, not a short read of the log.
+            if end > segment.header.size {
+                return Err(EngineError::corruption(
+                    self.shared.index_path.clone(),
+                    0,
+                    format!(
+                        "the index locates entries of {store:?}/{aggregate:?} up to offset {end} \
+                         of segment {}, which is {} bytes long",
+                        first.segment_id, segment.header.size
+                    ),
+                ));
+            }
             buf.resize((end - first.offset) as usize, 0);
             segment
                 .file
