@@ -135,28 +135,20 @@ impl<E: Events, S> SnapshotPolicy<E, S> {
         self.keep
     }
 
-    /// Whether the policy may take a snapshot at `version` of a read whose last version is
-    /// `last_version`, before the event is decoded. With `every`, only the last multiple of a
-    /// read is worth writing; a predicate must see the event.
-    pub(crate) fn may_fire(&self, version: u64, last_version: u64) -> bool {
+    /// Whether the policy may take a snapshot at `version`, before the event is decoded: with
+    /// `every`, only at multiples; a predicate must see the event.
+    pub(crate) fn may_fire(&self, version: u64) -> bool {
         match &self.trigger {
-            Trigger::Every(n) => {
-                version.is_multiple_of(*n) && version.saturating_add(*n) > last_version
-            }
+            Trigger::Every(n) => version.is_multiple_of(*n),
             Trigger::When(_) => true,
         }
     }
 
-    /// Whether the policy takes a snapshot after `event`, folded into `aggregate` (see
-    /// [`may_fire`](Self::may_fire)).
-    pub(crate) fn fires(
-        &self,
-        aggregate: &Aggregate<S>,
-        event: &EventDetail<E>,
-        last_version: u64,
-    ) -> bool {
+    /// Whether the policy takes a snapshot after `event`, folded into `aggregate`. A read
+    /// writes only the last such point it folds.
+    pub(crate) fn fires(&self, aggregate: &Aggregate<S>, event: &EventDetail<E>) -> bool {
         match &self.trigger {
-            Trigger::Every(_) => self.may_fire(event.version, last_version),
+            Trigger::Every(_) => self.may_fire(event.version),
             Trigger::When(predicate) => predicate(aggregate, event),
         }
     }
