@@ -561,8 +561,9 @@ trait Engine: Send + Sync {
         })
     }
 
-    /// The typed store with a snapshot policy of `every(1000)`, on engines that have one.
-    fn snapshot_store(&self) -> Option<(Accounts, Handle)> {
+    /// The typed stores with snapshot policies `every(1000)` and `SnapshotPolicy::default()`,
+    /// on engines that have them.
+    fn snapshot_stores(&self) -> Option<(Accounts, Accounts, Handle)> {
         None
     }
 
@@ -644,6 +645,7 @@ struct AnnalsEngine {
     runtime: Handle,
     typed: Accounts,
     snapshotted: Accounts,
+    budgeted: Accounts,
 }
 
 impl AnnalsEngine {
@@ -655,11 +657,16 @@ impl AnnalsEngine {
             .storage_adapter(adapter.clone())
             .snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY))
             .build()?;
+        let budgeted = EventStore::builder(STORE, reduce)
+            .storage_adapter(adapter.clone())
+            .snapshots(SnapshotPolicy::default())
+            .build()?;
         Ok(AnnalsEngine {
             adapter,
             runtime,
             typed,
             snapshotted,
+            budgeted,
         })
     }
 
@@ -726,8 +733,12 @@ impl Engine for AnnalsEngine {
         })
     }
 
-    fn snapshot_store(&self) -> Option<(Accounts, Handle)> {
-        Some((self.snapshotted.clone(), self.runtime.clone()))
+    fn snapshot_stores(&self) -> Option<(Accounts, Accounts, Handle)> {
+        Some((
+            self.snapshotted.clone(),
+            self.budgeted.clone(),
+            self.runtime.clone(),
+        ))
     }
 
     fn read_aggregate(
@@ -756,8 +767,10 @@ impl Engine for AnnalsEngine {
         // Inside the runtime, in case the adapter's drop stops background tasks.
         let _runtime = self.runtime.enter();
         self.runtime.block_on(self.snapshotted.flush_snapshots());
+        self.runtime.block_on(self.budgeted.flush_snapshots());
         drop(self.typed);
         drop(self.snapshotted);
+        drop(self.budgeted);
         drop(self.adapter);
         Ok(())
     }
@@ -1528,20 +1541,24 @@ fn typed_replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResul
 
 /// Typed snapshot reads (annals only): `get_aggregate` of an aggregate of `replay_events`
 /// events under `SnapshotPolicy::every(1000)`, right after a snapshot (nothing to fold) and
-/// at the worst point of the policy (999 events after the snapshot).
+/// at the worst point of the policy (999 events after the snapshot); then under
+/// `SnapshotPolicy::default()` (by replay cost), a read after each push of 5 events, as
+/// commands do.
 fn typed_snapshots(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
     let row = format!(
-        "typed: get_aggregate, {} events, every({SNAPSHOT_EVERY})",
+        "typed: get_aggregate, {} events",
         group_digits(config.replay_events as f64)
     );
-    const FIGURES: [&str; 4] = [
-        "p50 µs right after a snapshot",
-        "p50 µs, 999 events after it",
-        "p50 µs, 999 after (state only)",
-        "p99 µs, 999 events after it",
+    const FIGURES: [&str; 6] = [
+        "every(1000): p50 µs right after a snapshot",
+        "every(1000): p50 µs, 999 events after it",
+        "every(1000): p50 µs, 999 after, state only",
+        "every(1000): p99 µs, 999 events after it",
+        "default policy: p50 µs, read after each 5-event push",
+        "default policy: p99 µs, read after each 5-event push",
     ];
     let engine = &*opened.engine;
-    let Some((store, runtime)) = engine.snapshot_store() else {
+    let Some((store, budgeted, runtime)) = engine.snapshot_stores() else {
         return Ok(FIGURES
             .iter()
             .map(|figure| Measure::missing(&row, figure, false))
@@ -1560,7 +1577,7 @@ fn typed_snapshots(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchRe
         config.batch.max(1),
     )?;
     let options = GetAggregateOptions::default();
-    let read = |state_only: bool| -> BenchResult<Duration> {
+    let read_of = |store: &Accounts, id: &str, state_only: bool| -> BenchResult<Duration> {
         let t = Instant::now();
         let version = if state_only {
             let got = runtime.block_on(store.get_aggregate_state(id, options))?;
@@ -1573,6 +1590,7 @@ fn typed_snapshots(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchRe
         std::hint::black_box(version);
         Ok(elapsed)
     };
+    let read = |state_only: bool| read_of(&store, id, state_only);
     // The first read folds everything and writes the snapshot in the background.
     read(false)?;
     runtime.block_on(store.flush_snapshots());
@@ -1597,11 +1615,32 @@ fn typed_snapshots(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchRe
         worst.record(read(false)?);
         worst_state.record(read(true)?);
     }
+    // The default policy, as commands use it: a read of the aggregate after each push.
+    let budget_id = "typed-budget-0";
+    typed_load(
+        engine,
+        corpus,
+        "typed-budget-",
+        total,
+        0,
+        total,
+        config.batch.max(1),
+    )?;
+    read_of(&budgeted, budget_id, false)?;
+    runtime.block_on(budgeted.flush_snapshots());
+    let mut by_cost = Latencies::default();
+    let mut next = total;
+    for _ in 0..runs {
+        next = typed_load(engine, corpus, "typed-budget-", u64::MAX, next, 5, 5)?;
+        by_cost.record(read_of(&budgeted, budget_id, false)?);
+    }
     Ok(vec![
         Measure::new(&row, FIGURES[0], false, after.percentile_us(50.0)),
         Measure::new(&row, FIGURES[1], false, worst.percentile_us(50.0)),
         Measure::new(&row, FIGURES[2], false, worst_state.percentile_us(50.0)),
         Measure::new(&row, FIGURES[3], false, worst.percentile_us(99.0)),
+        Measure::new(&row, FIGURES[4], false, by_cost.percentile_us(50.0)),
+        Measure::new(&row, FIGURES[5], false, by_cost.percentile_us(99.0)),
     ])
 }
 

@@ -158,7 +158,7 @@ mod tests {
             serde_json::json!((0..20).collect::<Vec<_>>()),
             serde_json::json!(
                 (0..20)
-                    .map(|i| (i.to_string(), i))
+                    .map(|i| (i.to_string(), serde_json::json!(i)))
                     .collect::<serde_json::Map<_, _>>()
             ),
         ];

@@ -130,9 +130,9 @@ async fn streamed_events_equal_get_events_across_pages_and_options() {
             },
         ];
         for options in options {
-            let read = store.get_events("acct", options.clone()).await.unwrap();
+            let read = store.get_events("acct", options).await.unwrap();
             let streamed: Vec<_> = store
-                .stream_events("acct", options.clone())
+                .stream_events("acct", options)
                 .try_collect()
                 .await
                 .unwrap();

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::Stream;
 
@@ -30,6 +31,9 @@ use crate::storage::{
 /// Events decoded per read of [`EventStore::stream_events`]: what a stream holds in memory.
 const STREAM_PAGE_EVENTS: usize = 1024;
 
+/// How often (in events folded) a fold under a policy by replay cost looks at the clock.
+const BUDGET_CHECK_EVENTS: u64 = 16;
+
 /// What one fold of an aggregate's events found.
 struct Fold<E: Events, S> {
     aggregate: Option<Aggregate<S>>,
@@ -44,6 +48,12 @@ struct Fold<E: Events, S> {
     stale: bool,
     /// The aggregate at the last point where the policy fired, and its event's anchor.
     to_snapshot: Option<(Aggregate<S>, (Position, u32))>,
+    /// Under a policy by replay cost: when the fold started, whether it has run past its
+    /// budget, and the anchor of the last event folded since.
+    started: Instant,
+    folded: u64,
+    over_budget: bool,
+    last_anchor: Option<(Position, u32)>,
     error: Option<Error>,
 }
 
@@ -65,9 +75,18 @@ impl<E: Events, S: Clone + Send + Sync + 'static> Fold<E, S> {
             self.anchor = Some(stored.to_stored());
             return ControlFlow::Continue(());
         }
+        let budget = snapshots.and_then(|s| s.policy.budget());
+        self.folded += 1;
+        if let Some(budget) = budget
+            && !self.over_budget
+            && self.folded.is_multiple_of(BUDGET_CHECK_EVENTS)
+            && self.started.elapsed() >= budget
+        {
+            self.over_budget = true;
+        }
         // The anchor of a possible snapshot here, taken from the bytes as stored.
         let anchor = snapshots
-            .filter(|s| s.policy.may_fire(stored.version))
+            .filter(|s| self.over_budget || s.policy.may_fire(stored.version))
             .map(|_| (stored.position, event_ref_checksum(&stored)));
         // The previous last event's id is reused: no allocation per event for it.
         let id = self.last.take().map(|l| l.aggregate_id).unwrap_or_default();
@@ -79,7 +98,10 @@ impl<E: Events, S: Clone + Send + Sync + 'static> Fold<E, S> {
             }
         };
         let next = apply(store.reducer(), self.aggregate.take(), &event);
-        if let (Some(snapshots), Some(anchor)) = (snapshots, anchor)
+        if budget.is_some() {
+            // The snapshot, if the fold ran past its budget, is taken at its end.
+            self.last_anchor = anchor;
+        } else if let (Some(snapshots), Some(anchor)) = (snapshots, anchor)
             && snapshots.policy.fires(&next, &event)
         {
             self.to_snapshot = Some((next.clone(), anchor));
@@ -190,7 +212,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 let remaining = state.options.limit.unwrap_or(usize::MAX);
                 let page = GetEventsOptions {
                     limit: Some(remaining.min(STREAM_PAGE_EVENTS)),
-                    ..state.options.clone()
+                    ..state.options
                 };
                 let events = match state.store.get_events(&state.aggregate_id, page).await {
                     Ok(events) => events,
@@ -361,6 +383,10 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 anchor: None,
                 stale: false,
                 to_snapshot: None,
+                started: Instant::now(),
+                folded: 0,
+                over_budget: false,
+                last_anchor: None,
                 error: None,
             };
             let range = GetEventsOptions {
@@ -389,6 +415,9 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 // Snapshots are taken at versions of at least 1.
                 bound = version - 1;
                 continue;
+            }
+            if let (Some(anchor), Some(aggregate)) = (fold.last_anchor, &fold.aggregate) {
+                fold.to_snapshot = Some((aggregate.clone(), anchor));
             }
             if let (Some(snapshots), Some((snapshot, anchor))) = (snapshots, fold.to_snapshot) {
                 self.write_snapshot(&adapter, snapshots, snapshot, anchor);
