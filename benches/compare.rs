@@ -50,6 +50,11 @@
 //!    `sync()` at the end; then open time (clean and after a crash), resident memory, and the
 //!    latency of `get_events` on random aggregates.
 //!
+//! Throughput rows also report the process's CPU time per event (user + system, all threads,
+//! from `/proc/self/stat`, Linux only): on a machine shared with other work, wall-clock
+//! throughput falls with the CPU others take, while CPU per event shows what the workload
+//! itself costs.
+//!
 //! Resident memory is the process's RSS (`/proc/self/statm`) after opening and reading,
 //! minus the RSS just before opening, after returning freed heap to the OS (`malloc_trim`
 //! on glibc) so that memory kept by the allocator from earlier workloads does not hide the
@@ -1327,7 +1332,7 @@ fn concurrent_writers(
     let per_writer_max = (config.max_events / writers as u64).max(1);
     let barrier = Barrier::new(writers + 1);
     let stop = AtomicBool::new(false);
-    let (start, results) = std::thread::scope(|scope| {
+    let (start, results, cpu) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
                 let (barrier, stop) = (&barrier, &stop);
@@ -1351,6 +1356,7 @@ fn concurrent_writers(
             })
             .collect();
         barrier.wait();
+        let cpu = CpuClock::start();
         let start = Instant::now();
         let deadline = start + config.duration();
         while Instant::now() < deadline && handles.iter().any(|h| !h.is_finished()) {
@@ -1364,7 +1370,7 @@ fn concurrent_writers(
                     .unwrap_or_else(|_| Err("a writer thread panicked".into()))
             })
             .collect();
-        (start, results)
+        (start, results, cpu)
     });
     let mut total = 0;
     let mut end = start;
@@ -1379,6 +1385,7 @@ fn concurrent_writers(
     Ok(vec![
         Measure::new(&row, "events/s", true, total as f64 / secs),
         Measure::new(&row, "p99 latency µs", false, latencies.percentile_us(99.0)),
+        Measure::maybe(&row, CPU_FIGURE, false, cpu.us_per(total)),
     ])
 }
 
@@ -1406,6 +1413,7 @@ fn bulk(
         batch,
     )?;
     let mut latencies = Latencies::default();
+    let cpu = CpuClock::start();
     let start = Instant::now();
     let deadline = start + config.duration();
     let mut events = 0;
@@ -1432,6 +1440,7 @@ fn bulk(
             false,
             latencies.percentile_us(50.0) / 1e3,
         ),
+        Measure::maybe(&row, CPU_FIGURE, false, cpu.us_per(events)),
     ])
 }
 
@@ -1454,6 +1463,7 @@ fn replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<
         config.batch.max(1),
     )?;
     let mut runs = Vec::new();
+    let cpu = CpuClock::start();
     for _ in 0..config.replay_runs.max(1) {
         let mut account = Account::default();
         let t = Instant::now();
@@ -1465,14 +1475,44 @@ fn replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<
         std::hint::black_box(&account);
         runs.push(elapsed);
     }
+    let cpu = cpu.us_per(total * runs.len() as u64);
     runs.sort();
     let median = runs[runs.len() / 2].as_secs_f64();
-    Ok(vec![Measure::new(
-        &row,
-        "events/s",
-        true,
-        total as f64 / median,
-    )])
+    Ok(vec![
+        Measure::new(&row, "events/s", true, total as f64 / median),
+        Measure::maybe(&row, CPU_FIGURE, false, cpu),
+    ])
+}
+
+/// The figure [`CpuClock`] gives.
+const CPU_FIGURE: &str = "CPU µs/event (process)";
+
+/// The process's CPU time (user + system, every thread) from `/proc/self/stat` (Linux only),
+/// so that a workload's cost per event can be told apart from the time other processes take
+/// on a shared machine. Its resolution is 10 ms: it is read around whole workloads only.
+struct CpuClock(Option<f64>);
+
+impl CpuClock {
+    fn start() -> Self {
+        CpuClock(process_cpu_secs())
+    }
+
+    /// CPU microseconds per event since [`start`](Self::start).
+    fn us_per(&self, events: u64) -> Option<f64> {
+        let spent = process_cpu_secs()? - self.0?;
+        Some(spent * 1e6 / events.max(1) as f64)
+    }
+}
+
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15, in clock ticks of 1/100 s (USER_HZ, fixed at 100 for /proc on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Typed workload 4: one aggregate of `replay_events` typed events, decoded (payload and
@@ -1509,6 +1549,7 @@ fn typed_replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResul
     ] {
         let mut runs = Vec::new();
         let mut growth = None;
+        let cpu = CpuClock::start();
         for run in 0..config.replay_runs.max(1) {
             let base = ResidentBaseline::take();
             let t = Instant::now();
@@ -1526,9 +1567,20 @@ fn typed_replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResul
             std::hint::black_box(&folded.state);
             runs.push(elapsed);
         }
+        let cpu = cpu.us_per(total * runs.len() as u64);
         runs.sort();
         let median = runs[runs.len() / 2].as_secs_f64();
         out.push(Measure::new(&row, figure, true, total as f64 / median));
+        out.push(Measure::maybe(
+            &row,
+            if keep {
+                "CPU µs/event (process, state + events)"
+            } else {
+                "CPU µs/event (process, state only)"
+            },
+            false,
+            cpu,
+        ));
         out.push(Measure::maybe(
             &row,
             rss_figure,
