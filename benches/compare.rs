@@ -31,11 +31,29 @@
 //! 5. bulk-load speed, open time (until ready to append) after a clean close and after a
 //!    simulated crash, bytes on disk per event, and the process's resident memory after
 //!    opening and reading a sample of aggregates, at each size of `ANNALS_BENCH_OPEN_EVENTS`;
-//! 6. scale (annals only): `ANNALS_BENCH_SCALE_EVENTS` events spread round-robin over
+//! 6. typed (`typed-*` workloads, rows "typed: …"): workloads 1–4 with events declared by
+//!    `annals::events!` (two types, a nested struct, strings, ~200-byte payload, metadata
+//!    without `Default`), built per push as an application builds them. annals pushes and reads
+//!    them through `EventStore` on the same adapter (`push_event`, `push_batch`,
+//!    `get_aggregate_state`, `get_aggregate`); SQLite and redb encode them the same way
+//!    (MessagePack with named fields into a reused buffer) before their inserts, and decode
+//!    payload and metadata and fold the same `EventDetail`s after their reads. The typed replay
+//!    also reports the process's RSS growth over one fold. `typed-snapshots` (annals only)
+//!    times `get_aggregate` under `SnapshotPolicy::every(1000)` right after a snapshot and 999
+//!    events after it;
+//! 7. raw (`raw`): one 300-byte `pwrite` + `fdatasync` per commit into a preallocated file:
+//!    the floor under any durable single-event commit on this disk, printed above the table
+//!    with annals' typed single writer as a fraction of it;
+//! 8. scale (annals only): `ANNALS_BENCH_SCALE_EVENTS` events spread round-robin over
 //!    `ANNALS_BENCH_SCALE_AGGREGATES` aggregates, loaded in commits of
 //!    `ANNALS_BENCH_SCALE_BATCH` events under `Durability::None` and made durable with one
 //!    `sync()` at the end; then open time (clean and after a crash), resident memory, and the
 //!    latency of `get_events` on random aggregates.
+//!
+//! Throughput rows also report the process's CPU time per event (user + system, all threads,
+//! from `/proc/self/stat`, Linux only): on a machine shared with other work, wall-clock
+//! throughput falls with the CPU others take, while CPU per event shows what the workload
+//! itself costs.
 //!
 //! Resident memory is the process's RSS (`/proc/self/statm`) after opening and reading,
 //! minus the RSS just before opening, after returning freed heap to the OS (`malloc_trim`
@@ -57,13 +75,19 @@
 //! | `ANNALS_BENCH_REPLAY_RUNS` | 3 | replays timed; the median is reported |
 //! | `ANNALS_BENCH_OPEN_EVENTS` | 100000,1000000 | store sizes of workload 5; empty skips it |
 //! | `ANNALS_BENCH_SAMPLE` | 1000 | aggregates read after opening, before measuring memory |
-//! | `ANNALS_BENCH_SCALE_EVENTS` | 1000000 | events of workload 6 |
-//! | `ANNALS_BENCH_SCALE_AGGREGATES` | 100000 | aggregates of workload 6 |
-//! | `ANNALS_BENCH_SCALE_BATCH` | 10000 | events per commit of workload 6's load |
-//! | `ANNALS_BENCH_SCALE_READS` | 10000 | random `get_events` calls timed in workload 6 |
+//! | `ANNALS_BENCH_SCALE_EVENTS` | 1000000 | events of workload 8 |
+//! | `ANNALS_BENCH_SCALE_AGGREGATES` | 100000 | aggregates of workload 8 |
+//! | `ANNALS_BENCH_SCALE_BATCH` | 10000 | events per commit of workload 8's load |
+//! | `ANNALS_BENCH_SCALE_READS` | 10000 | random `get_events` calls timed in workload 8 |
 //! | `ANNALS_BENCH_ENGINES` | annals,sqlite,redb | engines to run, in column order |
-//! | `ANNALS_BENCH_WORKLOADS` | single,concurrent,bulk,replay,open,scale | workloads to run |
+//! | `ANNALS_BENCH_WORKLOADS` | all, see below | workloads to run |
 //! | `ANNALS_BENCH_DIR` | target/compare-data | where the temporary databases live |
+//!
+//! The workloads are `single`, `concurrent`, `bulk`, `replay`, `typed-single`,
+//! `typed-concurrent`, `typed-bulk`, `typed-replay`, `typed-snapshots`, `raw`, `open` and
+//! `scale`. A short run of the throughput rows only (about two minutes):
+//! `ANNALS_BENCH_SECS=2 ANNALS_BENCH_WORKLOADS=single,concurrent,bulk,replay,typed-single,\
+//! typed-concurrent,typed-bulk,typed-replay,typed-snapshots,raw cargo bench --bench compare`.
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -73,9 +97,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use annals::Durability;
 use annals::storage::{
     self, AppendEvent, EncodedEvent, GetEventsOptions, StorageAdapter, Timestamp,
+};
+use annals::{
+    Durability, EventDetail, EventStore, Events, GetAggregateOptions, NewEvent, SnapshotPolicy,
 };
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -94,6 +120,8 @@ const BULK_AGGREGATE_EVENTS: u64 = 100;
 const PAYLOAD_POOL: usize = 64;
 /// Timestamp of the first event; event `i` is `i` milliseconds later.
 const EPOCH_MS: i64 = 1_714_566_896_789;
+/// The snapshot policy of the typed snapshot workload: `SnapshotPolicy::every(1000)`.
+const SNAPSHOT_EVERY: u64 = 1_000;
 
 // ---------------------------------------------------------------------------------------------
 // The annals engine's adapter: the one place to change when the log adapter lands.
@@ -117,7 +145,7 @@ fn open_annals_adapter(dir: &Path, runtime: &Handle) -> BenchResult<AnnalsAdapte
     ))
 }
 
-/// The log adapter for workload 6's bulk load: default options but `Durability::None`, so
+/// The log adapter for workload 8's bulk load: default options but `Durability::None`, so
 /// appends are acknowledged after the write and one `sync()` makes the load durable.
 fn open_annals_bulk_loader(dir: &Path) -> BenchResult<Arc<storage::LogAdapter>> {
     Ok(Arc::new(
@@ -201,6 +229,7 @@ fn metadata_bytes() -> BenchResult<Vec<u8>> {
 struct Corpus {
     payloads: Vec<Vec<u8>>,
     metadata: Vec<u8>,
+    typed: TypedCorpus,
 }
 
 impl Corpus {
@@ -208,6 +237,7 @@ impl Corpus {
         Ok(Corpus {
             payloads: payload_pool()?,
             metadata: metadata_bytes()?,
+            typed: TypedCorpus::new(),
         })
     }
 
@@ -216,8 +246,25 @@ impl Corpus {
             aggregate,
             version,
             timestamp_ms: EPOCH_MS + version as i64,
+            event_type: EVENT_TYPE,
             payload: &self.payloads[version as usize % self.payloads.len()],
             metadata: &self.metadata,
+        }
+    }
+
+    /// Appends version `version` of `aggregate` in its own commit: pre-encoded bytes through
+    /// the engine, or with `typed` a typed event built, encoded and pushed.
+    fn append_one(
+        &self,
+        engine: &dyn Engine,
+        typed: bool,
+        aggregate: &str,
+        version: u64,
+    ) -> BenchResult<()> {
+        if typed {
+            engine.typed_push(vec![self.typed.new_event(aggregate, version)])
+        } else {
+            engine.append_one(&self.event(aggregate, version))
         }
     }
 
@@ -232,6 +279,7 @@ struct BenchEvent<'a> {
     aggregate: &'a str,
     version: u64,
     timestamp_ms: i64,
+    event_type: &'a str,
     payload: &'a [u8],
     metadata: &'a [u8],
 }
@@ -241,8 +289,10 @@ struct BenchEvent<'a> {
 struct EventView<'a> {
     version: u64,
     position: u64,
+    timestamp_ms: i64,
     event_type: &'a str,
     payload: &'a [u8],
+    metadata: &'a [u8],
 }
 
 /// The typed aggregate of workload 4.
@@ -279,6 +329,156 @@ impl Account {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The typed workloads' events: declared with `events!`, as an application declares them
+// ---------------------------------------------------------------------------------------------
+
+/// An amount with its currency: the nested struct of the typed payloads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Money {
+    cents: i64,
+    currency: String,
+}
+
+/// The typed workloads' main payload: about 200 bytes once encoded with named fields.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Credited {
+    account_id: String,
+    amount: Money,
+    reference: String,
+    memo: String,
+    tags: Vec<String>,
+    booked_at_ms: i64,
+    sequence: u64,
+}
+
+/// The other event type, one event in eight.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Debited {
+    account_id: String,
+    amount: Money,
+    reference: String,
+    memo: String,
+}
+
+/// The metadata of every typed event; deliberately without `Default`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trace {
+    correlation_id: String,
+    actor: String,
+}
+
+annals::events! {
+    /// The events of the typed workloads.
+    pub enum AccountEvent {
+        type Metadata = Trace;
+        Credited(Credited) = "ACCOUNT_CREDITED",
+        Debited(Debited) = "ACCOUNT_DEBITED",
+    }
+}
+
+/// The typed aggregate's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Balance {
+    cents: i64,
+    movements: u64,
+    last_reference: String,
+}
+
+fn reduce(state: Option<Balance>, event: &EventDetail<AccountEvent>) -> Balance {
+    let mut balance = state.unwrap_or_default();
+    match &event.event {
+        AccountEvent::Credited(c) => {
+            balance.cents += c.amount.cents;
+            balance.last_reference.clone_from(&c.reference);
+        }
+        AccountEvent::Debited(d) => {
+            balance.cents -= d.amount.cents;
+            balance.last_reference.clone_from(&d.reference);
+        }
+    }
+    balance.movements += 1;
+    balance
+}
+
+type Accounts = EventStore<AccountEvent, Balance>;
+
+/// The typed events cycled through (built once; each push clones one, as an application
+/// builds a fresh value).
+struct TypedCorpus {
+    events: Vec<AccountEvent>,
+    trace: Trace,
+}
+
+impl TypedCorpus {
+    fn new() -> Self {
+        let events = (0..PAYLOAD_POOL)
+            .map(|i| {
+                let amount = Money {
+                    cents: 1_000 + i as i64 * 37,
+                    currency: "EUR".to_owned(),
+                };
+                if i % 8 == 7 {
+                    AccountEvent::Debited(Debited {
+                        account_id: format!("acct-{:08}", i * 7919),
+                        amount,
+                        reference: format!("REF-2024-{:06}", i * 104_729),
+                        memo: format!("card payment, terminal {i:04}, contactless, EU"),
+                    })
+                } else {
+                    AccountEvent::Credited(Credited {
+                        account_id: format!("acct-{:08}", i * 7919),
+                        amount,
+                        reference: format!("INV-2024-{:06}", i * 104_729),
+                        memo: format!("monthly subscription renewal, plan pro, seat {i:03}"),
+                        tags: vec!["billing".to_owned(), "renewal".to_owned()],
+                        booked_at_ms: EPOCH_MS + i as i64,
+                        sequence: i as u64,
+                    })
+                }
+            })
+            .collect();
+        TypedCorpus {
+            events,
+            trace: Trace {
+                correlation_id: "0b6f8c2e-5d1a-4c3b-9e7f".to_owned(),
+                actor: "billing-service".to_owned(),
+            },
+        }
+    }
+
+    /// Version `version` of `aggregate`, as an application builds it.
+    fn new_event(&self, aggregate: &str, version: u64) -> NewEvent<AccountEvent> {
+        let event = self.events[version as usize % self.events.len()].clone();
+        NewEvent::with_metadata_of(aggregate, version, event, self.trace.clone())
+    }
+
+    /// Mean size of an encoded payload and of the metadata.
+    fn encoded_bytes(&self) -> (usize, usize) {
+        let payloads: usize = self
+            .events
+            .iter()
+            .map(|e| e.encode_payload().map_or(0, |p| p.len()))
+            .sum();
+        let metadata = annals::codec::encode(&self.trace).map_or(0, |m| m.len());
+        (payloads / self.events.len(), metadata)
+    }
+}
+
+thread_local! {
+    /// The reused encoding buffer of SQLite's and redb's typed pushes.
+    static TYPED_SCRATCH: std::cell::RefCell<Vec<u8>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+/// What a typed fold gives: the last version, the state, the events kept.
+struct Folded {
+    version: u64,
+    state: Balance,
+    kept: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
 // The engines
 // ---------------------------------------------------------------------------------------------
 
@@ -299,6 +499,78 @@ trait Engine: Send + Sync {
         aggregate: &str,
         visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
     ) -> BenchResult<()>;
+
+    /// Pushes typed events in one atomic commit. The default does what the typed layer does
+    /// on top of the engine: encodes each payload and metadata with MessagePack (named
+    /// fields) into a reused buffer, then appends the bytes.
+    fn typed_push(&self, events: Vec<NewEvent<AccountEvent>>) -> BenchResult<()> {
+        let timestamp_ms = Timestamp::now().unix_millis();
+        TYPED_SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            buf.clear();
+            let mut spans = Vec::with_capacity(events.len());
+            for e in &events {
+                let start = buf.len();
+                e.event.encode_payload_into(&mut buf)?;
+                let middle = buf.len();
+                annals::codec::encode_into(&e.metadata, &mut buf)?;
+                spans.push((start, middle, buf.len()));
+            }
+            let batch: Vec<BenchEvent<'_>> = events
+                .iter()
+                .zip(&spans)
+                .map(|(e, &(start, middle, end))| BenchEvent {
+                    aggregate: &e.aggregate_id,
+                    version: e.version,
+                    timestamp_ms: e.timestamp.map_or(timestamp_ms, Timestamp::unix_millis),
+                    event_type: e.event.event_type(),
+                    payload: &buf[start..middle],
+                    metadata: &buf[middle..end],
+                })
+                .collect();
+            self.append_batch(&batch)
+        })
+    }
+
+    /// Decodes the events of `aggregate` (payload and metadata) and folds them into a
+    /// `Balance`; with `keep`, also keeps every decoded event (Castore's getAggregate shape).
+    fn typed_fold(&self, aggregate: &str, keep: bool) -> BenchResult<Folded> {
+        let mut id = aggregate.to_owned();
+        let mut state = None;
+        let mut version = 0;
+        let mut kept = Vec::new();
+        self.read_aggregate(aggregate, &mut |view| {
+            let event = AccountEvent::decode_payload(view.event_type, view.payload)?;
+            let metadata: Trace = annals::codec::decode(view.metadata)?;
+            let detail = EventDetail {
+                aggregate_id: std::mem::take(&mut id),
+                version: view.version,
+                timestamp: Timestamp::from_unix_millis(view.timestamp_ms),
+                event,
+                metadata,
+            };
+            state = Some(reduce(state.take(), &detail));
+            version = detail.version;
+            if keep {
+                id = detail.aggregate_id.clone();
+                kept.push(detail);
+            } else {
+                id = detail.aggregate_id;
+            }
+            Ok(())
+        })?;
+        Ok(Folded {
+            version,
+            state: state.unwrap_or_default(),
+            kept: std::hint::black_box(kept).len(),
+        })
+    }
+
+    /// The typed stores with snapshot policies `every(1000)` and `SnapshotPolicy::default()`,
+    /// on engines that have them.
+    fn snapshot_stores(&self) -> Option<(Accounts, Accounts, Handle)> {
+        None
+    }
 
     /// Closes the engine cleanly; reopening is [`EngineKind::open`] on the same directory.
     fn close(self: Box<Self>) -> BenchResult<()>;
@@ -346,10 +618,7 @@ impl EngineKind {
                 let opened = open_annals_adapter(dir, &handle)?;
                 Opened {
                     durable: opened.durable,
-                    engine: Box::new(AnnalsEngine {
-                        adapter: opened.adapter,
-                        runtime: handle,
-                    }),
+                    engine: Box::new(AnnalsEngine::new(opened.adapter, handle)?),
                 }
             }
             EngineKind::Sqlite => Opened {
@@ -374,13 +643,38 @@ impl EngineKind {
     }
 }
 
-/// annals through the public `StorageAdapter` API.
+/// annals through the public `StorageAdapter` API, and its typed workloads through an
+/// `EventStore` on the same adapter.
 struct AnnalsEngine {
     adapter: Arc<dyn StorageAdapter>,
     runtime: Handle,
+    typed: Accounts,
+    snapshotted: Accounts,
+    budgeted: Accounts,
 }
 
 impl AnnalsEngine {
+    fn new(adapter: Arc<dyn StorageAdapter>, runtime: Handle) -> BenchResult<Self> {
+        let typed = EventStore::builder(STORE, reduce)
+            .storage_adapter(adapter.clone())
+            .build()?;
+        let snapshotted = EventStore::builder(STORE, reduce)
+            .storage_adapter(adapter.clone())
+            .snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY))
+            .build()?;
+        let budgeted = EventStore::builder(STORE, reduce)
+            .storage_adapter(adapter.clone())
+            .snapshots(SnapshotPolicy::default())
+            .build()?;
+        Ok(AnnalsEngine {
+            adapter,
+            runtime,
+            typed,
+            snapshotted,
+            budgeted,
+        })
+    }
+
     fn to_append(event: &BenchEvent<'_>) -> AppendEvent {
         AppendEvent {
             event_store_id: STORE.to_owned(),
@@ -388,7 +682,7 @@ impl AnnalsEngine {
                 aggregate_id: event.aggregate.to_owned(),
                 version: event.version,
                 timestamp: Timestamp::from_unix_millis(event.timestamp_ms),
-                event_type: EVENT_TYPE.to_owned(),
+                event_type: event.event_type.to_owned(),
                 schema_version: 1,
                 payload: event.payload.to_vec(),
                 metadata: event.metadata.to_vec(),
@@ -411,6 +705,47 @@ impl Engine for AnnalsEngine {
         Ok(())
     }
 
+    fn typed_push(&self, mut events: Vec<NewEvent<AccountEvent>>) -> BenchResult<()> {
+        if events.len() == 1
+            && let Some(event) = events.pop()
+        {
+            self.runtime
+                .block_on(self.typed.push_event(event, Default::default()))?;
+        } else {
+            self.runtime.block_on(self.typed.push_batch(events))?;
+        }
+        Ok(())
+    }
+
+    fn typed_fold(&self, aggregate: &str, keep: bool) -> BenchResult<Folded> {
+        let options = GetAggregateOptions::default();
+        let (aggregate, kept) = if keep {
+            let got = self
+                .runtime
+                .block_on(self.typed.get_aggregate(aggregate, options))?;
+            (got.aggregate, std::hint::black_box(got.events).len())
+        } else {
+            let got = self
+                .runtime
+                .block_on(self.typed.get_aggregate_state(aggregate, options))?;
+            (got.aggregate, 0)
+        };
+        let aggregate = aggregate.ok_or("the replayed aggregate is empty")?;
+        Ok(Folded {
+            version: aggregate.version,
+            state: aggregate.state,
+            kept,
+        })
+    }
+
+    fn snapshot_stores(&self) -> Option<(Accounts, Accounts, Handle)> {
+        Some((
+            self.snapshotted.clone(),
+            self.budgeted.clone(),
+            self.runtime.clone(),
+        ))
+    }
+
     fn read_aggregate(
         &self,
         aggregate: &str,
@@ -424,8 +759,10 @@ impl Engine for AnnalsEngine {
             visit(EventView {
                 version: stored.event.version,
                 position: stored.position,
+                timestamp_ms: stored.event.timestamp.unix_millis(),
                 event_type: &stored.event.event_type,
                 payload: &stored.event.payload,
+                metadata: &stored.event.metadata,
             })?;
         }
         Ok(())
@@ -434,6 +771,11 @@ impl Engine for AnnalsEngine {
     fn close(self: Box<Self>) -> BenchResult<()> {
         // Inside the runtime, in case the adapter's drop stops background tasks.
         let _runtime = self.runtime.enter();
+        self.runtime.block_on(self.snapshotted.flush_snapshots());
+        self.runtime.block_on(self.budgeted.flush_snapshots());
+        drop(self.typed);
+        drop(self.snapshotted);
+        drop(self.budgeted);
         drop(self.adapter);
         Ok(())
     }
@@ -458,7 +800,8 @@ const SQLITE_INSERT: &str = "INSERT INTO events
     (store, aggregate, version, position, timestamp, type, payload, metadata)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-const SQLITE_SELECT: &str = "SELECT version, position, type, payload FROM events
+const SQLITE_SELECT: &str =
+    "SELECT version, position, timestamp, type, payload, metadata FROM events
     WHERE store = ?1 AND aggregate = ?2 ORDER BY version";
 
 impl SqliteEngine {
@@ -511,7 +854,7 @@ impl Engine for SqliteEngine {
                     i64::try_from(event.version)?,
                     i64::try_from(position)?,
                     event.timestamp_ms,
-                    EVENT_TYPE,
+                    event.event_type,
                     event.payload,
                     event.metadata,
                 ])?;
@@ -534,8 +877,10 @@ impl Engine for SqliteEngine {
             visit(EventView {
                 version: u64::try_from(row.get::<_, i64>(0)?)?,
                 position: u64::try_from(row.get::<_, i64>(1)?)?,
-                event_type: row.get_ref(2)?.as_str()?,
-                payload: row.get_ref(3)?.as_blob()?,
+                timestamp_ms: row.get(2)?,
+                event_type: row.get_ref(3)?.as_str()?,
+                payload: row.get_ref(4)?.as_blob()?,
+                metadata: row.get_ref(5)?.as_blob()?,
             })?;
         }
         Ok(())
@@ -581,8 +926,8 @@ impl RedbEngine {
         buf.clear();
         buf.extend_from_slice(&position.to_le_bytes());
         buf.extend_from_slice(&event.timestamp_ms.to_le_bytes());
-        buf.extend_from_slice(&u16::try_from(EVENT_TYPE.len())?.to_le_bytes());
-        buf.extend_from_slice(EVENT_TYPE.as_bytes());
+        buf.extend_from_slice(&u16::try_from(event.event_type.len())?.to_le_bytes());
+        buf.extend_from_slice(event.event_type.as_bytes());
         buf.extend_from_slice(&u32::try_from(event.payload.len())?.to_le_bytes());
         buf.extend_from_slice(event.payload);
         buf.extend_from_slice(event.metadata);
@@ -597,12 +942,16 @@ impl RedbEngine {
         let event_type = std::str::from_utf8(take(18, type_len)?)?;
         let at = 18 + type_len;
         let payload_len = u32::from_le_bytes(take(at, 4)?.try_into()?);
-        let payload = take(at + 4, usize::try_from(payload_len)?)?;
+        let payload_len = usize::try_from(payload_len)?;
+        let payload = take(at + 4, payload_len)?;
+        let metadata = bytes.get(at + 4 + payload_len..).ok_or_else(corrupt)?;
         Ok(EventView {
             version,
             position,
+            timestamp_ms: i64::from_le_bytes(take(8, 8)?.try_into()?),
             event_type,
             payload,
+            metadata,
         })
     }
 }
@@ -717,7 +1066,8 @@ impl Config {
         let engines = env_list("ANNALS_BENCH_ENGINES", "annals,sqlite,redb")?;
         let workloads = env_list(
             "ANNALS_BENCH_WORKLOADS",
-            "single,concurrent,bulk,replay,open,scale",
+            "single,concurrent,bulk,replay,typed-single,typed-concurrent,typed-bulk,typed-replay,\
+             typed-snapshots,raw,open,scale",
         )?;
         if !full {
             return Ok(Config {
@@ -895,16 +1245,57 @@ fn load(
     Ok(next)
 }
 
+/// The row name of a workload, marked when it runs typed.
+fn row_name(typed: bool, name: &str) -> String {
+    if typed {
+        format!("typed: {name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// [`load`] of typed events: each commit's events built, encoded and pushed as an application
+/// does.
+fn typed_load(
+    engine: &dyn Engine,
+    corpus: &Corpus,
+    prefix: &str,
+    per_aggregate: u64,
+    first: u64,
+    total: u64,
+    batch: usize,
+) -> BenchResult<u64> {
+    let end = first + total;
+    let mut next = first;
+    while next < end {
+        let count = (end - next).min(batch as u64);
+        let events = (next..next + count)
+            .map(|n| {
+                let aggregate = format!("{prefix}{}", n / per_aggregate);
+                corpus.typed.new_event(&aggregate, n % per_aggregate + 1)
+            })
+            .collect();
+        engine.typed_push(events)?;
+        next += count;
+    }
+    Ok(next)
+}
+
 /// Workload 1: one writer, one durable commit per event.
-fn single_writer(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
-    const ROW: &str = "1 writer, 1 event/commit";
+fn single_writer(
+    config: &Config,
+    opened: &Opened,
+    corpus: &Corpus,
+    typed: bool,
+) -> BenchResult<Vec<Measure>> {
+    let row = row_name(typed, "1 writer, 1 event/commit");
     let engine = &*opened.engine;
     let aggregate = "single";
     let mut version = 0;
     let warm_up_end = Instant::now() + config.warm_up();
     while Instant::now() < warm_up_end {
         version += 1;
-        engine.append_one(&corpus.event(aggregate, version))?;
+        corpus.append_one(engine, typed, aggregate, version)?;
     }
     let mut latencies = Latencies::default();
     let start = Instant::now();
@@ -912,17 +1303,16 @@ fn single_writer(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResu
     let mut commits = 0u64;
     while Instant::now() < deadline && commits < config.max_events {
         version += 1;
-        let event = corpus.event(aggregate, version);
         let t = Instant::now();
-        engine.append_one(&event)?;
+        corpus.append_one(engine, typed, aggregate, version)?;
         latencies.record(t.elapsed());
         commits += 1;
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(vec![
-        Measure::new(ROW, "commits/s", true, commits as f64 / secs),
-        Measure::new(ROW, "p50 latency µs", false, latencies.percentile_us(50.0)),
-        Measure::new(ROW, "p99 latency µs", false, latencies.percentile_us(99.0)),
+        Measure::new(&row, "commits/s", true, commits as f64 / secs),
+        Measure::new(&row, "p50 latency µs", false, latencies.percentile_us(50.0)),
+        Measure::new(&row, "p99 latency µs", false, latencies.percentile_us(99.0)),
     ])
 }
 
@@ -931,30 +1321,33 @@ fn concurrent_writers(
     config: &Config,
     opened: &Opened,
     corpus: &Corpus,
+    typed: bool,
 ) -> BenchResult<Vec<Measure>> {
-    let row = format!("{} writers, 1 event/commit", config.writers);
+    let row = row_name(
+        typed,
+        &format!("{} writers, 1 event/commit", config.writers),
+    );
     let engine = &*opened.engine;
     let writers = config.writers.max(1);
     let per_writer_max = (config.max_events / writers as u64).max(1);
     let barrier = Barrier::new(writers + 1);
     let stop = AtomicBool::new(false);
-    let (start, results) = std::thread::scope(|scope| {
+    let (start, results, cpu) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
                 let (barrier, stop) = (&barrier, &stop);
                 scope.spawn(move || -> BenchResult<(u64, Latencies, Instant)> {
                     let aggregate = format!("writer-{w}");
                     // Warm-up commit outside the timed window: creates the aggregate.
-                    engine.append_one(&corpus.event(&aggregate, 1))?;
+                    corpus.append_one(engine, typed, &aggregate, 1)?;
                     let mut version = 1;
                     let mut latencies = Latencies::default();
                     barrier.wait();
                     let mut commits = 0;
                     while !stop.load(Ordering::Relaxed) && commits < per_writer_max {
                         version += 1;
-                        let event = corpus.event(&aggregate, version);
                         let t = Instant::now();
-                        engine.append_one(&event)?;
+                        corpus.append_one(engine, typed, &aggregate, version)?;
                         latencies.record(t.elapsed());
                         commits += 1;
                     }
@@ -963,6 +1356,7 @@ fn concurrent_writers(
             })
             .collect();
         barrier.wait();
+        let cpu = CpuClock::start();
         let start = Instant::now();
         let deadline = start + config.duration();
         while Instant::now() < deadline && handles.iter().any(|h| !h.is_finished()) {
@@ -976,7 +1370,7 @@ fn concurrent_writers(
                     .unwrap_or_else(|_| Err("a writer thread panicked".into()))
             })
             .collect();
-        (start, results)
+        (start, results, cpu)
     });
     let mut total = 0;
     let mut end = start;
@@ -991,14 +1385,24 @@ fn concurrent_writers(
     Ok(vec![
         Measure::new(&row, "events/s", true, total as f64 / secs),
         Measure::new(&row, "p99 latency µs", false, latencies.percentile_us(99.0)),
+        Measure::maybe(&row, CPU_FIGURE, false, cpu.us_per(total)),
     ])
 }
 
 /// Workload 3: commits of `config.batch` events over aggregates of 100 events.
-fn bulk(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
-    let row = format!("bulk, {} events/commit", group_digits(config.batch as f64));
+fn bulk(
+    config: &Config,
+    opened: &Opened,
+    corpus: &Corpus,
+    typed: bool,
+) -> BenchResult<Vec<Measure>> {
+    let row = row_name(
+        typed,
+        &format!("bulk, {} events/commit", group_digits(config.batch as f64)),
+    );
     let engine = &*opened.engine;
     let batch = config.batch.max(1);
+    let load = if typed { typed_load } else { load };
     let mut next = load(
         engine,
         corpus,
@@ -1009,6 +1413,7 @@ fn bulk(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Me
         batch,
     )?;
     let mut latencies = Latencies::default();
+    let cpu = CpuClock::start();
     let start = Instant::now();
     let deadline = start + config.duration();
     let mut events = 0;
@@ -1035,6 +1440,7 @@ fn bulk(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Me
             false,
             latencies.percentile_us(50.0) / 1e3,
         ),
+        Measure::maybe(&row, CPU_FIGURE, false, cpu.us_per(events)),
     ])
 }
 
@@ -1057,6 +1463,7 @@ fn replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<
         config.batch.max(1),
     )?;
     let mut runs = Vec::new();
+    let cpu = CpuClock::start();
     for _ in 0..config.replay_runs.max(1) {
         let mut account = Account::default();
         let t = Instant::now();
@@ -1068,14 +1475,263 @@ fn replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<
         std::hint::black_box(&account);
         runs.push(elapsed);
     }
+    let cpu = cpu.us_per(total * runs.len() as u64);
     runs.sort();
     let median = runs[runs.len() / 2].as_secs_f64();
-    Ok(vec![Measure::new(
-        &row,
-        "events/s",
-        true,
-        total as f64 / median,
-    )])
+    Ok(vec![
+        Measure::new(&row, "events/s", true, total as f64 / median),
+        Measure::maybe(&row, CPU_FIGURE, false, cpu),
+    ])
+}
+
+/// The figure [`CpuClock`] gives.
+const CPU_FIGURE: &str = "CPU µs/event (process)";
+
+/// The process's CPU time (user + system, every thread) from `/proc/self/stat` (Linux only),
+/// so that a workload's cost per event can be told apart from the time other processes take
+/// on a shared machine. Its resolution is 10 ms: it is read around whole workloads only.
+struct CpuClock(Option<f64>);
+
+impl CpuClock {
+    fn start() -> Self {
+        CpuClock(process_cpu_secs())
+    }
+
+    /// CPU microseconds per event since [`start`](Self::start).
+    fn us_per(&self, events: u64) -> Option<f64> {
+        let spent = process_cpu_secs()? - self.0?;
+        Some(spent * 1e6 / events.max(1) as f64)
+    }
+}
+
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15, in clock ticks of 1/100 s (USER_HZ, fixed at 100 for /proc on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Typed workload 4: one aggregate of `replay_events` typed events, decoded (payload and
+/// metadata) and folded into a `Balance`: state only (annals: `get_aggregate_state`) and with
+/// every event kept (annals: `get_aggregate`); the process's RSS growth over each fold.
+fn typed_replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
+    let row = format!(
+        "typed: replay {} events",
+        group_digits(config.replay_events as f64)
+    );
+    let engine = &*opened.engine;
+    let total = config.replay_events.max(1);
+    typed_load(
+        engine,
+        corpus,
+        "typed-replay-",
+        total,
+        0,
+        total,
+        config.batch.max(1),
+    )?;
+    let mut out = Vec::new();
+    for (keep, figure, rss_figure) in [
+        (
+            false,
+            "events/s (state only)",
+            "RSS growth MiB (state only)",
+        ),
+        (
+            true,
+            "events/s (state + events)",
+            "RSS growth MiB (state + events)",
+        ),
+    ] {
+        let mut runs = Vec::new();
+        let mut growth = None;
+        let cpu = CpuClock::start();
+        for run in 0..config.replay_runs.max(1) {
+            let base = ResidentBaseline::take();
+            let t = Instant::now();
+            let folded = engine.typed_fold("typed-replay-0", keep)?;
+            let elapsed = t.elapsed();
+            if run == 0 {
+                growth = base.growth();
+            }
+            if folded.version != total || folded.state.movements != total {
+                return Err(format!("folded {} of {total} events", folded.version).into());
+            }
+            if keep && folded.kept as u64 != total {
+                return Err(format!("kept {} of {total} events", folded.kept).into());
+            }
+            std::hint::black_box(&folded.state);
+            runs.push(elapsed);
+        }
+        let cpu = cpu.us_per(total * runs.len() as u64);
+        runs.sort();
+        let median = runs[runs.len() / 2].as_secs_f64();
+        out.push(Measure::new(&row, figure, true, total as f64 / median));
+        out.push(Measure::maybe(
+            &row,
+            if keep {
+                "CPU µs/event (process, state + events)"
+            } else {
+                "CPU µs/event (process, state only)"
+            },
+            false,
+            cpu,
+        ));
+        out.push(Measure::maybe(
+            &row,
+            rss_figure,
+            false,
+            growth.map(|b| b as f64 / f64::from(1 << 20)),
+        ));
+    }
+    Ok(out)
+}
+
+/// Typed snapshot reads (annals only): `get_aggregate` of an aggregate of `replay_events`
+/// events under `SnapshotPolicy::every(1000)`, right after a snapshot (nothing to fold) and
+/// at the worst point of the policy (999 events after the snapshot); then under
+/// `SnapshotPolicy::default()` (by replay cost), a read after each push of 5 events, as
+/// commands do.
+fn typed_snapshots(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResult<Vec<Measure>> {
+    let row = format!(
+        "typed: get_aggregate, {} events",
+        group_digits(config.replay_events as f64)
+    );
+    const FIGURES: [&str; 6] = [
+        "every(1000): p50 µs right after a snapshot",
+        "every(1000): p50 µs, 999 events after it",
+        "every(1000): p50 µs, 999 after, state only",
+        "every(1000): p99 µs, 999 events after it",
+        "default policy: p50 µs, read after each 5-event push",
+        "default policy: p99 µs, read after each 5-event push",
+    ];
+    let engine = &*opened.engine;
+    let Some((store, budgeted, runtime)) = engine.snapshot_stores() else {
+        return Ok(FIGURES
+            .iter()
+            .map(|figure| Measure::missing(&row, figure, false))
+            .collect());
+    };
+    // A multiple of the policy, so the first read leaves a snapshot at the last version.
+    let total = (config.replay_events / SNAPSHOT_EVERY).max(1) * SNAPSHOT_EVERY;
+    let id = "typed-snap-0";
+    typed_load(
+        engine,
+        corpus,
+        "typed-snap-",
+        total,
+        0,
+        total,
+        config.batch.max(1),
+    )?;
+    let options = GetAggregateOptions::default();
+    let read_of = |store: &Accounts, id: &str, state_only: bool| -> BenchResult<Duration> {
+        let t = Instant::now();
+        let version = if state_only {
+            let got = runtime.block_on(store.get_aggregate_state(id, options))?;
+            got.aggregate.map_or(0, |a| a.version)
+        } else {
+            let got = runtime.block_on(store.get_aggregate(id, options))?;
+            got.aggregate.map_or(0, |a| a.version)
+        };
+        let elapsed = t.elapsed();
+        std::hint::black_box(version);
+        Ok(elapsed)
+    };
+    let read = |state_only: bool| read_of(&store, id, state_only);
+    // The first read folds everything and writes the snapshot in the background.
+    read(false)?;
+    runtime.block_on(store.flush_snapshots());
+    let runs = if config.full { 200 } else { 5 };
+    let mut after = Latencies::default();
+    for _ in 0..runs {
+        after.record(read(false)?);
+    }
+    // 999 more events: the worst point before the next snapshot.
+    typed_load(
+        engine,
+        corpus,
+        "typed-snap-",
+        u64::MAX,
+        total,
+        SNAPSHOT_EVERY - 1,
+        config.batch.max(1),
+    )
+    .map_err(|e| format!("pushing past the snapshot: {e}"))?;
+    let (mut worst, mut worst_state) = (Latencies::default(), Latencies::default());
+    for _ in 0..runs {
+        worst.record(read(false)?);
+        worst_state.record(read(true)?);
+    }
+    // The default policy, as commands use it: a read of the aggregate after each push.
+    let budget_id = "typed-budget-0";
+    typed_load(
+        engine,
+        corpus,
+        "typed-budget-",
+        total,
+        0,
+        total,
+        config.batch.max(1),
+    )?;
+    read_of(&budgeted, budget_id, false)?;
+    runtime.block_on(budgeted.flush_snapshots());
+    let mut by_cost = Latencies::default();
+    let mut next = total;
+    for _ in 0..runs {
+        next = typed_load(engine, corpus, "typed-budget-", u64::MAX, next, 5, 5)?;
+        by_cost.record(read_of(&budgeted, budget_id, false)?);
+    }
+    Ok(vec![
+        Measure::new(&row, FIGURES[0], false, after.percentile_us(50.0)),
+        Measure::new(&row, FIGURES[1], false, worst.percentile_us(50.0)),
+        Measure::new(&row, FIGURES[2], false, worst_state.percentile_us(50.0)),
+        Measure::new(&row, FIGURES[3], false, worst.percentile_us(99.0)),
+        Measure::new(&row, FIGURES[4], false, by_cost.percentile_us(50.0)),
+        Measure::new(&row, FIGURES[5], false, by_cost.percentile_us(99.0)),
+    ])
+}
+
+/// The floor under any durable single-event commit: one 300-byte `pwrite` and one
+/// `fdatasync` per commit into a preallocated file (written and synced once beforehand, so no
+/// commit extends the file), for the write workloads' duration. Returns commits/s.
+fn raw_fdatasync(config: &Config) -> BenchResult<f64> {
+    use std::os::unix::fs::FileExt as _;
+    const RECORD: usize = 300;
+    let dir = scratch(config, "raw")?;
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("raw"))?;
+    let records = 1 << 16;
+    let zeros = vec![0u8; 1 << 20];
+    for chunk in 0..(records * RECORD).div_ceil(zeros.len()) {
+        file.write_all_at(&zeros, (chunk * zeros.len()) as u64)?;
+    }
+    file.sync_all()?;
+    let record = [0x5a_u8; RECORD];
+    let mut i = 0;
+    let warm_up_end = Instant::now() + config.warm_up();
+    while Instant::now() < warm_up_end {
+        file.write_all_at(&record, ((i % records) * RECORD) as u64)?;
+        file.sync_data()?;
+        i += 1;
+    }
+    let start = Instant::now();
+    let deadline = start + config.duration();
+    let mut commits = 0u64;
+    while Instant::now() < deadline && commits < config.max_events {
+        file.write_all_at(&record, ((i % records) * RECORD) as u64)?;
+        file.sync_data()?;
+        i += 1;
+        commits += 1;
+    }
+    Ok(commits as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Workload 5: bulk-loads `events`, then times opening until ready to append, after a clean
@@ -1238,7 +1894,7 @@ fn read_sample(engine: &dyn Engine, prefix: &str, sample: &[u64]) -> BenchResult
     Ok(latencies)
 }
 
-/// Workload 6 (annals only): `scale_events` events round-robin over `scale_aggregates`
+/// Workload 8 (annals only): `scale_events` events round-robin over `scale_aggregates`
 /// aggregates (aggregate `n % A` gets version `n / A + 1`, so each aggregate's events are
 /// spread over the whole log), loaded in commits of `scale_batch` under `Durability::None`
 /// and synced once; then open times, resident memory and random `get_events` latency.
@@ -1256,10 +1912,7 @@ fn scale(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Vec<Mea
     let (load_secs, sync_secs, close_secs) = {
         let _runtime = handle.enter();
         let loader = open_annals_bulk_loader(dir.path())?;
-        let engine = AnnalsEngine {
-            adapter: loader.clone(),
-            runtime: handle.clone(),
-        };
+        let engine = AnnalsEngine::new(loader.clone(), handle.clone())?;
         let t = Instant::now();
         let batch = config.scale_batch.max(1) as u64;
         let mut next = 0;
@@ -1437,17 +2090,26 @@ struct Results {
     labels: Vec<String>,
     /// Per engine, its measures, in the same order for every engine.
     measures: Vec<Vec<Measure>>,
-    /// Workload 6, annals only.
+    /// Workload 8, annals only.
     scale: Vec<Measure>,
+    /// The raw `pwrite` + `fdatasync` loop's commits/s, when it ran.
+    raw: Option<f64>,
 }
 
 /// Runs every workload on every engine.
 fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Results> {
-    let workloads: [(&str, Workload); 4] = [
-        ("single", single_writer),
-        ("concurrent", concurrent_writers),
-        ("bulk", bulk),
+    let workloads: [(&str, Workload); 9] = [
+        ("single", |c, o, k| single_writer(c, o, k, false)),
+        ("concurrent", |c, o, k| concurrent_writers(c, o, k, false)),
+        ("bulk", |c, o, k| bulk(c, o, k, false)),
         ("replay", replay),
+        ("typed-single", |c, o, k| single_writer(c, o, k, true)),
+        ("typed-concurrent", |c, o, k| {
+            concurrent_writers(c, o, k, true)
+        }),
+        ("typed-bulk", |c, o, k| bulk(c, o, k, true)),
+        ("typed-replay", typed_replay),
+        ("typed-snapshots", typed_snapshots),
     ];
     let mut labels = Vec::new();
     for &kind in &config.engines {
@@ -1457,6 +2119,14 @@ fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Resul
         opened.engine.close()?;
     }
     let mut measures: Vec<Vec<Measure>> = config.engines.iter().map(|_| Vec::new()).collect();
+    let raw = if config.runs("raw") {
+        eprintln!("raw: pwrite + fdatasync");
+        let commits = raw_fdatasync(config)?;
+        eprintln!("    {} commits/s", format_value(Some(commits)));
+        Some(commits)
+    } else {
+        None
+    };
     for (name, workload) in workloads {
         if !config.runs(name) {
             continue;
@@ -1500,6 +2170,7 @@ fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Resul
         labels,
         measures,
         scale: scale_measures,
+        raw,
     })
 }
 
@@ -1619,6 +2290,35 @@ fn report(config: &Config, corpus: &Corpus, probes: [(f64, f64); 2], results: &R
         format_value(Some(before_p99)),
         format_value(Some(after_p50)),
         format_value(Some(after_p99)),
+    );
+    if let Some(raw) = results.raw {
+        let typed_single = config
+            .engines
+            .iter()
+            .position(|&k| k == EngineKind::Annals)
+            .and_then(|a| {
+                measures[a]
+                    .iter()
+                    .find(|m| m.workload.starts_with("typed: 1 writer") && m.metric == "commits/s")
+            })
+            .and_then(|m| m.value);
+        let _ = writeln!(
+            out,
+            "Raw baseline (300-byte `pwrite` + `fdatasync` per commit, preallocated file, same \
+             run): {} commits/s; annals typed single writer / raw: {}.\n",
+            format_value(Some(raw)),
+            ratio(typed_single, Some(raw)),
+        );
+    }
+    let (typed_payload, typed_metadata) = corpus.typed.encoded_bytes();
+    let _ = writeln!(
+        out,
+        "Typed rows (\"typed: …\"): events declared with `events!` (two types, a nested \
+         struct, strings; payload {typed_payload} bytes, metadata {typed_metadata} bytes), \
+         built per push as an application does; annals pushes and reads them through \
+         `EventStore` (`push_event`, `push_batch`, `get_aggregate_state`, `get_aggregate`), \
+         SQLite and redb encode and decode them the same way (MessagePack, named fields, \
+         reused buffers) around their own storage.\n"
     );
     out.push_str(&markdown_table(config, labels, measures));
     out.push_str(

@@ -2,7 +2,10 @@
 //! of storage (encoding, validation, decoding, folding), with storage itself nearly free.
 //!
 //! - `push_event`: one typed event pushed through `EventStore::push_event`;
+//! - `push_events/1000`: 1,000 typed events pushed in one commit through
+//!   `EventStore::push_events` (payloads encoded into a reused buffer);
 //! - `get_aggregate/1000`: an aggregate of 1,000 events read, decoded and folded;
+//! - `get_aggregate_state/1000`: the same fold without keeping the events;
 //! - `decode/1000`: 1,000 stored events turned into typed `EventDetail`s;
 //! - `decode_payload/1000`: the MessagePack payloads alone, for comparison.
 //!
@@ -120,6 +123,28 @@ fn push_event(c: &mut Criterion, rt: &Runtime) {
     });
 }
 
+fn push_events(c: &mut Criterion, rt: &Runtime) {
+    let events: Vec<AccountEvent> = (1..=EVENTS).map(credited).collect();
+    let mut group = c.benchmark_group("push_events");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.bench_function("1000", |b| {
+        b.iter_custom(|iters| {
+            let (store, _) = store();
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    store
+                        .push_events(AGGREGATE, i * EVENTS, &events, &())
+                        .await
+                        .expect("pushing the next versions to an in-memory store succeeds");
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
 fn get_aggregate(c: &mut Criterion, rt: &Runtime) {
     let (store, _) = filled_store(rt);
     let mut group = c.benchmark_group("get_aggregate");
@@ -132,6 +157,19 @@ fn get_aggregate(c: &mut Criterion, rt: &Runtime) {
                 .expect("the aggregate exists");
             assert_eq!(aggregate.aggregate.version, EVENTS);
             aggregate
+        });
+    });
+    group.finish();
+    let mut group = c.benchmark_group("get_aggregate_state");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.bench_function("1000", |b| {
+        b.to_async(rt).iter(|| async {
+            let folded = store
+                .get_aggregate_state(AGGREGATE, Default::default())
+                .await
+                .expect("the aggregate reads");
+            assert_eq!(folded.aggregate.as_ref().map(|a| a.version), Some(EVENTS));
+            folded
         });
     });
     group.finish();
@@ -178,6 +216,7 @@ fn typed_layer(c: &mut Criterion) {
         .build()
         .expect("a current-thread runtime starts");
     push_event(c, &rt);
+    push_events(c, &rt);
     get_aggregate(c, &rt);
     decode(c, &rt);
 }

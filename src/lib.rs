@@ -112,8 +112,8 @@ pub use command::{Command, CommandFailure, RetryContext};
 pub use engine::Durability;
 pub use event::{EventDetail, Events, NewEvent, PayloadError};
 pub use event_store::{
-    EventStore, EventStoreBuilder, ExistingAggregate, GetAggregateOptions, GetAggregateResponse,
-    PushEventOptions, PushEventResponse,
+    AggregateState, EventStore, EventStoreBuilder, ExistingAggregate, GetAggregateOptions,
+    GetAggregateResponse, PushEventOptions, PushEventResponse, PushedEvents,
 };
 pub use group::{EventGroup, GroupedEvent, push_event_group};
 pub use model::Error;

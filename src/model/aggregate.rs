@@ -65,10 +65,15 @@ pub(crate) fn apply<E: Events, S>(
     aggregate: Option<Aggregate<S>>,
     event: &EventDetail<E>,
 ) -> Aggregate<S> {
-    let state = reducer(aggregate.map(|a| a.state), event);
+    // Folding one aggregate's events keeps its id: no allocation per event.
+    let (aggregate_id, state) = match aggregate {
+        Some(a) if a.aggregate_id == event.aggregate_id => (a.aggregate_id, Some(a.state)),
+        Some(a) => (event.aggregate_id.clone(), Some(a.state)),
+        None => (event.aggregate_id.clone(), None),
+    };
     Aggregate {
-        aggregate_id: event.aggregate_id.clone(),
+        aggregate_id,
         version: event.version,
-        state,
+        state: reducer(state, event),
     }
 }

@@ -1,8 +1,12 @@
 //! The payload codec: MessagePack via `rmp-serde`, with field names kept (so payloads stay
 //! self-describing and fields can be added or reordered without breaking old events).
+//!
+//! Encoding can append to a buffer the caller reuses ([`encode_into`]); decoding reads
+//! straight from the stored bytes, borrowing them where the target type allows
+//! ([`decode_borrowed`]) and copying only what an owned value needs ([`decode`]).
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// A value could not be encoded to, or decoded from, MessagePack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,7 +15,27 @@ pub struct CodecError(pub String);
 
 /// Encodes `value` as MessagePack with named fields.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    rmp_serde::to_vec_named(value).map_err(|e| CodecError(e.to_string()))
+    let mut out = Vec::new();
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `value`, encoded as MessagePack with named fields, to `out`: the same bytes as
+/// [`encode`], into a buffer the caller can reuse. On an error `out` is left as it was.
+///
+/// ```
+/// let mut buf = Vec::with_capacity(256);
+/// annals::codec::encode_into(&("a", 1), &mut buf)?;
+/// assert_eq!(buf, annals::codec::encode(&("a", 1))?);
+/// buf.clear(); // reused for the next value, without a new allocation
+/// # Ok::<(), annals::codec::CodecError>(())
+/// ```
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    rmp_serde::encode::write_named(out, value).map_err(|e| {
+        out.truncate(start);
+        CodecError(e.to_string())
+    })
 }
 
 /// MessagePack nil, what no bytes decode as.
@@ -21,14 +45,85 @@ const NIL: &[u8] = &[0xc0];
 /// nil: that is how an event stored without a payload or metadata (imported from a Castore
 /// event detail without the key) reads, like one whose payload is `null`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_borrowed(bytes)
+}
+
+/// Decodes a MessagePack value that may borrow from `bytes` (`&str`, `&[u8]`, `Cow`): no copy
+/// of what it borrows. Otherwise like [`decode`].
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct Appeared<'a> { name: &'a str }
+/// let bytes = annals::codec::encode(&serde_json::json!({ "name": "Pikachu" }))?;
+/// let appeared: Appeared<'_> = annals::codec::decode_borrowed(&bytes)?;
+/// assert_eq!(appeared.name, "Pikachu");
+/// # Ok::<(), annals::codec::CodecError>(())
+/// ```
+pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
     let bytes = if bytes.is_empty() { NIL } else { bytes };
-    let mut de = rmp_serde::Deserializer::new(bytes);
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     let value = T::deserialize(&mut de).map_err(|e| CodecError(e.to_string()))?;
-    let rest = de.into_inner().len();
-    if rest != 0 {
-        return Err(CodecError(format!("{rest} trailing bytes after the value")));
+    // The value decoded, so its first MessagePack value is well formed: measure it to find
+    // trailing bytes (the borrowing reader does not tell how much it consumed).
+    match value_len(bytes) {
+        Some(len) if len == bytes.len() => Ok(value),
+        Some(len) => Err(CodecError(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - len
+        ))),
+        None => Err(CodecError("truncated MessagePack value".to_owned())),
     }
-    Ok(value)
+}
+
+/// The length in bytes of the first MessagePack value of `bytes`, `None` if it is truncated
+/// or uses the reserved marker. Walks markers only; nothing is decoded or allocated.
+fn value_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    // Values still to be walked; a container adds its elements.
+    let mut pending: u64 = 1;
+    let len_at = |at: usize, n: usize| -> Option<usize> {
+        let b = bytes.get(at..at + n)?;
+        Some(b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+    };
+    while pending > 0 {
+        pending -= 1;
+        let marker = *bytes.get(at)?;
+        at += 1;
+        let (skip, elements) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc1 => return None,
+            0xc4 | 0xd9 => (1 + len_at(at, 1)?, 0),
+            0xc5 | 0xda => (2 + len_at(at, 2)?, 0),
+            0xc6 | 0xdb => (4 + len_at(at, 4)?, 0),
+            0xc7 => (2 + len_at(at, 1)?, 0),
+            0xc8 => (3 + len_at(at, 2)?, 0),
+            0xc9 => (5 + len_at(at, 4)?, 0),
+            0xca => (4, 0),
+            0xcb => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (2, len_at(at, 2)? as u64),
+            0xdd => (4, len_at(at, 4)? as u64),
+            0xde => (2, 2 * len_at(at, 2)? as u64),
+            0xdf => (4, 2 * len_at(at, 4)? as u64),
+        };
+        at = at.checked_add(skip)?;
+        if at > bytes.len() {
+            return None;
+        }
+        pending = pending.checked_add(elements)?;
+    }
+    Some(at)
 }
 
 /// Renders MessagePack bytes as JSON (for export, HTTP and inspection) without knowing their
@@ -40,4 +135,65 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
 /// Encodes a JSON value as MessagePack (for import).
 pub fn from_json(value: &serde_json::Value) -> Result<Vec<u8>, CodecError> {
     encode(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_len_measures_every_kind_of_value() {
+        let values = [
+            serde_json::json!(null),
+            serde_json::json!(true),
+            serde_json::json!(-3),
+            serde_json::json!(300),
+            serde_json::json!(-70000),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1.5),
+            serde_json::json!("x".repeat(40)),
+            serde_json::json!("x".repeat(300)),
+            serde_json::json!("x".repeat(70_000)),
+            serde_json::json!([1, [2, [3, {"a": [null, "b"]}]]]),
+            serde_json::json!((0..20).collect::<Vec<_>>()),
+            serde_json::json!(
+                (0..20)
+                    .map(|i| (i.to_string(), serde_json::json!(i)))
+                    .collect::<serde_json::Map<_, _>>()
+            ),
+        ];
+        for value in values {
+            let bytes = encode(&value).unwrap();
+            assert_eq!(value_len(&bytes), Some(bytes.len()), "{value}");
+            assert_eq!(value_len(&bytes[..bytes.len() - 1]), None, "{value}");
+        }
+        let bin = encode(&serde_bytes_like(&[7u8; 300])).unwrap();
+        assert_eq!(value_len(&bin), Some(bin.len()));
+    }
+
+    fn serde_bytes_like(b: &[u8]) -> impl Serialize + '_ {
+        struct Bytes<'a>(&'a [u8]);
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        Bytes(b)
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused_and_empty_input_is_nil() {
+        let mut bytes = encode(&5u32).unwrap();
+        bytes.push(0xc0);
+        let err = decode::<u32>(&bytes).unwrap_err();
+        assert_eq!(err.0, "1 trailing bytes after the value");
+        assert_eq!(decode::<Option<u32>>(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn encode_into_appends_the_bytes_encode_gives() {
+        let mut buf = vec![9];
+        encode_into(&("a", 1, [2.5]), &mut buf).unwrap();
+        assert_eq!(buf[1..], encode(&("a", 1, [2.5])).unwrap()[..]);
+    }
 }

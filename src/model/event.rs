@@ -17,15 +17,10 @@ use crate::storage::Timestamp;
 /// [`decode_payload`](Events::decode_payload) and [`EVENT_TYPES`](Events::EVENT_TYPES)
 /// consistent: decoding the encoded payload under its type name gives the value back.
 pub trait Events: Sized + Clone + fmt::Debug + Send + Sync + 'static {
-    /// Metadata attached to every event of the store (`()` when there is none).
-    type Metadata: Serialize
-        + DeserializeOwned
-        + Clone
-        + Default
-        + fmt::Debug
-        + Send
-        + Sync
-        + 'static;
+    /// Metadata attached to every event of the store (`()` when there is none). It need not
+    /// implement `Default`; [`NewEvent::new`] (which fills it in) is for types that do, and
+    /// [`NewEvent::with_metadata_of`] for the others.
+    type Metadata: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static;
 
     /// Every type name the store knows.
     const EVENT_TYPES: &'static [&'static str];
@@ -47,6 +42,15 @@ pub trait Events: Sized + Clone + fmt::Debug + Send + Sync + 'static {
 
     /// Encodes the payload with the [`codec`](crate::model::codec).
     fn encode_payload(&self) -> Result<Vec<u8>, CodecError>;
+
+    /// Appends the encoded payload (the bytes [`encode_payload`](Events::encode_payload)
+    /// gives) to `out`, a buffer the caller reuses across events. The default copies
+    /// [`encode_payload`](Events::encode_payload)'s bytes; [`events!`](crate::events) encodes
+    /// in place.
+    fn encode_payload_into(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.extend_from_slice(&self.encode_payload()?);
+        Ok(())
+    }
 
     /// Decodes a payload stored under `event_type`.
     fn decode_payload(event_type: &str, payload: &[u8]) -> Result<Self, PayloadError>;
@@ -181,6 +185,13 @@ macro_rules! events {
                 match self { $( Self::$variant(p) => $crate::codec::encode(p), )+ }
             }
 
+            fn encode_payload_into(
+                &self,
+                out: &mut Vec<u8>,
+            ) -> ::std::result::Result<(), $crate::codec::CodecError> {
+                match self { $( Self::$variant(p) => $crate::codec::encode_into(p, out), )+ }
+            }
+
             fn decode_payload(
                 event_type: &str,
                 payload: &[u8],
@@ -312,11 +323,13 @@ impl<'de, E: Events> Deserialize<'de> for EventDetail<E> {
             }),
         }
         .map_err(|e| D::Error::custom(format!("event type {:?}: {e}", raw.event_type)))?;
+        // No metadata reads as `null`, or for a struct of optional fields as `{}`.
         let metadata = match raw.metadata {
-            Some(metadata) => serde_json::from_value(metadata)
-                .map_err(|e| D::Error::custom(format!("metadata: {e}")))?,
-            None => E::Metadata::default(),
-        };
+            Some(metadata) => serde_json::from_value(metadata),
+            None => serde_json::from_value(serde_json::Value::Null)
+                .or_else(|_| serde_json::from_value(serde_json::Value::Object(Default::default()))),
+        }
+        .map_err(|e| D::Error::custom(format!("metadata: {e}")))?;
         Ok(EventDetail {
             aggregate_id: raw.aggregate_id,
             version: raw.version,
@@ -355,12 +368,39 @@ pub struct NewEvent<E: Events> {
 
 impl<E: Events> NewEvent<E> {
     /// An event with default metadata and no timestamp.
-    pub fn new(aggregate_id: impl Into<String>, version: u64, event: E) -> Self {
+    pub fn new(aggregate_id: impl Into<String>, version: u64, event: E) -> Self
+    where
+        E::Metadata: Default,
+    {
+        Self::with_metadata_of(aggregate_id, version, event, E::Metadata::default())
+    }
+
+    /// An event with `metadata` and no timestamp: for metadata types without a default.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Appeared { pub name: String }
+    /// #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// pub struct Trace { pub correlation_id: String }
+    /// annals::events! {
+    ///     pub enum PokemonEvent { type Metadata = Trace; Appeared(Appeared) = "POKEMON_APPEARED" }
+    /// }
+    /// let appeared = PokemonEvent::Appeared(Appeared { name: "Pikachu".into() });
+    /// let trace = Trace { correlation_id: "c-1".into() };
+    /// let event = annals::NewEvent::with_metadata_of("pikachu", 1, appeared, trace);
+    /// assert_eq!(event.metadata.correlation_id, "c-1");
+    /// ```
+    pub fn with_metadata_of(
+        aggregate_id: impl Into<String>,
+        version: u64,
+        event: E,
+        metadata: E::Metadata,
+    ) -> Self {
         NewEvent {
             aggregate_id: aggregate_id.into(),
             version,
             event,
-            metadata: E::Metadata::default(),
+            metadata,
             timestamp: None,
         }
     }

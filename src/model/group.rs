@@ -103,6 +103,35 @@ pub trait EventGroup: Send + Sized {
         positions: &mut std::vec::IntoIter<Position>,
         hooks: &mut Vec<BoxFuture<'static, ()>>,
     ) -> Self::Output;
+
+    /// Pushes the group: [`push_event_group`] as a method (named so that it never shadows
+    /// `Vec::push` where the trait is in scope).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Credited { pub cents: i64 }
+    /// # annals::events! { pub enum AccountEvent { Credited(Credited) = "CREDITED" } }
+    /// use annals::{EventDetail, EventGroup, EventStore, NewEvent, storage::InMemoryAdapter};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let accounts = EventStore::builder("ACCOUNTS", |_, _: &EventDetail<AccountEvent>| ())
+    ///     .storage_adapter(std::sync::Arc::new(InMemoryAdapter::new()))
+    ///     .build()?;
+    /// let credit = |id: &str| NewEvent::new(id, 1, AccountEvent::Credited(Credited { cents: 5 }));
+    /// let (a, b) = (
+    ///     accounts.group_event(credit("acct-1"), Default::default())?,
+    ///     accounts.group_event(credit("acct-2"), Default::default())?,
+    /// )
+    ///     .push_event_group()
+    ///     .await?;
+    /// assert_eq!(b.position, a.position + 1);
+    /// # Ok::<(), annals::Error>(()) }).unwrap();
+    /// ```
+    fn push_event_group(self) -> BoxFuture<'static, Result<Self::Output, Error>>
+    where
+        Self: 'static,
+    {
+        Box::pin(push_event_group(self))
+    }
 }
 
 impl<E: Events, S: Clone + Send + Sync + 'static> EventGroup for GroupedEvent<E, S> {

@@ -8,10 +8,13 @@
 //!
 //! **When snapshots are taken.** Never on the push path: a push does exactly the same work
 //! with or without a policy. Snapshots are taken by reads. When `get_aggregate` folds events
-//! past a point where the policy fires (every `n`-th version, or where a predicate holds), it
-//! keeps the aggregate at the last such point and hands it to a blocking background task that
-//! encodes it, writes it and prunes the aggregate's older snapshots; the read returns without
-//! waiting. Commands read an aggregate before each push, so busy aggregates get snapshots as
+//! past a point where the policy fires (every `n`-th version, where a predicate holds, or, for
+//! the policy by replay cost, the end of a fold that took longer than its budget), it keeps the
+//! aggregate at the last such point and hands it to a blocking background task that encodes
+//! it, writes it and prunes the aggregate's older snapshots; the read returns without
+//! waiting. [`SnapshotPolicy::default`] is the policy by replay cost with a budget of 250 µs:
+//! it bounds what any read replays by time, whatever the events cost to decode. Commands
+//! read an aggregate before each push, so busy aggregates get snapshots as
 //! they grow; an aggregate that is never read needs none. [`EventStore::flush_snapshots`]
 //! waits for the background writes (tests, orderly shutdown).
 //!
@@ -42,6 +45,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::model::aggregate::Aggregate;
 use crate::model::event::{EventDetail, Events};
@@ -75,6 +79,7 @@ pub struct SnapshotPolicy<E: Events, S> {
 enum Trigger<E: Events, S> {
     Every(u64),
     When(Predicate<E, S>),
+    Budget(Duration),
 }
 
 impl<E: Events, S> Clone for SnapshotPolicy<E, S> {
@@ -83,6 +88,7 @@ impl<E: Events, S> Clone for SnapshotPolicy<E, S> {
             trigger: match &self.trigger {
                 Trigger::Every(n) => Trigger::Every(*n),
                 Trigger::When(p) => Trigger::When(Arc::clone(p)),
+                Trigger::Budget(d) => Trigger::Budget(*d),
             },
             keep: self.keep,
         }
@@ -95,6 +101,7 @@ impl<E: Events, S> fmt::Debug for SnapshotPolicy<E, S> {
         match &self.trigger {
             Trigger::Every(n) => d.field("every", n),
             Trigger::When(_) => d.field("when", &"<predicate>"),
+            Trigger::Budget(budget) => d.field("replay_budget", budget),
         };
         d.field("keep", &self.keep).finish()
     }
@@ -122,6 +129,33 @@ impl<E: Events, S> SnapshotPolicy<E, S> {
         }
     }
 
+    /// A snapshot at the end of every read whose fold took `budget` or more, keeping the
+    /// newest 2 per aggregate: the policy by replay cost. Whatever the events cost to decode
+    /// and fold, a read then replays about `budget` worth of them at most (plus the events
+    /// pushed since the previous read), and an aggregate read rarely, or cheap to fold, takes
+    /// no snapshot at all.
+    ///
+    /// The fold's time is checked every 16 events, so a read of fewer than 16 events never
+    /// takes a snapshot. Which versions get snapshots depends on timing; what a read returns
+    /// never does (a read from a snapshot is the same as a full replay).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Credited { pub cents: i64 }
+    /// # annals::events! { pub enum AccountEvent { Credited(Credited) = "CREDITED" } }
+    /// use std::time::Duration;
+    /// use annals::SnapshotPolicy;
+    /// let policy: SnapshotPolicy<AccountEvent, i64> =
+    ///     SnapshotPolicy::replay_budget(Duration::from_micros(250));
+    /// assert_eq!(policy.kept(), 2);
+    /// ```
+    pub fn replay_budget(budget: Duration) -> Self {
+        SnapshotPolicy {
+            trigger: Trigger::Budget(budget),
+            keep: 2,
+        }
+    }
+
     /// Keeps the newest `snapshots` per aggregate (at least 1): older ones are deleted after
     /// each write. More than one lets reads of older versions (`max_version`) start from a
     /// snapshot too.
@@ -135,29 +169,42 @@ impl<E: Events, S> SnapshotPolicy<E, S> {
         self.keep
     }
 
-    /// Whether the policy may take a snapshot at `version` of a read whose last version is
-    /// `last_version`, before the event is decoded. With `every`, only the last multiple of a
-    /// read is worth writing; a predicate must see the event.
-    pub(crate) fn may_fire(&self, version: u64, last_version: u64) -> bool {
+    /// The replay budget of a policy by replay cost.
+    pub(crate) fn budget(&self) -> Option<Duration> {
         match &self.trigger {
-            Trigger::Every(n) => {
-                version.is_multiple_of(*n) && version.saturating_add(*n) > last_version
-            }
-            Trigger::When(_) => true,
+            Trigger::Budget(budget) => Some(*budget),
+            _ => None,
         }
     }
 
-    /// Whether the policy takes a snapshot after `event`, folded into `aggregate` (see
-    /// [`may_fire`](Self::may_fire)).
-    pub(crate) fn fires(
-        &self,
-        aggregate: &Aggregate<S>,
-        event: &EventDetail<E>,
-        last_version: u64,
-    ) -> bool {
+    /// Whether the policy may take a snapshot at `version`, before the event is decoded: with
+    /// `every`, only at multiples; a predicate must see the event; a budget is judged by the
+    /// read (see [`budget`](Self::budget)).
+    pub(crate) fn may_fire(&self, version: u64) -> bool {
         match &self.trigger {
-            Trigger::Every(_) => self.may_fire(event.version, last_version),
+            Trigger::Every(n) => version.is_multiple_of(*n),
+            Trigger::When(_) => true,
+            Trigger::Budget(_) => false,
+        }
+    }
+
+    /// Whether the policy takes a snapshot after `event`, folded into `aggregate`. A read
+    /// writes only the last such point it folds.
+    pub(crate) fn fires(&self, aggregate: &Aggregate<S>, event: &EventDetail<E>) -> bool {
+        match &self.trigger {
+            Trigger::Every(_) | Trigger::Budget(_) => self.may_fire(event.version),
             Trigger::When(predicate) => predicate(aggregate, event),
         }
     }
 }
+
+/// The default policy: by replay cost, a snapshot after any read whose fold took 250 µs or
+/// more ([`SnapshotPolicy::replay_budget`]), keeping 2 per aggregate.
+impl<E: Events, S> Default for SnapshotPolicy<E, S> {
+    fn default() -> Self {
+        SnapshotPolicy::replay_budget(DEFAULT_REPLAY_BUDGET)
+    }
+}
+
+/// The replay budget of [`SnapshotPolicy::default`].
+pub const DEFAULT_REPLAY_BUDGET: Duration = Duration::from_micros(250);

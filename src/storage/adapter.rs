@@ -1,11 +1,13 @@
 //! The storage-adapter trait: Castore's `EventStorageAdapter`, on encoded events.
 
+use std::ops::ControlFlow;
+
 use async_trait::async_trait;
 
 use super::{
-    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, EventStoreSummary,
-    GetEventsOptions, Limits, ListAggregateIdsOptions, LoggedEvent, Position, SnapshotStorage,
-    StorageError, StoredEvent,
+    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, EventRef,
+    EventStoreSummary, GetEventsOptions, Limits, ListAggregateIdsOptions, LoggedEvent, Position,
+    SnapshotStorage, StorageError, StoredEvent,
 };
 
 /// Events read per call by the default [`StorageAdapter::event_store_summaries`].
@@ -131,6 +133,47 @@ pub trait StorageAdapter: Send + Sync + 'static {
         }
         self.read_events(event_store_id, aggregate_id, options)
             .await
+    }
+
+    /// [`get_events`](Self::get_events) without the copies: visits the same events, in the same
+    /// order, each borrowed from where the adapter holds it, until `visit` returns
+    /// [`ControlFlow::Break`]. Input is validated as by `get_events`.
+    ///
+    /// The default reads the events with `get_events` and visits them; adapters that can hand
+    /// out their own bytes override it (the log adapter visits its read buffer, so a long
+    /// aggregate is decoded without an owned copy of each payload).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::ops::ControlFlow;
+    /// use annals::storage::{GetEventsOptions, InMemoryAdapter, StorageAdapter};
+    /// let adapter = InMemoryAdapter::new();
+    /// let mut bytes = 0;
+    /// adapter
+    ///     .visit_events("POKEMONS", "pikachu", &GetEventsOptions::default(), &mut |event| {
+    ///         bytes += event.payload.len();
+    ///         ControlFlow::Continue(())
+    ///     })
+    ///     .await?;
+    /// assert_eq!(bytes, 0);
+    /// # Ok::<(), annals::StorageError>(()) }).unwrap();
+    /// ```
+    async fn visit_events(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StorageError> {
+        let events = self
+            .get_events(event_store_id, aggregate_id, options)
+            .await?;
+        for event in &events {
+            if visit(event.as_event_ref()).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Castore's `pushEvent`: appends one event and returns its global position.

@@ -45,6 +45,63 @@ pub struct StoredEvent {
     pub event: EncodedEvent,
 }
 
+impl StoredEvent {
+    /// The event as a borrowed [`EventRef`].
+    pub fn as_event_ref(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            aggregate_id: &self.event.aggregate_id,
+            version: self.event.version,
+            timestamp: self.event.timestamp,
+            event_type: &self.event.event_type,
+            schema_version: self.event.schema_version,
+            payload: &self.event.payload,
+            metadata: &self.event.metadata,
+        }
+    }
+}
+
+/// A stored event borrowed from where the adapter holds it (its read buffer, its memory), as
+/// [`StorageAdapter::visit_events`](super::StorageAdapter::visit_events) hands it to a
+/// visitor: reading it copies nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The event's global position in its storage adapter.
+    pub position: Position,
+    /// The aggregate the event belongs to.
+    pub aggregate_id: &'a str,
+    /// The event's version within its aggregate.
+    pub version: u64,
+    /// When the event happened.
+    pub timestamp: Timestamp,
+    /// The event's type name.
+    pub event_type: &'a str,
+    /// The schema version the payload was written with.
+    pub schema_version: u32,
+    /// The encoded payload.
+    pub payload: &'a [u8],
+    /// The encoded metadata.
+    pub metadata: &'a [u8],
+}
+
+impl EventRef<'_> {
+    /// An owned copy.
+    pub fn to_stored(&self) -> StoredEvent {
+        StoredEvent {
+            position: self.position,
+            event: EncodedEvent {
+                aggregate_id: self.aggregate_id.to_owned(),
+                version: self.version,
+                timestamp: self.timestamp,
+                event_type: self.event_type.to_owned(),
+                schema_version: self.schema_version,
+                payload: self.payload.to_vec(),
+                metadata: self.metadata.to_vec(),
+            },
+        }
+    }
+}
+
 /// An event read from an adapter's global log (see [`StorageAdapter::read_log`]): the event,
 /// the store it belongs to, and its global position.
 ///

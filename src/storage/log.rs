@@ -1,5 +1,6 @@
 //! The log adapter: the embedded, durable default — annals' own segmented log engine.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists, EventRef,
     EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter,
     StorageError, StoredEvent, Timestamp,
 };
@@ -229,6 +230,41 @@ impl LogAdapter {
     }
 }
 
+impl LogAdapter {
+    /// Visits the events of one aggregate matching `options` in ascending version order,
+    /// borrowed from the engine's read buffer, until `visit` breaks.
+    fn visit_log(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        self.engine
+            .visit_events(
+                event_store_id,
+                aggregate_id,
+                options.min_version.unwrap_or(1),
+                options.max_version.unwrap_or(u64::MAX),
+                options.limit,
+                options.reverse,
+                &mut |position, e| {
+                    visit(EventRef {
+                        position,
+                        aggregate_id,
+                        version: e.version,
+                        timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
+                        event_type: e.event_type,
+                        schema_version: e.schema_version,
+                        payload: e.payload,
+                        metadata: e.metadata,
+                    })
+                },
+            )
+            .map_err(storage_error)
+    }
+}
+
 fn to_log_event(
     AppendEvent {
         event_store_id,
@@ -358,34 +394,41 @@ impl StorageAdapter for LogAdapter {
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         let mut events = Vec::new();
-        self.engine
-            .visit_events(
-                event_store_id,
-                aggregate_id,
-                options.min_version.unwrap_or(1),
-                options.max_version.unwrap_or(u64::MAX),
-                options.limit,
-                options.reverse,
-                &mut |position, e| {
-                    events.push(StoredEvent {
-                        position,
-                        event: EncodedEvent {
-                            aggregate_id: aggregate_id.to_owned(),
-                            version: e.version,
-                            timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
-                            event_type: e.event_type.to_owned(),
-                            schema_version: e.schema_version,
-                            payload: e.payload.to_vec(),
-                            metadata: e.metadata.to_vec(),
-                        },
-                    });
-                },
-            )
-            .map_err(storage_error)?;
+        self.visit_log(event_store_id, aggregate_id, options, &mut |event| {
+            events.push(event.to_stored());
+            ControlFlow::Continue(())
+        })?;
         if options.reverse {
             events.reverse();
         }
         Ok(events)
+    }
+
+    async fn visit_events(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StorageError> {
+        self.limits.check_event_store_id(event_store_id)?;
+        self.limits.check_aggregate_id(aggregate_id)?;
+        if options.limit == Some(0) {
+            return Ok(());
+        }
+        if options.reverse {
+            // The engine visits in ascending order; newest first needs the events in hand.
+            let events = self
+                .read_events(event_store_id, aggregate_id, options)
+                .await?;
+            for event in &events {
+                if visit(event.as_event_ref()).is_break() {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        self.visit_log(event_store_id, aggregate_id, options, visit)
     }
 
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {

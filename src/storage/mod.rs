@@ -28,8 +28,8 @@ pub use crate::engine::{Corruption, CorruptionKind, IoFailure};
 pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
 pub use event::{
-    AggregateIdEntry, AppendEvent, EncodedEvent, EventStoreSummary, LoggedEvent, Position,
-    StoredEvent,
+    AggregateIdEntry, AppendEvent, EncodedEvent, EventRef, EventStoreSummary, LoggedEvent,
+    Position, StoredEvent,
 };
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};
@@ -40,5 +40,6 @@ pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggreg
 pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
 pub use snapshot_storage::{
     InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,
+    event_ref_checksum,
 };
 pub use timestamp::{InvalidTimestamp, Timestamp};

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{EncodedEvent, Position, StorageError};
+use super::{EncodedEvent, EventRef, Position, StorageError};
 
 /// One snapshot of an aggregate: its encoded state after the event at `version`.
 ///
@@ -90,15 +90,30 @@ impl SnapshotRecord {
 /// A snapshot records this for the event it was computed up to; an event that reads back
 /// differently makes the snapshot stale.
 pub fn event_checksum(event: &EncodedEvent) -> u32 {
+    checksum_parts(
+        event.version,
+        event.timestamp.unix_millis(),
+        event.schema_version,
+        [event.event_type.as_bytes(), &event.payload, &event.metadata],
+    )
+}
+
+/// [`event_checksum`] of a borrowed event: the same value for the same event.
+pub fn event_ref_checksum(event: &EventRef<'_>) -> u32 {
+    checksum_parts(
+        event.version,
+        event.timestamp.unix_millis(),
+        event.schema_version,
+        [event.event_type.as_bytes(), event.payload, event.metadata],
+    )
+}
+
+fn checksum_parts(version: u64, timestamp_ms: i64, schema_version: u32, parts: [&[u8]; 3]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&event.version.to_le_bytes());
-    hasher.update(&event.timestamp.unix_millis().to_le_bytes());
-    hasher.update(&event.schema_version.to_le_bytes());
-    for part in [
-        event.event_type.as_bytes(),
-        event.payload.as_slice(),
-        event.metadata.as_slice(),
-    ] {
+    hasher.update(&version.to_le_bytes());
+    hasher.update(&timestamp_ms.to_le_bytes());
+    hasher.update(&schema_version.to_le_bytes());
+    for part in parts {
         // Lengths first, so that moving bytes between parts changes the checksum.
         let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
         hasher.update(&len.to_le_bytes());

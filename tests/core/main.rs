@@ -7,6 +7,7 @@
 //! what went wrong. All run on the in-memory adapter; the storage floor itself is covered by
 //! the conformance suite in `tests/storage`.
 
+mod bulk_and_streams;
 mod commands;
 mod event_json;
 mod fixtures;

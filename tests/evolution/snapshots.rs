@@ -305,3 +305,66 @@ async fn snapshots_of_a_mock_store_are_dropped_by_reset() {
         .unwrap();
     assert_eq!(after.aggregate, before.aggregate);
 }
+
+#[tokio::test]
+async fn a_policy_by_replay_cost_snapshots_the_end_of_a_read_over_its_budget() {
+    let adapter = memory();
+    let over = ledgers_with(
+        adapter.clone(),
+        SnapshotPolicy::replay_budget(std::time::Duration::ZERO),
+    );
+    let reference = ledgers_without(adapter.clone());
+    seed(&over, "acct", 40).await;
+
+    // Any fold of 16 events or more is over a zero budget: a snapshot at its last event.
+    let first = over
+        .get_aggregate("acct", Default::default())
+        .await
+        .unwrap();
+    over.flush_snapshots().await;
+    assert_eq!(snapshot_versions(&*adapter, "acct"), vec![40]);
+    let replay = reference
+        .get_aggregate("acct", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(first.aggregate, replay.aggregate);
+
+    // Ten more events: the next read folds them from the snapshot, too few to check the clock.
+    push_all(&over, "acct", 41, (41..=50).map(nth_event).collect()).await;
+    let second = over
+        .get_aggregate_state("acct", Default::default())
+        .await
+        .unwrap();
+    over.flush_snapshots().await;
+    assert_eq!(snapshot_versions(&*adapter, "acct"), vec![40]);
+    let replay = reference
+        .get_aggregate("acct", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(second.aggregate, replay.aggregate);
+    assert_eq!(second.last_event, replay.last_event);
+
+    // An older version read over budget snapshots the last event it folded.
+    let old = over.get_aggregate("acct", at(33)).await.unwrap();
+    over.flush_snapshots().await;
+    assert_eq!(snapshot_versions(&*adapter, "acct"), vec![33, 40]);
+    assert_eq!(old.aggregate.unwrap().version, 33);
+
+    // A budget no read reaches takes none.
+    let other = memory();
+    let under = ledgers_with(
+        other.clone(),
+        SnapshotPolicy::replay_budget(std::time::Duration::from_secs(3600)),
+    );
+    seed(&under, "acct", 40).await;
+    under
+        .get_aggregate("acct", Default::default())
+        .await
+        .unwrap();
+    under.flush_snapshots().await;
+    assert!(snapshot_versions(&*other, "acct").is_empty());
+    assert_eq!(
+        format!("{:?}", SnapshotPolicy::<LedgerEvent, Ledger>::default()),
+        "SnapshotPolicy { replay_budget: 250µs, keep: 2 }"
+    );
+}

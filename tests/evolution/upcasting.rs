@@ -519,3 +519,87 @@ async fn upcasting_applies_to_snapshot_reads_and_to_decode() {
         })
     );
 }
+
+/// The reads that decode from the adapter's own bytes (`get_events`, `stream_events`,
+/// `get_aggregate_state`) upcast and resolve aliases like `decode` of an owned event, on the
+/// log adapter whose reads visit its read buffer.
+#[tokio::test]
+async fn streaming_and_state_only_reads_upcast_and_resolve_aliases_on_the_log_adapter() {
+    use futures::TryStreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = crate::fixtures::open_log(dir.path());
+    let profiles = evolved(adapter.clone()).build().unwrap();
+    push_raw(
+        &*adapter,
+        PROFILES,
+        "ada",
+        1,
+        "PROFILE_CREATED",
+        1,
+        json!({ "name": "Ada Lovelace" }),
+    )
+    .await;
+    push_raw(
+        &*adapter,
+        PROFILES,
+        "ada",
+        2,
+        "NAME_CHANGED",
+        1,
+        json!({ "first_name": "Augusta" }),
+    )
+    .await;
+    let renamed = ProfileEvent::Renamed(Renamed {
+        first_name: "Countess".into(),
+    });
+    profiles
+        .push_events("ada", 2, [renamed], &())
+        .await
+        .unwrap();
+
+    let owned: Vec<EventDetail<ProfileEvent>> = adapter
+        .get_events(PROFILES, "ada", &GetEventsOptions::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|stored| profiles.decode(stored).unwrap())
+        .collect();
+    assert_eq!(owned.len(), 3);
+    assert_eq!(
+        owned[0].event,
+        ProfileEvent::Created(Created {
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            email: None,
+        })
+    );
+    assert_eq!(owned[1].event_type(), "PROFILE_RENAMED");
+
+    let read = profiles
+        .get_events("ada", Default::default())
+        .await
+        .unwrap();
+    let streamed: Vec<_> = profiles
+        .stream_events("ada", Default::default())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(read, owned);
+    assert_eq!(streamed, owned);
+
+    let full = profiles
+        .get_aggregate("ada", Default::default())
+        .await
+        .unwrap();
+    let state = profiles
+        .get_aggregate_state("ada", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(state.aggregate, full.aggregate);
+    assert_eq!(state.last_event, full.last_event);
+    assert_eq!(
+        state.aggregate.unwrap().state.full_name,
+        "Countess Lovelace"
+    );
+}

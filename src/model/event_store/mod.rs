@@ -18,7 +18,7 @@ mod store;
 
 pub use builder::{EventStoreBuilder, RESERVED_EVENT_STORE_ID_SUFFIX};
 pub use options::{
-    ExistingAggregate, GetAggregateOptions, GetAggregateResponse, PushEventOptions,
-    PushEventResponse,
+    AggregateState, ExistingAggregate, GetAggregateOptions, GetAggregateResponse, PushEventOptions,
+    PushEventResponse, PushedEvents,
 };
 pub use store::EventStore;

@@ -3,7 +3,7 @@
 
 use crate::model::aggregate::Aggregate;
 use crate::model::event::{EventDetail, Events};
-use crate::storage::Position;
+use crate::storage::{Position, Timestamp};
 
 /// Options of [`EventStore::get_aggregate`].
 ///
@@ -24,6 +24,19 @@ pub struct GetAggregateResponse<E: Events, S> {
     /// The events folded to build it: all of them, or, when the read started from a
     /// snapshot, those after the snapshot (possibly none).
     pub events: Vec<EventDetail<E>>,
+    /// The aggregate's last event (at or below `max_version`).
+    pub last_event: Option<EventDetail<E>>,
+}
+
+/// Result of [`EventStore::get_aggregate_state`]: the aggregate and its last event, without
+/// the events folded to build it.
+///
+/// [`EventStore::get_aggregate_state`]:
+/// crate::model::event_store::EventStore::get_aggregate_state
+#[derive(Clone, Debug)]
+pub struct AggregateState<E: Events, S> {
+    /// The aggregate (state and version), `None` if it has no event.
+    pub aggregate: Option<Aggregate<S>>,
     /// The aggregate's last event (at or below `max_version`).
     pub last_event: Option<EventDetail<E>>,
 }
@@ -73,4 +86,32 @@ pub struct PushEventResponse<E: Events, S> {
     /// The aggregate after the event: present when the event is the first of its aggregate or
     /// `prev_aggregate` was given.
     pub next_aggregate: Option<Aggregate<S>>,
+}
+
+/// Result of a bulk push ([`EventStore::push_events`], [`EventStore::push_batch`]): where the
+/// events landed. The events are the caller's; they are not handed back.
+///
+/// [`EventStore::push_events`]: crate::model::event_store::EventStore::push_events
+/// [`EventStore::push_batch`]: crate::model::event_store::EventStore::push_batch
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushedEvents {
+    /// The global position of the first event; the others follow it, gap-free, in the order
+    /// given.
+    pub first_position: Position,
+    /// How many events were pushed.
+    pub count: u64,
+    /// The timestamp given to the events pushed without one.
+    pub timestamp: Timestamp,
+}
+
+impl PushedEvents {
+    /// The position of every event, in the order given.
+    pub fn positions(&self) -> std::ops::Range<Position> {
+        self.first_position..self.first_position + self.count
+    }
+
+    /// The position of the last event.
+    pub fn last_position(&self) -> Position {
+        self.first_position + self.count.saturating_sub(1)
+    }
 }

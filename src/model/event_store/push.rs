@@ -1,15 +1,35 @@
 //! The push path of an [`EventStore`]: one event checked, encoded and appended, then the
 //! response and the hook of the push. [Groups](crate::model::group) share all but the append.
 
+use std::borrow::Borrow;
+use std::cell::RefCell;
+
 use futures::future::BoxFuture;
 
 use crate::model::aggregate::Aggregate;
 use crate::model::codec;
 use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events, NewEvent};
-use crate::model::event_store::options::{PushEventOptions, PushEventResponse};
+use crate::model::event_store::options::{PushEventOptions, PushEventResponse, PushedEvents};
 use crate::model::event_store::store::EventStore;
-use crate::storage::{AppendEvent, EncodedEvent, Position, Timestamp};
+use crate::storage::{AppendEvent, EncodedEvent, LimitError, Position, Timestamp};
+
+thread_local! {
+    /// Where payloads are encoded before they get a buffer of their exact size: reused by
+    /// every push of the thread, so an encoding never grows a fresh buffer step by step.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+/// Runs `f` with the thread's scratch buffer, cleared (or a fresh one if it is in use).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            f(&mut buf)
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
 
 impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// Pushes one event. The timestamp is set to now unless given. Fails with
@@ -37,17 +57,205 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         Ok(response)
     }
 
+    /// Pushes `events` to `aggregate_id` as its versions `after_version + 1`, `+ 2`, … in one
+    /// atomic commit: all are written or none is. Each gets `metadata` and the same
+    /// timestamp (now). `after_version` is the aggregate's current version (0 for a new one).
+    ///
+    /// Fails like [`push_event`](Self::push_event) when `after_version` is not the
+    /// aggregate's last version (then nothing was written), and with
+    /// [`LimitError::EmptyGroup`] when there is no event. The payloads are encoded in one pass
+    /// into a reused buffer, the metadata once for all events.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Credited { pub cents: i64 }
+    /// # annals::events! { pub enum AccountEvent { Credited(Credited) = "CREDITED" } }
+    /// use annals::{EventDetail, EventStore, storage::InMemoryAdapter};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let accounts = EventStore::builder("ACCOUNTS", |_, _: &EventDetail<AccountEvent>| ())
+    ///     .storage_adapter(std::sync::Arc::new(InMemoryAdapter::new()))
+    ///     .build()?;
+    /// let credits: Vec<_> = (1..=3).map(|cents| AccountEvent::Credited(Credited { cents }))
+    ///     .collect();
+    /// let pushed = accounts.push_events("acct-1", 0, &credits, &()).await?;
+    /// assert_eq!(pushed.positions(), 1..4);
+    /// // The same versions again: refused, nothing written.
+    /// assert!(accounts.push_events("acct-1", 0, &credits, &()).await.is_err());
+    /// let pushed = accounts.push_events("acct-1", 3, credits, &()).await?;
+    /// assert_eq!(pushed.positions(), 4..7);
+    /// # Ok::<(), annals::Error>(()) }).unwrap();
+    /// ```
+    pub async fn push_events<I>(
+        &self,
+        aggregate_id: &str,
+        after_version: u64,
+        events: I,
+        metadata: &E::Metadata,
+    ) -> Result<PushedEvents, Error>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<E>,
+    {
+        let adapter = self.storage_adapter()?;
+        let timestamp = Timestamp::now();
+        let metadata_bytes = codec::encode(metadata).map_err(|e| Error::Encode {
+            event_store_id: self.event_store_id().to_owned(),
+            event_type: "(metadata)".to_owned(),
+            reason: e.0,
+        })?;
+        let events = events.into_iter();
+        let mut appends = Vec::with_capacity(events.size_hint().0);
+        let mut pushed = self.inner.on_event_pushed.as_ref().map(|_| Vec::new());
+        let mut version = after_version;
+        with_scratch(|scratch| {
+            for event in events {
+                let event = event.borrow();
+                // Past u64::MAX the version repeats, and the adapter refuses it as taken.
+                version = version.saturating_add(1);
+                let payload = self.encode_payload(event, scratch)?;
+                appends.push(AppendEvent {
+                    event_store_id: self.event_store_id().to_owned(),
+                    event: EncodedEvent {
+                        aggregate_id: aggregate_id.to_owned(),
+                        version,
+                        timestamp,
+                        event_type: event.event_type().to_owned(),
+                        schema_version: E::schema_version(event.event_type()),
+                        payload,
+                        metadata: metadata_bytes.clone(),
+                    },
+                });
+                if let Some(pushed) = &mut pushed {
+                    pushed.push(EventDetail {
+                        aggregate_id: aggregate_id.to_owned(),
+                        version,
+                        timestamp,
+                        event: event.clone(),
+                        metadata: metadata.clone(),
+                    });
+                }
+            }
+            Ok::<(), Error>(())
+        })?;
+        self.commit(adapter.as_ref(), appends, timestamp, pushed)
+            .await
+    }
+
+    /// Pushes `events`, of any aggregates of this store, in one atomic commit: all are written
+    /// or none is. Events without a timestamp all get the same one (now).
+    ///
+    /// Every event must be its aggregate's next version (counting the batch's earlier events
+    /// of that aggregate); otherwise the error names the first conflicting event and nothing
+    /// was written. Fails with [`LimitError::EmptyGroup`] when there is no event.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Credited { pub cents: i64 }
+    /// # annals::events! { pub enum AccountEvent { Credited(Credited) = "CREDITED" } }
+    /// use annals::{EventDetail, EventStore, NewEvent, storage::InMemoryAdapter};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let accounts = EventStore::builder("ACCOUNTS", |_, _: &EventDetail<AccountEvent>| ())
+    ///     .storage_adapter(std::sync::Arc::new(InMemoryAdapter::new()))
+    ///     .build()?;
+    /// let credit = |cents| AccountEvent::Credited(Credited { cents });
+    /// let pushed = accounts
+    ///     .push_batch([
+    ///         NewEvent::new("acct-1", 1, credit(10)),
+    ///         NewEvent::new("acct-2", 1, credit(20)),
+    ///         NewEvent::new("acct-1", 2, credit(30)),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!(pushed.count, 3);
+    /// # Ok::<(), annals::Error>(()) }).unwrap();
+    /// ```
+    pub async fn push_batch<I>(&self, events: I) -> Result<PushedEvents, Error>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<NewEvent<E>>,
+    {
+        let adapter = self.storage_adapter()?;
+        let timestamp = Timestamp::now();
+        let events = events.into_iter();
+        let mut appends = Vec::with_capacity(events.size_hint().0);
+        let mut pushed = self.inner.on_event_pushed.as_ref().map(|_| Vec::new());
+        with_scratch(|scratch| {
+            for event in events {
+                let event = event.borrow();
+                appends.push(self.encode_with(event, timestamp, scratch)?);
+                if let Some(pushed) = &mut pushed {
+                    pushed.push(event.clone().into_detail(timestamp));
+                }
+            }
+            Ok::<(), Error>(())
+        })?;
+        self.commit(adapter.as_ref(), appends, timestamp, pushed)
+            .await
+    }
+
+    /// Appends `appends` in one commit, then runs the push hook for each of `pushed` (the
+    /// same events, typed; `None` when the store has no hook).
+    async fn commit(
+        &self,
+        adapter: &dyn crate::storage::StorageAdapter,
+        appends: Vec<AppendEvent>,
+        timestamp: Timestamp,
+        pushed: Option<Vec<EventDetail<E>>>,
+    ) -> Result<PushedEvents, Error> {
+        if appends.is_empty() {
+            return Err(Error::Storage(LimitError::EmptyGroup.into()));
+        }
+        let count = appends.len() as u64;
+        let positions = adapter.push_event_group(appends).await?;
+        let first_position = positions.first().copied().unwrap_or_default();
+        for (event, position) in pushed.into_iter().flatten().zip(positions) {
+            let response = self.pushed(event, position, None);
+            if let Some(hook) = self.hook(&response) {
+                hook.await;
+            }
+        }
+        Ok(PushedEvents {
+            first_position,
+            count,
+            timestamp,
+        })
+    }
+
+    /// Encodes `event`'s payload, through `scratch`, into a buffer of its exact size.
+    fn encode_payload(&self, event: &E, scratch: &mut Vec<u8>) -> Result<Vec<u8>, Error> {
+        scratch.clear();
+        event
+            .encode_payload_into(scratch)
+            .map_err(|e| Error::Encode {
+                event_store_id: self.event_store_id().to_owned(),
+                event_type: event.event_type().to_owned(),
+                reason: e.0,
+            })?;
+        Ok(scratch.as_slice().to_vec())
+    }
+
     /// Encodes an event for the storage adapter.
     pub(crate) fn encode(
         &self,
         event: &NewEvent<E>,
         timestamp: Timestamp,
     ) -> Result<AppendEvent, Error> {
-        let encode_error = |e: codec::CodecError| Error::Encode {
+        with_scratch(|scratch| self.encode_with(event, timestamp, scratch))
+    }
+
+    /// Encodes an event for the storage adapter, payload and metadata through `scratch`.
+    fn encode_with(
+        &self,
+        event: &NewEvent<E>,
+        timestamp: Timestamp,
+        scratch: &mut Vec<u8>,
+    ) -> Result<AppendEvent, Error> {
+        let payload = self.encode_payload(&event.event, scratch)?;
+        scratch.clear();
+        codec::encode_into(&event.metadata, scratch).map_err(|e| Error::Encode {
             event_store_id: self.event_store_id().to_owned(),
             event_type: event.event.event_type().to_owned(),
             reason: e.0,
-        };
+        })?;
         Ok(AppendEvent {
             event_store_id: self.event_store_id().to_owned(),
             event: EncodedEvent {
@@ -56,8 +264,8 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 timestamp: event.timestamp.unwrap_or(timestamp),
                 event_type: event.event.event_type().to_owned(),
                 schema_version: E::schema_version(event.event.event_type()),
-                payload: event.event.encode_payload().map_err(encode_error)?,
-                metadata: codec::encode(&event.metadata).map_err(encode_error)?,
+                payload,
+                metadata: scratch.as_slice().to_vec(),
             },
         })
     }

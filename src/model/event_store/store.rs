@@ -26,6 +26,27 @@ pub(super) type PushHook<E, S> =
 ///
 /// Cloning is cheap and clones share the storage adapter.
 ///
+/// **Executors.** A store needs no particular async runtime, and neither do the in-memory and
+/// log adapters: an append is handed to the log's writer thread and answered through a
+/// channel any executor can await, and reads run on the calling task (they may block it on
+/// disk reads, as a file read does). Snapshot writes go to Tokio's blocking pool when a read
+/// runs inside a Tokio runtime, and run inline at the end of the read otherwise. A
+/// command-line tool or a test can drive a store with `futures::executor::block_on`:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Appeared { pub name: String }
+/// # annals::events! { pub enum PokemonEvent { Appeared(Appeared) = "POKEMON_APPEARED" } }
+/// let dir = tempfile::tempdir()?;
+/// let reduce = |_, _: &annals::EventDetail<PokemonEvent>| ();
+/// let pokemons = annals::EventStore::builder("POKEMONS", reduce)
+///     .storage_adapter(annals::open(dir.path())?)
+///     .build()?;
+/// let appeared = PokemonEvent::Appeared(Appeared { name: "Pikachu".into() });
+/// futures::executor::block_on(pokemons.push_events("pikachu", 0, [appeared], &()))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// ```
 /// # use serde::{Deserialize, Serialize};
 /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Appeared { pub name: String }

@@ -469,7 +469,7 @@ impl<T: Entity> Instance<T> {
 }
 
 /// `events` as new events of `aggregate_id` after `version`, all at `timestamp`.
-fn numbered<E: crate::model::event::Events>(
+fn numbered<E: crate::model::event::Events<Metadata: Default>>(
     aggregate_id: &str,
     version: u64,
     timestamp: Timestamp,

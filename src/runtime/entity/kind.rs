@@ -17,7 +17,8 @@ pub trait Entity: Send + Sync + 'static {
     /// What the entity is asked to do, typically an enum.
     type Command: Send + 'static;
     /// The events it records; the event store's reducer folds them into [`Entity::State`].
-    type Events: Events;
+    /// They are recorded with default metadata.
+    type Events: Events<Metadata: Default>;
     /// The state the event store's reducer builds.
     type State: Clone + Send + Sync + 'static;
     /// Why a command is refused; returned to the sender as

@@ -1,5 +1,6 @@
 //! `get_events` honours every option, per aggregate and per store.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::storage::{
@@ -107,7 +108,9 @@ pub async fn get_events_reverse_with_limit_returns_the_newest(adapter: Arc<dyn S
 }
 
 /// Every combination of `min_version`, `max_version`, `limit` and `reverse` (including empty
-/// ranges, bounds outside the aggregate and `limit: 0`) returns exactly the model's events.
+/// ranges, bounds outside the aggregate and `limit: 0`) returns exactly the model's events,
+/// and [`StorageAdapter::visit_events`] visits exactly those, in the same order, stopping
+/// where its visitor breaks.
 pub async fn get_events_matches_the_model_for_every_option_combination(
     adapter: Arc<dyn StorageAdapter>,
 ) {
@@ -156,10 +159,41 @@ pub async fn get_events_matches_the_model_for_every_option_combination(
                         expected,
                         "{CHECK}: events for {options:?}"
                     );
+                    let visited = visit(CHECK, adapter, "pikachu", options, usize::MAX).await;
+                    assert_eq!(visited, got, "{CHECK}: visited events for {options:?}");
+                    let first_two = visit(CHECK, adapter, "pikachu", options, 2).await;
+                    assert_eq!(
+                        first_two,
+                        got[..got.len().min(2)],
+                        "{CHECK}: a visit stopped after two events, for {options:?}"
+                    );
                 }
             }
         }
     }
+}
+
+/// The events [`StorageAdapter::visit_events`] visits, copied, up to `stop_after` of them.
+async fn visit(
+    check: &str,
+    adapter: &dyn StorageAdapter,
+    aggregate_id: &str,
+    options: GetEventsOptions,
+    stop_after: usize,
+) -> Vec<StoredEvent> {
+    let mut visited = Vec::new();
+    adapter
+        .visit_events(STORE, aggregate_id, &options, &mut |event| {
+            visited.push(event.to_stored());
+            if visited.len() >= stop_after {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{check}: visit_events failed: {e}"));
+    visited
 }
 
 /// Reading an aggregate that has no event, in a store that has none or in one that has
