@@ -9,8 +9,9 @@
 //! - **log**: `LogAdapter::builder(dir).open()`, default options (an fdatasync before every
 //!   acknowledgement, group commit across concurrent appenders), in a temporary directory.
 //! - **postgres**: `PostgresAdapter` on `ANNALS_POSTGRES_URL`, a fresh schema dropped at the
-//!   end, default options (pool of 16, so at most 8 appends in flight; one commit at a time,
-//!   each with the server's WAL flush). The server's settings are printed with the results.
+//!   end, default options (pool of 16; group commit: the appends that queue while a transaction
+//!   is in flight share the next one, and its WAL flush). The server's settings are printed
+//!   with the results.
 //!
 //! # Workloads
 //! 1. one writer, one commit per event: commits/s, p50 and p99 latency;

@@ -24,7 +24,8 @@
 //! Batches are serialised on the head row as single commits were, so the global order stays
 //! gap-free: a batch holding positions `p..q` is visible before the next one can read the head.
 //!
-//! An append is answered only after its batch's commit: a refusal may rest on an earlier
+//! An append whose caller stopped waiting (a dropped future) before its batch is formed is
+//! left out of it. An append is answered only after its batch's commit: a refusal may rest on an earlier
 //! append of the same batch, which only the commit makes true. If the transaction fails, every
 //! append of the batch gets the failure (the outcome of all of them is unknown when the
 //! connection was lost during the commit). When the server refuses the transaction itself
@@ -217,8 +218,22 @@ impl Committer {
     /// One batch transaction (see the [module docs](self)). `Ok` holds each append's outcome;
     /// `Err` is a failure of the whole transaction, rolled back when dropped.
     async fn transaction(&self, appends: &[&[AppendEvent]]) -> Result<Vec<Outcome>, StorageError> {
-        let err = |e| from_client(OP, e);
         let mut client = self.pool.get().await.map_err(|e| from_pool(OP, e))?;
+        let outcome = self.transaction_on(&mut client, appends).await;
+        if matches!(outcome, Err(StorageError::Unavailable { .. })) {
+            // The connection may be dead without the client knowing yet: the next batch
+            // must not get it back from the pool.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome
+    }
+
+    async fn transaction_on(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        appends: &[&[AppendEvent]],
+    ) -> Result<Vec<Outcome>, StorageError> {
+        let err = |e| from_client(OP, e);
         let tx = client.transaction().await.map_err(err)?;
         let lock_head = tx.prepare_cached(&self.sql.lock_head).await.map_err(err)?;
         let last_versions = tx

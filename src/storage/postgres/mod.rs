@@ -7,19 +7,22 @@
 //! holding the last committed position, and a `snapshots` table ([`PostgresSnapshots`]).
 //!
 //! # Commits and the global order
-//! A commit is one transaction that first increments the head row by its event count
-//! (`UPDATE head SET position = position + n RETURNING position`). The row lock that update
-//! takes is held until the transaction ends, so commits are serialised: a transaction holding
-//! positions `p..q` is visible before any later one can take `q + 1`. This is what makes
-//! reading the log by position gap-free — a reader never sees position 7 while 6 is still
-//! uncommitted, the stale-sequence problem of event stores that take numbers from a sequence
-//! before commit. Inside the same transaction the adapter checks each event's version against
-//! the latest committed one (race-free, since commits are serialised), inserts the events,
-//! and sends `NOTIFY <schema>_log, '<last position>'`; the unique constraint backs the version
-//! check up in the database itself. A refused commit rolls back and consumes no position.
+//! Appends go through one committer task per adapter, which combines the appends that queue
+//! up while a transaction is in flight into the next one (group commit: one WAL flush for
+//! many appends; see `group_commit.rs`). A batch transaction first locks the head row
+//! (`SELECT position FROM head FOR UPDATE`), held until the transaction ends, so transactions
+//! are serialised: one holding positions `p..q` is visible before any later one can take
+//! `q + 1`. This is what makes reading the log by position gap-free — a reader never sees
+//! position 7 while 6 is still uncommitted, the stale-sequence problem of event stores that
+//! take numbers from a sequence before commit. Inside the lock it reads the latest committed
+//! versions and decides each append of the batch in turn, against those and the appends
+//! accepted before it in the batch: a conflicting append is refused alone, takes no position,
+//! and the others commit. The accepted events are inserted with the head moved past them and
+//! `NOTIFY <schema>_log, '<last position>'`, in one statement; the unique constraint backs the
+//! version check up in the database itself.
 //!
-//! The price is one commit at a time per schema, each with its own WAL flush: see
-//! `docs/postgres.md` for figures and tuning.
+//! The price of the order is one transaction at a time per schema; batching makes each carry
+//! every append that waited for it. See `docs/postgres.md` for figures and tuning.
 //!
 //! # Following commits
 //! [`watch_log`](StorageAdapter::watch_log) is fed by this process's own commits and by a
@@ -29,9 +32,12 @@
 //! # Failures
 //! A lost connection is [`StorageError::Unavailable`], a statement timeout
 //! [`StorageError::Timeout`], any other refusal [`StorageError::Database`]. Reads are retried
-//! once on a fresh connection when the connection was lost. An append whose connection was
-//! lost mid-commit has an unknown outcome; pushing it again is safe (see
-//! [`StorageError::Unavailable`]).
+//! once on a fresh connection when the connection was lost. When the connection of a batch
+//! transaction is lost mid-commit, every append of the batch has an unknown outcome and gets
+//! `Unavailable`; pushing it again is safe (see [`StorageError::Unavailable`]). Any other
+//! failure of a batch (a statement timeout) is reported to each of its appends; a refusal of
+//! the whole transaction by the server retries each append alone, so that only an offending
+//! one fails.
 
 mod error;
 mod group_commit;
@@ -87,8 +93,9 @@ impl PostgresAdapterBuilder {
     /// Most connections the adapter's pool opens (default 16). Two more are used: one that
     /// listens for commits, one for snapshots.
     ///
-    /// Appends use at most half of them (at least one): commits run one at a time anyway, and
-    /// appends queued on the head lock must not take every connection from readers.
+    /// Appends use one of them at a time: they are combined into one transaction at a time
+    /// (see the [module docs](self#commits-and-the-global-order)); the others serve
+    /// reads.
     pub fn pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections;
         self
