@@ -1,37 +1,40 @@
 //! Group commit: concurrent appends share one PostgreSQL transaction, and so one WAL flush.
 //!
-//! Every append of an adapter goes to one committer task through a queue. The task takes
-//! whatever is queued (up to [`BATCH_EVENTS_MAX`] events or [`BATCH_BYTES_MAX`] bytes), commits
-//! it as one transaction, answers each append, and takes the next batch: the appends that
-//! arrived while that transaction was in flight. One writer alone gets a batch of one; many
-//! writers get batches as large as the queue that builds up during one commit.
+//! Every append of an adapter goes to one committer task through a queue. The task takes the
+//! first queued append, begins a transaction and waits for the head row lock; once it holds
+//! the lock, it takes everything else queued by then (up to [`BATCH_EVENTS_MAX`] events or
+//! [`BATCH_BYTES_MAX`] bytes) into the same transaction, commits, answers each append, and
+//! starts over. One writer alone gets a batch of one. Many writers get batches of every append
+//! that arrived while the previous transaction was in flight or this one waited for the lock,
+//! those of the writers just answered included when they push again at once — taking the
+//! batch before the lock wait would leave them for the batch after.
 //!
-//! A batch transaction:
-//! 1. `SELECT position FROM head FOR UPDATE`: the head row lock, held until the transaction
-//!    ends, serialises batches with those of every other adapter on the schema;
-//! 2. reads the latest committed version of every aggregate of the batch — pipelined with 1,
-//!    but a statement of its own, so its snapshot is taken once the lock is held and includes
-//!    the commit this transaction waited for;
-//! 3. decides each append in queue order ([`plan`]): an append whose versions do not follow
-//!    the committed ones, and those of the accepted appends ahead of it in the batch, is
-//!    refused alone (`EventAlreadyExists`, `UnexpectedVersion`), takes no position, and is
-//!    invisible to the appends after it; the accepted ones get consecutive positions after the
-//!    head, in queue order;
-//! 4. inserts every accepted event, moves the head to the last position and sends
-//!    `NOTIFY <schema>_log, '<last position>'`, in one statement;
-//! 5. commits, then answers every append.
+//! A batch transaction, in three round trips plus the lock wait and the WAL flush:
+//! 1. `BEGIN` and `SELECT position FROM head FOR UPDATE`, sent together: the head row lock,
+//!    held until the transaction ends, serialises batches with those of every other adapter
+//!    on the schema;
+//! 2. the latest committed version of every aggregate of the batch, read by a statement that
+//!    starts once the lock is held, so its snapshot includes the commit this transaction
+//!    waited for. Each append is decided in queue order ([`plan`]): an append whose versions
+//!    do not follow the committed ones, and those of the accepted appends ahead of it in the
+//!    batch, is refused alone (`EventAlreadyExists`, `UnexpectedVersion`), takes no position,
+//!    and is invisible to the appends after it; the accepted ones get consecutive positions
+//!    after the head, in queue order;
+//! 3. one statement inserting every accepted event, moving the head to the last position and
+//!    sending `NOTIFY <schema>_log, '<last position>'`, and `COMMIT`, sent together (a failed
+//!    insert makes the `COMMIT` a rollback). Then every append is answered.
 //!
 //! Batches are serialised on the head row as single commits were, so the global order stays
 //! gap-free: a batch holding positions `p..q` is visible before the next one can read the head.
 //!
 //! An append whose caller stopped waiting (a dropped future) before its batch is formed is
-//! left out of it. An append is answered only after its batch's commit: a refusal may rest on an earlier
-//! append of the same batch, which only the commit makes true. If the transaction fails, every
-//! append of the batch gets the failure (the outcome of all of them is unknown when the
-//! connection was lost during the commit). When the server refuses the transaction itself
-//! (say a unique violation from a writer that bypasses the head lock), nothing was written and
-//! each append of the batch is retried in a transaction of its own, so only the offending one
-//! fails.
+//! left out of it. An append is answered only after its batch's commit: a refusal may rest on
+//! an earlier append of the same batch, which only the commit makes true. If the transaction
+//! fails, every append of the batch gets the failure (the outcome of all of them is unknown
+//! when the connection was lost during the commit), and the connection is discarded. When the
+//! server refuses the transaction itself (say a unique violation from a writer that bypasses
+//! the head lock), nothing was written and each append of the batch is retried in a
+//! transaction of its own, so only the offending one fails.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -168,25 +171,32 @@ impl Committer {
                     None => return,
                 },
             };
-            let (mut events, mut bytes) = first.size();
-            let mut batch = vec![first];
-            while let Ok(request) = queue.try_recv() {
-                let (more_events, more_bytes) = request.size();
-                if events + more_events > BATCH_EVENTS_MAX || bytes + more_bytes > BATCH_BYTES_MAX {
-                    held_over = Some(request);
-                    break;
+            if first.reply.is_closed() {
+                continue; // its caller stopped waiting
+            }
+            let (session, head) = match self.begin().await {
+                Ok(begun) => begun,
+                Err(e) => {
+                    let _ = first.reply.send(Err(e));
+                    continue;
                 }
-                events += more_events;
-                bytes += more_bytes;
-                batch.push(request);
-            }
-            // An append whose caller stopped waiting (a cancelled future) is not committed.
-            batch.retain(|request| !request.reply.is_closed());
-            if batch.is_empty() {
-                continue;
-            }
+            };
+            // The head row is locked: everything queued by now joins the batch.
+            let batch = gather(first, &mut queue, &mut held_over);
             let appends: Vec<&[AppendEvent]> = batch.iter().map(|r| r.events.as_slice()).collect();
-            let outcomes = self.commit(&appends).await;
+            let outcomes = match self.finish(session, head, &appends).await {
+                Ok(outcomes) => outcomes,
+                // The server refused the transaction itself, so nothing of it was written:
+                // each append alone, so that only an offending one fails.
+                Err(StorageError::Database { .. }) if appends.len() > 1 => {
+                    let mut outcomes = Vec::with_capacity(appends.len());
+                    for &append in &appends {
+                        outcomes.push(self.alone(append).await);
+                    }
+                    outcomes
+                }
+                Err(failure) => appends.iter().map(|_| Err(duplicate(&failure))).collect(),
+            };
             for (request, outcome) in batch.into_iter().zip(outcomes) {
                 // A caller that gave up meanwhile no longer listens; its outcome is moot.
                 let _ = request.reply.send(outcome);
@@ -194,63 +204,59 @@ impl Committer {
         }
     }
 
-    /// Commits a batch: one outcome per append, in order.
-    async fn commit(&self, appends: &[&[AppendEvent]]) -> Vec<Outcome> {
-        match self.transaction(appends).await {
-            Ok(outcomes) => outcomes,
-            // The server refused the transaction itself, so nothing of it was written: each
-            // append alone, so that only an offending one fails.
-            Err(StorageError::Database { .. }) if appends.len() > 1 => {
-                let mut outcomes = Vec::with_capacity(appends.len());
-                for &append in appends {
-                    let outcome = match self.transaction(&[append]).await {
-                        Ok(mut alone) => alone.pop().unwrap_or_else(|| Err(empty_batch())),
-                        Err(e) => Err(e),
-                    };
-                    outcomes.push(outcome);
-                }
-                outcomes
-            }
-            Err(failure) => appends.iter().map(|_| Err(duplicate(&failure))).collect(),
-        }
+    /// Commits one append in a transaction of its own.
+    async fn alone(&self, events: &[AppendEvent]) -> Outcome {
+        let (session, head) = self.begin().await?;
+        let mut outcomes = self.finish(session, head, &[events]).await?;
+        outcomes.pop().unwrap_or_else(|| Err(empty_batch()))
     }
 
-    /// One batch transaction (see the [module docs](self)). `Ok` holds each append's outcome;
-    /// `Err` is a failure of the whole transaction, rolled back when dropped.
-    async fn transaction(&self, appends: &[&[AppendEvent]]) -> Result<Vec<Outcome>, StorageError> {
-        let mut client = self.pool.get().await.map_err(|e| from_pool(OP, e))?;
-        let outcome = self.transaction_on(&mut client, appends).await;
-        if matches!(outcome, Err(StorageError::Unavailable { .. })) {
-            // The connection may be dead without the client knowing yet: the next batch
-            // must not get it back from the pool.
-            drop(deadpool_postgres::Object::take(client));
-        }
-        outcome
+    /// Takes a pooled connection, begins a transaction and locks the head row, in one round
+    /// trip plus the wait for the lock; returns the head position.
+    async fn begin(&self) -> Result<(Session, Position), StorageError> {
+        let err = |e| from_client(OP, e);
+        let client = self.pool.get().await.map_err(|e| from_pool(OP, e))?;
+        let session = Session(Some(client));
+        let lock_head = session
+            .client()
+            .prepare_cached(&self.sql.lock_head)
+            .await
+            .map_err(err)?;
+        // Sent together; `join` polls (and so sends) them in order.
+        let (begun, head) = futures::future::join(
+            session.client().batch_execute("BEGIN"),
+            session.client().query_one(&lock_head, &[]),
+        )
+        .await;
+        begun.map_err(err)?;
+        let head: i64 = head.map_err(err)?.try_get(0).map_err(err)?;
+        let head = Position::try_from(head).map_err(|_| bad_row(OP, "a negative head position"))?;
+        Ok((session, head))
     }
 
-    async fn transaction_on(
+    /// The rest of a batch transaction begun by [`begin`](Self::begin): reads the versions,
+    /// decides each append, writes and commits. `Ok` holds each append's outcome; `Err` is a
+    /// failure of the whole transaction.
+    async fn finish(
         &self,
-        client: &mut deadpool_postgres::Object,
+        session: Session,
+        head: Position,
         appends: &[&[AppendEvent]],
     ) -> Result<Vec<Outcome>, StorageError> {
         let err = |e| from_client(OP, e);
-        let tx = client.transaction().await.map_err(err)?;
-        let lock_head = tx.prepare_cached(&self.sql.lock_head).await.map_err(err)?;
-        let last_versions = tx
+        let client = session.client();
+        // A statement after the lock statement: its snapshot includes every commit before
+        // this one, the one this transaction waited for included.
+        let last_versions = client
             .prepare_cached(&self.sql.last_versions)
             .await
             .map_err(err)?;
         let (stores, aggregates) = keys(appends);
-        let keys: [&(dyn ToSql + Sync); 2] = [&stores, &aggregates];
-        // Sent together, executed one after the other: the versions are read once the head
-        // row is locked, in a snapshot that includes every commit before this one.
-        let (head, versions) = tokio::join!(
-            tx.query_one(&lock_head, &[]),
-            tx.query(&last_versions, &keys)
-        );
-        let head: i64 = head.map_err(err)?.try_get(0).map_err(err)?;
-        let head = Position::try_from(head).map_err(|_| bad_row(OP, "a negative head position"))?;
-        let latest = decode_versions(versions.map_err(err)?)?;
+        let versions = client
+            .query(&last_versions, &[&stores, &aggregates])
+            .await
+            .map_err(err)?;
+        let latest = decode_versions(versions)?;
 
         let decided = plan(appends, &latest, head);
         let Some(last) = decided
@@ -260,7 +266,8 @@ impl Committer {
             .max()
         else {
             // Every append refused: nothing to write, no position taken.
-            let _ = tx.rollback().await;
+            client.batch_execute("ROLLBACK").await.map_err(err)?;
+            session.end();
             return Ok(decided.into_iter().map(|d| d.map(|_| Vec::new())).collect());
         };
         let last = i64::try_from(last).map_err(|_| bad_row(OP, "positions beyond i64"))?;
@@ -271,34 +278,39 @@ impl Committer {
                 columns.push(events, *first)?;
             }
         }
-        let write = tx.prepare_cached(&self.sql.write).await.map_err(err)?;
-        let written = tx
-            .query_one(
-                &write,
-                &[
-                    &columns.positions,
-                    &columns.stores,
-                    &columns.aggregates,
-                    &columns.versions,
-                    &columns.timestamps,
-                    &columns.types,
-                    &columns.schema_versions,
-                    &columns.payloads,
-                    &columns.metadata,
-                    &last,
-                    &self.channel,
-                ],
-            )
-            .await;
+        let write = client.prepare_cached(&self.sql.write).await.map_err(err)?;
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &columns.positions,
+            &columns.stores,
+            &columns.aggregates,
+            &columns.versions,
+            &columns.timestamps,
+            &columns.types,
+            &columns.schema_versions,
+            &columns.payloads,
+            &columns.metadata,
+            &last,
+            &self.channel,
+        ];
+        // Sent together: if the write fails, the COMMIT ends the failed transaction as a
+        // rollback (without an error of its own).
+        let (written, committed) = futures::future::join(
+            client.query_one(&write, &params),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
         if let Err(e) = written {
-            if let [events] = appends
-                && is_unique_violation(&e)
-            {
-                return Ok(vec![Err(conflict_of(events, &latest))]);
+            let refusal = match appends {
+                [events] if is_unique_violation(&e) => Ok(vec![Err(conflict_of(events, &latest))]),
+                _ => Err(err(e)),
+            };
+            if committed.is_ok() {
+                session.end();
             }
-            return Err(err(e));
+            return refusal;
         }
-        tx.commit().await.map_err(err)?;
+        committed.map_err(err)?;
+        session.end();
         publish(&self.published, last as Position);
         Ok(decided
             .into_iter()
@@ -308,6 +320,58 @@ impl Committer {
             })
             .collect())
     }
+}
+
+/// A pooled connection in an open transaction. Dropped before [`end`](Self::end) (a failure, a
+/// cancelled task), it is discarded instead of returned to the pool: closing the connection
+/// makes the server roll the transaction back, and the pool never hands out a connection in
+/// the middle of one, nor one that may be dead.
+struct Session(Option<deadpool_postgres::Object>);
+
+impl Session {
+    fn client(&self) -> &deadpool_postgres::Object {
+        // Only `end`, which consumes the session, takes the connection out.
+        self.0
+            .as_ref()
+            .expect("a session holds its connection until it ends")
+    }
+
+    /// The transaction is over (committed or rolled back): back to the pool.
+    fn end(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// The batch led by `first`: it and what is queued behind it, within the batch bounds (the
+/// request that would cross them is `held_over` for the next batch), less the appends whose
+/// callers stopped waiting.
+fn gather(
+    first: Request,
+    queue: &mut mpsc::UnboundedReceiver<Request>,
+    held_over: &mut Option<Request>,
+) -> Vec<Request> {
+    let (mut events, mut bytes) = first.size();
+    let mut batch = vec![first];
+    while let Ok(request) = queue.try_recv() {
+        let (more_events, more_bytes) = request.size();
+        if events + more_events > BATCH_EVENTS_MAX || bytes + more_bytes > BATCH_BYTES_MAX {
+            *held_over = Some(request);
+            break;
+        }
+        events += more_events;
+        bytes += more_bytes;
+        batch.push(request);
+    }
+    batch.retain(|request| !request.reply.is_closed());
+    batch
 }
 
 /// The distinct (store, aggregate) pairs of a batch, as two parallel arrays.
