@@ -202,7 +202,7 @@ async fn concurrent_appends_to_one_aggregate_keep_versions_gap_free_and_report_t
                 let (mut next, mut own_next, mut committed) = (1, 1, Vec::new());
                 while (committed.len() as u64) < SUCCESSES {
                     let mut group = vec![event("hot", next)];
-                    let with_own = (w + committed.len() as u64) % 2 == 0;
+                    let with_own = (w + committed.len() as u64).is_multiple_of(2);
                     if with_own {
                         group.push(event(&own, own_next));
                     }

@@ -27,8 +27,9 @@
 //! Batches are serialised on the head row as single commits were, so the global order stays
 //! gap-free: a batch holding positions `p..q` is visible before the next one can read the head.
 //!
-//! An append whose caller stopped waiting (a dropped future) before its batch is formed is
-//! left out of it. An append is answered only after its batch's commit: a refusal may rest on
+//! A batch that cannot begin (no connection, a lock wait that failed or timed out) fails
+//! every append queued by then, none of which was sent. An append whose caller stopped waiting
+//! (a dropped future) before its batch is formed is left out of it. An append is answered only after its batch's commit: a refusal may rest on
 //! an earlier append of the same batch, which only the commit makes true. If the transaction
 //! fails, every append of the batch gets the failure (the outcome of all of them is unknown
 //! when the connection was lost during the commit), and the connection is discarded. When the
@@ -177,7 +178,11 @@ impl Committer {
             let (session, head) = match self.begin().await {
                 Ok(begun) => begun,
                 Err(e) => {
-                    let _ = first.reply.send(Err(e));
+                    // No connection, or the lock wait failed: what is queued would meet the
+                    // same fate one after the other. Nothing of it was sent.
+                    for request in gather(first, &mut queue, &mut held_over) {
+                        let _ = request.reply.send(Err(duplicate(&e)));
+                    }
                     continue;
                 }
             };
