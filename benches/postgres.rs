@@ -15,7 +15,8 @@
 //!
 //! # Workloads
 //! 1. one writer, one commit per event: commits/s, p50 and p99 latency;
-//! 2. 32 concurrent writers on distinct aggregates, one event per commit: events/s, p99;
+//! 2. 32 concurrent writers on distinct aggregates, one event per commit: events/s, p50 and
+//!    p99 latency;
 //! 3. bulk: 1,000 events per commit: events/s;
 //! 4. replay: `get_events` of one aggregate of 100,000 events: events/s;
 //! 5. catch-up: `read_log` of the whole log from position 1 in batches of 1,000 (what a
@@ -178,6 +179,11 @@ async fn concurrent_writers(
             workload: "32 writers, 1 event/commit",
             metric: "events/s",
             values: vec![rate],
+        },
+        Row {
+            workload: "",
+            metric: "p50 µs",
+            values: vec![samples.percentile_us(0.5)],
         },
         Row {
             workload: "",
