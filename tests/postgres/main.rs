@@ -1,6 +1,6 @@
 //! The PostgreSQL adapter against a real server: the storage conformance suite unchanged, the
-//! gap-free global order under concurrent commits, subscriptions and consumers, schema
-//! migrations, and faults (lost connections, a restarted server, statement timeouts).
+//! gap-free global order under concurrent commits, group commit, subscriptions and consumers,
+//! schema migrations, and faults (lost connections, a restarted server, statement timeouts).
 //!
 //! They run against the server named by `ANNALS_POSTGRES_URL` (`eval "$(bash .ci/postgres
 //! start)"` starts one and sets it); without it, against a throwaway server this binary starts
@@ -18,6 +18,7 @@ mod actions;
 mod conformance;
 mod faults;
 mod global_order;
+mod group_commit;
 mod processes;
 mod schema;
 mod snapshots;
@@ -29,6 +30,7 @@ fn main() -> std::process::ExitCode {
         actions::trials(),
         faults::trials(),
         global_order::trials(),
+        group_commit::trials(),
         processes::trials(),
         schema::trials(),
         snapshots::trials(),

@@ -7,19 +7,22 @@
 //! holding the last committed position, and a `snapshots` table ([`PostgresSnapshots`]).
 //!
 //! # Commits and the global order
-//! A commit is one transaction that first increments the head row by its event count
-//! (`UPDATE head SET position = position + n RETURNING position`). The row lock that update
-//! takes is held until the transaction ends, so commits are serialised: a transaction holding
-//! positions `p..q` is visible before any later one can take `q + 1`. This is what makes
-//! reading the log by position gap-free — a reader never sees position 7 while 6 is still
-//! uncommitted, the stale-sequence problem of event stores that take numbers from a sequence
-//! before commit. Inside the same transaction the adapter checks each event's version against
-//! the latest committed one (race-free, since commits are serialised), inserts the events,
-//! and sends `NOTIFY <schema>_log, '<last position>'`; the unique constraint backs the version
-//! check up in the database itself. A refused commit rolls back and consumes no position.
+//! Appends go through one committer task per adapter, which combines the appends that queue
+//! up while a transaction is in flight into the next one (group commit: one WAL flush for
+//! many appends; see `group_commit.rs`). A batch transaction first locks the head row
+//! (`SELECT position FROM head FOR UPDATE`), held until the transaction ends, so transactions
+//! are serialised: one holding positions `p..q` is visible before any later one can take
+//! `q + 1`. This is what makes reading the log by position gap-free — a reader never sees
+//! position 7 while 6 is still uncommitted, the stale-sequence problem of event stores that
+//! take numbers from a sequence before commit. Inside the lock it reads the latest committed
+//! versions and decides each append of the batch in turn, against those and the appends
+//! accepted before it in the batch: a conflicting append is refused alone, takes no position,
+//! and the others commit. The accepted events are inserted with the head moved past them and
+//! `NOTIFY <schema>_log, '<last position>'`, in one statement; the unique constraint backs the
+//! version check up in the database itself.
 //!
-//! The price is one commit at a time per schema, each with its own WAL flush: see
-//! `docs/postgres.md` for figures and tuning.
+//! The price of the order is one transaction at a time per schema; batching makes each carry
+//! every append that waited for it. See `docs/postgres.md` for figures and tuning.
 //!
 //! # Following commits
 //! [`watch_log`](StorageAdapter::watch_log) is fed by this process's own commits and by a
@@ -29,16 +32,19 @@
 //! # Failures
 //! A lost connection is [`StorageError::Unavailable`], a statement timeout
 //! [`StorageError::Timeout`], any other refusal [`StorageError::Database`]. Reads are retried
-//! once on a fresh connection when the connection was lost. An append whose connection was
-//! lost mid-commit has an unknown outcome; pushing it again is safe (see
-//! [`StorageError::Unavailable`]).
+//! once on a fresh connection when the connection was lost. When the connection of a batch
+//! transaction is lost mid-commit, every append of the batch has an unknown outcome and gets
+//! `Unavailable`; pushing it again is safe (see [`StorageError::Unavailable`]). Any other
+//! failure of a batch (a statement timeout) is reported to each of its appends; a refusal of
+//! the whole transaction by the server retries each append alone, so that only an offending
+//! one fails.
 
 mod error;
+mod group_commit;
 mod notify;
 mod schema;
 mod snapshot_table;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,13 +59,12 @@ pub use snapshot_table::PostgresSnapshots;
 /// separate (and possibly mismatched) dependency.
 pub use tokio_postgres;
 
-use self::error::{bad_row, from_client, from_pool, is_connection_lost, is_unique_violation};
-use self::notify::{Listener, publish};
-use super::memory::check_commit_versions;
+use self::error::{bad_row, from_client, from_pool, is_connection_lost};
+use self::group_commit::GroupCommit;
+use self::notify::Listener;
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists,
-    GetEventsOptions, Limits, LoggedEvent, Position, SnapshotStorage, StorageAdapter, StorageError,
-    StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, GetEventsOptions, Limits,
+    LoggedEvent, Position, SnapshotStorage, StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
 
 /// The schema used when none is configured.
@@ -88,8 +93,9 @@ impl PostgresAdapterBuilder {
     /// Most connections the adapter's pool opens (default 16). Two more are used: one that
     /// listens for commits, one for snapshots.
     ///
-    /// Appends use at most half of them (at least one): commits run one at a time anyway, and
-    /// appends queued on the head lock must not take every connection from readers.
+    /// Appends use one of them at a time: they are combined into one transaction at a time
+    /// (see the [module docs](self#commits-and-the-global-order)); the others serve
+    /// reads.
     pub fn pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections;
         self
@@ -174,9 +180,10 @@ impl PostgresAdapterBuilder {
         listener_config.keepalives_idle(Duration::from_secs(30));
         let listener = Listener::spawn(listener_config, &schema, Arc::clone(&published));
         let snapshots = PostgresSnapshots::start(config, &schema)?;
+        let writer = GroupCommit::spawn(pool.clone(), &schema, Arc::clone(&published));
         Ok(PostgresAdapter {
             pool,
-            write_slots: tokio::sync::Semaphore::new((self.pool_size / 2).max(1)),
+            writer,
             schema,
             statements,
             limits: self.limits,
@@ -205,8 +212,8 @@ impl PostgresAdapterBuilder {
 #[derive(Debug)]
 pub struct PostgresAdapter {
     pool: Pool,
-    /// Bounds the appends holding a connection, so readers always find one.
-    write_slots: tokio::sync::Semaphore,
+    /// Combines concurrent appends into batch transactions.
+    writer: GroupCommit,
     schema: String,
     statements: Statements,
     limits: Limits,
@@ -219,10 +226,6 @@ pub struct PostgresAdapter {
 #[derive(Debug)]
 struct Statements {
     head: String,
-    take_positions: String,
-    last_versions: String,
-    insert_events: String,
-    notify: String,
     read_events: String,
     read_events_reverse: String,
     read_log: String,
@@ -260,21 +263,6 @@ impl Statements {
         };
         Statements {
             head: format!("SELECT position FROM {schema}.head"),
-            take_positions: format!(
-                "UPDATE {schema}.head SET position = position + $1 RETURNING position"
-            ),
-            last_versions: format!(
-                "SELECT k.s, k.a, (SELECT max(e.version) FROM {schema}.events e \
-                 WHERE e.event_store_id = k.s AND e.aggregate_id = k.a) \
-                 FROM unnest($1::text[], $2::text[]) AS k(s, a)"
-            ),
-            insert_events: format!(
-                "INSERT INTO {schema}.events (position, event_store_id, {}) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
-                 $5::bigint[], $6::text[], $7::bigint[], $8::bytea[], $9::bytea[])",
-                &EVENT_COLUMNS["position, ".len()..]
-            ),
-            notify: "SELECT pg_notify($1, $2)".to_owned(),
             read_events: read_events("ASC"),
             read_events_reverse: read_events("DESC"),
             read_log: format!(
@@ -366,207 +354,6 @@ impl PostgresAdapter {
             other => other,
         }
     }
-
-    /// The commit itself; on error the transaction is rolled back when dropped.
-    async fn commit(&self, events: &[AppendEvent]) -> Result<Vec<Position>, StorageError> {
-        const OP: &str = "append events";
-        let err = |e| from_client(OP, e);
-        let _slot = self
-            .write_slots
-            .acquire()
-            .await
-            .map_err(|_| StorageError::Closed)?;
-        let mut client = self.client(OP).await?;
-        let tx = client.transaction().await.map_err(err)?;
-        let count = i64::try_from(events.len()).map_err(|_| bad_row(OP, "too many events"))?;
-
-        // Takes the head row lock, held until commit: commits are serialised from here on.
-        let take = tx
-            .prepare_cached(&self.statements.take_positions)
-            .await
-            .map_err(err)?;
-        let last: i64 = tx
-            .query_one(&take, &[&count])
-            .await
-            .map_err(err)?
-            .try_get(0)
-            .map_err(err)?;
-        let first = last - count + 1;
-        if first < 1 {
-            return Err(bad_row(
-                OP,
-                format!("the head position {last} is impossible"),
-            ));
-        }
-
-        // A statement of its own, after the lock is held: its snapshot then includes the
-        // commit this transaction waited for (one statement taking the lock and reading the
-        // versions would read them as they were before the wait).
-        let latest = self.last_versions(&tx, events).await?;
-        check_commit_versions(events, |s, a| {
-            latest
-                .get(&(s.to_owned(), a.to_owned()))
-                .copied()
-                .unwrap_or(0)
-        })?;
-
-        let columns = Columns::of(events, first)?;
-        let insert = tx
-            .prepare_cached(&self.statements.insert_events)
-            .await
-            .map_err(err)?;
-        let inserted = tx
-            .execute(
-                &insert,
-                &[
-                    &columns.positions,
-                    &columns.stores,
-                    &columns.aggregates,
-                    &columns.versions,
-                    &columns.timestamps,
-                    &columns.types,
-                    &columns.schema_versions,
-                    &columns.payloads,
-                    &columns.metadata,
-                ],
-            )
-            .await;
-        if let Err(e) = inserted {
-            if is_unique_violation(&e) {
-                return Err(conflict_of(events, &latest));
-            }
-            return Err(err(e));
-        }
-        let channel = notify::channel(&self.schema);
-        let notify = tx
-            .prepare_cached(&self.statements.notify)
-            .await
-            .map_err(err)?;
-        tx.execute(&notify, &[&channel, &last.to_string()])
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        let last = last as u64;
-        publish(&self.published, last);
-        Ok((first as u64..=last).collect())
-    }
-
-    /// The latest committed version of every aggregate the commit touches (absent: none).
-    async fn last_versions(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        events: &[AppendEvent],
-    ) -> Result<HashMap<(String, String), u64>, StorageError> {
-        const OP: &str = "check versions";
-        let mut keys: Vec<(&str, &str)> = events
-            .iter()
-            .map(|e| (e.event_store_id.as_str(), e.event.aggregate_id.as_str()))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let (stores, aggregates): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
-        let statement = tx
-            .prepare_cached(&self.statements.last_versions)
-            .await
-            .map_err(|e| from_client(OP, e))?;
-        let rows = tx
-            .query(&statement, &[&stores, &aggregates])
-            .await
-            .map_err(|e| from_client(OP, e))?;
-        let mut latest = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let get_text = |i| {
-                row.try_get::<_, String>(i)
-                    .map_err(|e| bad_row(OP, e.to_string()))
-            };
-            let version: Option<i64> = row.try_get(2).map_err(|e| bad_row(OP, e.to_string()))?;
-            if let Some(version) = version {
-                let version =
-                    u64::try_from(version).map_err(|_| bad_row(OP, "a negative version"))?;
-                latest.insert((get_text(0)?, get_text(1)?), version);
-            }
-        }
-        Ok(latest)
-    }
-}
-
-/// The conflict to report when the database's unique constraint refused a commit the version
-/// check let through (only possible if something besides this adapter writes the table): the
-/// first event whose version is taken, as far as `latest` knows, else the first event.
-fn conflict_of(events: &[AppendEvent], latest: &HashMap<(String, String), u64>) -> StorageError {
-    let taken = events.iter().find(|e| {
-        let key = (e.event_store_id.clone(), e.event.aggregate_id.clone());
-        latest.get(&key).is_some_and(|&v| e.event.version <= v)
-    });
-    let event = taken.or(events.first());
-    match event {
-        Some(e) => EventAlreadyExists {
-            event_store_id: e.event_store_id.clone(),
-            aggregate_id: e.event.aggregate_id.clone(),
-            version: e.event.version,
-        }
-        .into(),
-        None => StorageError::Limit(super::LimitError::EmptyGroup),
-    }
-}
-
-/// A commit as one array per column, for a single `INSERT … SELECT * FROM unnest(…)`.
-struct Columns<'a> {
-    positions: Vec<i64>,
-    stores: Vec<&'a str>,
-    aggregates: Vec<&'a str>,
-    versions: Vec<i64>,
-    timestamps: Vec<i64>,
-    types: Vec<&'a str>,
-    schema_versions: Vec<i64>,
-    payloads: Vec<&'a [u8]>,
-    metadata: Vec<&'a [u8]>,
-}
-
-impl<'a> Columns<'a> {
-    fn of(events: &'a [AppendEvent], first: i64) -> Result<Self, StorageError> {
-        let n = events.len();
-        let mut columns = Columns {
-            positions: Vec::with_capacity(n),
-            stores: Vec::with_capacity(n),
-            aggregates: Vec::with_capacity(n),
-            versions: Vec::with_capacity(n),
-            timestamps: Vec::with_capacity(n),
-            types: Vec::with_capacity(n),
-            schema_versions: Vec::with_capacity(n),
-            payloads: Vec::with_capacity(n),
-            metadata: Vec::with_capacity(n),
-        };
-        for (
-            position,
-            AppendEvent {
-                event_store_id,
-                event,
-            },
-        ) in (first..).zip(events)
-        {
-            // The version check passed, so every version is at most the stored maximum + 1.
-            let version =
-                i64::try_from(event.version).map_err(|_| StorageError::UnexpectedVersion {
-                    event_store_id: event_store_id.clone(),
-                    aggregate_id: event.aggregate_id.clone(),
-                    version: event.version,
-                    expected: None,
-                })?;
-            columns.positions.push(position);
-            columns.stores.push(event_store_id);
-            columns.aggregates.push(&event.aggregate_id);
-            columns.versions.push(version);
-            columns.timestamps.push(event.timestamp.unix_millis());
-            columns.types.push(&event.event_type);
-            columns
-                .schema_versions
-                .push(i64::from(event.schema_version));
-            columns.payloads.push(&event.payload);
-            columns.metadata.push(&event.metadata);
-        }
-        Ok(columns)
-    }
 }
 
 async fn read_head(client: &tokio_postgres::Client, sql: &str) -> Result<Position, StorageError> {
@@ -656,7 +443,7 @@ impl StorageAdapter for PostgresAdapter {
     }
 
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
-        self.commit(&events).await
+        self.writer.append(events).await
     }
 
     async fn scan_aggregate_ids(
