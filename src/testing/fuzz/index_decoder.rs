@@ -63,7 +63,10 @@ pub fn index_decoder(data: &[u8]) {
     // open must then refuse with `Corruption`, not trust either side.
     let checked = match open_store(&fs, 4) {
         Ok(log) => rt.block_on(matches_the_log(&log, template)).map(|()| log),
-        Err(e @ StorageError::Corruption(_)) => Err(e),
+        // Damaged header bytes can also read as redb's older file format: refused the same way.
+        Err(e @ (StorageError::Corruption(_) | StorageError::FormatUpgradeRequired { .. })) => {
+            Err(e)
+        }
         Err(e) => panic!("a valid log with a damaged index must open or be Corruption: {e:?}"),
     };
     let log = match checked {
@@ -92,7 +95,7 @@ fn recover(
     let before: Vec<_> = files.iter().map(|p| fs.read_file(p)).collect();
     let log = match open_store_rebuilding_index(fs, 4) {
         Ok(log) => log,
-        Err(StorageError::Corruption(_)) => {
+        Err(StorageError::Corruption(_) | StorageError::FormatUpgradeRequired { .. }) => {
             let after: Vec<_> = files.iter().map(|p| fs.read_file(p)).collect();
             assert_eq!(
                 fs.paths(),
