@@ -18,7 +18,7 @@ use crate::engine::frame::{
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
-    IndexStats, LogCursor, LogEvent, OsFileSystem, VerifyReport,
+    IndexStats, LogCounters, LogCursor, LogEvent, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -184,6 +184,12 @@ impl LogAdapter {
     /// Figures about the store.
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
+    }
+
+    /// What the log's writer has done since the store opened: commits, syncs, bytes written,
+    /// segment rolls, and the events not yet in the persisted index.
+    pub fn counters(&self) -> LogCounters {
+        self.engine.counters()
     }
 
     /// The persisted index: the position it is complete up to, the events only indexed in
