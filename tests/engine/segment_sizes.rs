@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use annals::storage::{GetEventsOptions, LogAdapter, StorageAdapter};
+use annals::storage::{GetEventsOptions, Limits, LogAdapter, StorageAdapter};
 
 use crate::basics::event;
 
@@ -18,6 +18,16 @@ fn segment_lengths(dir: &Path) -> Vec<u64> {
         .collect();
     files.sort();
     files.into_iter().map(|(_, len)| len).collect()
+}
+
+/// Limits that let commits of up to `group_bytes` fit in the segments of these tests.
+fn limits(group_bytes: usize) -> Limits {
+    Limits {
+        group_bytes_max: group_bytes,
+        group_events_max: 1_000,
+        event_bytes_max: 16 << 10,
+        ..Limits::default()
+    }
 }
 
 /// Bytes of every file of the store, its subdirectories included.
@@ -43,6 +53,7 @@ async fn each_segment_is_twice_the_one_before_up_to_the_configured_size() {
         LogAdapter::builder(dir.path())
             .segment_bytes(512 << 10)
             .durability(annals::Durability::None)
+            .limits(limits(64 << 10))
             .open()
             .unwrap()
     };
@@ -87,14 +98,20 @@ async fn a_commit_larger_than_the_next_segment_gets_a_segment_it_fits_in() {
     let dir = tempfile::tempdir().unwrap();
     let log = LogAdapter::builder(dir.path())
         .segment_bytes(4 << 20)
+        .limits(limits(1 << 20))
         .open()
         .unwrap();
     // About 300 KiB in one commit: more than the first segments hold.
     let group: Vec<_> = (1..=1_000).map(|v| event("S", "big", v, 0)).collect();
     log.push_event_group(group).await.unwrap();
     let lengths = segment_lengths(dir.path());
+    // The frame did not fit in the first segment, nor in twice its size: the second is the
+    // smallest power of two that holds its header and the frame.
+    let needed = log.counters().bytes_written + 64;
+    assert!(needed > 128 << 10, "the commit is larger than doubling gives: {needed}");
+    assert_eq!(lengths.len(), 2, "{lengths:?}");
     assert_eq!(lengths[0], 64 << 10, "{lengths:?}");
-    assert_eq!(lengths.last(), Some(&(512 << 10)), "{lengths:?}");
+    assert_eq!(lengths[1], needed.next_power_of_two(), "{lengths:?}");
     let events = log
         .get_events("S", "big", &GetEventsOptions::default())
         .await
