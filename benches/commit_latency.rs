@@ -13,7 +13,8 @@
 //!    1,000 events, closed.
 //!
 //! Events carry a ~200-byte payload, like the other benchmarks'. The rolls are counted from
-//! the number of segment files. Everything is printed as markdown tables.
+//! the number of segment files; the commits during which it grew (the commits that rolled the
+//! log over) are also reported apart. Everything is printed as markdown tables.
 //!
 //! Run with `cargo bench --bench commit_latency` (about five minutes with the defaults);
 //! `ANNALS_BENCH_BULK_EVENTS=1000000 ANNALS_BENCH_SINGLE_SECS=20` makes a short run. Without
@@ -22,9 +23,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use annals::storage::{AppendEvent, EncodedEvent, LogAdapter, StorageAdapter};
 use annals::Timestamp;
 use annals::engine::LogCounters;
+use annals::storage::{AppendEvent, EncodedEvent, LogAdapter, StorageAdapter};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -125,6 +126,8 @@ struct Row {
     events: u64,
     elapsed: Duration,
     latencies: Latencies,
+    /// Latencies of the commits during which the log rolled over to a new segment.
+    rolling: Latencies,
     rolls: usize,
     counters: LogCounters,
 }
@@ -133,6 +136,7 @@ async fn bulk(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
     let log = LogAdapter::builder(dir).open()?;
     let segments_before = log.stats().segments;
     let mut latencies = Latencies::default();
+    let mut rolling = Latencies::default();
     let aggregates = (sizes.bulk_events / 1_000).max(1);
     let mut versions = vec![0u64; aggregates as usize];
     let mut n = 0u64;
@@ -147,9 +151,14 @@ async fn bulk(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
                 event(&aggregate, versions[a as usize], n + i)
             })
             .collect();
+        let segments = log.stats().segments;
         let t = Instant::now();
         log.push_event_group(group).await?;
-        latencies.record(t.elapsed());
+        let took = t.elapsed();
+        latencies.record(took);
+        if log.stats().segments != segments {
+            rolling.record(took);
+        }
         n += take;
     }
     let elapsed = start.elapsed();
@@ -162,6 +171,7 @@ async fn bulk(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
         events: n,
         elapsed,
         latencies,
+        rolling,
         rolls,
         counters,
     })
@@ -171,13 +181,19 @@ async fn single(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
     let log = LogAdapter::builder(dir).open()?;
     let segments_before = log.stats().segments;
     let mut latencies = Latencies::default();
+    let mut rolling = Latencies::default();
     let mut n = 0u64;
     let start = Instant::now();
     while start.elapsed() < sizes.single {
         let aggregate = format!("acct-{:06}", n / 1_000);
+        let segments = log.stats().segments;
         let t = Instant::now();
         log.push_event(event(&aggregate, n % 1_000 + 1, n)).await?;
-        latencies.record(t.elapsed());
+        let took = t.elapsed();
+        latencies.record(took);
+        if log.stats().segments != segments {
+            rolling.record(took);
+        }
         n += 1;
     }
     let elapsed = start.elapsed();
@@ -190,6 +206,7 @@ async fn single(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
         events: n,
         elapsed,
         latencies,
+        rolling,
         rolls,
         counters,
     })
@@ -284,6 +301,18 @@ fn main() -> BenchResult<()> {
                 row.rolls,
                 row.counters.syncs,
                 row.counters.events_per_sync(),
+            );
+        }
+        println!();
+        println!("| workload | commits that rolled | their max ms | of them > 20 ms |");
+        println!("|---|---|---|---|");
+        for row in &mut rows {
+            let max = row.rolling.summary()[3];
+            let over = row.rolling.over(20);
+            println!(
+                "| {} | {} | {max:.3} | {over} |",
+                row.name,
+                row.rolling.0.len()
             );
         }
         println!();

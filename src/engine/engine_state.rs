@@ -11,8 +11,6 @@ use super::error::EngineError;
 use super::index::{Index, IndexReader};
 use super::io::FileSystem;
 use super::options::EngineOptions;
-#[cfg(doc)]
-use super::stats::LogCounters;
 use super::segment::{Segment, SegmentHeader};
 use super::tiers::IndexTiers;
 
@@ -39,7 +37,7 @@ pub(crate) struct EngineState {
     pub(crate) checkpoint_done: Condvar,
     pub(crate) checkpoint_lock: Mutex<()>,
     pub(crate) last_position: AtomicU64,
-    /// What the writer has done since the store opened (see [`LogCounters`]).
+    /// What the writer has done since the store opened (read as `LogCounters`).
     pub(crate) counters: Counters,
     /// Tells readers following the log (see `scan`) that `last_position` moved.
     /// `None` once the engine is closed: dropping the sender wakes every follower, which then
@@ -201,7 +199,7 @@ impl EngineState {
     }
 }
 
-/// The writer's running counts, read as [`LogCounters`]. Relaxed atomics: each is exact on
+/// The writer's running counts, read as `LogCounters`. Relaxed atomics: each is exact on
 /// its own, and the writer thread alone updates them.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

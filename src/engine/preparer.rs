@@ -2,8 +2,9 @@
 //! writer fills the current one, so that rolling over costs the writer a header write, a
 //! rename and two syncs instead of writing and syncing a whole segment of zeros.
 //!
-//! The writer asks for segment `id` of `size` bytes ([`Preparer::request`]) once its active
-//! segment is a quarter full, and takes it when it rolls ([`Preparer::take`]), waiting if the
+//! The writer asks for segment `id` of `size` bytes ([`Preparer::request`]) as soon as it has
+//! rolled over to the segment before (or, for the segment active when the store opened, once
+//! that one is a quarter full), and takes it when it rolls ([`Preparer::take`]), waiting if the
 //! preparation is still under way. A preparation that failed (a full disk, say) is reported
 //! there, and the writer creates the segment itself. The prepared file lives under a temporary
 //! name and holds no data (see [`segment::prepare`]): a crash at any step leaves at most a
@@ -92,7 +93,11 @@ impl Preparer {
         };
         let mut slot = self.shared.slot();
         while let Slot::Working = *slot {
-            slot = self.shared.done.wait(slot).unwrap_or_else(|p| p.into_inner());
+            slot = self
+                .shared
+                .done
+                .wait(slot)
+                .unwrap_or_else(|p| p.into_inner());
         }
         if let Slot::Ready(old) = std::mem::replace(&mut *slot, Slot::Working) {
             segment::discard(self.fs.as_ref(), old);
@@ -107,7 +112,11 @@ impl Preparer {
     pub fn take(&self, id: u64) -> Option<io::Result<Prepared>> {
         let mut slot = self.shared.slot();
         while let Slot::Working = *slot {
-            slot = self.shared.done.wait(slot).unwrap_or_else(|p| p.into_inner());
+            slot = self
+                .shared
+                .done
+                .wait(slot)
+                .unwrap_or_else(|p| p.into_inner());
         }
         match std::mem::replace(&mut *slot, Slot::Idle) {
             Slot::Ready(prepared) if prepared.segment_id == id => Some(Ok(prepared)),

@@ -145,7 +145,9 @@ const PREPARE_SYNC_BYTES: u64 = 8 << 20;
 /// (frame included; 0 when none is waiting): twice `previous`, at most `max`, and at least
 /// what the commit needs (the next power of two above it, within `max`).
 pub fn next_size(previous: u64, needed: u64, max: u64) -> u64 {
-    let grown = previous.saturating_mul(2).clamp(FIRST_SEGMENT_BYTES.min(max), max);
+    let grown = previous
+        .saturating_mul(2)
+        .clamp(FIRST_SEGMENT_BYTES.min(max), max);
     let fits = (needed + SEGMENT_HEADER_BYTES).next_power_of_two().min(max);
     grown.max(fits)
 }

@@ -198,7 +198,9 @@ impl Writer {
         self.publish(&accepted);
         let events: usize = accepted.iter().map(|a| a.commit.keys.len()).sum();
         let counters = &self.shared.counters;
-        counters.commits.fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        counters
+            .commits
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
         counters.events.fetch_add(events as u64, Ordering::Relaxed);
         // Waking every waiting appender costs more than the write and sync of a batch, so a
         // separate thread does it while the writer moves on to the next batch.
@@ -347,7 +349,6 @@ impl Writer {
                     }
                     return done;
                 }
-                self.next_requested = false;
                 buffer_offset = self.cursor.offset;
                 if self.cursor.offset + frame_len > self.segment.header.size {
                     // Later commits of the batch were version-checked assuming this one
@@ -414,7 +415,9 @@ impl Writer {
             .write_all_at(buffer, offset)
             .map_err(|e| EngineError::io("write", &self.segment.path, e))?;
         let counters = &self.shared.counters;
-        counters.bytes_written.fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        counters
+            .bytes_written
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -430,7 +433,9 @@ impl Writer {
             .write_all_durable_at(buffer, offset)
             .map_err(|e| EngineError::io("write durably", &self.segment.path, e))?;
         let counters = &self.shared.counters;
-        counters.bytes_written.fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        counters
+            .bytes_written
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
         counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable_offset = self.cursor.offset;
         self.last_sync = Instant::now();
@@ -510,12 +515,22 @@ impl Writer {
         self.cursor.segment_id = header.segment_id;
         self.cursor.offset = segment::SEGMENT_HEADER_BYTES;
         self.durable_offset = self.cursor.offset;
-        self.shared.counters.segment_rolls.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .segment_rolls
+            .fetch_add(1, Ordering::Relaxed);
+        // The writer is filling segments: have the next one made at once. It may be twice
+        // this one's size, so it gets all the time this one takes to fill.
+        self.preparer
+            .request(id + 1, segment::next_size(size, 0, max));
+        self.next_requested = true;
         Ok(())
     }
 
-    /// Asks the preparer for the next segment once the active one is a quarter full (at
-    /// once, for a store opened with it so), so that it is ready well before it is needed.
+    /// Asks the preparer for the segment after the one active when the store opened, once
+    /// that one is a quarter full (at once, if it already is): a store opened only to be read
+    /// or barely written prepares nothing. After a roll, the next segment is asked for at
+    /// once (see [`Writer::roll`]).
     fn prepare_ahead(&mut self) {
         let size = self.segment.header.size;
         if self.next_requested || self.cursor.offset < size / 4 {

@@ -52,7 +52,9 @@ fn states(image: &SimFs) -> BTreeSet<&'static str> {
     }
     let segments = segment_files(image);
     if segments.len() > 1 {
-        let last = image.read_file(segments.last().expect("some")).expect("listed");
+        let last = image
+            .read_file(segments.last().expect("some"))
+            .expect("listed");
         let first_frame = SEGMENT_HEADER_BYTES as usize;
         if last[first_frame..first_frame + 8].iter().all(|&b| b == 0) {
             states.insert("an installed segment holding no commit yet");
@@ -104,7 +106,10 @@ async fn a_crash_at_every_step_of_preparing_and_rolling_segments_loses_no_acknow
         "a prepared file with its header, not yet renamed",
         "an installed segment holding no commit yet",
     ] {
-        assert!(seen.contains(state), "no crash image showed {state}: {seen:?}");
+        assert!(
+            seen.contains(state),
+            "no crash image showed {state}: {seen:?}"
+        );
     }
 }
 
@@ -132,7 +137,10 @@ async fn a_leftover_prepared_segment_is_never_data_and_opening_removes_it() {
     let last = segments.len() as u64;
     // The worst leftover: the next segment's header and what looks like committed frames
     // (the last segment's own), as if it had been written to before its rename.
-    let mut bytes = image.read_file(segments.last().expect("some")).expect("read").to_vec();
+    let mut bytes = image
+        .read_file(segments.last().expect("some"))
+        .expect("read")
+        .to_vec();
     let header = SegmentHeader {
         segment_id: last + 1,
         first_position: 1,

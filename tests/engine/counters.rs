@@ -11,7 +11,11 @@ use crate::basics::event;
 async fn concurrent_single_event_appends_count_one_commit_each_and_share_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(LogAdapter::builder(dir.path()).open().unwrap());
-    assert_eq!(log.counters().commits, 0, "a fresh store has committed nothing");
+    assert_eq!(
+        log.counters().commits,
+        0,
+        "a fresh store has committed nothing"
+    );
     const TASKS: u64 = 64;
     let tasks: Vec<_> = (0..TASKS)
         .map(|i| {

@@ -3,6 +3,6 @@
 //! log's counters.
 
 mod basics;
-mod durability_modes;
 mod counters;
+mod durability_modes;
 mod segment_sizes;

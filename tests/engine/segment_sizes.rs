@@ -67,7 +67,14 @@ async fn each_segment_is_twice_the_one_before_up_to_the_configured_size() {
     drop(log);
     assert_eq!(
         segment_lengths(dir.path()),
-        vec![64 << 10, 128 << 10, 256 << 10, 512 << 10, 512 << 10, 512 << 10]
+        vec![
+            64 << 10,
+            128 << 10,
+            256 << 10,
+            512 << 10,
+            512 << 10,
+            512 << 10
+        ]
     );
     let log = open();
     let events = log
@@ -90,7 +97,11 @@ async fn a_store_of_a_thousand_events_takes_at_most_one_mebibyte() {
     log.close();
     drop(log);
     let bytes = store_bytes(dir.path());
-    assert!(bytes <= 1 << 20, "{bytes} bytes: {:?}", segment_lengths(dir.path()));
+    assert!(
+        bytes <= 1 << 20,
+        "{bytes} bytes: {:?}",
+        segment_lengths(dir.path())
+    );
 }
 
 #[tokio::test]
@@ -108,7 +119,10 @@ async fn a_commit_larger_than_the_next_segment_gets_a_segment_it_fits_in() {
     // The frame did not fit in the first segment, nor in twice its size: the second is the
     // smallest power of two that holds its header and the frame.
     let needed = log.counters().bytes_written + 64;
-    assert!(needed > 128 << 10, "the commit is larger than doubling gives: {needed}");
+    assert!(
+        needed > 128 << 10,
+        "the commit is larger than doubling gives: {needed}"
+    );
     assert_eq!(lengths.len(), 2, "{lengths:?}");
     assert_eq!(lengths[0], 64 << 10, "{lengths:?}");
     assert_eq!(lengths[1], needed.next_power_of_two(), "{lengths:?}");
@@ -117,4 +131,44 @@ async fn a_commit_larger_than_the_next_segment_gets_a_segment_it_fits_in() {
         .await
         .unwrap();
     assert_eq!(events.len(), 1_000);
+}
+
+#[tokio::test]
+async fn a_store_whose_segments_all_have_the_configured_size_keeps_that_size() {
+    use annals::engine::raw::SegmentHeader;
+    // A store as earlier versions began it: its first segment at the configured size.
+    let dir = tempfile::tempdir().unwrap();
+    let size = 256 << 10;
+    let header = SegmentHeader {
+        segment_id: 1,
+        first_position: 1,
+        size,
+    };
+    let mut first = header.encode().to_vec();
+    first.resize(size as usize, 0);
+    std::fs::create_dir_all(dir.path().join("log")).unwrap();
+    std::fs::write(dir.path().join("log/0000000001.seg"), first).unwrap();
+    let open = || {
+        LogAdapter::builder(dir.path())
+            .segment_bytes(size)
+            .durability(annals::Durability::None)
+            .limits(limits(64 << 10))
+            .open()
+            .unwrap()
+    };
+    let log = open();
+    let mut version = 0;
+    while log.stats().segments < 3 {
+        version += 1;
+        log.push_event(event("S", "a", version, 0)).await.unwrap();
+    }
+    log.close();
+    drop(log);
+    assert_eq!(segment_lengths(dir.path()), vec![size; 3]);
+    let log = open();
+    let events = log
+        .get_events("S", "a", &GetEventsOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(events.len() as u64, version);
 }
