@@ -9,8 +9,8 @@
 //!    latency of every commit, the segment rolls and the events per second;
 //! 2. **single writer**: one writer pushes one event per commit for `ANNALS_BENCH_SINGLE_SECS`
 //!    seconds (default 180); the latency of every commit and the segment rolls;
-//! 3. **small stores**: the disk space (allocated blocks and file lengths) of stores of 42 and
-//!    1,000 events, closed.
+//! 3. **small stores**: the disk space (allocated blocks) of stores of 42 and 1,000 events while
+//!    they are open, and once closed (allocated blocks and file lengths).
 //!
 //! Events carry a ~200-byte payload, like the other benchmarks'. The rolls are counted from
 //! the number of segment files; the commits during which it grew (the commits that rolled the
@@ -232,16 +232,21 @@ fn disk_usage(dir: &Path) -> BenchResult<(u64, u64)> {
     Ok((allocated, length))
 }
 
-/// Disk space of a closed store of `events` events, with the bytes of each file.
-async fn small_store(dir: &Path, events: u64) -> BenchResult<(u64, u64, String)> {
-    {
+/// Disk space (allocated bytes) of a store of `events` events while it is open, then of the
+/// closed store (allocated bytes and file lengths, with the length of each file).
+async fn small_store(dir: &Path, events: u64) -> BenchResult<(u64, u64, u64, String)> {
+    let open_allocated = {
         let log = LogAdapter::builder(dir).open()?;
         for n in 0..events {
             let aggregate = format!("pokemon-{}", n % 7);
             log.push_event(event(&aggregate, n / 7 + 1, n)).await?;
         }
+        // The next segment's preparation, if one was asked for, is done by now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (allocated, _) = disk_usage(dir)?;
         log.close();
-    }
+        allocated
+    };
     let (allocated, length) = disk_usage(dir)?;
     let mut files = Vec::new();
     for sub in [dir.to_owned(), dir.join("log")] {
@@ -255,7 +260,7 @@ async fn small_store(dir: &Path, events: u64) -> BenchResult<(u64, u64, String)>
         }
     }
     files.sort();
-    Ok((allocated, length, files.join(", ")))
+    Ok((open_allocated, allocated, length, files.join(", ")))
 }
 
 fn kib(bytes: u64) -> String {
@@ -316,13 +321,17 @@ fn main() -> BenchResult<()> {
             );
         }
         println!();
-        println!("| store | on disk (allocated) | file lengths | files |");
-        println!("|---|---|---|---|");
+        println!(
+            "| store | on disk while open (allocated) | on disk closed (allocated) | file lengths \
+             | files |"
+        );
+        println!("|---|---|---|---|---|");
         for events in [42, 1_000] {
             let path = dir.path().join(format!("small-{events}"));
-            let (allocated, length, files) = small_store(&path, events).await?;
+            let (open, allocated, length, files) = small_store(&path, events).await?;
             println!(
-                "| {events} events | {} | {} | {files} |",
+                "| {events} events | {} | {} | {} | {files} |",
+                kib(open),
                 kib(allocated),
                 kib(length)
             );
