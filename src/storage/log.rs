@@ -65,7 +65,8 @@ impl LogAdapterBuilder {
         self
     }
 
-    /// Size of each segment file (default 64 MiB).
+    /// Largest size of a segment file (default 64 MiB). A store's first segment is 64 KiB and
+    /// each next one twice the one before, up to this size, so small stores stay small.
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.engine.segment_bytes = bytes;
         self
