@@ -16,8 +16,10 @@
 //! the number of segment files; the commits during which it grew (the commits that rolled the
 //! log over) are also reported apart. Everything is printed as markdown tables.
 //!
-//! Run with `cargo bench --bench commit_latency` (about five minutes with the defaults);
-//! `ANNALS_BENCH_BULK_EVENTS=1000000 ANNALS_BENCH_SINGLE_SECS=20` makes a short run. Without
+//! Run with `cargo bench --bench commit_latency` (about four minutes with the defaults);
+//! `ANNALS_BENCH_BULK_EVENTS=1000000 ANNALS_BENCH_SINGLE_SECS=20` makes a short run, and
+//! `ANNALS_BENCH_CHECKPOINT_EVENTS` sets the bulk and single-writer stores' `checkpoint_events`
+//! (to see what index checkpoints cost the commits). Without
 //! `--bench` (as `cargo test --all-targets` runs it) it makes one quick pass at a tiny size.
 
 use std::path::Path;
@@ -36,6 +38,8 @@ struct Sizes {
     bulk_events: u64,
     bulk_group: u64,
     single: Duration,
+    /// `checkpoint_events` of the stores; `None`: the default.
+    checkpoint_events: Option<usize>,
 }
 
 impl Sizes {
@@ -51,7 +55,20 @@ impl Sizes {
             bulk_events: var("ANNALS_BENCH_BULK_EVENTS", 10_000_000, 20_000)?,
             bulk_group: var("ANNALS_BENCH_BULK_GROUP", 1_000, 1_000)?,
             single: Duration::from_secs(var("ANNALS_BENCH_SINGLE_SECS", 180, 1)?),
+            checkpoint_events: match std::env::var("ANNALS_BENCH_CHECKPOINT_EVENTS") {
+                Ok(v) => Some(v.parse()?),
+                Err(_) => None,
+            },
         })
+    }
+
+    /// Opens the store of one workload.
+    fn open(&self, dir: &Path) -> BenchResult<LogAdapter> {
+        let mut builder = LogAdapter::builder(dir);
+        if let Some(events) = self.checkpoint_events {
+            builder = builder.checkpoint_events(events);
+        }
+        Ok(builder.open()?)
     }
 }
 
@@ -133,7 +150,7 @@ struct Row {
 }
 
 async fn bulk(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
-    let log = LogAdapter::builder(dir).open()?;
+    let log = sizes.open(dir)?;
     let segments_before = log.stats().segments;
     let mut latencies = Latencies::default();
     let mut rolling = Latencies::default();
@@ -178,7 +195,7 @@ async fn bulk(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
 }
 
 async fn single(dir: &Path, sizes: &Sizes) -> BenchResult<Row> {
-    let log = LogAdapter::builder(dir).open()?;
+    let log = sizes.open(dir)?;
     let segments_before = log.stats().segments;
     let mut latencies = Latencies::default();
     let mut rolling = Latencies::default();
