@@ -37,6 +37,8 @@ pub(crate) struct EngineState {
     pub(crate) checkpoint_done: Condvar,
     pub(crate) checkpoint_lock: Mutex<()>,
     pub(crate) last_position: AtomicU64,
+    /// What the writer has done since the store opened (read as `LogCounters`).
+    pub(crate) counters: Counters,
     /// Tells readers following the log (see `scan`) that `last_position` moved.
     /// `None` once the engine is closed: dropping the sender wakes every follower, which then
     /// finds the store closed.
@@ -195,6 +197,17 @@ impl EngineState {
         }
         Err(first_error)
     }
+}
+
+/// The writer's running counts, read as `LogCounters`. Relaxed atomics: each is exact on
+/// its own, and the writer thread alone updates them.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) segment_rolls: AtomicU64,
 }
 
 /// What [`EngineState::wait_for_checkpoint`] does while the checkpointer's attempts fail.

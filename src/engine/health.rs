@@ -17,8 +17,14 @@
 //!
 //! A segment may be taken for a creation that a crash interrupted, and removed, only when
 //! everything says so: it is the last segment, every byte of it (header included) is zero —
-//! creation writes the header last, after the zero-filled file is synced (see
-//! [`segment::create`]) — and no witness names it or a later segment.
+//! earlier versions created segments in place and wrote the header last, after the
+//! zero-filled file was synced — and no witness names it or a later segment.
+//!
+//! A segment prepared ahead of need under its temporary name (`*.seg.creating`, see
+//! [`segment::prepare`]) holds no data: a segment gets its name, with a durable header, before
+//! any commit is written to it. Such a file is a leftover, and removed, when no witness names
+//! its segment id or a later one; otherwise it is left untouched (a segment a witness vouches
+//! for is judged under its own name).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,6 +199,9 @@ pub(crate) struct LogFiles {
     /// The last segment when it is an unfinished creation (see the module docs): its path and
     /// length. Opening removes it.
     pub unfinished: Option<(PathBuf, u64)>,
+    /// Segments prepared ahead of need (temporary files) that no witness names: never data
+    /// (see [`segment::prepare`]). Opening removes them.
+    pub leftovers: Vec<PathBuf>,
     /// What is missing or damaged; empty when the segment files hold what the witnesses vouch
     /// for.
     pub damage: Vec<Corruption>,
@@ -239,6 +248,15 @@ pub(crate) fn assess(
             ));
         }
         next = id.saturating_add(1);
+    }
+    for id in segment::list_prepared(fs.as_ref(), log_dir)? {
+        // A prepared file under a name a witness vouches for is left as it is: whatever
+        // happened to the segment of that name, it is not for opening to clear away.
+        if id > last_named {
+            files
+                .leftovers
+                .push(log_dir.join(segment::prepared_file_name(id)));
+        }
     }
     for &id in &ids {
         let is_last = id == last_listed;

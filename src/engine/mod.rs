@@ -2,7 +2,7 @@
 //! and crash recovery. It knows bytes, positions and versions; nothing about user types.
 //!
 //! What users meet of it: [`Durability`], the integrity check ([`verify`], [`verify_dir`]),
-//! the figures of an open store ([`EngineStats`], [`IndexStats`]), its errors
+//! the figures of an open store ([`EngineStats`], [`IndexStats`], [`LogCounters`]), its errors
 //! ([`EngineError`]), the names of a store directory's files ([`layout`]), and the file-I/O
 //! seam ([`FileSystem`], [`StoreFile`]) that fault-injection tests replace with a simulated
 //! disk. Everything else is internal to the crate.
@@ -14,7 +14,7 @@
 //! | `io` | the file-I/O seam ([`FileSystem`], [`StoreFile`]), locks, atomic file creation |
 //! | `frame` | record framing: commit frames and entries, with checksums |
 //! | `entry_view` | decoding one entry in place on the read path |
-//! | `segment` | preallocated segment files and their header |
+//! | `segment` | preallocated segment files, their header, their preparation and sizes |
 //! | `index/` | the per-aggregate index: runs, memtables, the redb tables, read views |
 //! | `tiers` | the memtables readers and the writer see: active and frozen |
 //! | `engine_state` | the state the handle, the writer and the checkpointer share |
@@ -23,6 +23,7 @@
 //! | `health` | judging, before anything is modified, whether the log holds what is vouched for |
 //! | `recovery` | replaying the log tail on open, truncating a torn tail |
 //! | `writer` | the group-commit writer thread |
+//! | `preparer` | the thread preparing the next segment file before the writer needs it |
 //! | `checkpointer` | the thread writing frozen memtables into the persisted index |
 //! | `read` | reading one aggregate's events |
 //! | `continuity` | checking that the runs a read assembled hold every version asked for |
@@ -51,6 +52,7 @@ pub(crate) mod io;
 pub mod layout;
 mod open;
 mod options;
+mod preparer;
 #[doc(hidden)]
 pub mod raw;
 mod read;
@@ -76,7 +78,7 @@ pub use io::{FileSystem, StoreFile};
 pub use options::Durability;
 pub(crate) use options::EngineOptions;
 pub(crate) use scan::LogCursor;
-pub use stats::{EngineStats, IndexStats};
+pub use stats::{EngineStats, IndexStats, LogCounters};
 #[cfg(feature = "upgrade")]
 pub use upgrade::{FileUpgrade, UpgradeReport, upgrade_dir};
 pub use verify::{VerifyReport, verify_dir, verify_dir_with};

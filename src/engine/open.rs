@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 use super::checkpointer::checkpoint_loop;
-use super::engine_state::EngineState;
+use super::engine_state::{Counters, EngineState};
 use super::error::EngineError;
 use super::handle::Engine;
 use super::health::{self, IndexState};
@@ -17,6 +17,7 @@ use super::index::{Cursor, Index, MemTable};
 use super::io::FileSystem;
 use super::layout;
 use super::options::EngineOptions;
+use super::preparer::Preparer;
 use super::recovery;
 use super::segment::{self, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use super::tiers::IndexTiers;
@@ -70,6 +71,7 @@ impl Engine {
             checkpoint_done: Condvar::new(),
             checkpoint_lock: Mutex::new(()),
             last_position: AtomicU64::new(0),
+            counters: Counters::default(),
             published: Mutex::new(Some(tokio::sync::watch::Sender::new(0))),
             _lock: lock,
         });
@@ -89,6 +91,8 @@ impl Engine {
             .name("annals-notify".into())
             .spawn(move || writer::notify_loop(&acks_rx))
             .map_err(|e| EngineError::io("spawn notifier thread for", dir, e))?;
+        let preparer = Preparer::start(Arc::clone(&shared.fs), shared.log_dir.clone())
+            .map_err(|e| EngineError::io("spawn segment preparer thread for", dir, e))?;
         let writer = Writer {
             shared: Arc::clone(&shared),
             rx,
@@ -98,6 +102,8 @@ impl Engine {
             cursor,
             segment,
             last_sync: Instant::now(),
+            preparer,
+            next_requested: false,
         };
         let writer = std::thread::Builder::new()
             .name("annals-writer".into())
@@ -155,7 +161,8 @@ enum Replay {
 /// vouch for (see [`health`]), and the log past the checkpoint is replayed. Any damage fails the
 /// open with [`EngineError::Corruption`], leaving every byte as it was.
 ///
-/// Only then is the store repaired: an unfinished last segment removed, a torn tail
+/// Only then is the store repaired: an unfinished last segment and leftover prepared
+/// segments removed, a torn tail
 /// zero-filled, the index opened (giving up its clean-close mark, durably) or — when it is
 /// missing, unreadable or a rebuild was asked for — built anew from the log.
 ///
@@ -237,6 +244,11 @@ fn open_log(
     // Phase 2: the log holds everything its witnesses vouch for; repair what a crash left.
     if let Some((path, len)) = &files.unfinished {
         remove_unfinished(fs.as_ref(), log_dir, path, *len)?;
+    }
+    for path in &files.leftovers {
+        tracing::debug!(file = %path.display(), "removing a segment prepared ahead of need");
+        fs.remove(path)
+            .map_err(|e| EngineError::io("remove", path, e))?;
     }
     if let Some((segment, torn)) = &torn {
         recovery::clear_torn(segment, torn)?;
@@ -431,7 +443,7 @@ fn recover(
             let header = SegmentHeader {
                 segment_id: 1,
                 first_position: 1,
-                size: shared.options.segment_bytes,
+                size: segment::FIRST_SEGMENT_BYTES.min(shared.options.segment_bytes),
             };
             let segment = segment::create(shared.fs.as_ref(), &shared.log_dir, header)
                 .map_err(|e| EngineError::io("create segment in", &shared.log_dir, e))?;

@@ -20,8 +20,9 @@ pub enum Durability {
 pub struct EngineOptions {
     /// When appends are acknowledged.
     pub durability: Durability,
-    /// Size of each segment file (bytes, at least 64 KiB, at most 4 GiB). A commit must fit
-    /// in one segment.
+    /// Largest size of a segment file (bytes, at least 64 KiB, at most 4 GiB): segments grow
+    /// from 64 KiB, doubling, up to it (see `segment::next_size`). A commit must fit in one
+    /// segment of this size.
     pub segment_bytes: u64,
     /// Events held in memory before they are checkpointed into the persisted index. While a
     /// checkpoint is pending, appends continue up to twice this many more events, then wait

@@ -1,6 +1,7 @@
 //! Figures about an open engine: its log, its persisted index, its stores.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use super::error::EngineError;
 use super::handle::Engine;
@@ -12,7 +13,8 @@ pub struct EngineStats {
     pub last_position: u64,
     /// Number of segment files.
     pub segments: usize,
-    /// Bytes of segment files on disk (preallocated size).
+    /// Bytes of segment files on disk (preallocated size; a segment prepared ahead of need is
+    /// not counted).
     pub segment_bytes: u64,
     /// Events not yet checkpointed into the persisted index.
     pub unindexed_events: usize,
@@ -29,6 +31,64 @@ pub struct IndexStats {
     pub unindexed_events: usize,
     /// Size of `index.redb`, in bytes.
     pub file_bytes: u64,
+}
+
+/// What the log's writer has done since the store was opened: running totals, cheap to read
+/// at any time (see [`LogAdapter::counters`](crate::storage::LogAdapter::counters)). Compare
+/// two readings to get rates.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use annals::storage::{AppendEvent, EncodedEvent, StorageAdapter};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = annals::open(dir.path())?;
+/// let event = EncodedEvent {
+///     aggregate_id: "pikachu".into(),
+///     version: 1,
+///     timestamp: annals::Timestamp::from_unix_millis(0),
+///     event_type: "APPEARED".into(),
+///     schema_version: 1,
+///     payload: b"{}".to_vec(),
+///     metadata: Vec::new(),
+/// };
+/// log.push_event(AppendEvent { event_store_id: "POKEMONS".into(), event }).await?;
+/// let counters = log.counters();
+/// assert_eq!((counters.commits, counters.events), (1, 1));
+/// assert!(counters.syncs >= 1 && counters.bytes_written > 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogCounters {
+    /// Commits written and acknowledged (an event group is one commit).
+    pub commits: u64,
+    /// Events of those commits.
+    pub events: u64,
+    /// Data syncs of the log (an fdatasync, or a write that syncs its own range): one serves
+    /// every commit of a group-commit batch. Zero under [`Durability::None`] until a sync is
+    /// asked for or the store closes.
+    ///
+    /// [`Durability::None`]: super::Durability::None
+    pub syncs: u64,
+    /// Bytes of commit frames written to the log (the zero-filling of new segments aside).
+    pub bytes_written: u64,
+    /// Times the log moved on to a new segment file.
+    pub segment_rolls: u64,
+    /// Events appended but not yet in the persisted index (`index.redb`): what opening the
+    /// store after a crash would replay from the log.
+    pub checkpoint_lag: u64,
+}
+
+impl LogCounters {
+    /// Events per data sync: how well group commit batched (0 before the first sync).
+    pub fn events_per_sync(&self) -> f64 {
+        if self.syncs == 0 {
+            0.0
+        } else {
+            self.events as f64 / self.syncs as f64
+        }
+    }
 }
 
 /// The size of one store (event store id) of the log (see [`Engine::store_summaries`]).
@@ -56,6 +116,23 @@ impl Engine {
             segments: segments.len(),
             segment_bytes: segments.values().map(|s| s.header.size).sum(),
             unindexed_events: tiers.active.events + tiers.frozen.as_ref().map_or(0, |f| f.events),
+        }
+    }
+
+    /// The writer's counters since the store opened.
+    pub fn counters(&self) -> LogCounters {
+        let c = &self.shared.counters;
+        let checkpoint_lag = {
+            let tiers = self.shared.tiers.read().unwrap_or_else(|p| p.into_inner());
+            tiers.active.events + tiers.frozen.as_ref().map_or(0, |f| f.events)
+        };
+        LogCounters {
+            commits: c.commits.load(Ordering::Relaxed),
+            events: c.events.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            segment_rolls: c.segment_rolls.load(Ordering::Relaxed),
+            checkpoint_lag: checkpoint_lag as u64,
         }
     }
 

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
@@ -32,6 +33,7 @@ use super::error::EngineError;
 use super::frame::{self, EncodedCommit, FRAME_HEADER_BYTES};
 use super::index::{Cursor, IndexReader, Location, MemTable};
 use super::options::Durability;
+use super::preparer::Preparer;
 use super::segment::{self, Segment, SegmentHeader};
 use super::tiers::IndexTiers;
 
@@ -78,6 +80,10 @@ pub(crate) struct Writer {
     /// Bytes of the current segment known durable.
     pub durable_offset: u64,
     pub last_sync: Instant,
+    /// Prepares the next segment in the background.
+    pub preparer: Preparer,
+    /// Whether the preparer was asked for the segment after the active one.
+    pub next_requested: bool,
 }
 
 struct Accepted {
@@ -91,8 +97,10 @@ struct Accepted {
 impl Writer {
     /// Runs until every sender is gone, then syncs and hands the last memtable over.
     pub fn run(mut self) {
-        // A recovered log tail may already be due for a checkpoint.
+        // A recovered log tail may already be due for a checkpoint, and the active segment
+        // for the preparation of the next one.
         self.maybe_freeze();
+        self.prepare_ahead();
         let tick = match self.shared.options.durability {
             Durability::Periodic(every) => Some(every),
             _ => None,
@@ -188,6 +196,12 @@ impl Writer {
             return;
         }
         self.publish(&accepted);
+        let events: usize = accepted.iter().map(|a| a.commit.keys.len()).sum();
+        let counters = &self.shared.counters;
+        counters
+            .commits
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        counters.events.fetch_add(events as u64, Ordering::Relaxed);
         // Waking every waiting appender costs more than the write and sync of a batch, so a
         // separate thread does it while the writer moves on to the next batch.
         let acks: Vec<Ack> = accepted
@@ -324,7 +338,7 @@ impl Writer {
                 }
                 done.append(&mut pending);
                 buffer.clear();
-                if let Err(e) = self.roll() {
+                if let Err(e) = self.roll(frame_len) {
                     let storage_full = matches!(e, EngineError::StorageFull { .. });
                     if !storage_full {
                         self.poison(&e);
@@ -369,6 +383,7 @@ impl Writer {
             return done;
         }
         done.append(&mut pending);
+        self.prepare_ahead();
         done
     }
 
@@ -398,7 +413,12 @@ impl Writer {
         self.segment
             .file
             .write_all_at(buffer, offset)
-            .map_err(|e| EngineError::io("write", &self.segment.path, e))
+            .map_err(|e| EngineError::io("write", &self.segment.path, e))?;
+        let counters = &self.shared.counters;
+        counters
+            .bytes_written
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Writes `buffer` and makes everything written so far durable, in one call when possible.
@@ -412,6 +432,11 @@ impl Writer {
             .file
             .write_all_durable_at(buffer, offset)
             .map_err(|e| EngineError::io("write durably", &self.segment.path, e))?;
+        let counters = &self.shared.counters;
+        counters
+            .bytes_written
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable_offset = self.cursor.offset;
         self.last_sync = Instant::now();
         Ok(())
@@ -426,6 +451,7 @@ impl Writer {
             self.poison(&e);
             e
         })?;
+        self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable_offset = self.cursor.offset;
         self.last_sync = Instant::now();
         Ok(())
@@ -440,16 +466,46 @@ impl Writer {
         }
     }
 
-    fn roll(&mut self) -> Result<(), EngineError> {
-        let header = SegmentHeader {
-            segment_id: self.segment.header.segment_id + 1,
-            first_position: self.cursor.next_position,
-            size: self.shared.options.segment_bytes,
-        };
+    /// Rolls over to the next segment, big enough for a frame of `needed` bytes: the one the
+    /// preparer made ready (waiting for it if it is still being made), installed; or, when
+    /// none was prepared, its preparation failed or it is too small, one created here.
+    fn roll(&mut self, needed: u64) -> Result<(), EngineError> {
+        let id = self.segment.header.segment_id + 1;
+        let max = self.shared.options.segment_bytes;
+        let fs = self.shared.fs.as_ref();
         let dir = &self.shared.log_dir;
-        let segment = segment::create(self.shared.fs.as_ref(), dir, header)
-            .map_err(|e| EngineError::io("create segment in", dir, e))?;
-        let segment = Arc::new(segment);
+        let prepared = match self.preparer.take(id) {
+            Some(Ok(prepared)) if needed + segment::SEGMENT_HEADER_BYTES <= prepared.size => {
+                Some(prepared)
+            }
+            Some(Ok(small)) => {
+                segment::discard(fs, small);
+                None
+            }
+            Some(Err(e)) => {
+                tracing::warn!(
+                    segment = id,
+                    error = %e,
+                    "preparing the next segment failed; creating it now"
+                );
+                None
+            }
+            None => None,
+        };
+        let size = prepared.as_ref().map_or_else(
+            || segment::next_size(self.segment.header.size, needed, max),
+            |p| p.size,
+        );
+        let header = SegmentHeader {
+            segment_id: id,
+            first_position: self.cursor.next_position,
+            size,
+        };
+        let created = match prepared {
+            Some(prepared) => segment::install(fs, dir, prepared, header),
+            None => segment::create(fs, dir, header),
+        };
+        let segment = Arc::new(created.map_err(|e| EngineError::io("create segment in", dir, e))?);
         self.shared
             .segments
             .write()
@@ -459,7 +515,33 @@ impl Writer {
         self.cursor.segment_id = header.segment_id;
         self.cursor.offset = segment::SEGMENT_HEADER_BYTES;
         self.durable_offset = self.cursor.offset;
+        self.shared
+            .counters
+            .segment_rolls
+            .fetch_add(1, Ordering::Relaxed);
+        // The writer is filling segments: have the next one made at once. It may be twice
+        // this one's size, so it gets all the time this one takes to fill.
+        self.preparer
+            .request(id + 1, segment::next_size(size, 0, max));
+        self.next_requested = true;
         Ok(())
+    }
+
+    /// Asks the preparer for the segment after the one active when the store opened, once
+    /// that one is a quarter full (at once, if it already is): a store opened only to be read
+    /// or barely written prepares nothing. After a roll, the next segment is asked for at
+    /// once (see [`Writer::roll`]).
+    fn prepare_ahead(&mut self) {
+        let size = self.segment.header.size;
+        if self.next_requested || self.cursor.offset < size / 4 {
+            return;
+        }
+        let max = self.shared.options.segment_bytes;
+        self.preparer.request(
+            self.segment.header.segment_id + 1,
+            segment::next_size(size, 0, max),
+        );
+        self.next_requested = true;
     }
 
     /// Makes written commits visible to readers and to the next version checks.

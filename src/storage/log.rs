@@ -19,7 +19,7 @@ use crate::engine::frame::{
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
-    IndexStats, LogCursor, LogEvent, OsFileSystem, VerifyReport,
+    IndexStats, LogCounters, LogCursor, LogEvent, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -66,7 +66,8 @@ impl LogAdapterBuilder {
         self
     }
 
-    /// Size of each segment file (default 64 MiB).
+    /// Largest size of a segment file (default 64 MiB). A store's first segment is 64 KiB and
+    /// each next one twice the one before, up to this size, so small stores stay small.
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.engine.segment_bytes = bytes;
         self
@@ -185,6 +186,12 @@ impl LogAdapter {
     /// Figures about the store.
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
+    }
+
+    /// What the log's writer has done since the store opened: commits, syncs, bytes written,
+    /// segment rolls, and the events not yet in the persisted index.
+    pub fn counters(&self) -> LogCounters {
+        self.engine.counters()
     }
 
     /// The persisted index: the position it is complete up to, the events only indexed in

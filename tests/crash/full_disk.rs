@@ -357,7 +357,7 @@ async fn a_full_real_file_system_fails_appends_with_storage_full_and_resumes_onc
     let log = open().expect("open");
     // Tiny events: the index grows about as fast as the log.
     let mut appender = Appender::new(0);
-    // The first segment is preallocated; leave 2 MiB free besides it.
+    // Leave 2 MiB free besides the store's first segments.
     fill_file_system(&filler, 2 << 20).expect("fill the file system");
     eprintln!("memory before: {:?} KiB", resident_kib());
     fill_until_refused(&log, &mut appender, 1, bound, 2_000_000).await;

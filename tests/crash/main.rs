@@ -11,4 +11,5 @@ mod creation;
 mod full_disk;
 mod io_errors;
 mod power_loss;
+mod segment_roll;
 mod workload;

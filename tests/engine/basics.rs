@@ -6,7 +6,7 @@ use annals::storage::{
 };
 use annals::{Durability, Timestamp};
 
-fn event(store: &str, aggregate: &str, version: u64, ts: i64) -> AppendEvent {
+pub fn event(store: &str, aggregate: &str, version: u64, ts: i64) -> AppendEvent {
     AppendEvent {
         event_store_id: store.into(),
         event: EncodedEvent {
@@ -21,7 +21,7 @@ fn event(store: &str, aggregate: &str, version: u64, ts: i64) -> AppendEvent {
     }
 }
 
-fn small(dir: &std::path::Path) -> LogAdapter {
+pub fn small(dir: &std::path::Path) -> LogAdapter {
     LogAdapter::builder(dir)
         .segment_bytes(256 << 10)
         .checkpoint_events(50)
