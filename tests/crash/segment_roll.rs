@@ -106,12 +106,11 @@ async fn a_crash_at_every_step_of_preparing_and_rolling_segments_loses_no_acknow
     // directly by `a_leftover_prepared_segment_is_never_data_and_opening_removes_it` (a
     // prepared file with a header, and more) and
     // `an_installed_segment_holding_no_commit_yet_takes_the_next_commits`.
-    for state in ["a prepared file, zero-filled or being zero-filled"] {
-        assert!(
-            seen.contains(state),
-            "no crash image showed {state}: {seen:?}"
-        );
-    }
+    let state = "a prepared file, zero-filled or being zero-filled";
+    assert!(
+        seen.contains(state),
+        "no crash image showed {state}: {seen:?}"
+    );
 }
 
 /// Whether `prepared` is the temporary file of the segment after the image's last one.
