@@ -311,10 +311,11 @@ async fn a_renamed_event_type_reads_through_its_alias() {
         .get_events("ada", Default::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(&error, Error::UnknownEventType { event_type, .. } if event_type == "NAME_CHANGED"),
-        "{error:?}"
+    let unknown_type = matches!(
+        &error,
+        Error::UnknownEventType { event_type, .. } if event_type == "NAME_CHANGED"
     );
+    assert!(unknown_type, "{error:?}");
 }
 
 #[tokio::test]
@@ -381,10 +382,11 @@ async fn a_missing_upcaster_is_a_decode_error_naming_the_step() {
         .get_events("ada", Default::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(&error, Error::Decode { version: 1, reason, .. } if reason.contains("from version 1 to 2")),
-        "{error:?}"
+    let failed_upcast = matches!(
+        &error,
+        Error::Decode { version: 1, reason, .. } if reason.contains("from version 1 to 2")
     );
+    assert!(failed_upcast, "{error:?}");
 }
 
 #[tokio::test]
@@ -406,10 +408,12 @@ async fn a_failing_upcaster_is_a_decode_error() {
         .get_events("ada", Default::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(&error, Error::Decode { version: 1, reason, .. } if reason.contains("upcasting from schema version 1 to 2")),
-        "{error:?}"
+    let failed_upcast = matches!(
+        &error,
+        Error::Decode { version: 1, reason, .. }
+            if reason.contains("upcasting from schema version 1 to 2")
     );
+    assert!(failed_upcast, "{error:?}");
 }
 
 #[tokio::test]

@@ -6,8 +6,9 @@ use redb::{ReadableTable, TableDefinition};
 use super::run::{Location, Run};
 use super::tables::{RUNS, RunKey, RunValue, contained_redb};
 
-/// The index tables as the integrity check reads them: `open_table` takes [`AGGREGATES`](super::AGGREGATES) and
-/// [`BY_INITIAL`](super::BY_INITIAL) (plain redb tables) or [`EVENTS`], a per-event view of the run table that
+/// The index tables as the integrity check reads them: `open_table` takes
+/// [`AGGREGATES`](super::AGGREGATES) and [`BY_INITIAL`](super::BY_INITIAL) (plain redb tables)
+/// or [`EVENTS`], a per-event view of the run table that
 /// answers with one row per event, so the check compares the index with the log event by
 /// event whatever the layout on disk.
 pub(crate) struct IndexTables<'a> {

@@ -27,14 +27,14 @@
 //! Batches are serialised on the head row as single commits were, so the global order stays
 //! gap-free: a batch holding positions `p..q` is visible before the next one can read the head.
 //!
-//! A batch that cannot begin (no connection, a lock wait that failed or timed out) fails
-//! every append queued by then, none of which was sent. An append whose caller stopped waiting
-//! (a dropped future) before its batch is formed is left out of it. An append is answered only after its batch's commit: a refusal may rest on
-//! an earlier append of the same batch, which only the commit makes true. If the transaction
-//! fails, every append of the batch gets the failure (the outcome of all of them is unknown
-//! when the connection was lost during the commit), and the connection is discarded. When the
-//! server refuses the transaction itself (say a unique violation from a writer that bypasses
-//! the head lock), nothing was written and each append of the batch is retried in a
+//! A batch that cannot begin (no connection, a lock wait that failed or timed out) fails every
+//! append queued by then, none of which was sent. An append whose caller stopped waiting (a dropped
+//! future) before its batch is formed is left out of it. An append is answered only after its
+//! batch's commit: a refusal may rest on an earlier append of the same batch, which only the commit
+//! makes true. If the transaction fails, every append of the batch gets the failure (the outcome of
+//! all of them is unknown when the connection was lost during the commit), and the connection is
+//! discarded. When the server refuses the transaction itself (say a unique violation from a writer
+//! that bypasses the head lock), nothing was written and each append of the batch is retried in a
 //! transaction of its own, so only the offending one fails.
 
 use std::collections::HashMap;
