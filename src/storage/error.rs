@@ -133,6 +133,17 @@ pub enum StorageError {
         /// The server's message.
         reason: String,
     },
+    /// A member of a consumer group acted on a partition whose lease it no longer holds (it
+    /// expired while the process was paused or cut off, and another member may have taken
+    /// it over). Nothing of the refused commit was written; the member stops handling the
+    /// partition, whose new holder continues from the last checkpoint.
+    #[error("the lease on partition {partition} of consumer group {group:?} is lost")]
+    LeaseLost {
+        /// The consumer group.
+        group: String,
+        /// The partition.
+        partition: u32,
+    },
     /// The database server refused an operation for another reason (permissions, a schema it
     /// does not expect, …), or answered with a row this adapter cannot read. Nothing of a
     /// refused append was written.
