@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
@@ -163,6 +164,13 @@ pub fn open(dir: impl AsRef<Path>) -> Result<Arc<LogAdapter>, StorageError> {
 }
 
 impl LogAdapter {
+    /// Opens the store in `dir` read-only, as a [`LogReader`] that follows what another
+    /// process (or another handle) appends, without taking the store's lock. See [`LogReader`]
+    /// for what it reads and guarantees; [`LogReader::builder`] configures it.
+    pub fn open_reader(dir: impl AsRef<Path>) -> Result<LogReader, StorageError> {
+        LogReader::builder(dir).open()
+    }
+
     /// Starts configuring a store in `dir`.
     pub fn builder(dir: impl AsRef<Path>) -> LogAdapterBuilder {
         LogAdapterBuilder {
@@ -255,18 +263,7 @@ impl LogAdapter {
                 options.max_version.unwrap_or(u64::MAX),
                 options.limit,
                 options.reverse,
-                &mut |position, e| {
-                    visit(EventRef {
-                        position,
-                        aggregate_id,
-                        version: e.version,
-                        timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
-                        event_type: e.event_type,
-                        schema_version: e.schema_version,
-                        payload: e.payload,
-                        metadata: e.metadata,
-                    })
-                },
+                &mut |position, e| visit(event_ref(position, aggregate_id, e)),
             )
             .map_err(storage_error)
     }
@@ -290,8 +287,43 @@ fn to_log_event(
     }
 }
 
+/// An event read from the log in global order, as the storage floor hands it out.
+pub(super) fn logged_event(position: Position, e: LogEvent) -> LoggedEvent {
+    LoggedEvent {
+        event_store_id: e.store,
+        position,
+        event: EncodedEvent {
+            aggregate_id: e.aggregate,
+            version: e.version,
+            timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            payload: e.payload,
+            metadata: e.metadata,
+        },
+    }
+}
+
+/// An event of one aggregate, borrowed from the engine's read buffer.
+pub(super) fn event_ref<'a>(
+    position: Position,
+    aggregate_id: &'a str,
+    e: crate::engine::EntryView<'a>,
+) -> EventRef<'a> {
+    EventRef {
+        position,
+        aggregate_id,
+        version: e.version,
+        timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
+        event_type: e.event_type,
+        schema_version: e.schema_version,
+        payload: e.payload,
+        metadata: e.metadata,
+    }
+}
+
 /// Maps the engine's errors onto the storage floor's.
-fn storage_error(e: EngineError) -> StorageError {
+pub(super) fn storage_error(e: EngineError) -> StorageError {
     match e {
         EngineError::Conflict {
             store,
@@ -362,19 +394,7 @@ impl StorageAdapter for LogAdapter {
         Ok(batch
             .events
             .into_iter()
-            .map(|(position, e)| LoggedEvent {
-                event_store_id: e.store,
-                position,
-                event: EncodedEvent {
-                    aggregate_id: e.aggregate,
-                    version: e.version,
-                    timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
-                    event_type: e.event_type,
-                    schema_version: e.schema_version,
-                    payload: e.payload,
-                    metadata: e.metadata,
-                },
-            })
+            .map(|(position, e)| logged_event(position, e))
             .collect())
     }
 

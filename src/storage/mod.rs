@@ -7,6 +7,7 @@
 //! | adapter | durability | use |
 //! |---|---|---|
 //! | [`LogAdapter`] (default, [`open`]) | fdatasync before acknowledging | embedded, one process |
+//! | [`LogReader`] ([`LogAdapter::open_reader`]) | read-only | other processes reading a live log store |
 //! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
 //! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes |
 
@@ -16,6 +17,7 @@ mod event;
 mod limit_error;
 mod limits;
 mod log;
+mod log_reader;
 mod log_snapshots;
 mod memory;
 pub mod page;
@@ -34,6 +36,7 @@ pub use event::{
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
+pub use log_reader::{LogReader, LogReaderBuilder, LogReaderStats};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 #[cfg(feature = "postgres")]

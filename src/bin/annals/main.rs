@@ -59,6 +59,11 @@ struct Global {
     /// Print JSON instead of tables (one document, or one object per line for streams).
     #[arg(long, global = true)]
     json: bool,
+    /// Read the store as a live reader, as when another process holds it: no lock is taken
+    /// and nothing is changed (commands that only read; they do this by themselves when the
+    /// store is held elsewhere).
+    #[arg(long, global = true)]
+    read_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,8 +147,13 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         dir,
         postgres,
         json,
+        read_only,
     } = cli.global;
-    let target = Target { dir, postgres };
+    let target = Target {
+        dir,
+        postgres,
+        read_only,
+    };
     let out = output::Out::new(json);
     match cli.command {
         Command::Stats => inspect::stats(&target, &out).await?,
