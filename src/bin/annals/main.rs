@@ -155,6 +155,22 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         read_only,
     };
     let out = output::Out::new(json);
+    let only_reads = matches!(
+        cli.command,
+        Command::Stats
+            | Command::Stores
+            | Command::Ls(_)
+            | Command::Events(_)
+            | Command::Get { .. }
+            | Command::Tail(_)
+            | Command::Export(_)
+    );
+    if target.read_only && !only_reads {
+        return Err(CliError::failed(
+            "--read-only is for commands that only read: stats, stores, ls, events, get, tail, \
+             export",
+        ));
+    }
     match cli.command {
         Command::Stats => inspect::stats(&target, &out).await?,
         Command::Stores => inspect::stores(&target, &out).await?,

@@ -118,12 +118,8 @@ impl Target {
         if let Some(url) = &self.postgres {
             return open_postgres(url).await;
         }
-        if self.read_only {
-            return Err(CliError::failed(
-                "--read-only is for commands that only read (stats, stores, ls, events, get, \
-                 tail, export)",
-            ));
-        }
+        // Commands that write never get here with --read-only (see `run`).
+        debug_assert!(!self.read_only, "--read-only reached a command that writes");
         let dir = self.dir()?;
         if !create && !is_store(dir) {
             return Err(not_a_store(dir));
