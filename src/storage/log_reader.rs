@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::log::{event_ref, logged_event, storage_error};
+use super::engine_bridge::{event_ref, logged_event, storage_error};
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventRef, EventStoreSummary,
     GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,

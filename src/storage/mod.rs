@@ -12,6 +12,7 @@
 //! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes |
 
 mod adapter;
+mod engine_bridge;
 mod error;
 mod event;
 mod limit_error;

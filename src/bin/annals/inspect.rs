@@ -378,7 +378,9 @@ pub async fn tail(target: &Target, out: &Out, args: TailArgs) -> Result<(), CliE
             event = subscription.next() => event.map_err(|e| {
                 // A live reader that stops following says why when asked to read again.
                 let e = match (&store.reader, e) {
-                    (Some(reader), StorageError::Closed) => reader.refresh().err().unwrap_or(StorageError::Closed),
+                    (Some(reader), StorageError::Closed) => {
+                        reader.refresh().err().unwrap_or(StorageError::Closed)
+                    }
                     (_, e) => e,
                 };
                 CliError::storage(format_args!("follow the log of {}", store.name), e)
