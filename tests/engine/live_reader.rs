@@ -262,6 +262,65 @@ async fn a_damaged_frame_header_stops_a_reader_until_it_finds_a_later_frame_vouc
 }
 
 #[tokio::test]
+async fn a_following_reader_that_meets_damage_stops_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = small(dir.path());
+        fill(&log, 1500, 1).await;
+        assert!(log.stats().segments > 1);
+    }
+    // The reader first finds the first segment's last frame not yet written and no later
+    // segment, as while the writer is about to write them.
+    let first = segment(dir.path(), 1);
+    let later: Vec<u64> = (2..)
+        .take_while(|&id| segment(dir.path(), id).exists())
+        .collect();
+    let hide = |id: u64| {
+        (
+            segment(dir.path(), id),
+            dir.path().join(format!("hidden-{id}")),
+        )
+    };
+    let whole = std::fs::read(&first).unwrap();
+    let (at, len) = *frames(&whole).last().unwrap();
+    let mut bytes = whole.clone();
+    bytes[at..at + len].fill(0);
+    std::fs::write(&first, &bytes).unwrap();
+    for &id in &later {
+        let (shown, hidden) = hide(id);
+        std::fs::rename(shown, hidden).unwrap();
+    }
+    let reader = LogReader::builder(dir.path())
+        .poll_interval(Duration::from_millis(1))
+        .open()
+        .unwrap();
+    let last = reader.last_position();
+    let mut watch = reader.watch_log();
+    // Then the frame turns out damaged once the next segment exists.
+    bytes[at..at + len].copy_from_slice(&whole[at..at + len]);
+    bytes[at + len / 2] ^= 0x10;
+    std::fs::write(&first, &bytes).unwrap();
+    for &id in &later {
+        let (shown, hidden) = hide(id);
+        std::fs::rename(hidden, shown).unwrap();
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|p| *p > last));
+    assert!(
+        matches!(closed.await, Ok(Err(_))),
+        "followers find the log closed"
+    );
+    assert_eq!(
+        reader.last_position(),
+        last,
+        "what was visible stays as it was"
+    );
+    assert_eq!(reader.read_log(1, 10).await.unwrap().len(), 10);
+    let is_damage = |r: &Result<_, StorageError>| matches!(r, Err(StorageError::Corruption(c)) if c.file == first && c.offset == at as u64);
+    assert!(is_damage(&reader.read_log(last + 1, 10).await.map(drop)));
+    assert!(is_damage(&reader.refresh().map(drop)));
+}
+
+#[tokio::test]
 async fn a_reader_changes_no_byte_of_the_store_it_reads() {
     let dir = tempfile::tempdir().unwrap();
     {
