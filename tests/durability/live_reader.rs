@@ -6,7 +6,8 @@
 //! rebuilt byte for byte from its payload; positions come gap-free and increasing; a commit
 //! (an event group of up to four events across stores) is never visible in part; and every
 //! commit the child has acknowledged is visible once the reader has refreshed. After the
-//! kills, the reader holds exactly what the writer's recovery keeps.
+//! kills, the reader holds exactly what the writer's recovery keeps. `ANNALS_LIVE_KILLS` sets
+//! the number of kills (default 4).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -80,7 +81,10 @@ fn a_live_reader_sees_every_acknowledged_commit_whole_and_in_order() {
 
 #[test]
 fn a_live_reader_keeps_reading_when_the_writer_is_killed() {
-    const ROUNDS: u64 = 4;
+    let rounds: u64 = std::env::var("ANNALS_LIVE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let dir = tempfile::tempdir().unwrap();
     create_store(dir.path());
     let rt = runtime();
@@ -89,7 +93,7 @@ fn a_live_reader_keeps_reading_when_the_writer_is_killed() {
         let mut follower = Follower::open(dir.path());
         let snapshot = reader(dir.path(), false);
         let mut acks: HashMap<String, Ack> = HashMap::new();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             // The next child recovers the store the last one left (a torn tail zero-filled
             // under the reader's eyes) and appends on.
             let (mut child, acks_rx) = spawn_child(dir.path(), round, None);
@@ -117,13 +121,13 @@ fn a_live_reader_keeps_reading_when_the_writer_is_killed() {
         follower.drain("after recovery").await;
         assert_eq!(follower.seen, writer.last_position());
         // And it follows the recovered writer's next commit.
-        append_commits(Arc::clone(&writer), ROUNDS, 0, Some(1)).await;
+        append_commits(Arc::clone(&writer), rounds, 0, Some(1)).await;
         follower
             .catch_up(writer.last_position(), "after the next commit")
             .await;
         writer.close();
         println!(
-            "live reader: {ROUNDS} writers killed, {} events followed across them",
+            "live reader: {rounds} writers killed, {} events followed across them",
             follower.seen
         );
     });
