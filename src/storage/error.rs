@@ -93,6 +93,13 @@ pub enum StorageError {
         /// The store directory.
         path: PathBuf,
     },
+    /// The store was opened read-only (a [`LogReader`](super::LogReader)): appends go through
+    /// the handle that holds it. Nothing was written.
+    #[error("store {} is open read-only; append through the process that holds it", path.display())]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+    },
     /// An earlier write or fsync failed, so the on-disk state is uncertain; the store refuses
     /// writes until it is reopened (which re-runs recovery).
     #[error("store is poisoned after a failed write or sync ({reason}); reopen it")]
