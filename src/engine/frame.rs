@@ -185,6 +185,7 @@ pub struct NewEntry<'a> {
     pub metadata: &'a [u8],
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl LogEvent {
     /// The event as a borrowed [`NewEntry`].
     pub fn as_entry(&self) -> NewEntry<'_> {
@@ -243,10 +244,12 @@ impl Default for EncodedCommit {
 }
 
 impl EncodedCommit {
-    /// Encodes `events` (each copied into the body once).
+    /// Encodes `events` (each copied into the body once): what tests and fuzz targets build
+    /// commits with.
     ///
     /// Lengths must fit their fields (`u16` ids and type, `u32` payload and metadata); the
     /// storage floor's limits guarantee it, and this asserts it.
+    #[cfg(any(test, feature = "testing"))]
     pub fn encode(events: Vec<LogEvent>) -> Self {
         let mut commit = Self::default();
         commit.reserve(
@@ -397,6 +400,7 @@ fn entry_len(e: &NewEntry<'_>) -> usize {
 }
 
 /// Appends one entry to `out`; returns its length.
+#[cfg(any(test, feature = "testing"))]
 pub fn encode_entry(e: &LogEvent, out: &mut Vec<u8>) -> u32 {
     encode_new_entry(&e.as_entry(), out)
 }
@@ -499,6 +503,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LogEvent, FrameError> {
 
 /// Appends the whole frame of `commit` (header, entries, padding, footer) to `out`: the bytes
 /// [`EncodedCommit::seal`] makes in place.
+#[cfg(any(test, feature = "testing"))]
 pub fn write_frame(
     commit: &EncodedCommit,
     first_position: u64,

@@ -23,8 +23,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::Instant;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -44,6 +44,9 @@ const BATCH_COMMITS_MAX: usize = 4096;
 /// The writer keeps the buffer it lays a batch's frames out in for the next batch, unless a
 /// large batch grew it past this.
 const BATCH_BUFFER_KEPT_MAX: usize = 4 << 20;
+/// How long the writer looks for the next commit before it sleeps, when the last one came
+/// within this time: about what waking a sleeping thread takes.
+const SPIN_MAX: Duration = Duration::from_micros(50);
 /// Acknowledgements of at most this many commits are sent by the writer itself: handing them
 /// to the notifier thread would add a thread wake-up to each one's latency, for little saved.
 const DIRECT_ACKS_MAX: usize = 2;
@@ -113,21 +116,35 @@ impl Writer {
             Durability::Periodic(every) => Some(every),
             _ => None,
         };
+        // How long the writer waited for its last batch: when appenders come back within
+        // `SPIN_MAX` (one writer committing in a loop), it looks for the next commit before
+        // going to sleep, since a sleeping thread takes longer than that to wake up.
+        let mut last_wait = Duration::MAX;
         loop {
-            let first = match tick {
-                Some(every) => match self.rx.recv_timeout(every) {
+            let idle_since = Instant::now();
+            let spun = if last_wait <= SPIN_MAX {
+                self.spin_recv(idle_since)
+            } else {
+                self.rx.try_recv()
+            };
+            let first = match (spun, tick) {
+                (Ok(r), _) => r,
+                (Err(TryRecvError::Disconnected), _) => break,
+                (Err(TryRecvError::Empty), Some(every)) => match self.rx.recv_timeout(every) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
                         self.periodic_sync();
+                        last_wait = Duration::MAX;
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
-                None => match self.rx.recv() {
+                (Err(TryRecvError::Empty), None) => match self.rx.recv() {
                     Ok(r) => r,
                     Err(_) => break,
                 },
             };
+            last_wait = idle_since.elapsed();
             let mut batch = vec![first];
             let mut bytes = 0usize;
             while batch.len() < BATCH_COMMITS_MAX && bytes < BATCH_BYTES_MAX {
@@ -147,6 +164,19 @@ impl Writer {
             }
         }
         self.shutdown();
+    }
+
+    /// Looks for a request until `SPIN_MAX` after `since`, yielding the CPU in between (to
+    /// the appenders, on a machine with few cores).
+    fn spin_recv(&self, since: Instant) -> Result<Request, TryRecvError> {
+        loop {
+            match self.rx.try_recv() {
+                Err(TryRecvError::Empty) if since.elapsed() < SPIN_MAX => {
+                    std::thread::yield_now();
+                }
+                other => return other,
+            }
+        }
     }
 
     fn poisoned(&self) -> Option<EngineError> {
