@@ -758,7 +758,7 @@ impl IndexView<'_> {
         let reader = match &mut self.reader {
             Some(reader) => reader,
             empty => empty.insert(self.shared.index_reader().map_err(|e| {
-                EngineError::index("read index", &self.shared.index_path, &e.to_string())
+                EngineError::index("read index", &self.shared.index_path, e.to_string())
             })?),
         };
         Ok(reader.last_version(store, aggregate)?.unwrap_or(0))
