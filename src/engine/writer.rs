@@ -8,6 +8,13 @@
 //! only then acknowledges each commit. A refused commit consumes no position, so global
 //! positions stay gap-free.
 //!
+//! What one commit costs, beyond its write and sync, is kept small: a commit written alone is
+//! sealed and written in the buffer it was encoded into (which then goes back to the engine's
+//! pool for a later commit), one or two acknowledgements are sent by the writer itself rather
+//! than through the notifier thread, and a writer whose appenders come back within
+//! microseconds looks for the next commit before it goes to sleep. None of this changes what
+//! is written, or in which order it is written, synced and published.
+//!
 //! Any failed write or sync **poisons** the engine: the outcome on disk is unknown (after a
 //! failed fsync the kernel may have dropped the dirty pages), so nothing more is acknowledged
 //! until the store is reopened and recovery has re-read the log. The exception is a full disk

@@ -1,5 +1,12 @@
 //! The push path of an [`EventStore`]: one event checked, encoded and appended, then the
 //! response and the hook of the push. [Groups](crate::model::group) share all but the append.
+//!
+//! A push encodes its events' payloads and metadata into one buffer reused by the thread, and
+//! appends them borrowed from it ([`StorageAdapter::push_event_group_ref`]): on the log adapter,
+//! each event's bytes are copied once, into the commit the engine writes, and nothing is
+//! allocated per event on the way.
+//!
+//! [`StorageAdapter::push_event_group_ref`]: crate::storage::StorageAdapter::push_event_group_ref
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
