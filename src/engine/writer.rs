@@ -11,8 +11,8 @@
 //! What one commit costs, beyond its write and sync, is kept small: a commit written alone is
 //! sealed and written in the buffer it was encoded into (which then goes back to the engine's
 //! pool for a later commit), one or two acknowledgements are sent by the writer itself rather
-//! than through the notifier thread, and a writer whose appenders come back within
-//! microseconds looks for the next commit before it goes to sleep. None of this changes what
+//! than through the notifier thread, and a writer whose lone appender comes back within
+//! microseconds looks for its next commit before it goes to sleep. None of this changes what
 //! is written, or in which order it is written, synced and published.
 //!
 //! Any failed write or sync **poisons** the engine: the outcome on disk is unknown (after a
@@ -51,8 +51,8 @@ const BATCH_COMMITS_MAX: usize = 4096;
 /// The writer keeps the buffer it lays a batch's frames out in for the next batch, unless a
 /// large batch grew it past this.
 const BATCH_BUFFER_KEPT_MAX: usize = 4 << 20;
-/// How long the writer looks for the next commit before it sleeps, when the last one came
-/// within this time: about what waking a sleeping thread takes.
+/// How long the writer looks for a lone appender's next commit before it sleeps, when the
+/// last one came within this time: about what waking a sleeping thread takes.
 const SPIN_MAX: Duration = Duration::from_micros(50);
 /// Acknowledgements of at most this many commits are sent by the writer itself: handing them
 /// to the notifier thread would add a thread wake-up to each one's latency, for little saved.
@@ -123,13 +123,16 @@ impl Writer {
             Durability::Periodic(every) => Some(every),
             _ => None,
         };
-        // How long the writer waited for its last batch: when appenders come back within
-        // `SPIN_MAX` (one writer committing in a loop), it looks for the next commit before
-        // going to sleep, since a sleeping thread takes longer than that to wake up.
+        // How long the writer waited for its last batch, and whether that was one commit:
+        // when a lone appender comes back within `SPIN_MAX` (one writer committing in a
+        // loop), the writer looks for its next commit before going to sleep, since a sleeping
+        // thread takes longer than that to wake up. With several appenders it does not: they
+        // keep it busy anyway, and its yields would only slow them down.
         let mut last_wait = Duration::MAX;
+        let mut last_batch = 0;
         loop {
             let idle_since = Instant::now();
-            let spun = if last_wait <= SPIN_MAX {
+            let spun = if last_wait <= SPIN_MAX && last_batch == 1 {
                 self.spin_recv(idle_since)
             } else {
                 self.rx.try_recv()
@@ -165,6 +168,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            last_batch = batch.len();
             self.process(batch);
             if tick.is_some() {
                 self.periodic_sync();
