@@ -1699,7 +1699,13 @@ fn typed_snapshots(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchRe
 /// The floor under any durable single-event commit: one 300-byte `pwrite` and one
 /// `fdatasync` per commit into a preallocated file (written and synced once beforehand, so no
 /// commit extends the file), for the write workloads' duration. Returns commits/s.
-fn raw_fdatasync(config: &Config) -> BenchResult<f64> {
+/// The raw loop's figures: commits/s and the p50 latency of one `pwrite` + `fdatasync`.
+struct RawBaseline {
+    commits_per_sec: f64,
+    p50_us: f64,
+}
+
+fn raw_fdatasync(config: &Config) -> BenchResult<RawBaseline> {
     use std::os::unix::fs::FileExt as _;
     const RECORD: usize = 300;
     let dir = scratch(config, "raw")?;
@@ -1722,16 +1728,22 @@ fn raw_fdatasync(config: &Config) -> BenchResult<f64> {
         file.sync_data()?;
         i += 1;
     }
+    let mut latencies = Latencies::default();
     let start = Instant::now();
     let deadline = start + config.duration();
     let mut commits = 0u64;
     while Instant::now() < deadline && commits < config.max_events {
+        let t = Instant::now();
         file.write_all_at(&record, ((i % records) * RECORD) as u64)?;
         file.sync_data()?;
+        latencies.record(t.elapsed());
         i += 1;
         commits += 1;
     }
-    Ok(commits as f64 / start.elapsed().as_secs_f64())
+    Ok(RawBaseline {
+        commits_per_sec: commits as f64 / start.elapsed().as_secs_f64(),
+        p50_us: latencies.percentile_us(50.0),
+    })
 }
 
 /// Workload 5: bulk-loads `events`, then times opening until ready to append, after a clean
@@ -2092,8 +2104,8 @@ struct Results {
     measures: Vec<Vec<Measure>>,
     /// Workload 8, annals only.
     scale: Vec<Measure>,
-    /// The raw `pwrite` + `fdatasync` loop's commits/s, when it ran.
-    raw: Option<f64>,
+    /// The raw `pwrite` + `fdatasync` loop's figures, when it ran.
+    raw: Option<RawBaseline>,
 }
 
 /// Runs every workload on every engine.
@@ -2121,9 +2133,13 @@ fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Resul
     let mut measures: Vec<Vec<Measure>> = config.engines.iter().map(|_| Vec::new()).collect();
     let raw = if config.runs("raw") {
         eprintln!("raw: pwrite + fdatasync");
-        let commits = raw_fdatasync(config)?;
-        eprintln!("    {} commits/s", format_value(Some(commits)));
-        Some(commits)
+        let raw = raw_fdatasync(config)?;
+        eprintln!(
+            "    {} commits/s, p50 {} µs",
+            format_value(Some(raw.commits_per_sec)),
+            format_value(Some(raw.p50_us))
+        );
+        Some(raw)
     } else {
         None
     };
@@ -2291,23 +2307,28 @@ fn report(config: &Config, corpus: &Corpus, probes: [(f64, f64); 2], results: &R
         format_value(Some(after_p50)),
         format_value(Some(after_p99)),
     );
-    if let Some(raw) = results.raw {
-        let typed_single = config
-            .engines
-            .iter()
-            .position(|&k| k == EngineKind::Annals)
-            .and_then(|a| {
-                measures[a]
-                    .iter()
-                    .find(|m| m.workload.starts_with("typed: 1 writer") && m.metric == "commits/s")
-            })
-            .and_then(|m| m.value);
+    if let Some(raw) = &results.raw {
+        let typed_single = |metric: &str| {
+            config
+                .engines
+                .iter()
+                .position(|&k| k == EngineKind::Annals)
+                .and_then(|a| {
+                    measures[a]
+                        .iter()
+                        .find(|m| m.workload.starts_with("typed: 1 writer") && m.metric == metric)
+                })
+                .and_then(|m| m.value)
+        };
         let _ = writeln!(
             out,
             "Raw baseline (300-byte `pwrite` + `fdatasync` per commit, preallocated file, same \
-             run): {} commits/s; annals typed single writer / raw: {}.\n",
-            format_value(Some(raw)),
-            ratio(typed_single, Some(raw)),
+             run): {} commits/s, p50 {} µs; annals typed single writer / raw: {} (commits/s), \
+             {} (p50 latency).\n",
+            format_value(Some(raw.commits_per_sec)),
+            format_value(Some(raw.p50_us)),
+            ratio(typed_single("commits/s"), Some(raw.commits_per_sec)),
+            ratio(typed_single("p50 latency µs"), Some(raw.p50_us)),
         );
     }
     let (typed_payload, typed_metadata) = corpus.typed.encoded_bytes();

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
+use super::commit_pool::CommitPool;
 use super::error::EngineError;
 use super::index::{Index, IndexReader};
 use super::io::FileSystem;
@@ -39,6 +40,8 @@ pub(crate) struct EngineState {
     pub(crate) last_position: AtomicU64,
     /// What the writer has done since the store opened (read as `LogCounters`).
     pub(crate) counters: Counters,
+    /// Buffers of written commits, for the next ones.
+    pub(crate) commit_pool: CommitPool,
     /// Tells readers following the log (see `scan`) that `last_position` moved.
     /// `None` once the engine is closed: dropping the sender wakes every follower, which then
     /// finds the store closed.

@@ -163,13 +163,49 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Where an entry sits inside a commit body, and its key fields.
+/// One event to encode into a commit, borrowed from wherever the caller holds it: encoding
+/// copies its bytes once, into the commit's frame, and allocates nothing for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewEntry<'a> {
+    /// Event store id.
+    pub store: &'a str,
+    /// Aggregate id.
+    pub aggregate: &'a str,
+    /// Version within the aggregate, from 1.
+    pub version: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Event type name.
+    pub event_type: &'a str,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// Encoded payload.
+    pub payload: &'a [u8],
+    /// Encoded metadata.
+    pub metadata: &'a [u8],
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl LogEvent {
+    /// The event as a borrowed [`NewEntry`].
+    pub fn as_entry(&self) -> NewEntry<'_> {
+        NewEntry {
+            store: &self.store,
+            aggregate: &self.aggregate,
+            version: self.version,
+            timestamp_ms: self.timestamp_ms,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+        }
+    }
+}
+
+/// Where an entry sits inside a commit body, and its key fields. The store and aggregate ids
+/// are ranges of the commit's id text (see [`EncodedCommit::store`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryKey {
-    /// Event store id.
-    pub store: String,
-    /// Aggregate id.
-    pub aggregate: String,
     /// Version.
     pub version: u64,
     /// Milliseconds since the Unix epoch.
@@ -178,51 +214,183 @@ pub struct EntryKey {
     pub body_offset: u32,
     /// Length of the entry.
     pub len: u32,
+    store: (u32, u32),
+    aggregate: (u32, u32),
 }
 
-/// A commit's entries encoded ahead of the writer, so the writer only adds a header.
+/// A commit's entries encoded ahead of the writer, in the buffer its frame is written from:
+/// room for the frame header, then the entries (the body). The writer fills in the header and
+/// adds padding and footer in place ([`EncodedCommit::seal`]), so a commit written alone is
+/// written from this buffer without another copy.
 #[derive(Debug)]
 pub struct EncodedCommit {
     /// Key fields of each entry, in order.
     pub keys: Vec<EntryKey>,
-    /// The entries' bytes.
-    pub body: Vec<u8>,
-    /// CRC-32 state over `body`.
-    pub body_crc: Hasher,
+    /// The frame: `FRAME_HEADER_BYTES` for the header, the body, and once sealed padding and
+    /// footer.
+    frame: Vec<u8>,
+    /// Bytes of entries.
+    body_len: usize,
+    /// The store and aggregate ids of the entries, each once per run of equal ids.
+    ids: String,
+    /// CRC-32 state over the body, once computed ([`EncodedCommit::finish`]).
+    body_crc: Option<Hasher>,
 }
 
-impl EncodedCommit {
-    /// Encodes `events` (moved: their byte buffers are copied into the body once).
-    ///
-    /// Lengths must fit their fields (`u16` ids and type, `u32` payload and metadata); the
-    /// storage floor's limits guarantee it, and this asserts it.
-    pub fn encode(events: Vec<LogEvent>) -> Self {
-        let size: usize = events.iter().map(entry_len).sum();
-        let mut body = Vec::with_capacity(size);
-        let mut keys = Vec::with_capacity(events.len());
-        for event in events {
-            let body_offset = u32::try_from(body.len()).expect("a commit body fits in u32");
-            let len = encode_entry(&event, &mut body);
-            keys.push(EntryKey {
-                store: event.store,
-                aggregate: event.aggregate,
-                version: event.version,
-                timestamp_ms: event.timestamp_ms,
-                body_offset,
-                len,
-            });
-        }
-        let mut body_crc = Hasher::new();
-        body_crc.update(&body);
-        EncodedCommit {
-            keys,
-            body,
-            body_crc,
-        }
+impl Default for EncodedCommit {
+    fn default() -> Self {
+        Self::with_buffers(Vec::new(), Vec::new(), String::new())
     }
 }
 
-fn entry_len(e: &LogEvent) -> usize {
+impl EncodedCommit {
+    /// Encodes `events` (each copied into the body once): what tests and fuzz targets build
+    /// commits with.
+    ///
+    /// Lengths must fit their fields (`u16` ids and type, `u32` payload and metadata); the
+    /// storage floor's limits guarantee it, and this asserts it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn encode(events: Vec<LogEvent>) -> Self {
+        let mut commit = Self::default();
+        commit.reserve(
+            events.len(),
+            events.iter().map(|e| entry_len(&e.as_entry())).sum(),
+        );
+        for event in &events {
+            commit.push(&event.as_entry());
+        }
+        commit
+    }
+
+    /// An empty commit that reuses the allocations of `frame`, `keys` and `ids` (see
+    /// [`EncodedCommit::into_buffers`]).
+    pub fn with_buffers(mut frame: Vec<u8>, mut keys: Vec<EntryKey>, mut ids: String) -> Self {
+        frame.clear();
+        frame.resize(FRAME_HEADER_BYTES, 0);
+        keys.clear();
+        ids.clear();
+        EncodedCommit {
+            keys,
+            frame,
+            body_len: 0,
+            ids,
+            body_crc: None,
+        }
+    }
+
+    /// Bytes allocated for the frame.
+    pub fn capacity(&self) -> usize {
+        self.frame.capacity()
+    }
+
+    /// The allocations of this commit, for [`EncodedCommit::with_buffers`].
+    pub fn into_buffers(self) -> (Vec<u8>, Vec<EntryKey>, String) {
+        (self.frame, self.keys, self.ids)
+    }
+
+    /// Makes room for `events` more entries of `bytes` bytes in all.
+    pub fn reserve(&mut self, events: usize, bytes: usize) {
+        self.keys.reserve(events);
+        self.frame
+            .reserve(bytes + FRAME_ALIGN as usize + FRAME_FOOTER_BYTES);
+    }
+
+    /// Appends one entry to the body. See [`EncodedCommit::encode`] for the lengths.
+    pub fn push(&mut self, entry: &NewEntry<'_>) {
+        debug_assert_eq!(
+            self.frame.len(),
+            FRAME_HEADER_BYTES + self.body_len,
+            "not sealed"
+        );
+        let body_offset = u32::try_from(self.body_len).expect("a commit body fits in u32");
+        let len = encode_new_entry(entry, &mut self.frame);
+        self.body_crc = None;
+        self.body_len += len as usize;
+        let store = match self.keys.last() {
+            Some(last) if self.id(last.store) == entry.store => last.store,
+            _ => push_id(&mut self.ids, entry.store),
+        };
+        let aggregate = match self.keys.last() {
+            Some(last) if self.id(last.aggregate) == entry.aggregate => last.aggregate,
+            _ => push_id(&mut self.ids, entry.aggregate),
+        };
+        self.keys.push(EntryKey {
+            version: entry.version,
+            timestamp_ms: entry.timestamp_ms,
+            body_offset,
+            len,
+            store,
+            aggregate,
+        });
+    }
+
+    fn id(&self, (start, end): (u32, u32)) -> &str {
+        &self.ids[start as usize..end as usize]
+    }
+
+    /// Computes the body's checksum, in one pass over the whole body, unless it is known:
+    /// what the appender does before handing the commit to the writer, so that the writer
+    /// only combines it with the header's.
+    pub fn finish(&mut self) {
+        if self.body_crc.is_none() {
+            self.body_crc = Some(body_crc(self.body()));
+        }
+    }
+
+    /// The event store id of `key`, an entry of this commit.
+    pub fn store(&self, key: &EntryKey) -> &str {
+        self.id(key.store)
+    }
+
+    /// The aggregate id of `key`, an entry of this commit.
+    pub fn aggregate(&self, key: &EntryKey) -> &str {
+        self.id(key.aggregate)
+    }
+
+    /// The entries' bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + self.body_len]
+    }
+
+    /// The frame's bytes: complete once [sealed](EncodedCommit::seal).
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// Bytes the commit's frame occupies in a segment.
+    pub fn frame_len(&self) -> u64 {
+        frame_len(self.body_len as u64)
+    }
+
+    /// Completes the frame in place (header, padding, footer) and returns its bytes: what
+    /// [`write_frame`] appends, without a copy. Sealing again rewrites the header.
+    pub fn seal(&mut self, first_position: u64, durable_offset: u64) -> &[u8] {
+        self.finish();
+        let header = encode_frame_header(self, first_position, durable_offset);
+        self.frame[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+        let footer_at = self.frame_len() as usize - FRAME_FOOTER_BYTES;
+        self.frame.truncate(FRAME_HEADER_BYTES + self.body_len);
+        self.frame.resize(footer_at, 0);
+        self.frame.extend_from_slice(&FRAME_FOOTER);
+        &self.frame
+    }
+}
+
+fn body_crc(body: &[u8]) -> Hasher {
+    let mut crc = Hasher::new();
+    crc.update(body);
+    crc
+}
+
+/// Appends `id` to `ids`; returns its range there.
+fn push_id(ids: &mut String, id: &str) -> (u32, u32) {
+    let start = u32::try_from(ids.len()).expect("a commit's ids fit in u32");
+    ids.push_str(id);
+    let end = u32::try_from(ids.len()).expect("a commit's ids fit in u32");
+    (start, end)
+}
+
+fn entry_len(e: &NewEntry<'_>) -> usize {
     ENTRY_HEADER_BYTES
         + e.store.len()
         + e.aggregate.len()
@@ -232,29 +400,38 @@ fn entry_len(e: &LogEvent) -> usize {
 }
 
 /// Appends one entry to `out`; returns its length.
+#[cfg(any(test, feature = "testing"))]
 pub fn encode_entry(e: &LogEvent, out: &mut Vec<u8>) -> u32 {
+    encode_new_entry(&e.as_entry(), out)
+}
+
+/// Appends one entry to `out`; returns its length.
+fn encode_new_entry(e: &NewEntry<'_>, out: &mut Vec<u8>) -> u32 {
     let len = entry_len(e);
     let len32 = u32::try_from(len).expect("entry length fits u32 (bounded by limits)");
     let start = out.len();
-    out.extend_from_slice(&len32.to_le_bytes());
-    out.extend_from_slice(&[0; 4]); // checksum, filled below
-    out.extend_from_slice(&e.version.to_le_bytes());
-    out.extend_from_slice(&e.timestamp_ms.to_le_bytes());
-    out.extend_from_slice(&e.schema_version.to_le_bytes());
-    for part in [&e.store, &e.aggregate, &e.event_type] {
+    out.reserve(len);
+    let mut header = [0u8; ENTRY_HEADER_BYTES];
+    header[0..4].copy_from_slice(&len32.to_le_bytes());
+    // Bytes 4 .. 8: the checksum, filled in below.
+    header[8..16].copy_from_slice(&e.version.to_le_bytes());
+    header[16..24].copy_from_slice(&e.timestamp_ms.to_le_bytes());
+    header[24..28].copy_from_slice(&e.schema_version.to_le_bytes());
+    for (at, part) in [(28, e.store), (30, e.aggregate), (32, e.event_type)] {
         let l = u16::try_from(part.len()).expect("ids and types fit u16 (bounded by limits)");
-        out.extend_from_slice(&l.to_le_bytes());
+        header[at..at + 2].copy_from_slice(&l.to_le_bytes());
     }
-    out.extend_from_slice(&[0; 2]);
-    for part in [&e.payload, &e.metadata] {
+    // Bytes 34 .. 36: reserved, zero.
+    for (at, part) in [(36, e.payload), (40, e.metadata)] {
         let l = u32::try_from(part.len()).expect("payloads fit u32 (bounded by limits)");
-        out.extend_from_slice(&l.to_le_bytes());
+        header[at..at + 4].copy_from_slice(&l.to_le_bytes());
     }
+    out.extend_from_slice(&header);
     out.extend_from_slice(e.store.as_bytes());
     out.extend_from_slice(e.aggregate.as_bytes());
     out.extend_from_slice(e.event_type.as_bytes());
-    out.extend_from_slice(&e.payload);
-    out.extend_from_slice(&e.metadata);
+    out.extend_from_slice(e.payload);
+    out.extend_from_slice(e.metadata);
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     len32
@@ -324,7 +501,9 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LogEvent, FrameError> {
     })
 }
 
-/// Appends the whole frame of `commit` (header, entries, padding, footer) to `out`.
+/// Appends the whole frame of `commit` (header, entries, padding, footer) to `out`: the bytes
+/// [`EncodedCommit::seal`] makes in place.
+#[cfg(any(test, feature = "testing"))]
 pub fn write_frame(
     commit: &EncodedCommit,
     first_position: u64,
@@ -333,8 +512,8 @@ pub fn write_frame(
 ) {
     let start = out.len();
     out.extend_from_slice(&encode_frame_header(commit, first_position, durable_offset));
-    out.extend_from_slice(&commit.body);
-    let footer_at = start + frame_len(commit.body.len() as u64) as usize - FRAME_FOOTER_BYTES;
+    out.extend_from_slice(commit.body());
+    let footer_at = start + commit.frame_len() as usize - FRAME_FOOTER_BYTES;
     out.resize(footer_at, 0);
     out.extend_from_slice(&FRAME_FOOTER);
 }
@@ -351,7 +530,7 @@ pub fn encode_frame_header(
     durable_offset: u64,
 ) -> [u8; FRAME_HEADER_BYTES] {
     let mut h = [0u8; FRAME_HEADER_BYTES];
-    let body_len = u32::try_from(commit.body.len()).expect("a commit body fits in u32");
+    let body_len = u32::try_from(commit.body_len).expect("a commit body fits in u32");
     let count = u32::try_from(commit.keys.len()).expect("entry count fits in u32");
     h[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
     h[8..12].copy_from_slice(&body_len.to_le_bytes());
@@ -364,7 +543,10 @@ pub fn encode_frame_header(
     h[39] = HEADER_END_MARK;
     let mut crc = Hasher::new();
     crc.update(&h[8..]);
-    crc.combine(&commit.body_crc);
+    match &commit.body_crc {
+        Some(body) => crc.combine(body),
+        None => crc.combine(&body_crc(commit.body())),
+    }
     h[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
     h
 }
@@ -479,7 +661,7 @@ mod tests {
         let commit = EncodedCommit::encode(vec![event(1), event(2)]);
         let mut bytes = Vec::new();
         write_frame(&commit, 7, 64, &mut bytes);
-        assert_eq!(bytes.len() as u64, frame_len(commit.body.len() as u64));
+        assert_eq!(bytes.len() as u64, frame_len(commit.body().len() as u64));
         let (h, entries) = decode_frame(&bytes).unwrap();
         assert_eq!(
             (h.first_position, h.durable_offset, h.entry_count),
@@ -487,6 +669,37 @@ mod tests {
         );
         assert_eq!(decode_entry(entries[1].1).unwrap(), event(2));
         assert_eq!(entries[1].0, commit.keys[1].body_offset);
+    }
+
+    #[test]
+    fn a_frame_sealed_in_place_is_the_frame_written_by_copy() {
+        let mut other = event(1);
+        other.aggregate = "raichu".into();
+        let events = vec![event(1), event(2), other.clone(), event(3)];
+        let mut commit = EncodedCommit::encode(events.clone());
+        let mut copied = Vec::new();
+        write_frame(&commit, 9, 128, &mut copied);
+        assert_eq!(commit.seal(9, 128), copied.as_slice());
+        // Sealing again (another position) rewrites the header and keeps the rest.
+        let mut again = Vec::new();
+        write_frame(&commit, 10, 0, &mut again);
+        assert_eq!(commit.seal(10, 0), again.as_slice());
+        let ids: Vec<(&str, &str, u64)> = commit
+            .keys
+            .iter()
+            .map(|k| (commit.store(k), commit.aggregate(k), k.version))
+            .collect();
+        let expected: Vec<(&str, &str, u64)> = events
+            .iter()
+            .map(|e| (e.store.as_str(), e.aggregate.as_str(), e.version))
+            .collect();
+        assert_eq!(ids, expected);
+        // A commit made from the buffers of another holds only its own entries.
+        let (frame, keys, ids) = commit.into_buffers();
+        let mut reused = EncodedCommit::with_buffers(frame, keys, ids);
+        reused.push(&other.as_entry());
+        assert_eq!(reused.body(), EncodedCommit::encode(vec![other]).body());
+        assert_eq!(reused.keys.len(), 1);
     }
 
     #[test]

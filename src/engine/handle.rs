@@ -35,10 +35,18 @@ impl Engine {
         &self.shared.dir
     }
 
+    /// An empty commit to encode events into, in a buffer of an earlier commit when one is
+    /// spare: [`append`](Self::append) it.
+    pub fn new_commit(&self) -> EncodedCommit {
+        self.shared.commit_pool.take()
+    }
+
     /// Appends a commit atomically; resolves with the global position of its first event once
     /// it is durable under the configured [`Durability`]. A version conflict is
     /// [`EngineError::Conflict`], naming the event.
-    pub async fn append(&self, commit: EncodedCommit) -> Result<u64, EngineError> {
+    pub async fn append(&self, mut commit: EncodedCommit) -> Result<u64, EngineError> {
+        // The body's checksum is computed here, on the appender's thread, not the writer's.
+        commit.finish();
         let (reply, response) = oneshot::channel();
         self.send(Request::Append { commit, reply })?;
         response.await.map_err(|_| EngineError::Closed)?

@@ -23,6 +23,7 @@
 //! | `health` | judging, before anything is modified, whether the log holds what is vouched for |
 //! | `recovery` | replaying the log tail on open, truncating a torn tail |
 //! | `writer` | the group-commit writer thread |
+//! | `commit_pool` | commit buffers reused from one commit to the next |
 //! | `preparer` | the thread preparing the next segment file before the writer needs it |
 //! | `checkpointer` | the thread writing frozen memtables into the persisted index |
 //! | `read` | reading one aggregate's events |
@@ -40,6 +41,7 @@
 //! `docs/format.md`.
 
 mod checkpointer;
+mod commit_pool;
 mod continuity;
 mod cow;
 mod engine_state;
@@ -74,7 +76,7 @@ mod writer;
 
 pub(crate) use entry_view::EntryView;
 pub use error::{Corruption, CorruptionKind, EngineError, IoFailure};
-pub(crate) use frame::{EncodedCommit, LogEvent};
+pub(crate) use frame::{LogEvent, NewEntry};
 pub(crate) use handle::Engine;
 pub(crate) use io::OsFileSystem;
 pub use io::{FileSystem, StoreFile};

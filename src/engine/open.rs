@@ -72,6 +72,7 @@ impl Engine {
             checkpoint_lock: Mutex::new(()),
             last_position: AtomicU64::new(0),
             counters: Counters::default(),
+            commit_pool: Default::default(),
             published: Mutex::new(Some(tokio::sync::watch::Sender::new(0))),
             _lock: lock,
         });
@@ -104,6 +105,7 @@ impl Engine {
             last_sync: Instant::now(),
             preparer,
             next_requested: false,
+            batch: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("annals-writer".into())

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use super::error::EngineError;
-use super::index::{IndexReader, MemTable};
+use super::index::MemTable;
 
 /// Index tiers as readers and the writer see them.
 #[derive(Debug, Default)]
@@ -15,23 +14,13 @@ pub(crate) struct IndexTiers {
 }
 
 impl IndexTiers {
-    /// The latest version of an aggregate: newest tier first.
-    pub(crate) fn last_version(
-        &self,
-        store: &str,
-        aggregate: &str,
-        reader: &IndexReader,
-    ) -> Result<u64, EngineError> {
-        if let Some(v) = self.active.last_version(store, aggregate) {
-            return Ok(v);
-        }
-        if let Some(v) = self
-            .frozen
-            .as_ref()
-            .and_then(|f| f.last_version(store, aggregate))
-        {
-            return Ok(v);
-        }
-        Ok(reader.last_version(store, aggregate)?.unwrap_or(0))
+    /// The latest version of an aggregate held in memory (the active memtable, then the frozen
+    /// one), if either holds it.
+    pub(crate) fn in_memory_version(&self, store: &str, aggregate: &str) -> Option<u64> {
+        self.active.last_version(store, aggregate).or_else(|| {
+            self.frozen
+                .as_ref()
+                .and_then(|f| f.last_version(store, aggregate))
+        })
     }
 }

@@ -8,6 +8,13 @@
 //! only then acknowledges each commit. A refused commit consumes no position, so global
 //! positions stay gap-free.
 //!
+//! What one commit costs, beyond its write and sync, is kept small: a commit written alone is
+//! sealed and written in the buffer it was encoded into (which then goes back to the engine's
+//! pool for a later commit), one or two acknowledgements are sent by the writer itself rather
+//! than through the notifier thread, and a writer whose lone appender comes back within
+//! microseconds looks for its next commit before it goes to sleep. None of this changes what
+//! is written, or in which order it is written, synced and published.
+//!
 //! Any failed write or sync **poisons** the engine: the outcome on disk is unknown (after a
 //! failed fsync the kernel may have dropped the dirty pages), so nothing more is acknowledged
 //! until the store is reopened and recovery has re-read the log. The exception is a full disk
@@ -23,14 +30,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::Instant;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::engine_state::{EngineState, OnFailure};
 use super::error::EngineError;
-use super::frame::{self, EncodedCommit, FRAME_HEADER_BYTES};
+use super::frame::{EncodedCommit, FRAME_HEADER_BYTES};
 use super::index::{Cursor, IndexReader, Location, MemTable};
 use super::options::Durability;
 use super::preparer::Preparer;
@@ -41,6 +48,15 @@ use super::tiers::IndexTiers;
 const BATCH_BYTES_MAX: usize = 32 << 20;
 /// Most commits in one batch.
 const BATCH_COMMITS_MAX: usize = 4096;
+/// The writer keeps the buffer it lays a batch's frames out in for the next batch, unless a
+/// large batch grew it past this.
+const BATCH_BUFFER_KEPT_MAX: usize = 4 << 20;
+/// How long the writer looks for a lone appender's next commit before it sleeps, when the
+/// last one came within this time: about what waking a sleeping thread takes.
+const SPIN_MAX: Duration = Duration::from_micros(50);
+/// Acknowledgements of at most this many commits are sent by the writer itself: handing them
+/// to the notifier thread would add a thread wake-up to each one's latency, for little saved.
+const DIRECT_ACKS_MAX: usize = 2;
 
 /// A message to the writer.
 pub(crate) enum Request {
@@ -84,6 +100,8 @@ pub(crate) struct Writer {
     pub preparer: Preparer,
     /// Whether the preparer was asked for the segment after the active one.
     pub next_requested: bool,
+    /// Where the frames of a batch of several commits are laid out, reused.
+    pub batch: Vec<u8>,
 }
 
 struct Accepted {
@@ -105,40 +123,71 @@ impl Writer {
             Durability::Periodic(every) => Some(every),
             _ => None,
         };
+        // How long the writer waited for its last batch, and whether that was one commit:
+        // when a lone appender comes back within `SPIN_MAX` (one writer committing in a
+        // loop), the writer looks for its next commit before going to sleep, since a sleeping
+        // thread takes longer than that to wake up. With several appenders it does not: they
+        // keep it busy anyway, and its yields would only slow them down.
+        let mut last_wait = Duration::MAX;
+        let mut last_batch = 0;
         loop {
-            let first = match tick {
-                Some(every) => match self.rx.recv_timeout(every) {
+            let idle_since = Instant::now();
+            let spun = if last_wait <= SPIN_MAX && last_batch == 1 {
+                self.spin_recv(idle_since)
+            } else {
+                self.rx.try_recv()
+            };
+            let first = match (spun, tick) {
+                (Ok(r), _) => r,
+                (Err(TryRecvError::Disconnected), _) => break,
+                (Err(TryRecvError::Empty), Some(every)) => match self.rx.recv_timeout(every) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
                         self.periodic_sync();
+                        last_wait = Duration::MAX;
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
-                None => match self.rx.recv() {
+                (Err(TryRecvError::Empty), None) => match self.rx.recv() {
                     Ok(r) => r,
                     Err(_) => break,
                 },
             };
+            last_wait = idle_since.elapsed();
             let mut batch = vec![first];
             let mut bytes = 0usize;
             while batch.len() < BATCH_COMMITS_MAX && bytes < BATCH_BYTES_MAX {
                 match self.rx.try_recv() {
                     Ok(r) => {
                         if let Request::Append { commit, .. } = &r {
-                            bytes += commit.body.len();
+                            bytes += commit.body().len();
                         }
                         batch.push(r);
                     }
                     Err(_) => break,
                 }
             }
+            last_batch = batch.len();
             self.process(batch);
             if tick.is_some() {
                 self.periodic_sync();
             }
         }
         self.shutdown();
+    }
+
+    /// Looks for a request until `SPIN_MAX` after `since`, yielding the CPU in between (to
+    /// the appenders, on a machine with few cores).
+    fn spin_recv(&self, since: Instant) -> Result<Request, TryRecvError> {
+        loop {
+            match self.rx.try_recv() {
+                Err(TryRecvError::Empty) if since.elapsed() < SPIN_MAX => {
+                    std::thread::yield_now();
+                }
+                other => return other,
+            }
+        }
     }
 
     fn poisoned(&self) -> Option<EngineError> {
@@ -202,13 +251,19 @@ impl Writer {
             .commits
             .fetch_add(accepted.len() as u64, Ordering::Relaxed);
         counters.events.fetch_add(events as u64, Ordering::Relaxed);
+        let mut acks: Vec<Ack> = Vec::with_capacity(accepted.len());
+        for a in accepted {
+            acks.push((a.reply, a.first_position));
+            self.shared.commit_pool.put(a.commit);
+        }
         // Waking every waiting appender costs more than the write and sync of a batch, so a
-        // separate thread does it while the writer moves on to the next batch.
-        let acks: Vec<Ack> = accepted
-            .into_iter()
-            .map(|a| (a.reply, a.first_position))
-            .collect();
-        if let Err(mpsc::SendError(acks)) = self.acks.send(acks) {
+        // separate thread does it while the writer moves on to the next batch; but for one
+        // or two, going through that thread would only add its own wake-up to their latency.
+        if acks.len() <= DIRECT_ACKS_MAX {
+            for (reply, position) in acks {
+                let _ = reply.send(Ok(position));
+            }
+        } else if let Err(mpsc::SendError(acks)) = self.acks.send(acks) {
             for (reply, position) in acks {
                 let _ = reply.send(Ok(position));
             }
@@ -277,29 +332,21 @@ impl Writer {
         &self,
         appends: Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
     ) -> Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)> {
-        // Hold the tiers' read lock while opening the index reader: the checkpointer drops a
-        // frozen memtable only after its index commit, so one of the two always has it.
+        // Hold the tiers' read lock while the index reader is opened: the checkpointer drops
+        // a frozen memtable only after its index commit, so one of the two always has it.
+        // The reader is opened only if a version is not in memory (an aggregate untouched
+        // since the last checkpoint): most commits never need it.
         let tiers = self.shared.tiers.read().unwrap_or_else(|p| p.into_inner());
-        let reader = match self.shared.index_reader() {
-            Ok(r) => r,
-            Err(e) => {
-                let reason = e.to_string();
-                for (_, reply) in appends {
-                    let _ = reply.send(Err(EngineError::index(
-                        "read index",
-                        &self.shared.index_path,
-                        &reason,
-                    )));
-                }
-                return Vec::new();
-            }
+        let mut reader = IndexView {
+            shared: &self.shared,
+            reader: None,
         };
         // Verdicts first, borrowing the commits; then the commits are moved out.
         let verdicts: Vec<Result<(), EngineError>> = {
             let mut batch_versions = HashMap::new();
             appends
                 .iter()
-                .map(|(commit, _)| check_commit(commit, &mut batch_versions, &tiers, &reader))
+                .map(|(commit, _)| check_commit(commit, &mut batch_versions, &tiers, &mut reader))
                 .collect()
         };
         let mut accepted = Vec::with_capacity(appends.len());
@@ -320,24 +367,39 @@ impl Writer {
         &mut self,
         commits: Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
     ) -> Vec<Accepted> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let done = self.write_through(commits, &mut batch);
+        batch.clear();
+        if batch.capacity() <= BATCH_BUFFER_KEPT_MAX {
+            self.batch = batch;
+        }
+        done
+    }
+
+    /// [`Writer::write`], laying the frames of several commits out in `batch`. A commit
+    /// written alone is written from its own buffer, where it is sealed, without a copy.
+    fn write_through(
+        &mut self,
+        commits: Vec<(EncodedCommit, oneshot::Sender<Result<u64, EngineError>>)>,
+        batch: &mut Vec<u8>,
+    ) -> Vec<Accepted> {
         let mut done: Vec<Accepted> = Vec::with_capacity(commits.len());
         let mut pending: Vec<Accepted> = Vec::new();
-        let mut buffer: Vec<u8> = Vec::new();
         let mut buffer_offset = self.cursor.offset;
         let mut commits = commits.into_iter();
-        while let Some((commit, reply)) = commits.next() {
-            let frame_len = frame::frame_len(commit.body.len() as u64);
+        while let Some((mut commit, reply)) = commits.next() {
+            let frame_len = commit.frame_len();
             if self.cursor.offset + frame_len > self.segment.header.size {
                 // Seal this segment (write and sync what it has), then start the next one.
                 if let Err(e) = self
-                    .flush(&buffer, buffer_offset)
+                    .flush(staged(batch, &pending), buffer_offset)
                     .and_then(|()| self.sync())
                 {
                     self.fail(e, pending, Some((commit, reply)), commits);
                     return done;
                 }
                 done.append(&mut pending);
-                buffer.clear();
+                batch.clear();
                 if let Err(e) = self.roll(frame_len) {
                     let storage_full = matches!(e, EngineError::StorageFull { .. });
                     if !storage_full {
@@ -363,7 +425,14 @@ impl Writer {
                 }
             }
             let first_position = self.cursor.next_position;
-            frame::write_frame(&commit, first_position, self.durable_offset, &mut buffer);
+            commit.seal(first_position, self.durable_offset);
+            if let Some(first) = pending.first() {
+                if batch.is_empty() {
+                    batch.extend_from_slice(first.commit.frame());
+                }
+                batch.extend_from_slice(commit.frame());
+            }
+            let events = commit.keys.len() as u64;
             pending.push(Accepted {
                 first_position,
                 segment_id: self.segment.header.segment_id,
@@ -372,11 +441,12 @@ impl Writer {
                 reply,
             });
             self.cursor.offset += frame_len;
-            self.cursor.next_position += pending.last().map_or(0, |a| a.commit.keys.len() as u64);
+            self.cursor.next_position += events;
         }
+        let staged = staged(batch, &pending);
         let result = match self.shared.options.durability {
-            Durability::Immediate => self.flush_durable(&buffer, buffer_offset),
-            _ => self.flush(&buffer, buffer_offset),
+            Durability::Immediate => self.flush_durable(staged, buffer_offset),
+            _ => self.flush(staged, buffer_offset),
         };
         if let Err(e) = result {
             self.fail(e, pending, None, Vec::new().into_iter());
@@ -558,7 +628,7 @@ impl Writer {
                         offset: entries_start + u64::from(key.body_offset),
                         len: key.len,
                     };
-                    let (store, aggregate) = (key.store.as_str(), key.aggregate.as_str());
+                    let (store, aggregate) = (a.commit.store(key), a.commit.aggregate(key));
                     (store, aggregate, key.version, key.timestamp_ms, loc)
                 }));
         }
@@ -628,6 +698,15 @@ impl Writer {
     }
 }
 
+/// The bytes of the frames not yet written: the one pending commit's own sealed frame, or the
+/// batch buffer they were laid out in.
+fn staged<'a>(batch: &'a [u8], pending: &'a [Accepted]) -> &'a [u8] {
+    match pending {
+        [only] if batch.is_empty() => only.commit.frame(),
+        _ => batch,
+    }
+}
+
 /// Checks that every event of `commit` has the next version of its aggregate, given the
 /// latest versions of the batch's earlier accepted commits (`batch`, updated when it passes),
 /// then the memtables and the index. Consecutive events of one aggregate are checked against
@@ -636,12 +715,12 @@ fn check_commit<'c>(
     commit: &'c EncodedCommit,
     batch: &mut HashMap<(&'c str, &'c str), u64>,
     tiers: &IndexTiers,
-    reader: &IndexReader,
+    index: &mut IndexView<'_>,
 ) -> Result<(), EngineError> {
     let mut local: HashMap<(&str, &str), u64> = HashMap::new();
     let mut previous: Option<((&str, &str), u64)> = None;
     for key in &commit.keys {
-        let k = (key.store.as_str(), key.aggregate.as_str());
+        let k = (commit.store(key), commit.aggregate(key));
         let last = match previous {
             Some((p, v)) if p == k => v,
             _ => {
@@ -650,14 +729,14 @@ fn check_commit<'c>(
                 }
                 match local.get(&k).or_else(|| batch.get(&k)) {
                     Some(&v) => v,
-                    None => tiers.last_version(k.0, k.1, reader)?,
+                    None => index.last_version(tiers, k.0, k.1)?,
                 }
             }
         };
         if key.version != last + 1 {
             return Err(EngineError::Conflict {
-                store: key.store.clone(),
-                aggregate: key.aggregate.clone(),
+                store: k.0.to_owned(),
+                aggregate: k.1.to_owned(),
                 version: key.version,
                 last,
             });
@@ -667,4 +746,32 @@ fn check_commit<'c>(
     batch.extend(local);
     batch.extend(previous);
     Ok(())
+}
+
+/// The version checks' view of the index: the memtables, then the persisted index, whose
+/// reader is opened at the first version the memtables do not hold.
+struct IndexView<'s> {
+    shared: &'s EngineState,
+    reader: Option<IndexReader>,
+}
+
+impl IndexView<'_> {
+    /// The latest version of an aggregate (0 when it has none).
+    fn last_version(
+        &mut self,
+        tiers: &IndexTiers,
+        store: &str,
+        aggregate: &str,
+    ) -> Result<u64, EngineError> {
+        if let Some(v) = tiers.in_memory_version(store, aggregate) {
+            return Ok(v);
+        }
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            empty => empty.insert(self.shared.index_reader().map_err(|e| {
+                EngineError::index("read index", &self.shared.index_path, e.to_string())
+            })?),
+        };
+        Ok(reader.last_version(store, aggregate)?.unwrap_or(0))
+    }
 }

@@ -63,8 +63,17 @@ pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, 
     let bytes = if bytes.is_empty() { NIL } else { bytes };
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     let value = T::deserialize(&mut de).map_err(|e| CodecError(e.to_string()))?;
-    // The value decoded, so its first MessagePack value is well formed: measure it to find
-    // trailing bytes (the borrowing reader does not tell how much it consumed).
+    // Nothing may follow the value. The borrowing reader does not tell how much it consumed,
+    // but reading on tells: the end of the input there is the common case, answered without
+    // walking the value again.
+    if let Err(rmp_serde::decode::Error::InvalidMarkerRead(e)) =
+        serde::de::IgnoredAny::deserialize(&mut de)
+        && e.kind() == std::io::ErrorKind::UnexpectedEof
+    {
+        return Ok(value);
+    }
+    // Something follows (or cannot be read): the value decoded, so its first MessagePack
+    // value is well formed; measure it to report the trailing bytes.
     match value_len(bytes) {
         Some(len) if len == bytes.len() => Ok(value),
         Some(len) => Err(CodecError(format!(

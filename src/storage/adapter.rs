@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use async_trait::async_trait;
 
 use super::{
-    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, EventRef,
+    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, AppendEventRef, EventRef,
     EventStoreSummary, GetEventsOptions, Limits, ListAggregateIdsOptions, LoggedEvent, Position,
     SnapshotStorage, StorageError, StoredEvent,
 };
@@ -196,6 +196,42 @@ pub trait StorageAdapter: Send + Sync + 'static {
         let positions = self.append(events).await?;
         debug_assert_eq!(positions.len(), count, "one position per appended event");
         Ok(positions)
+    }
+
+    /// [`push_event_group`](Self::push_event_group) of borrowed events: validates them and
+    /// appends them all or nothing, and returns the position of the first one (the others
+    /// follow it, consecutively, in input order).
+    ///
+    /// The default copies the events and calls `push_event_group`. Adapters that can encode
+    /// borrowed events straight into their commit override it, validating them as
+    /// `push_event_group` does (the log adapter does: no event is copied on its way to the
+    /// log but into the commit itself). The typed layer pushes through this method.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use annals::storage::{AppendEventRef, InMemoryAdapter, StorageAdapter, Timestamp};
+    /// let adapter = InMemoryAdapter::new();
+    /// let event = |version| AppendEventRef {
+    ///     event_store_id: "POKEMONS",
+    ///     aggregate_id: "pikachu",
+    ///     version,
+    ///     timestamp: Timestamp::from_unix_millis(0),
+    ///     event_type: "POKEMON_APPEARED",
+    ///     schema_version: 1,
+    ///     payload: &[0xc0],
+    ///     metadata: &[],
+    /// };
+    /// assert_eq!(adapter.push_event_group_ref(&[event(1), event(2)]).await?, 1);
+    /// assert_eq!(adapter.push_event_group_ref(&[event(3)]).await?, 3);
+    /// # Ok::<(), annals::StorageError>(()) }).unwrap();
+    /// ```
+    async fn push_event_group_ref(
+        &self,
+        events: &[AppendEventRef<'_>],
+    ) -> Result<Position, StorageError> {
+        let owned = events.iter().map(AppendEventRef::to_append_event).collect();
+        let positions = self.push_event_group(owned).await?;
+        Ok(positions.first().copied().unwrap_or_default())
     }
 
     /// Castore's `listAggregateIds`: one page of aggregate ids ordered by their first event's

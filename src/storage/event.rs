@@ -125,6 +125,70 @@ pub struct AppendEvent {
     pub event: EncodedEvent,
 }
 
+impl AppendEvent {
+    /// The event as a borrowed [`AppendEventRef`].
+    pub fn as_event_ref(&self) -> AppendEventRef<'_> {
+        AppendEventRef {
+            event_store_id: &self.event_store_id,
+            aggregate_id: &self.event.aggregate_id,
+            version: self.event.version,
+            timestamp: self.event.timestamp,
+            event_type: &self.event.event_type,
+            schema_version: self.event.schema_version,
+            payload: &self.event.payload,
+            metadata: &self.event.metadata,
+        }
+    }
+}
+
+/// One event of a commit, borrowed from where the caller holds it (its ids, its encoding
+/// buffer), as [`StorageAdapter::push_event_group_ref`] takes it: an adapter that encodes
+/// the event straight into its commit copies each byte once and allocates nothing for it.
+///
+/// [`StorageAdapter::push_event_group_ref`]: super::StorageAdapter::push_event_group_ref
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendEventRef<'a> {
+    /// The event store the event belongs to.
+    pub event_store_id: &'a str,
+    /// The aggregate the event belongs to.
+    pub aggregate_id: &'a str,
+    /// The event's version within its aggregate.
+    pub version: u64,
+    /// When the event happened.
+    pub timestamp: Timestamp,
+    /// The event's type name.
+    pub event_type: &'a str,
+    /// The schema version the payload was written with.
+    pub schema_version: u32,
+    /// The encoded payload.
+    pub payload: &'a [u8],
+    /// The encoded metadata.
+    pub metadata: &'a [u8],
+}
+
+impl AppendEventRef<'_> {
+    /// An owned copy.
+    pub fn to_append_event(&self) -> AppendEvent {
+        AppendEvent {
+            event_store_id: self.event_store_id.to_owned(),
+            event: EncodedEvent {
+                aggregate_id: self.aggregate_id.to_owned(),
+                version: self.version,
+                timestamp: self.timestamp,
+                event_type: self.event_type.to_owned(),
+                schema_version: self.schema_version,
+                payload: self.payload.to_vec(),
+                metadata: self.metadata.to_vec(),
+            },
+        }
+    }
+
+    /// Bytes of user data the event carries, as [`EncodedEvent::data_len`] counts them.
+    pub fn data_len(&self) -> usize {
+        self.aggregate_id.len() + self.event_type.len() + self.payload.len() + self.metadata.len()
+    }
+}
+
 /// An aggregate id with the timestamp of its first event, as listed by
 /// [`StorageAdapter::list_aggregate_ids`](super::StorageAdapter::list_aggregate_ids).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,7 +5,7 @@
 //! input is refused the same way everywhere and nothing is half-written.
 
 use super::limit_error::LimitError;
-use super::{AppendEvent, StorageError};
+use super::{AppendEvent, AppendEventRef, StorageError};
 
 /// Event types reserved by Castore's message channels; no event may use them.
 pub const RESERVED_EVENT_TYPES: &[&str] = &["__REPLAYED__", "__AGGREGATE_EXISTS__"];
@@ -70,7 +70,7 @@ impl Limits {
             Some("it is empty")
         } else if id.len() > self.aggregate_id_bytes_max {
             Some("it is too long")
-        } else if id.chars().any(char::is_control) {
+        } else if has_control(id) {
             Some("control characters are not allowed")
         } else {
             None
@@ -91,7 +91,7 @@ impl Limits {
             Some("it is empty")
         } else if event_type.len() > self.event_type_bytes_max {
             Some("it is too long")
-        } else if event_type.chars().any(char::is_control) {
+        } else if has_control(event_type) {
             Some("control characters are not allowed")
         } else if RESERVED_EVENT_TYPES.contains(&event_type) {
             Some("it is reserved by message channels")
@@ -109,30 +109,47 @@ impl Limits {
 
     /// Checks a whole commit: its size, and every id, type, size and version in it.
     pub fn check_commit(&self, events: &[AppendEvent]) -> Result<(), StorageError> {
-        if events.is_empty() {
+        self.check_events(events.len(), events.iter().map(AppendEvent::as_event_ref))
+    }
+
+    /// [`check_commit`](Self::check_commit) of the `count` borrowed events of a commit.
+    pub(crate) fn check_events<'e>(
+        &self,
+        count: usize,
+        events: impl IntoIterator<Item = AppendEventRef<'e>>,
+    ) -> Result<(), StorageError> {
+        if count == 0 {
             return Err(LimitError::EmptyGroup.into());
         }
-        if events.len() > self.group_events_max {
+        if count > self.group_events_max {
             let limit = self.group_events_max;
             return Err(LimitError::TooManyEvents {
-                events: events.len(),
+                events: count,
                 limit,
             }
             .into());
         }
         let mut total = 0usize;
-        for AppendEvent {
-            event_store_id,
-            event,
-        } in events
-        {
-            self.check_event_store_id(event_store_id)?;
-            self.check_aggregate_id(&event.aggregate_id)?;
-            self.check_event_type(&event.event_type)?;
+        // The ids and type of the event before, already checked: a commit's events mostly
+        // share their store, and often their aggregate and type.
+        let mut previous: Option<AppendEventRef<'e>> = None;
+        for event in events {
+            let same = |f: fn(&AppendEventRef<'e>) -> &'e str| {
+                previous.is_some_and(|p| f(&p) == f(&event))
+            };
+            if !same(|e| e.event_store_id) {
+                self.check_event_store_id(event.event_store_id)?;
+            }
+            if !same(|e| e.aggregate_id) {
+                self.check_aggregate_id(event.aggregate_id)?;
+            }
+            if !same(|e| e.event_type) {
+                self.check_event_type(event.event_type)?;
+            }
             if event.version == 0 {
                 return Err(StorageError::UnexpectedVersion {
-                    event_store_id: event_store_id.clone(),
-                    aggregate_id: event.aggregate_id.clone(),
+                    event_store_id: event.event_store_id.to_owned(),
+                    aggregate_id: event.aggregate_id.to_owned(),
                     version: 0,
                     expected: None,
                 });
@@ -140,7 +157,7 @@ impl Limits {
             let bytes = event.data_len();
             if bytes > self.event_bytes_max {
                 return Err(LimitError::EventTooLarge {
-                    aggregate_id: event.aggregate_id.clone(),
+                    aggregate_id: event.aggregate_id.to_owned(),
                     version: event.version,
                     bytes,
                     limit: self.event_bytes_max,
@@ -148,6 +165,7 @@ impl Limits {
                 .into());
             }
             total += bytes;
+            previous = Some(event);
         }
         if total > self.group_bytes_max {
             let limit = self.group_bytes_max;
@@ -158,6 +176,16 @@ impl Limits {
             .into());
         }
         Ok(())
+    }
+}
+
+/// Whether `text` holds a control character ([`char::is_control`]); ASCII text, what ids and
+/// types mostly are, is checked byte by byte without decoding.
+fn has_control(text: &str) -> bool {
+    if text.is_ascii() {
+        text.bytes().any(|b| b.is_ascii_control())
+    } else {
+        text.chars().any(char::is_control)
     }
 }
 
@@ -181,6 +209,22 @@ mod tests {
         assert!(l.check_aggregate_id("pikachu-1 é").is_ok());
         for bad in ["", "a\nb", "\0", &"x".repeat(257)] {
             assert!(l.check_aggregate_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_in_other_text() {
+        for (text, control) in [
+            ("pikachu", false),
+            ("pika\u{7f}chu", true),
+            ("pika\nchu", true),
+            ("évolution", false),
+            ("évolution\u{85}", true),
+            ("\u{9f}", true),
+            ("ü\t", true),
+        ] {
+            assert_eq!(has_control(text), control, "{text:?}");
+            assert_eq!(text.chars().any(char::is_control), control, "{text:?}");
         }
     }
 

@@ -11,17 +11,17 @@ use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventRef, EventStoreSummary,
-    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
-    Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, EventRef,
+    EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter,
+    StorageError, StoredEvent, Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
 };
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
-    Durability, EncodedCommit, Engine, EngineOptions, EngineStats, FileSystem, IndexStats,
-    LogCounters, LogCursor, LogEvent, OsFileSystem, VerifyReport,
+    Durability, Engine, EngineOptions, EngineStats, FileSystem, IndexStats, LogCounters,
+    LogCursor, NewEntry, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -271,21 +271,29 @@ impl LogAdapter {
     }
 }
 
-fn to_log_event(
-    AppendEvent {
-        event_store_id,
-        event,
-    }: AppendEvent,
-) -> LogEvent {
-    LogEvent {
-        store: event_store_id,
-        aggregate: event.aggregate_id,
-        version: event.version,
-        timestamp_ms: event.timestamp.unix_millis(),
-        event_type: event.event_type,
-        schema_version: event.schema_version,
-        payload: event.payload,
-        metadata: event.metadata,
+impl LogAdapter {
+    /// Encodes `events` (validated) straight into a commit, in a buffer reused from an earlier
+    /// one, and appends it; returns the position of the first.
+    async fn append_refs(&self, events: &[AppendEventRef<'_>]) -> Result<Position, StorageError> {
+        let mut commit = self.engine.new_commit();
+        let bytes = events
+            .iter()
+            .map(|e| ENTRY_HEADER_BYTES + e.event_store_id.len() + e.data_len())
+            .sum();
+        commit.reserve(events.len(), bytes);
+        for e in events {
+            commit.push(&NewEntry {
+                store: e.event_store_id,
+                aggregate: e.aggregate_id,
+                version: e.version,
+                timestamp_ms: e.timestamp.unix_millis(),
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                payload: e.payload,
+                metadata: e.metadata,
+            });
+        }
+        self.engine.append(commit).await.map_err(storage_error)
     }
 }
 
@@ -389,9 +397,18 @@ impl StorageAdapter for LogAdapter {
 
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
         let count = events.len() as u64;
-        let commit = EncodedCommit::encode(events.into_iter().map(to_log_event).collect());
-        let first = self.engine.append(commit).await.map_err(storage_error)?;
+        let refs: Vec<AppendEventRef<'_>> = events.iter().map(AppendEvent::as_event_ref).collect();
+        let first = self.append_refs(&refs).await?;
         Ok((first..first + count).collect())
+    }
+
+    async fn push_event_group_ref(
+        &self,
+        events: &[AppendEventRef<'_>],
+    ) -> Result<Position, StorageError> {
+        self.limits
+            .check_events(events.len(), events.iter().copied())?;
+        self.append_refs(events).await
     }
 
     async fn scan_aggregate_ids(

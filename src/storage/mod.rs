@@ -31,8 +31,8 @@ pub use crate::engine::{Corruption, CorruptionKind, IoFailure};
 pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
 pub use event::{
-    AggregateIdEntry, AppendEvent, EncodedEvent, EventRef, EventStoreSummary, LoggedEvent,
-    Position, StoredEvent,
+    AggregateIdEntry, AppendEvent, AppendEventRef, EncodedEvent, EventRef, EventStoreSummary,
+    LoggedEvent, Position, StoredEvent,
 };
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};

@@ -157,10 +157,11 @@ impl MemTable {
             tail.push(version, loc);
             if version == 1 {
                 tail.initial_timestamp_ms = Some(timestamp_ms);
-                self.created
-                    .entry(store.to_owned())
-                    .or_default()
-                    .insert((timestamp_ms, aggregate.to_owned()));
+                let created = match self.created.get_mut(store) {
+                    Some(created) => created,
+                    None => self.created.entry(store.to_owned()).or_default(),
+                };
+                created.insert((timestamp_ms, aggregate.to_owned()));
             }
             self.events += 1;
             current = Some((store, aggregate, tail));

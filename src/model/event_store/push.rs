@@ -1,5 +1,12 @@
 //! The push path of an [`EventStore`]: one event checked, encoded and appended, then the
 //! response and the hook of the push. [Groups](crate::model::group) share all but the append.
+//!
+//! A push encodes its events' payloads and metadata into one buffer reused by the thread, and
+//! appends them borrowed from it ([`StorageAdapter::push_event_group_ref`]): on the log adapter,
+//! each event's bytes are copied once, into the commit the engine writes, and nothing is
+//! allocated per event on the way.
+//!
+//! [`StorageAdapter::push_event_group_ref`]: crate::storage::StorageAdapter::push_event_group_ref
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
@@ -12,11 +19,11 @@ use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events, NewEvent};
 use crate::model::event_store::options::{PushEventOptions, PushEventResponse, PushedEvents};
 use crate::model::event_store::store::EventStore;
-use crate::storage::{AppendEvent, EncodedEvent, LimitError, Position, Timestamp};
+use crate::storage::{AppendEvent, AppendEventRef, LimitError, Position, Timestamp};
 
 thread_local! {
-    /// Where payloads are encoded before they get a buffer of their exact size: reused by
-    /// every push of the thread, so an encoding never grows a fresh buffer step by step.
+    /// Where pushes encode payloads and metadata: a buffer reused by every push of the thread,
+    /// so that encoding allocates nothing once it has grown to the size pushes need.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
@@ -29,6 +36,61 @@ fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
         }
         Err(_) => f(&mut Vec::new()),
     })
+}
+
+/// The thread's scratch buffer, taken for the whole of a push (its events are appended
+/// borrowed from it, across an `await`): given back when dropped, to the thread the push
+/// then runs on.
+struct Scratch(Vec<u8>);
+
+impl Scratch {
+    fn take() -> Self {
+        let mut buf = SCRATCH
+            .try_with(|s| s.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        buf.clear();
+        Scratch(buf)
+    }
+}
+
+/// A scratch buffer grown past this by a large push is freed rather than kept by its thread.
+const SCRATCH_KEPT_MAX: usize = 1 << 20;
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        if buf.capacity() > SCRATCH_KEPT_MAX {
+            return;
+        }
+        let _ = SCRATCH.try_with(|s| {
+            if let Ok(mut kept) = s.try_borrow_mut()
+                && kept.capacity() < buf.capacity()
+            {
+                *kept = buf;
+            }
+        });
+    }
+}
+
+/// Where one event's payload and metadata lie in a scratch buffer: `start..middle` and
+/// `middle..end`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    middle: usize,
+    end: usize,
+}
+
+impl Span {
+    fn payload(self, buf: &[u8]) -> &[u8] {
+        &buf[self.start..self.middle]
+    }
+
+    fn metadata(self, buf: &[u8]) -> &[u8] {
+        &buf[self.middle..self.end]
+    }
 }
 
 impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
@@ -44,8 +106,20 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         let adapter = self.storage_adapter()?;
         self.check_prev_aggregate(&event, options.prev_aggregate.as_ref())?;
         let timestamp = event.timestamp.unwrap_or_else(Timestamp::now);
-        let append = self.encode(&event, timestamp)?;
-        let position = adapter.push_event(append).await?;
+        let mut scratch = Scratch::take();
+        let span = self.encode_parts(&event.event, &event.metadata, &mut scratch.0)?;
+        let append = self.append_ref(
+            &event.aggregate_id,
+            event.version,
+            timestamp,
+            &event.event,
+            span.payload(&scratch.0),
+            span.metadata(&scratch.0),
+        );
+        let position = adapter
+            .push_event_group_ref(std::slice::from_ref(&append))
+            .await?;
+        drop(scratch);
         let response = self.pushed(
             event.into_detail(timestamp),
             position,
@@ -98,46 +172,51 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     {
         let adapter = self.storage_adapter()?;
         let timestamp = Timestamp::now();
-        let metadata_bytes = codec::encode(metadata).map_err(|e| Error::Encode {
+        let mut scratch = Scratch::take();
+        let buf = &mut scratch.0;
+        codec::encode_into(metadata, buf).map_err(|e| Error::Encode {
             event_store_id: self.event_store_id().to_owned(),
             event_type: "(metadata)".to_owned(),
             reason: e.0,
         })?;
+        let metadata_end = buf.len();
         let events = events.into_iter();
-        let mut appends = Vec::with_capacity(events.size_hint().0);
+        let mut spans = Vec::with_capacity(events.size_hint().0);
         let mut pushed = self.inner.on_event_pushed.as_ref().map(|_| Vec::new());
         let mut version = after_version;
-        with_scratch(|scratch| {
-            for event in events {
-                let event = event.borrow();
-                // Past u64::MAX the version repeats, and the adapter refuses it as taken.
-                version = version.saturating_add(1);
-                let payload = self.encode_payload(event, scratch)?;
-                appends.push(AppendEvent {
-                    event_store_id: self.event_store_id().to_owned(),
-                    event: EncodedEvent {
-                        aggregate_id: aggregate_id.to_owned(),
-                        version,
-                        timestamp,
-                        event_type: event.event_type().to_owned(),
-                        schema_version: E::schema_version(event.event_type()),
-                        payload,
-                        metadata: metadata_bytes.clone(),
-                    },
+        for event in events {
+            let event = event.borrow();
+            // Past u64::MAX the version repeats, and the adapter refuses it as taken.
+            version = version.saturating_add(1);
+            let start = buf.len();
+            self.encode_payload(event, buf)?;
+            spans.push((event.event_type(), start, buf.len()));
+            if let Some(pushed) = &mut pushed {
+                pushed.push(EventDetail {
+                    aggregate_id: aggregate_id.to_owned(),
+                    version,
+                    timestamp,
+                    event: event.clone(),
+                    metadata: metadata.clone(),
                 });
-                if let Some(pushed) = &mut pushed {
-                    pushed.push(EventDetail {
-                        aggregate_id: aggregate_id.to_owned(),
-                        version,
-                        timestamp,
-                        event: event.clone(),
-                        metadata: metadata.clone(),
-                    });
-                }
             }
-            Ok::<(), Error>(())
-        })?;
-        self.commit(adapter.as_ref(), appends, timestamp, pushed)
+        }
+        let buf = &scratch.0;
+        let appends: Vec<AppendEventRef<'_>> = spans
+            .iter()
+            .zip(after_version.saturating_add(1)..)
+            .map(|(&(event_type, start, end), version)| AppendEventRef {
+                event_store_id: self.event_store_id(),
+                aggregate_id,
+                version,
+                timestamp,
+                event_type,
+                schema_version: E::schema_version(event_type),
+                payload: &buf[start..end],
+                metadata: &buf[..metadata_end],
+            })
+            .collect();
+        self.commit(adapter.as_ref(), &appends, timestamp, pushed)
             .await
     }
 
@@ -175,20 +254,36 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     {
         let adapter = self.storage_adapter()?;
         let timestamp = Timestamp::now();
-        let events = events.into_iter();
-        let mut appends = Vec::with_capacity(events.size_hint().0);
-        let mut pushed = self.inner.on_event_pushed.as_ref().map(|_| Vec::new());
-        with_scratch(|scratch| {
-            for event in events {
+        let events: Vec<I::Item> = events.into_iter().collect();
+        let mut scratch = Scratch::take();
+        let mut spans = Vec::with_capacity(events.len());
+        for event in &events {
+            let event = event.borrow();
+            spans.push(self.encode_parts(&event.event, &event.metadata, &mut scratch.0)?);
+        }
+        let buf = &scratch.0;
+        let appends: Vec<AppendEventRef<'_>> = events
+            .iter()
+            .zip(&spans)
+            .map(|(event, &span)| {
                 let event = event.borrow();
-                appends.push(self.encode_with(event, timestamp, scratch)?);
-                if let Some(pushed) = &mut pushed {
-                    pushed.push(event.clone().into_detail(timestamp));
-                }
-            }
-            Ok::<(), Error>(())
-        })?;
-        self.commit(adapter.as_ref(), appends, timestamp, pushed)
+                self.append_ref(
+                    &event.aggregate_id,
+                    event.version,
+                    event.timestamp.unwrap_or(timestamp),
+                    &event.event,
+                    span.payload(buf),
+                    span.metadata(buf),
+                )
+            })
+            .collect();
+        let pushed = self.inner.on_event_pushed.as_ref().map(|_| {
+            events
+                .iter()
+                .map(|event| event.borrow().clone().into_detail(timestamp))
+                .collect()
+        });
+        self.commit(adapter.as_ref(), &appends, timestamp, pushed)
             .await
     }
 
@@ -197,7 +292,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     async fn commit(
         &self,
         adapter: &dyn crate::storage::StorageAdapter,
-        appends: Vec<AppendEvent>,
+        appends: &[AppendEventRef<'_>],
         timestamp: Timestamp,
         pushed: Option<Vec<EventDetail<E>>>,
     ) -> Result<PushedEvents, Error> {
@@ -205,9 +300,8 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             return Err(Error::Storage(LimitError::EmptyGroup.into()));
         }
         let count = appends.len() as u64;
-        let positions = adapter.push_event_group(appends).await?;
-        let first_position = positions.first().copied().unwrap_or_default();
-        for (event, position) in pushed.into_iter().flatten().zip(positions) {
+        let first_position = adapter.push_event_group_ref(appends).await?;
+        for (event, position) in pushed.into_iter().flatten().zip(first_position..) {
             let response = self.pushed(event, position, None);
             if let Some(hook) = self.hook(&response) {
                 hook.await;
@@ -220,53 +314,78 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         })
     }
 
-    /// Encodes `event`'s payload, through `scratch`, into a buffer of its exact size.
-    fn encode_payload(&self, event: &E, scratch: &mut Vec<u8>) -> Result<Vec<u8>, Error> {
-        scratch.clear();
-        event
-            .encode_payload_into(scratch)
-            .map_err(|e| Error::Encode {
-                event_store_id: self.event_store_id().to_owned(),
-                event_type: event.event_type().to_owned(),
-                reason: e.0,
-            })?;
-        Ok(scratch.as_slice().to_vec())
+    /// Appends `event`'s payload, encoded, to `out`.
+    fn encode_payload(&self, event: &E, out: &mut Vec<u8>) -> Result<(), Error> {
+        event.encode_payload_into(out).map_err(|e| Error::Encode {
+            event_store_id: self.event_store_id().to_owned(),
+            event_type: event.event_type().to_owned(),
+            reason: e.0,
+        })
     }
 
-    /// Encodes an event for the storage adapter.
+    /// Appends `event`'s payload and `metadata`, encoded, to `out`; returns where they lie.
+    fn encode_parts(
+        &self,
+        event: &E,
+        metadata: &E::Metadata,
+        out: &mut Vec<u8>,
+    ) -> Result<Span, Error> {
+        let start = out.len();
+        self.encode_payload(event, out)?;
+        let middle = out.len();
+        codec::encode_into(metadata, out).map_err(|e| Error::Encode {
+            event_store_id: self.event_store_id().to_owned(),
+            event_type: event.event_type().to_owned(),
+            reason: e.0,
+        })?;
+        Ok(Span {
+            start,
+            middle,
+            end: out.len(),
+        })
+    }
+
+    /// The event to append for `event`, of this store, with its encoded parts.
+    fn append_ref<'a>(
+        &'a self,
+        aggregate_id: &'a str,
+        version: u64,
+        timestamp: Timestamp,
+        event: &E,
+        payload: &'a [u8],
+        metadata: &'a [u8],
+    ) -> AppendEventRef<'a> {
+        AppendEventRef {
+            event_store_id: self.event_store_id(),
+            aggregate_id,
+            version,
+            timestamp,
+            event_type: event.event_type(),
+            schema_version: E::schema_version(event.event_type()),
+            payload,
+            metadata,
+        }
+    }
+
+    /// Encodes an event for the storage adapter, owned (what an event group holds until it
+    /// is pushed).
     pub(crate) fn encode(
         &self,
         event: &NewEvent<E>,
         timestamp: Timestamp,
     ) -> Result<AppendEvent, Error> {
-        with_scratch(|scratch| self.encode_with(event, timestamp, scratch))
-    }
-
-    /// Encodes an event for the storage adapter, payload and metadata through `scratch`.
-    fn encode_with(
-        &self,
-        event: &NewEvent<E>,
-        timestamp: Timestamp,
-        scratch: &mut Vec<u8>,
-    ) -> Result<AppendEvent, Error> {
-        let payload = self.encode_payload(&event.event, scratch)?;
-        scratch.clear();
-        codec::encode_into(&event.metadata, scratch).map_err(|e| Error::Encode {
-            event_store_id: self.event_store_id().to_owned(),
-            event_type: event.event.event_type().to_owned(),
-            reason: e.0,
-        })?;
-        Ok(AppendEvent {
-            event_store_id: self.event_store_id().to_owned(),
-            event: EncodedEvent {
-                aggregate_id: event.aggregate_id.clone(),
-                version: event.version,
-                timestamp: event.timestamp.unwrap_or(timestamp),
-                event_type: event.event.event_type().to_owned(),
-                schema_version: E::schema_version(event.event.event_type()),
-                payload,
-                metadata: scratch.as_slice().to_vec(),
-            },
+        with_scratch(|scratch| {
+            let span = self.encode_parts(&event.event, &event.metadata, scratch)?;
+            Ok(self
+                .append_ref(
+                    &event.aggregate_id,
+                    event.version,
+                    event.timestamp.unwrap_or(timestamp),
+                    &event.event,
+                    span.payload(scratch),
+                    span.metadata(scratch),
+                )
+                .to_append_event())
         })
     }
 

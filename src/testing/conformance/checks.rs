@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             event_group_commits_across_stores_and_aggregates,
             event_group_conflict_names_the_event_and_writes_nothing,
             event_group_orders_events_of_one_aggregate,
+            borrowed_event_group_commits_like_an_owned_one,
             concurrent_event_groups_are_all_or_nothing,
             concurrent_pushes_have_one_winner_per_version,
             oversized_event_is_refused,

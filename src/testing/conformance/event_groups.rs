@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::storage::{AppendEvent, GetEventsOptions, Position, StorageAdapter, StoredEvent};
+use crate::storage::{
+    AppendEvent, AppendEventRef, GetEventsOptions, LimitError, Position, StorageAdapter,
+    StoredEvent,
+};
 
 use super::events::{
     OTHER_STORE, STORE, at, event, ids, list_all, push, push_versions, read, read_all, snapshot,
     versions,
 };
-use super::expect::{expect_conflict, expect_unexpected_version};
+use super::expect::{expect_conflict, expect_limit, expect_unexpected_version};
 
 /// A group of events of several aggregates in several stores is committed whole: every event
 /// reads back, at consecutive positions in input order, and new aggregates are listed.
@@ -164,4 +167,82 @@ pub async fn event_group_orders_events_of_one_aggregate(adapter: Arc<dyn Storage
         [1, 2, 3],
         "{CHECK}: nothing written by a refused group"
     );
+}
+
+/// A group of borrowed events (`push_event_group_ref`, what the typed layer pushes) commits
+/// like the same group owned: whole, at consecutive positions from the one returned, byte for
+/// byte. Refused, for a conflict or a limit, it writes nothing.
+pub async fn borrowed_event_group_commits_like_an_owned_one(adapter: Arc<dyn StorageAdapter>) {
+    const CHECK: &str = "borrowed_event_group_commits_like_an_owned_one";
+    let adapter = &*adapter;
+    let before_position = *adapter.watch_log().borrow();
+    push_versions(CHECK, adapter, STORE, "pikachu", 1).await;
+    let slots = [(STORE, "pikachu"), (STORE, "eevee"), (OTHER_STORE, "ash")];
+    let before = snapshot(CHECK, adapter, &slots).await;
+    let group = [
+        at(STORE, event("pikachu", 2)),
+        at(OTHER_STORE, event("ash", 1)),
+        at(STORE, event("pikachu", 3)),
+        at(STORE, event("eevee", 1)),
+    ];
+    let borrowed: Vec<AppendEventRef<'_>> = group.iter().map(AppendEvent::as_event_ref).collect();
+
+    let conflicting = at(STORE, event("pikachu", 1));
+    let mut with_conflict = borrowed.clone();
+    with_conflict.insert(2, conflicting.as_event_ref());
+    let result = adapter.push_event_group_ref(&with_conflict).await;
+    expect_conflict(CHECK, result, (STORE, "pikachu", 1));
+    let invalid = at(STORE, event("bad\nid", 1));
+    let mut with_invalid = borrowed.clone();
+    with_invalid.push(invalid.as_event_ref());
+    let result = adapter.push_event_group_ref(&with_invalid).await;
+    expect_limit(
+        CHECK,
+        "a group with an invalid id",
+        result,
+        |l| matches!(l, LimitError::InvalidAggregateId { aggregate_id, .. } if aggregate_id == "bad\nid"),
+    );
+    let result = adapter.push_event_group_ref(&[]).await;
+    expect_limit(CHECK, "an empty group", result, |l| {
+        matches!(l, LimitError::EmptyGroup)
+    });
+    let after = snapshot(CHECK, adapter, &slots).await;
+    assert_eq!(
+        after, before,
+        "{CHECK}: refused borrowed groups wrote nothing"
+    );
+
+    let first = adapter
+        .push_event_group_ref(&borrowed)
+        .await
+        .unwrap_or_else(|e| panic!("{CHECK}: a valid borrowed group is refused: {e:?}"));
+    assert_eq!(
+        first,
+        before_position + 2,
+        "{CHECK}: the first position follows the last committed one"
+    );
+    for (append, position) in group.into_iter().zip(first..) {
+        let AppendEvent {
+            event_store_id,
+            event,
+        } = append;
+        let options = GetEventsOptions {
+            min_version: Some(event.version),
+            max_version: Some(event.version),
+            ..Default::default()
+        };
+        let got = read(
+            CHECK,
+            adapter,
+            &event_store_id,
+            &event.aggregate_id,
+            options,
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![StoredEvent { position, event }],
+            "{CHECK}: a borrowed event reads back at its position"
+        );
+    }
 }

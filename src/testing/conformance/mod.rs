@@ -57,6 +57,7 @@ pub use concurrency::{
     concurrent_event_groups_are_all_or_nothing, concurrent_pushes_have_one_winner_per_version,
 };
 pub use event_groups::{
+    borrowed_event_group_commits_like_an_owned_one,
     event_group_commits_across_stores_and_aggregates,
     event_group_conflict_names_the_event_and_writes_nothing,
     event_group_orders_events_of_one_aggregate,

@@ -94,7 +94,7 @@ fn frame_round_trip(data: &[u8]) {
     let mut bytes = Vec::new();
     write_frame(&commit, first_position, durable_offset, &mut bytes);
     let expected = FrameHeader {
-        body_len: commit.body.len() as u32,
+        body_len: commit.body().len() as u32,
         kind: frame::KIND_EVENTS,
         first_position,
         durable_offset,
