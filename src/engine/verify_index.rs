@@ -21,11 +21,15 @@ impl Check {
         loc: Location,
         scan: &mut Scan,
     ) {
-        let found = reader
-            .transaction()
-            .open_table(EVENTS)
-            .map_err(redb::Error::from)
-            .and_then(|t| Ok(t.get(key)?.map(|v| v.value())));
+        // redb asserts on some damaged pages: a panic is damage to report, never to propagate.
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reader
+                .transaction()
+                .open_table(EVENTS)
+                .map_err(redb::Error::from)
+                .and_then(|t| Ok(t.get(key)?.map(|v| v.value())))
+        }))
+        .unwrap_or_else(|_| Err(redb_failed()));
         let message = match found {
             Err(e) => format!("cannot read its index entry: {e}"),
             Ok(None) => "checkpointed event has no index entry".to_owned(),
@@ -50,6 +54,20 @@ impl Check {
     // redb's error is large; the caller turns it into a problem at once.
     #[allow(clippy::result_large_err)]
     pub(super) fn check_index_tables(
+        &mut self,
+        reader: &IndexReader,
+        path: &Path,
+        matched: u64,
+    ) -> Result<(), redb::Error> {
+        // redb asserts on some damaged pages: a panic is damage to report, never to propagate.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.check_index_tables_unguarded(reader, path, matched)
+        }))
+        .unwrap_or_else(|_| Err(redb_failed()))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn check_index_tables_unguarded(
         &mut self,
         reader: &IndexReader,
         path: &Path,
@@ -181,4 +199,9 @@ impl Check {
             }
         }
     }
+}
+
+/// What a panic inside redb while reading the index is reported as.
+fn redb_failed() -> redb::Error {
+    redb::Error::Corrupted("the index database is damaged (redb failed while reading it)".into())
 }
