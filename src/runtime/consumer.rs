@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use crate::runtime::state::{StateStore, TxnError};
+use crate::runtime::state::{StateStore, StateTxn, TxnError};
 use crate::runtime::subscription::{Filter, Subscription};
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError};
 
@@ -82,7 +82,7 @@ impl Consumer {
     /// and the checkpoint survive a crash together or not at all (exactly-once effects).
     pub fn commit_with<T>(
         &self,
-        apply: impl FnOnce(&redb::WriteTransaction) -> Result<T, TxnError>,
+        apply: impl FnOnce(&StateTxn<'_>) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
         self.state
             .commit_with_checkpoint(&self.name, self.position(), apply)

@@ -13,6 +13,5 @@ pub mod dam;
 pub mod entity;
 pub mod queue;
 pub mod state;
-pub(crate) mod state_schema;
 pub mod subscription;
 pub mod view;
