@@ -22,6 +22,7 @@ mod group_commit;
 mod processes;
 mod schema;
 mod snapshots;
+mod state;
 mod subscriptions;
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +35,7 @@ fn main() -> std::process::ExitCode {
         processes::trials(),
         schema::trials(),
         snapshots::trials(),
+        state::trials(),
         subscriptions::trials(),
     ])
 }

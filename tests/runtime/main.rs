@@ -2,6 +2,7 @@
 
 mod channels;
 mod consumers;
+mod state;
 mod subscriptions;
 
 use std::sync::Arc;

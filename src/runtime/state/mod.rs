@@ -9,7 +9,7 @@
 //! - **redb** ([`StateStore::open`], [`StateStore::in_memory`]): one redb database, in a file
 //!   beside the event log (`state.redb`) or in memory. One process at a time opens it; every
 //!   commit is durable (fsync before returning). See `redb_store.rs` and `docs/format.md`.
-//! - **PostgreSQL** (`StateStore::postgres`, feature `postgres`): tables in the schema of a
+//! - **PostgreSQL** ([`StateStore::postgres`], feature `postgres`): tables in the schema of a
 //!   [`PostgresAdapter`](crate::storage::PostgresAdapter), shared by every process connected
 //!   to it: checkpoints, views, dead letters and queues are the same for all of them, and a
 //!   queue's messages are handed out to competing receivers one at a time. See
@@ -20,16 +20,23 @@
 //! on either backend.
 
 mod ops;
+#[cfg(feature = "postgres")]
+mod postgres_connections;
+#[cfg(feature = "postgres")]
+mod postgres_schema;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod records;
 mod redb_records;
 mod redb_schema;
 mod redb_store;
 mod txn_error;
+mod wakers;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -39,6 +46,7 @@ pub(crate) use self::records::{Delivery, QueueRecord, Received};
 pub(crate) use self::redb_schema::view_checkpoint_name;
 use self::redb_store::RedbStore;
 pub use self::txn_error::TxnError;
+use self::wakers::Wakers;
 use crate::storage::{Position, StorageError};
 
 /// One write transaction of a [`StateStore`], whichever its backend: what
@@ -72,11 +80,9 @@ impl StateTxn<'_> {
 
 enum Backend {
     Redb(RedbStore),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<postgres_store::PostgresStore>),
 }
-
-/// The wake-ups of the queues of one state store, by queue name, shared by every handle on
-/// the queue in this process.
-pub(crate) type Wakers = Mutex<HashMap<String, Weak<Notify>>>;
 
 /// Durable application state on redb or PostgreSQL: see the [module docs](self).
 pub struct StateStore {
@@ -89,6 +95,8 @@ impl std::fmt::Debug for StateStore {
         let mut out = f.debug_struct("StateStore");
         match &self.backend {
             Backend::Redb(redb) => out.field("path", &redb.path()),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => out.field("postgres_schema", &pg.schema()),
         };
         out.finish_non_exhaustive()
     }
@@ -119,6 +127,46 @@ impl StateStore {
     /// A state store in memory (redb): nothing survives the process.
     pub fn in_memory() -> Self {
         Self::with(Backend::Redb(RedbStore::in_memory()))
+    }
+
+    /// The state store on the PostgreSQL database of `adapter`, in its schema, shared by every
+    /// process connected to it (feature `postgres`): creates or migrates the state tables, and
+    /// starts a thread that drives the store's connections. Fails with
+    /// [`StorageError::InvalidConfiguration`] on a schema migrated by a newer annals.
+    ///
+    /// Its calls are synchronous, like the redb store's, and work from any thread or runtime;
+    /// see `docs/postgres.md` for what is shared between processes.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), annals::StorageError> {
+    /// use std::sync::Arc;
+    /// use annals::{state::StateStore, storage::PostgresAdapter};
+    ///
+    /// let adapter = PostgresAdapter::connect("postgres://annals@127.0.0.1/annals").await?;
+    /// let state = Arc::new(StateStore::postgres(&adapter).await?);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub async fn postgres(adapter: &crate::storage::PostgresAdapter) -> Result<Self, StorageError> {
+        Self::postgres_with_config(adapter.config().clone(), adapter.schema()).await
+    }
+
+    /// The state store in schema `schema` of the database `config` names (feature
+    /// `postgres`): like [`postgres`](Self::postgres), for a process that has no adapter (the
+    /// command-line tool). The schema must be the event adapter's for the state to be shared
+    /// with the applications on it.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres_with_config(
+        config: crate::storage::postgres::tokio_postgres::Config,
+        schema: &str,
+    ) -> Result<Self, StorageError> {
+        let wakers = Arc::new(Mutex::new(HashMap::new()));
+        let store =
+            postgres_store::PostgresStore::connect(config, schema, Arc::downgrade(&wakers)).await?;
+        Ok(StateStore {
+            backend: Backend::Postgres(Box::new(store)),
+            wakers,
+        })
     }
 
     /// The next position consumer `name` delivers, as last committed; `None` if it never
@@ -186,6 +234,8 @@ impl StateStore {
     ) -> Result<T, StorageError> {
         match &self.backend {
             Backend::Redb(redb) => redb.read(read),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.read(read),
         }
     }
 
@@ -207,6 +257,8 @@ impl StateStore {
         };
         let out = match &self.backend {
             Backend::Redb(redb) => redb.try_write(run)?,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.try_write(run)?,
         };
         if out.is_ok() {
             for waker in wake {
@@ -219,14 +271,7 @@ impl StateStore {
     /// The wake-up of queue `name`, shared by every handle on it in this process (and, on
     /// PostgreSQL, sent as well when another process adds a message).
     pub(crate) fn queue_waker(&self, name: &str) -> Arc<Notify> {
-        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        wakers.retain(|_, wake| wake.strong_count() > 0);
-        if let Some(wake) = wakers.get(name).and_then(Weak::upgrade) {
-            return wake;
-        }
-        let wake = Arc::new(Notify::new());
-        wakers.insert(name.to_owned(), Arc::downgrade(&wake));
-        wake
+        wakers::waker(&self.wakers, name)
     }
 
     /// How long a receiver waiting for a queue's messages may sleep before it looks again
@@ -235,6 +280,8 @@ impl StateStore {
     pub(crate) fn queue_poll_bound(&self) -> Option<std::time::Duration> {
         match &self.backend {
             Backend::Redb(_) => None,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Some(postgres_store::POLL_BOUND),
         }
     }
 }
