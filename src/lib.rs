@@ -101,7 +101,9 @@ pub mod testing;
 
 // The modules of the upper floors are also reachable from the root, where users name them.
 pub use model::{aggregate, codec, command, event, event_store, group, snapshot_policy, upcast};
-pub use runtime::{action, channel, consumer, dam, entity, queue, state, subscription, view};
+pub use runtime::{
+    action, channel, consumer, dam, entity, lease, queue, state, subscription, view,
+};
 
 /// The former name of [`snapshot_policy`], kept so that existing paths still resolve.
 #[doc(hidden)]

@@ -11,6 +11,7 @@ pub mod channel;
 pub mod consumer;
 pub mod dam;
 pub mod entity;
+pub mod lease;
 pub mod queue;
 pub mod state;
 pub mod subscription;

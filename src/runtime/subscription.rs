@@ -38,6 +38,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use crate::runtime::lease::partition_of;
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError};
 
 /// Events read from storage per batch while catching up.
@@ -48,6 +49,8 @@ const BATCH: usize = 512;
 pub struct Filter {
     stores: Option<BTreeSet<String>>,
     types: Option<BTreeSet<String>>,
+    /// `(partition, partitions)`: only the aggregates of that partition.
+    partition: Option<(u32, u32)>,
 }
 
 impl Filter {
@@ -76,13 +79,25 @@ impl Filter {
         self
     }
 
+    /// Only events of the aggregates in partition `partition` out of `partitions` (see
+    /// [`partition_of`]): what one member of a [consumer group](crate::lease) handles.
+    /// Replaces any earlier partition filter.
+    pub fn partition(mut self, partition: u32, partitions: u32) -> Self {
+        self.partition = Some((partition, partitions.max(1)));
+        self
+    }
+
     /// Whether `event` passes the filter.
     pub fn admits(&self, event: &LoggedEvent) -> bool {
         self.admits_parts(&event.event_store_id, Some(&event.event.event_type))
+            && self
+                .partition
+                .is_none_or(|(k, n)| partition_of(&event.event.aggregate_id, n) == k)
     }
 
     /// Whether something of `event_store_id` and `event_type` passes the filter; something
-    /// without an event type (say, an aggregate-exists message) passes no type filter.
+    /// without an event type (say, an aggregate-exists message) passes no type filter. The
+    /// partition filter, which needs an aggregate id, is not applied.
     pub fn admits_parts(&self, event_store_id: &str, event_type: Option<&str>) -> bool {
         self.stores
             .as_ref()

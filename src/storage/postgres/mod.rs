@@ -39,7 +39,7 @@
 //! the whole transaction by the server retries each append alone, so that only an offending
 //! one fails.
 
-mod error;
+pub(crate) mod error;
 mod group_commit;
 mod notify;
 mod schema;
