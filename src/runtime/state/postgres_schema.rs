@@ -7,6 +7,8 @@
 //! migrate one at a time), every migration newer than the last recorded is applied in one
 //! transaction with its record, and a schema migrated by a newer annals (a version this build
 //! does not know) is refused with [`StorageError::InvalidConfiguration`], untouched.
+//! Migration 1 holds the runtime's state; migration 2 the tables of consumer groups
+//! (`runtime/lease/table.rs`).
 //!
 //! Names and keys are compared byte by byte (`COLLATE "C"`), as Rust compares strings, so a
 //! key-value view's prefix scan, and every listing, orders as on redb. Instants are signed
@@ -27,10 +29,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append new ones; never edit a released one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "checkpoints, key-value views, action dead letters, queues",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "checkpoints, key-value views, action dead letters, queues",
+        sql: r#"
         -- How far each durable consumer got: the next position it delivers.
         CREATE TABLE {schema}.consumers (
             name text COLLATE "C" PRIMARY KEY,
@@ -95,7 +98,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (queue, id)
         );
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "consumer groups: members and leases",
+        sql: crate::runtime::lease::MIGRATION,
+    },
+];
 
 /// The state schema version this build writes and reads.
 pub(crate) fn latest_version() -> i32 {
