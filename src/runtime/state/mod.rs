@@ -26,6 +26,8 @@ mod postgres_connections;
 mod postgres_schema;
 #[cfg(feature = "postgres")]
 mod postgres_store;
+#[cfg(feature = "postgres")]
+mod postgres_txn;
 mod records;
 mod redb_records;
 mod redb_schema;
@@ -206,6 +208,9 @@ impl StateStore {
         self.try_write(|txn| {
             let out = apply(txn)?;
             if out.is_ok() {
+                // A consumer lease's fencing check belongs here, before the checkpoint moves:
+                // one more `StateWrite` operation, on PostgreSQL a statement run on the
+                // transaction (`PgTxn::query`, postgres_txn.rs).
                 txn.ops().set_checkpoint(name, next)?;
             }
             Ok(out)

@@ -29,6 +29,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 use super::ops::{Letters, StateRead, StateWrite};
 use super::postgres_connections::Connections;
 use super::postgres_schema::migrate;
+use super::postgres_txn::PgTxn;
 use super::records::{DeadLetter, Delivery, QueueRecord, Received, as_millis, millis};
 use super::txn_error::TxnError;
 use super::wakers::{Wakers, wake};
@@ -56,7 +57,7 @@ const IDLE_MAX: usize = 8;
 /// A connection and the statements prepared on it.
 struct Connection {
     client: Client,
-    prepared: HashMap<String, Statement>,
+    prepared: RefCell<HashMap<String, Statement>>,
 }
 
 /// The state in the tables of one PostgreSQL schema.
@@ -90,7 +91,7 @@ impl PostgresStore {
         };
         store.give_back(Connection {
             client,
-            prepared: HashMap::new(),
+            prepared: RefCell::new(HashMap::new()),
         });
         Ok(store)
     }
@@ -109,7 +110,7 @@ impl PostgresStore {
             Some(connection) if !connection.client.is_closed() => Ok(connection),
             _ => Ok(Connection {
                 client: block_on(self.connections.connect())?,
-                prepared: HashMap::new(),
+                prepared: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -146,13 +147,13 @@ impl PostgresStore {
     fn transaction<T, E>(
         &self,
         begin: &str,
-        body: impl FnOnce(&PgTxn<'_>) -> Result<Result<T, E>, TxnError>,
+        body: impl FnOnce(&PgState<'_>) -> Result<Result<T, E>, TxnError>,
     ) -> Result<Result<T, E>, StorageError> {
-        let mut connection = self.take()?;
+        let connection = self.take()?;
         block_on(connection.client.batch_execute(begin)).map_err(|e| from_state_client(OP, e))?;
-        let out = body(&PgTxn {
-            client: &connection.client,
-            prepared: RefCell::new(&mut connection.prepared),
+        let txn = PgTxn::new(&connection.client, &connection.prepared);
+        let out = body(&PgState {
+            txn: &txn,
             sql: &self.sql,
         });
         let end = match &out {
@@ -452,15 +453,10 @@ impl Sql {
     }
 }
 
-/// One transaction on one connection.
-pub(crate) struct PgTxn<'t> {
-    client: &'t Client,
-    prepared: RefCell<&'t mut HashMap<String, Statement>>,
+/// The state operations inside one transaction: its SQL run on it.
+struct PgState<'t> {
+    txn: &'t PgTxn<'t>,
     sql: &'t Sql,
-}
-
-fn fail(e: tokio_postgres::Error) -> TxnError {
-    from_state_client(OP, e).into()
 }
 
 fn bad(e: impl std::fmt::Display) -> TxnError {
@@ -478,26 +474,9 @@ fn unsigned(row: &Row, at: usize) -> Result<u64, TxnError> {
     u64::try_from(v).map_err(|_| bad(format!("a negative number: {v}")))
 }
 
-impl PgTxn<'_> {
-    /// Runs `sql` (prepared once per connection) and returns its rows. The statement of a
-    /// check that must commit with the transaction goes here too.
-    pub(crate) fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, TxnError> {
-        let cached = self.prepared.borrow().get(sql).cloned();
-        let statement = match cached {
-            Some(statement) => statement,
-            None => {
-                let statement = block_on(self.client.prepare(sql)).map_err(fail)?;
-                self.prepared
-                    .borrow_mut()
-                    .insert(sql.to_owned(), statement.clone());
-                statement
-            }
-        };
-        block_on(self.client.query(&statement, params)).map_err(fail)
+impl PgState<'_> {
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, TxnError> {
+        self.txn.query(sql, params)
     }
 
     fn count(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<i64, TxnError> {
@@ -540,7 +519,7 @@ fn record(row: &Row, at: usize) -> Result<(u64, QueueRecord), TxnError> {
     ))
 }
 
-impl StateRead for PgTxn<'_> {
+impl StateRead for PgState<'_> {
     fn checkpoint(&self, name: &str) -> Result<Option<Position>, TxnError> {
         let rows = self.query(&self.sql.checkpoint, &[&name])?;
         rows.first().map(|row| unsigned(row, 0)).transpose()
@@ -620,7 +599,7 @@ impl StateRead for PgTxn<'_> {
     }
 }
 
-impl StateWrite for PgTxn<'_> {
+impl StateWrite for PgState<'_> {
     fn set_checkpoint(&self, name: &str, next: Position) -> Result<(), TxnError> {
         self.query(&self.sql.set_checkpoint, &[&name, &int(next)])?;
         Ok(())
