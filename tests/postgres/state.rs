@@ -26,6 +26,7 @@ pub fn trials() -> Vec<libtest_mimic::Trial> {
         calls_work_from_any_thread_or_runtime,
         a_receiver_is_woken_by_an_enqueue_on_another_store,
         state_tables_of_a_newer_annals_are_refused,
+        the_state_store_carries_on_after_its_connections_are_terminated,
     )
 }
 
@@ -137,4 +138,40 @@ async fn state_tables_of_a_newer_annals_are_refused() {
             if reason.contains("999")),
         "{refused:?}"
     );
+}
+
+async fn the_state_store_carries_on_after_its_connections_are_terminated() {
+    let url = fixture::url();
+    let schema = fixture::fresh_schema();
+    let _guard = SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let name = format!("state_{schema}");
+    let adapter = fixture::named_builder(&url, &schema, &name)
+        .connect()
+        .await
+        .expect("connect");
+    let a = Arc::new(StateStore::postgres(&adapter).await.expect("a store"));
+    let b = Arc::new(StateStore::postgres(&adapter).await.expect("another store"));
+    a.set_checkpoint("mailer", 5).expect("commit");
+    let receiver = Queue::open(Arc::clone(&b), "after");
+    let waiting = tokio::spawn(async move { receiver.next().await });
+
+    let admin = fixture::connect(&url).await;
+    assert!(fixture::terminate(&admin, &name, "true").await > 0);
+    // Lost idle connections are replaced before a transaction begins on them.
+    assert_eq!(
+        b.checkpoint("mailer").expect("read after the loss"),
+        Some(5)
+    );
+    let enqueued = Queue::open(Arc::clone(&a), "after").enqueue(b"again".to_vec());
+    assert_eq!(enqueued.expect("an enqueue after the loss"), 1);
+    // The receiver's store lost its listener too: it still gets the message.
+    let message = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("in time")
+        .expect("the task ends")
+        .expect("a message");
+    assert_eq!(&*message.body, b"again");
 }

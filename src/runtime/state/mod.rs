@@ -235,7 +235,7 @@ impl StateStore {
     /// read-only transaction).
     pub(crate) fn read<T>(
         &self,
-        read: impl FnOnce(&dyn StateRead) -> Result<T, TxnError>,
+        read: impl Fn(&dyn StateRead) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
         match &self.backend {
             Backend::Redb(redb) => redb.read(read),

@@ -126,13 +126,22 @@ impl PostgresStore {
     }
 
     /// Runs `read` in one read-only transaction.
+    ///
+    /// A read whose connection was lost is retried once, on a new connection (the lost one is
+    /// not reused): reading again is harmless.
     pub(crate) fn read<T>(
         &self,
-        read: impl FnOnce(&dyn StateRead) -> Result<T, TxnError>,
+        read: impl Fn(&dyn StateRead) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
         let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-        let out = self.transaction(begin, |txn| read(txn).map(Ok::<T, TxnError>))?;
-        out.map_err(TxnError::into_storage)
+        let attempt = || {
+            self.transaction(begin, |txn| read(txn).map(Ok::<T, TxnError>))?
+                .map_err(TxnError::into_storage)
+        };
+        match attempt() {
+            Err(StorageError::Unavailable { .. }) => attempt(),
+            out => out,
+        }
     }
 
     /// Runs `write` in one transaction: committed when it returns `Ok(Ok(_))`, rolled back
@@ -144,13 +153,32 @@ impl PostgresStore {
         self.transaction("BEGIN", |txn| write(txn))
     }
 
+    /// A connection with a transaction begun on it. Idle connections the server has dropped
+    /// meanwhile (a restart, a terminated backend) are discarded one after the other, and a new
+    /// one is opened if need be: nothing was sent on them, so this is safe for any operation.
+    fn begin(&self, begin: &str) -> Result<Connection, StorageError> {
+        let mut attempts = 0;
+        loop {
+            let connection = self.take()?;
+            match block_on(connection.client.batch_execute(begin)) {
+                Ok(()) => return Ok(connection),
+                Err(e) => {
+                    let e = from_state_client(OP, e);
+                    attempts += 1;
+                    if !matches!(e, StorageError::Unavailable { .. }) || attempts > IDLE_MAX {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     fn transaction<T, E>(
         &self,
         begin: &str,
         body: impl FnOnce(&PgState<'_>) -> Result<Result<T, E>, TxnError>,
     ) -> Result<Result<T, E>, StorageError> {
-        let connection = self.take()?;
-        block_on(connection.client.batch_execute(begin)).map_err(|e| from_state_client(OP, e))?;
+        let connection = self.begin(begin)?;
         let txn = PgTxn::new(&connection.client, &connection.prepared);
         let out = body(&PgState {
             txn: &txn,

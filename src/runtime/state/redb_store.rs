@@ -91,7 +91,7 @@ impl RedbStore {
     /// Runs `read` in a read transaction (redb panics contained).
     pub(crate) fn read<T>(
         &self,
-        read: impl FnOnce(&dyn StateRead) -> Result<T, TxnError>,
+        read: impl Fn(&dyn StateRead) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
         self.guarded(|| {
             let txn = self
