@@ -41,7 +41,7 @@
 use crate::runtime::state::{Letters, StateStore, StateTxn, TxnError};
 use crate::storage::{Position, StorageError, Timestamp};
 
-pub use crate::runtime::state::DeadLetter;
+pub use crate::runtime::state::records::DeadLetter;
 
 /// Why [`EventAction::retry_dead_letter`](super::EventAction::retry_dead_letter) did not
 /// clear a dead letter.

@@ -28,7 +28,7 @@ mod postgres_schema;
 mod postgres_store;
 #[cfg(feature = "postgres")]
 mod postgres_txn;
-mod records;
+pub(crate) mod records;
 mod redb_records;
 mod redb_schema;
 mod redb_store;
@@ -43,7 +43,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub(crate) use self::ops::{Letters, StateRead, StateWrite};
-pub use self::records::DeadLetter;
 pub(crate) use self::records::{Delivery, QueueRecord, Received};
 pub(crate) use self::redb_schema::view_checkpoint_name;
 use self::redb_store::RedbStore;
