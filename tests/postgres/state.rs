@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::StorageError;
-use annals::queue::Queue;
+use annals::queue::{Queue, QueueError};
 use annals::state::StateStore;
 use annals::storage::PostgresAdapter;
 use annals::testing::state_conformance as suite;
@@ -156,7 +156,16 @@ async fn the_state_store_carries_on_after_its_connections_are_terminated() {
     let b = Arc::new(StateStore::postgres(&adapter).await.expect("another store"));
     a.set_checkpoint("mailer", 5).expect("commit");
     let receiver = Queue::open(Arc::clone(&b), "after");
-    let waiting = tokio::spawn(async move { receiver.next().await });
+    // A receive in flight when its connection is terminated fails with `Unavailable`; the
+    // receiver calls again, as with a subscription.
+    let waiting = tokio::spawn(async move {
+        loop {
+            match receiver.next().await {
+                Err(QueueError::Storage(StorageError::Unavailable { .. })) => continue,
+                other => return other,
+            }
+        }
+    });
 
     let admin = fixture::connect(&url).await;
     assert!(fixture::terminate(&admin, &name, "true").await > 0);
