@@ -3,6 +3,8 @@
 mod channels;
 mod consumers;
 mod state;
+#[cfg(feature = "testing")]
+mod state_suite;
 mod subscriptions;
 
 use std::sync::Arc;
