@@ -47,9 +47,9 @@
 //! clock, so the processes' clocks need not agree.
 //!
 //! # Storage
-//! On redb, three tables of the state store: `queue_meta` (queue name → next message id and number
-//! of messages), `queue_messages` and `queue_dead_letters` (`(queue name, message id)` → a
-//! record: format byte `1`, receive count (u32), visible-at and enqueued-at instants (i64 Unix
+//! On redb, three tables of the state store: `queue_meta` (queue name → next message id and
+//! number of messages), `queue_messages` and `queue_dead_letters` (`(queue name, message id)` →
+//! a record: format byte `1`, receive count (u32), visible-at and enqueued-at instants (i64 Unix
 //! milliseconds), the last error's length (u32) and UTF-8 bytes, then the body; integers
 //! little-endian). `docs/format.md` describes them with the rest of the state store. On
 //! PostgreSQL, the tables `queue_meta`, `queue_messages` and `queue_dead_letters`, one column

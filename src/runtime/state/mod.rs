@@ -51,8 +51,9 @@ use self::wakers::Wakers;
 use crate::storage::{Position, StorageError};
 
 /// One write transaction of a [`StateStore`], whichever its backend: what
-/// [`StateStore::write`] and [`Consumer::commit_with`](crate::runtime::consumer::Consumer::commit_with)
-/// hand their closure. Write through the runtime's own types, for instance
+/// [`StateStore::write`] and
+/// [`Consumer::commit_with`](crate::runtime::consumer::Consumer::commit_with) hand their
+/// closure. Write through the runtime's own types, for instance
 /// [`Queue::enqueue_in`](crate::runtime::queue::Queue::enqueue_in); everything commits
 /// together, or nothing does.
 pub struct StateTxn<'t> {

@@ -319,7 +319,8 @@ impl Sql {
         let channel = channel(s);
         let letters = |filter: &str| {
             format!(
-                "SELECT {LETTER_COLUMNS} FROM {s}.action_dead_letters {filter} ORDER BY action, position"
+                "SELECT {LETTER_COLUMNS} FROM {s}.action_dead_letters {filter} \
+                 ORDER BY action, position"
             )
         };
         Sql {
