@@ -134,7 +134,14 @@ fn counter(name: &str, version: u64, state: &Arc<StateStore>) -> Result<KvView, 
                 let seen: u64 = tables.get("counts", id)?.unwrap_or(0);
                 tables.put("counts", id, &(seen + version))?;
                 if id == "gone" {
-                    tables.remove("counts", id)?;
+                    assert!(
+                        tables.remove("counts", id)?,
+                        "a row put just before is there"
+                    );
+                    assert!(!tables.remove("counts", id)?, "and then gone");
+                }
+                if id == "remover" {
+                    assert!(tables.remove("counts", "B")?, "a committed row is there");
                 }
                 let before = tables.scan_prefix::<u64>("counts", "")?.len();
                 tables.put("sizes", &event.position.to_string(), &before)?;
@@ -191,6 +198,20 @@ pub async fn key_value_views_apply_rebuild_and_activate(state: Arc<StateStore>) 
     assert_eq!(prefixed, ["a", "a-", "a/b", "ab"]);
     // The handler read its own uncommitted writes: table sizes grow within a batch.
     assert_eq!(v1.get::<u64>("sizes", "1").expect(ANSWERS), Some(1));
+
+    // A later batch removes a row an earlier one committed.
+    let removal = adapter
+        .push_event(event("remover", 1))
+        .await
+        .expect(ANSWERS);
+    let v1 = counter("counts", 1, &state).expect(ANSWERS);
+    let runner = v1.run(Arc::clone(&adapter));
+    v1.wait_for(removal, PATIENCE)
+        .await
+        .expect("v1 applies the removal");
+    runner.stop().await.expect("v1 stops");
+    assert_eq!(v1.get::<u64>("counts", "B").expect(ANSWERS), None);
+    assert_eq!(v1.get::<u64>("counts", "remover").expect(ANSWERS), Some(1));
 
     // Version 2 is built beside it; reads go to version 1 until it has caught up.
     let v2 = counter("counts", 2, &state).expect(ANSWERS);

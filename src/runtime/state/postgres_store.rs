@@ -17,7 +17,7 @@
 //! what a notification cannot announce (a receiver that rolled back, a listener reconnecting).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, Weak};
 use std::time::Duration;
 
@@ -180,10 +180,18 @@ impl PostgresStore {
     ) -> Result<Result<T, E>, StorageError> {
         let connection = self.begin(begin)?;
         let txn = PgTxn::new(&connection.client, &connection.prepared);
-        let out = body(&PgState {
+        let state = PgState {
             txn: &txn,
             sql: &self.sql,
-        });
+            rows: RefCell::new(BTreeMap::new()),
+        };
+        let mut out = body(&state);
+        if let Ok(Ok(_)) = &out
+            && let Err(e) = state.write_rows()
+        {
+            out = Err(e);
+        }
+        drop(state);
         let end = match &out {
             Ok(Ok(_)) => "COMMIT",
             _ => "ROLLBACK",
@@ -284,8 +292,9 @@ struct Sql {
     set_view_version: String,
     view_get: String,
     view_scan: String,
-    view_put: String,
+    view_put_all: String,
     view_remove: String,
+    view_remove_all: String,
     drop_view_versions: String,
     letters_all: String,
     letters_of: String,
@@ -344,10 +353,15 @@ impl Sql {
                 "SELECT key, value FROM {s}.view_rows WHERE view = $1 AND version = $2 \
                  AND tbl = $3 AND key >= $4 AND starts_with(key, $4) ORDER BY key"
             ),
-            view_put: format!(
+            view_put_all: format!(
                 "INSERT INTO {s}.view_rows (view, version, tbl, key, value) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
+                 $5::bytea[]) \
                  ON CONFLICT (view, version, tbl, key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            view_remove_all: format!(
+                "DELETE FROM {s}.view_rows WHERE (view, version, tbl, key) IN ( \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]))"
             ),
             view_remove: format!(
                 "DELETE FROM {s}.view_rows \
@@ -482,10 +496,30 @@ impl Sql {
     }
 }
 
+/// A view row's key: view, version, table, key.
+type RowKey = (String, i64, String, String);
+
+/// View rows as parameter arrays.
+#[derive(Default)]
+struct Columns {
+    views: Vec<String>,
+    versions: Vec<i64>,
+    tables: Vec<String>,
+    keys: Vec<String>,
+    values: Vec<Vec<u8>>,
+}
+
 /// The state operations inside one transaction: its SQL run on it.
+///
+/// A key-value view's handler reads and writes a row per event; its writes wait here (the
+/// latest per row, `None` for a removal) and go to the server in two statements when the
+/// transaction is about to commit, or before a scan reads the table. Reads of a waiting row
+/// are answered from here, so the handler sees its own writes as on redb, and a batch costs
+/// one round trip per row read instead of one per read and one per write.
 struct PgState<'t> {
     txn: &'t PgTxn<'t>,
     sql: &'t Sql,
+    rows: RefCell<BTreeMap<RowKey, Option<Vec<u8>>>>,
 }
 
 fn bad(e: impl std::fmt::Display) -> TxnError {
@@ -506,6 +540,40 @@ fn unsigned(row: &Row, at: usize) -> Result<u64, TxnError> {
 impl PgState<'_> {
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, TxnError> {
         self.txn.query(sql, params)
+    }
+
+    /// Sends the view rows written so far: one upsert for the rows set, one delete for those
+    /// removed.
+    fn write_rows(&self) -> Result<(), TxnError> {
+        let rows = std::mem::take(&mut *self.rows.borrow_mut());
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (mut put, mut gone) = (Columns::default(), Columns::default());
+        for ((view, version, table, key), value) in rows {
+            let columns = if value.is_some() { &mut put } else { &mut gone };
+            columns.views.push(view);
+            columns.versions.push(version);
+            columns.tables.push(table);
+            columns.keys.push(key);
+            columns.values.extend(value);
+        }
+        if !put.keys.is_empty() {
+            let params: [&(dyn ToSql + Sync); 5] = [
+                &put.views,
+                &put.versions,
+                &put.tables,
+                &put.keys,
+                &put.values,
+            ];
+            self.query(&self.sql.view_put_all, &params)?;
+        }
+        if !gone.keys.is_empty() {
+            let params: [&(dyn ToSql + Sync); 4] =
+                [&gone.views, &gone.versions, &gone.tables, &gone.keys];
+            self.query(&self.sql.view_remove_all, &params)?;
+        }
+        Ok(())
     }
 
     fn count(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<i64, TxnError> {
@@ -573,6 +641,15 @@ impl StateRead for PgState<'_> {
         table: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, TxnError> {
+        let waiting = (
+            view.to_owned(),
+            int(version),
+            table.to_owned(),
+            key.to_owned(),
+        );
+        if let Some(value) = self.rows.borrow().get(&waiting) {
+            return Ok(value.clone());
+        }
         let rows = self.query(&self.sql.view_get, &[&view, &int(version), &table, &key])?;
         rows.first()
             .map(|row| row.try_get(0).map_err(bad))
@@ -586,6 +663,7 @@ impl StateRead for PgState<'_> {
         table: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, TxnError> {
+        self.write_rows()?;
         let rows = self.query(
             &self.sql.view_scan,
             &[&view, &int(version), &table, &prefix],
@@ -652,8 +730,13 @@ impl StateWrite for PgState<'_> {
         key: &str,
         value: &[u8],
     ) -> Result<(), TxnError> {
-        let params: [&(dyn ToSql + Sync); 5] = [&view, &int(version), &table, &key, &value];
-        self.query(&self.sql.view_put, &params)?;
+        let row = (
+            view.to_owned(),
+            int(version),
+            table.to_owned(),
+            key.to_owned(),
+        );
+        self.rows.borrow_mut().insert(row, Some(value.to_vec()));
         Ok(())
     }
 
@@ -664,11 +747,22 @@ impl StateWrite for PgState<'_> {
         table: &str,
         key: &str,
     ) -> Result<bool, TxnError> {
+        let row = (
+            view.to_owned(),
+            int(version),
+            table.to_owned(),
+            key.to_owned(),
+        );
+        if let Some(waiting) = self.rows.borrow_mut().get_mut(&row) {
+            // Whether it is there now: set in this transaction, or removed in it already.
+            return Ok(waiting.take().is_some());
+        }
         let rows = self.query(&self.sql.view_remove, &[&view, &int(version), &table, &key])?;
         Ok(!rows.is_empty())
     }
 
     fn drop_view_versions_before(&self, view: &str, version: u64) -> Result<(), TxnError> {
+        self.write_rows()?;
         self.query(&self.sql.drop_view_versions, &[&view, &int(version)])?;
         Ok(())
     }
