@@ -21,6 +21,12 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Opens `path` for reading and writing, creating it (empty) when `create` is set.
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>>;
+    /// Opens the existing file at `path` for reading only: what a live reader of a store
+    /// opens, so that it cannot change a byte even by mistake (writes through the handle fail).
+    /// The default opens it as [`open`](Self::open) does, without creating it.
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StoreFile>> {
+        self.open(path, false)
+    }
     /// The names of the files in `dir` (not recursive), unordered.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Whether `path` exists.
@@ -85,6 +91,11 @@ impl FileSystem for OsFileSystem {
             .write(true)
             .create(create)
             .open(path)?;
+        Ok(Arc::new(OsFile { file }))
+    }
+
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StoreFile>> {
+        let file = OpenOptions::new().read(true).open(path)?;
         Ok(Arc::new(OsFile { file }))
     }
 

@@ -28,6 +28,7 @@
 //! | `read` | reading one aggregate's events |
 //! | `continuity` | checking that the runs a read assembled hold every version asked for |
 //! | `scan` | reading the log in global order |
+//! | `live` | reading a store while another process writes it: scanning, following |
 //! | `stats` | figures about an open store ([`EngineStats`], [`IndexStats`]) |
 //! | [`verify`] | the integrity check: [`verify_dir`] and the open store's check |
 //! | `verify_index` | the integrity check of the persisted and the in-memory index |
@@ -50,6 +51,7 @@ mod health;
 mod index;
 pub(crate) mod io;
 pub mod layout;
+mod live;
 mod open;
 mod options;
 mod preparer;
@@ -70,11 +72,13 @@ pub mod verify;
 mod verify_index;
 mod writer;
 
+pub(crate) use entry_view::EntryView;
 pub use error::{Corruption, CorruptionKind, EngineError, IoFailure};
 pub(crate) use frame::{EncodedCommit, LogEvent};
 pub(crate) use handle::Engine;
 pub(crate) use io::OsFileSystem;
 pub use io::{FileSystem, StoreFile};
+pub(crate) use live::LiveLog;
 pub use options::Durability;
 pub(crate) use options::EngineOptions;
 pub(crate) use scan::LogCursor;

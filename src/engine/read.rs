@@ -2,12 +2,14 @@
 //! segments in coalesced reads and verified entry by entry.
 
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use super::continuity;
 use super::entry_view::EntryView;
 use super::error::EngineError;
 use super::handle::Engine;
 use super::index::{Location, Run};
+use super::scan::SegmentSource;
 
 impl Engine {
     /// Visits the events of one aggregate with versions in `min..=max` — at most `limit`, the
@@ -30,7 +32,8 @@ impl Engine {
         if let Some(limit) = limit {
             limit_runs(&mut runs, limit, reverse);
         }
-        self.read_runs(store, aggregate, &runs, visit)
+        let path = &self.shared.index_path;
+        read_runs(&*self.shared, path, store, aggregate, &runs, visit)
     }
 
     /// Locations of versions `min..=max` of an aggregate, ascending by version.
@@ -111,81 +114,6 @@ impl Engine {
         Ok(out)
     }
 
-    /// Reads and verifies the entries of `runs`, coalescing neighbouring runs of a segment
-    /// into single reads, and visits them in order.
-    fn read_runs(
-        &self,
-        store: &str,
-        aggregate: &str,
-        runs: &[Run],
-        visit: &mut dyn FnMut(u64, EntryView<'_>) -> ControlFlow<()>,
-    ) -> Result<(), EngineError> {
-        const GAP_MAX: u64 = 64 << 10;
-        // The read buffer is what a fold of a long aggregate holds besides its state: 1 MiB
-        // reads cost a few hundred syscalls per 100,000 events and keep that memory small.
-        const READ_MAX: u64 = 1 << 20;
-        let mut buf = Vec::new();
-        let mut i = 0;
-        while i < runs.len() {
-            let first = &runs[i];
-            let mut end = first.end();
-            let mut j = i + 1;
-            while j < runs.len() {
-                let next = &runs[j];
-                if next.segment_id != first.segment_id
-                    || next.offset < end
-                    || next.offset - end > GAP_MAX
-                    || next.end() - first.offset > READ_MAX
-                {
-                    break;
-                }
-                end = next.end();
-                j += 1;
-            }
-            let segment = self.shared.segment(first.segment_id).ok_or_else(|| {
-                EngineError::corruption(
-                    self.shared.index_path.clone(),
-                    0,
-                    format!("index points into missing segment {}", first.segment_id),
-                )
-            })?;
-            // A damaged index can locate entries past the segment's end: that is the index's
-            // damage, not a short read of the log.
-            if end > segment.header.size {
-                return Err(EngineError::corruption(
-                    self.shared.index_path.clone(),
-                    0,
-                    format!(
-                        "the index locates entries of {store:?}/{aggregate:?} up to offset {end} \
-                         of segment {}, which is {} bytes long",
-                        first.segment_id, segment.header.size
-                    ),
-                ));
-            }
-            buf.resize((end - first.offset) as usize, 0);
-            segment
-                .file
-                .read_exact_at(&mut buf, first.offset)
-                // A lazily opened segment that fails its check on first use reports corruption.
-                .map_err(|e| EngineError::io("read", &segment.path, e))?;
-            for run in &runs[i..j] {
-                for (version, loc) in run.locations() {
-                    let start = (loc.offset - first.offset) as usize;
-                    let bytes = &buf[start..start + loc.len as usize];
-                    let entry =
-                        EntryView::decode(bytes, store, aggregate, version).map_err(|reason| {
-                            EngineError::corruption(segment.path.clone(), loc.offset, reason)
-                        })?;
-                    if visit(loc.position, entry).is_break() {
-                        return Ok(());
-                    }
-                }
-            }
-            i = j;
-        }
-        Ok(())
-    }
-
     /// Aggregates of `store` by initial-event timestamp (inclusive bounds), strictly beyond
     /// `cursor` in scan order, at most `limit`.
     pub fn list_aggregates(
@@ -226,8 +154,85 @@ impl Engine {
     }
 }
 
+/// Reads and verifies the entries of `runs` (one aggregate's, located through `index`, the
+/// file errors name when they point astray) from `source`'s segments, coalescing
+/// neighbouring runs of a segment into single reads, and visits them in order.
+pub(crate) fn read_runs(
+    source: &dyn SegmentSource,
+    index: &Path,
+    store: &str,
+    aggregate: &str,
+    runs: &[Run],
+    visit: &mut dyn FnMut(u64, EntryView<'_>) -> ControlFlow<()>,
+) -> Result<(), EngineError> {
+    const GAP_MAX: u64 = 64 << 10;
+    // The read buffer is what a fold of a long aggregate holds besides its state: 1 MiB
+    // reads cost a few hundred syscalls per 100,000 events and keep that memory small.
+    const READ_MAX: u64 = 1 << 20;
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while i < runs.len() {
+        let first = &runs[i];
+        let mut end = first.end();
+        let mut j = i + 1;
+        while j < runs.len() {
+            let next = &runs[j];
+            if next.segment_id != first.segment_id
+                || next.offset < end
+                || next.offset - end > GAP_MAX
+                || next.end() - first.offset > READ_MAX
+            {
+                break;
+            }
+            end = next.end();
+            j += 1;
+        }
+        let segment = source.segment(first.segment_id).ok_or_else(|| {
+            EngineError::corruption(
+                index.to_owned(),
+                0,
+                format!("index points into missing segment {}", first.segment_id),
+            )
+        })?;
+        // A damaged index can locate entries past the segment's end: that is the index's
+        // damage, not a short read of the log.
+        if end > segment.header.size {
+            return Err(EngineError::corruption(
+                index.to_owned(),
+                0,
+                format!(
+                    "the index locates entries of {store:?}/{aggregate:?} up to offset {end} \
+                     of segment {}, which is {} bytes long",
+                    first.segment_id, segment.header.size
+                ),
+            ));
+        }
+        buf.resize((end - first.offset) as usize, 0);
+        segment
+            .file
+            .read_exact_at(&mut buf, first.offset)
+            // A lazily opened segment that fails its check on first use reports corruption.
+            .map_err(|e| EngineError::io("read", &segment.path, e))?;
+        for run in &runs[i..j] {
+            for (version, loc) in run.locations() {
+                let start = (loc.offset - first.offset) as usize;
+                let bytes = &buf[start..start + loc.len as usize];
+                let entry =
+                    EntryView::decode(bytes, store, aggregate, version).map_err(|reason| {
+                        EngineError::corruption(segment.path.clone(), loc.offset, reason)
+                    })?;
+                if visit(loc.position, entry).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        i = j;
+    }
+    Ok(())
+}
+
 /// Keeps the first `limit` events of `runs` (the last `limit` when `reverse`).
-fn limit_runs(runs: &mut Vec<Run>, limit: usize, reverse: bool) {
+pub(crate) fn limit_runs(runs: &mut Vec<Run>, limit: usize, reverse: bool) {
     let total: usize = runs.iter().map(|r| r.lens.len()).sum();
     if total <= limit {
         return;

@@ -11,9 +11,11 @@
 //! frames are complete and acknowledged, so a frame that does not verify there is corruption,
 //! never a torn write in progress.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::Engine;
+use super::engine_state::EngineState;
 use super::error::EngineError;
 use super::frame::{self, FRAME_HEADER_BYTES, LogEvent};
 use super::recovery::read_frame;
@@ -52,6 +54,43 @@ pub struct LogBatch {
     pub next: LogCursor,
 }
 
+/// The segments a read of the log in global order goes through: the open store's, or those a
+/// live reader has verified (see `live`).
+pub(crate) trait SegmentSource {
+    /// The log directory, named by errors that concern no one segment.
+    fn log_dir(&self) -> &Path;
+    /// Segment `id`, when known.
+    fn segment(&self, id: u64) -> Option<Arc<Segment>>;
+    /// The first segment after segment `id`, when known.
+    fn next_segment(&self, id: u64) -> Option<Arc<Segment>>;
+    /// The last segment starting at or before global position `position`.
+    fn segment_holding(&self, position: u64) -> Option<Arc<Segment>>;
+}
+
+impl SegmentSource for EngineState {
+    fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+        EngineState::segment(self, id)
+    }
+
+    fn next_segment(&self, id: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        segments.range(id + 1..).next().map(|(_, s)| Arc::clone(s))
+    }
+
+    fn segment_holding(&self, position: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        segments
+            .values()
+            .rev()
+            .find(|s| s.header.first_position <= position)
+            .cloned()
+    }
+}
+
 impl Engine {
     /// Reads up to `max_events` committed events from `from`, in global order.
     ///
@@ -59,124 +98,104 @@ impl Engine {
     /// `next` cursor then continues where it stopped, so a reader can wait for
     /// [`Engine::last_position`] to grow and read again. Reads run concurrently with appends.
     pub fn read_log(&self, from: LogCursor, max_events: usize) -> Result<LogBatch, EngineError> {
-        let last = self.last_position();
-        let mut cursor = from;
-        let mut events = Vec::new();
-        if cursor.position > last || max_events == 0 {
-            return Ok(LogBatch {
-                events,
-                next: cursor,
-            });
-        }
-        let (mut segment, mut offset) = match cursor.frame {
-            Some((id, offset)) => match self.segment(id) {
-                Some(segment) => (segment, offset),
-                None => self.locate(cursor.position)?,
-            },
-            None => self.locate(cursor.position)?,
-        };
-        while cursor.position <= last && events.len() < max_events {
-            let Some(read) = read_frame(&segment, offset)? else {
-                // The end of this segment's data: the log continues in the next segment.
-                let id = segment.header.segment_id;
-                segment = self.next_segment(id).ok_or_else(|| {
-                    missing(&segment, offset, "the log ends before the last position")
-                })?;
-                offset = SEGMENT_HEADER_BYTES;
-                continue;
-            };
-            let (header, bytes) = read.map_err(|e| missing(&segment, offset, &e.to_string()))?;
-            let (_, entries) = frame::decode_frame(&bytes)
-                .map_err(|e| missing(&segment, offset, &e.to_string()))?;
-            let first = header.first_position;
-            if first > cursor.position {
-                return Err(missing(&segment, offset, "a gap in the global positions"));
-            }
-            let frame_end = first + u64::from(header.entry_count);
-            for (i, (_, entry)) in entries.into_iter().enumerate() {
-                let position = first + i as u64;
-                if position < cursor.position {
-                    continue;
-                }
-                if position > last || events.len() >= max_events {
-                    break;
-                }
-                let event = frame::decode_entry(entry)
-                    .map_err(|e| missing(&segment, offset, &e.to_string()))?;
-                events.push((position, event));
-                cursor.position = position + 1;
-            }
-            if cursor.position >= frame_end {
-                offset += header.frame_len();
-            }
-        }
-        cursor.frame = Some((segment.header.segment_id, offset));
-        Ok(LogBatch {
+        read_log(&*self.shared, self.last_position(), from, max_events)
+    }
+}
+
+/// Reads up to `max_events` events of `source` from `from`, in global order, none past
+/// position `last` (the last one published, whose frames are all complete and verified).
+pub(crate) fn read_log(
+    source: &dyn SegmentSource,
+    last: u64,
+    from: LogCursor,
+    max_events: usize,
+) -> Result<LogBatch, EngineError> {
+    let mut cursor = from;
+    let mut events = Vec::new();
+    if cursor.position > last || max_events == 0 {
+        return Ok(LogBatch {
             events,
             next: cursor,
-        })
+        });
     }
-
-    fn segment(&self, id: u64) -> Option<Arc<Segment>> {
-        let segments = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        segments.get(&id).cloned()
-    }
-
-    fn next_segment(&self, id: u64) -> Option<Arc<Segment>> {
-        let segments = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        segments.range(id + 1..).next().map(|(_, s)| Arc::clone(s))
-    }
-
-    /// The segment and frame offset holding published position `position`.
-    fn locate(&self, position: u64) -> Result<(Arc<Segment>, u64), EngineError> {
-        let segment = {
-            let segments = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            segments
-                .values()
-                .rev()
-                .find(|s| s.header.first_position <= position)
-                .cloned()
+    let (mut segment, mut offset) = match cursor.frame {
+        Some((id, offset)) => match source.segment(id) {
+            Some(segment) => (segment, offset),
+            None => locate(source, cursor.position)?,
+        },
+        None => locate(source, cursor.position)?,
+    };
+    while cursor.position <= last && events.len() < max_events {
+        let Some(read) = read_frame(&segment, offset)? else {
+            // The end of this segment's data: the log continues in the next segment.
+            let id = segment.header.segment_id;
+            segment = source.next_segment(id).ok_or_else(|| {
+                missing(&segment, offset, "the log ends before the last position")
+            })?;
+            offset = SEGMENT_HEADER_BYTES;
+            continue;
         };
-        let segment = segment.ok_or_else(|| {
-            EngineError::corruption(
-                self.shared.log_dir.clone(),
-                0,
-                format!("no segment holds position {position}"),
-            )
-        })?;
-        let mut offset = SEGMENT_HEADER_BYTES;
-        loop {
-            let mut head = [0u8; FRAME_HEADER_BYTES];
-            if offset + FRAME_HEADER_BYTES as u64 > segment.header.size {
-                return Err(missing(&segment, offset, "position past the segment's end"));
+        let (header, bytes) = read.map_err(|e| missing(&segment, offset, &e.to_string()))?;
+        let (_, entries) =
+            frame::decode_frame(&bytes).map_err(|e| missing(&segment, offset, &e.to_string()))?;
+        let first = header.first_position;
+        if first > cursor.position {
+            return Err(missing(&segment, offset, "a gap in the global positions"));
+        }
+        let frame_end = first + u64::from(header.entry_count);
+        for (i, (_, entry)) in entries.into_iter().enumerate() {
+            let position = first + i as u64;
+            if position < cursor.position {
+                continue;
             }
-            segment
-                .file
-                .read_exact_at(&mut head, offset)
-                .map_err(|e| EngineError::io("read", &segment.path, e))?;
-            if head == [0; FRAME_HEADER_BYTES] {
-                // The end of this segment's data: the position is the next segment's first.
-                return Ok((segment, offset));
+            if position > last || events.len() >= max_events {
+                break;
             }
-            let header = frame::decode_frame_header(&head)
+            let event = frame::decode_entry(entry)
                 .map_err(|e| missing(&segment, offset, &e.to_string()))?;
-            if header.first_position + u64::from(header.entry_count) > position {
-                return Ok((segment, offset));
-            }
+            events.push((position, event));
+            cursor.position = position + 1;
+        }
+        if cursor.position >= frame_end {
             offset += header.frame_len();
         }
+    }
+    cursor.frame = Some((segment.header.segment_id, offset));
+    Ok(LogBatch {
+        events,
+        next: cursor,
+    })
+}
+
+/// The segment and frame offset holding published position `position`.
+fn locate(source: &dyn SegmentSource, position: u64) -> Result<(Arc<Segment>, u64), EngineError> {
+    let segment = source.segment_holding(position).ok_or_else(|| {
+        EngineError::corruption(
+            source.log_dir().to_owned(),
+            0,
+            format!("no segment holds position {position}"),
+        )
+    })?;
+    let mut offset = SEGMENT_HEADER_BYTES;
+    loop {
+        let mut head = [0u8; FRAME_HEADER_BYTES];
+        if offset + FRAME_HEADER_BYTES as u64 > segment.header.size {
+            return Err(missing(&segment, offset, "position past the segment's end"));
+        }
+        segment
+            .file
+            .read_exact_at(&mut head, offset)
+            .map_err(|e| EngineError::io("read", &segment.path, e))?;
+        if head == [0; FRAME_HEADER_BYTES] {
+            // The end of this segment's data: the position is the next segment's first.
+            return Ok((segment, offset));
+        }
+        let header = frame::decode_frame_header(&head)
+            .map_err(|e| missing(&segment, offset, &e.to_string()))?;
+        if header.first_position + u64::from(header.entry_count) > position {
+            return Ok((segment, offset));
+        }
+        offset += header.frame_len();
     }
 }
 

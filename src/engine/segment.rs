@@ -353,10 +353,22 @@ pub fn list_ids(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>, EngineError
 
 /// Opens segment `id` of `dir` and reads its header.
 pub fn find(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineError> {
+    find_with(dir, id, |path| fs.open(path, false))
+}
+
+/// Opens segment `id` of `dir` for reading only (see [`FileSystem::open_read_only`]) and reads
+/// its header: how a live reader opens the segments of a store another process writes.
+pub fn find_read_only(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineError> {
+    find_with(dir, id, |path| fs.open_read_only(path))
+}
+
+fn find_with(
+    dir: &Path,
+    id: u64,
+    open: impl FnOnce(&Path) -> io::Result<Arc<dyn StoreFile>>,
+) -> Result<Found, EngineError> {
     let path = dir.join(file_name(id));
-    let file = fs
-        .open(&path, false)
-        .map_err(|e| EngineError::io("open", &path, e))?;
+    let file = open(&path).map_err(|e| EngineError::io("open", &path, e))?;
     let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
     let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
     file.read_exact_at(&mut head, 0)

@@ -93,6 +93,13 @@ pub enum StorageError {
         /// The store directory.
         path: PathBuf,
     },
+    /// The store was opened read-only (a [`LogReader`](super::LogReader)): appends go through
+    /// the handle that holds it. Nothing was written.
+    #[error("store {} is open read-only; append through the process that holds it", path.display())]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+    },
     /// An earlier write or fsync failed, so the on-disk state is uncertain; the store refuses
     /// writes until it is reopened (which re-runs recovery).
     #[error("store is poisoned after a failed write or sync ({reason}); reopen it")]
@@ -132,6 +139,17 @@ pub enum StorageError {
         operation: &'static str,
         /// The server's message.
         reason: String,
+    },
+    /// A member of a consumer group acted on a partition whose lease it no longer holds (it
+    /// expired while the process was paused or cut off, and another member may have taken
+    /// it over). Nothing of the refused commit was written; the member stops handling the
+    /// partition, whose new holder continues from the last checkpoint.
+    #[error("the lease on partition {partition} of consumer group {group:?} is lost")]
+    LeaseLost {
+        /// The consumer group.
+        group: String,
+        /// The partition.
+        partition: u32,
     },
     /// The database server refused an operation for another reason (permissions, a schema it
     /// does not expect, …), or answered with a row this adapter cannot read. Nothing of a

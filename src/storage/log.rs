@@ -6,20 +6,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::engine_bridge::{event_ref, logged_event, storage_error};
+use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, EventAlreadyExists, EventRef,
-    EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter,
-    StorageError, StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventRef, EventStoreSummary,
+    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
+    Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
 };
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
-    Durability, EncodedCommit, Engine, EngineError, EngineOptions, EngineStats, FileSystem,
-    IndexStats, LogCounters, LogCursor, LogEvent, OsFileSystem, VerifyReport,
+    Durability, EncodedCommit, Engine, EngineOptions, EngineStats, FileSystem, IndexStats,
+    LogCounters, LogCursor, LogEvent, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -27,7 +29,8 @@ use crate::engine::{
 /// Commits from concurrent tasks are grouped: one write and one fdatasync serve them all.
 /// Under the default [`Durability::Immediate`], an append returns only once it is on stable
 /// storage. One process (one handle) holds the store at a time; a second open fails with
-/// [`StorageError::Locked`].
+/// [`StorageError::Locked`]. Other processes can read it meanwhile through a [`LogReader`]
+/// ([`LogAdapter::open_reader`]).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -163,6 +166,13 @@ pub fn open(dir: impl AsRef<Path>) -> Result<Arc<LogAdapter>, StorageError> {
 }
 
 impl LogAdapter {
+    /// Opens the store in `dir` read-only, as a [`LogReader`] that follows what another
+    /// process (or another handle) appends, without taking the store's lock. See [`LogReader`]
+    /// for what it reads and guarantees; [`LogReader::builder`] configures it.
+    pub fn open_reader(dir: impl AsRef<Path>) -> Result<LogReader, StorageError> {
+        LogReader::builder(dir).open()
+    }
+
     /// Starts configuring a store in `dir`.
     pub fn builder(dir: impl AsRef<Path>) -> LogAdapterBuilder {
         LogAdapterBuilder {
@@ -255,18 +265,7 @@ impl LogAdapter {
                 options.max_version.unwrap_or(u64::MAX),
                 options.limit,
                 options.reverse,
-                &mut |position, e| {
-                    visit(EventRef {
-                        position,
-                        aggregate_id,
-                        version: e.version,
-                        timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
-                        event_type: e.event_type,
-                        schema_version: e.schema_version,
-                        payload: e.payload,
-                        metadata: e.metadata,
-                    })
-                },
+                &mut |position, e| visit(event_ref(position, aggregate_id, e)),
             )
             .map_err(storage_error)
     }
@@ -287,44 +286,6 @@ fn to_log_event(
         schema_version: event.schema_version,
         payload: event.payload,
         metadata: event.metadata,
-    }
-}
-
-/// Maps the engine's errors onto the storage floor's.
-fn storage_error(e: EngineError) -> StorageError {
-    match e {
-        EngineError::Conflict {
-            store,
-            aggregate,
-            version,
-            last,
-        } if version <= last => EventAlreadyExists {
-            event_store_id: store,
-            aggregate_id: aggregate,
-            version,
-        }
-        .into(),
-        EngineError::Conflict {
-            store,
-            aggregate,
-            version,
-            last,
-        } => StorageError::UnexpectedVersion {
-            event_store_id: store,
-            aggregate_id: aggregate,
-            version,
-            expected: Some(last + 1),
-        },
-        EngineError::Io(failure) => StorageError::Io(failure),
-        EngineError::StorageFull { path } => StorageError::StorageFull { path },
-        EngineError::Corruption(corruption) => StorageError::Corruption(corruption),
-        EngineError::Locked { path } => StorageError::Locked { path },
-        EngineError::FormatUpgradeRequired { path, found } => {
-            StorageError::FormatUpgradeRequired { path, found }
-        }
-        EngineError::Poisoned { reason } => StorageError::Poisoned { reason },
-        EngineError::Closed => StorageError::Closed,
-        EngineError::InvalidOptions(reason) => StorageError::InvalidConfiguration { reason },
     }
 }
 
@@ -362,19 +323,7 @@ impl StorageAdapter for LogAdapter {
         Ok(batch
             .events
             .into_iter()
-            .map(|(position, e)| LoggedEvent {
-                event_store_id: e.store,
-                position,
-                event: EncodedEvent {
-                    aggregate_id: e.aggregate,
-                    version: e.version,
-                    timestamp: Timestamp::from_unix_millis(e.timestamp_ms),
-                    event_type: e.event_type,
-                    schema_version: e.schema_version,
-                    payload: e.payload,
-                    metadata: e.metadata,
-                },
-            })
+            .map(|(position, e)| logged_event(position, e))
             .collect())
     }
 

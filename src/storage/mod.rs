@@ -7,15 +7,18 @@
 //! | adapter | durability | use |
 //! |---|---|---|
 //! | [`LogAdapter`] (default, [`open`]) | fdatasync before acknowledging | embedded, one process |
+//! | [`LogReader`] ([`LogAdapter::open_reader`]) | read-only | other processes reading a live log store |
 //! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
 //! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes |
 
 mod adapter;
+mod engine_bridge;
 mod error;
 mod event;
 mod limit_error;
 mod limits;
 mod log;
+mod log_reader;
 mod log_snapshots;
 mod memory;
 pub mod page;
@@ -34,6 +37,7 @@ pub use event::{
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
+pub use log_reader::{LogReader, LogReaderBuilder, LogReaderStats};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 #[cfg(feature = "postgres")]

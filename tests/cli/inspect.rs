@@ -1,6 +1,6 @@
 //! `stats`, `stores`, `ls` (and its paging: a token alone continues with the page size it was
-//! made with), `events`, `get`, `tail`, and the errors people meet first: no store, a locked
-//! store, nothing at a position.
+//! made with), `events`, `get`, `tail`, the errors people meet first (no store, a locked
+//! store, nothing at a position), and reading a store another process holds.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -224,14 +224,54 @@ fn a_missing_store_is_not_created_by_inspecting_it() {
 }
 
 #[tokio::test]
-async fn a_store_open_elsewhere_gives_the_locked_error() {
+async fn read_commands_read_a_store_open_elsewhere_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    pokemon_store(tmp.path()).await;
+    let held = annals::open(tmp.path()).unwrap();
+    let out = annals()
+        .arg("--dir")
+        .arg(tmp.path())
+        .args(["--json", "stats"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading it live, read-only"));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["live"], true);
+    assert_eq!(
+        (stats["events"].clone(), stats["aggregates"].clone()),
+        (json!(5), json!(3))
+    );
+    assert_eq!(stats["lastPosition"], 5);
+    assert_eq!(stats["segments"], 1);
+    let pikachu = json(tmp.path(), &["events", "POKEMONS", "pikachu"]);
+    assert_eq!(pikachu.as_array().map(Vec::len), Some(3));
+    assert_eq!(json(tmp.path(), &["get", "4"])["aggregateId"], "ash");
+    let listed = json(tmp.path(), &["ls", "POKEMONS"]);
+    assert_eq!(listed["aggregateIds"].as_array().map(Vec::len), Some(2));
+    // The writer goes on as if nothing happened.
+    held.push_event(event(
+        "POKEMONS",
+        "pikachu",
+        4,
+        9,
+        "POKEMON_FAINTED",
+        json!({}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(json(tmp.path(), &["get", "6"])["version"], 4);
+}
+
+#[tokio::test]
+async fn commands_that_write_refuse_a_store_open_elsewhere_and_read_only() {
     let tmp = tempfile::tempdir().unwrap();
     pokemon_store(tmp.path()).await;
     let held = annals::open(tmp.path()).unwrap();
     annals()
         .arg("--dir")
         .arg(tmp.path())
-        .arg("stats")
+        .args(["snapshots", "prune", "--keep", "1"])
         .assert()
         .code(3)
         .stderr(contains(format!(
@@ -243,9 +283,61 @@ async fn a_store_open_elsewhere_gives_the_locked_error() {
     annals()
         .arg("--dir")
         .arg(tmp.path())
+        .args(["--read-only", "rebuild-index"])
+        .assert()
+        .code(2)
+        .stderr(contains("--read-only is for commands that only read"));
+    // With no writer, --read-only reads without the lock, and without writing.
+    let stats = json(tmp.path(), &["--read-only", "stats"]);
+    assert_eq!(
+        (stats["live"].clone(), stats["events"].clone()),
+        (json!(true), json!(5))
+    );
+    annals()
+        .arg("--dir")
+        .arg(tmp.path())
         .arg("stats")
         .assert()
         .success();
+}
+
+#[tokio::test]
+async fn tail_follows_the_appends_of_the_process_holding_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    pokemon_store(tmp.path()).await;
+    let held = annals::open(tmp.path()).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("annals");
+    let mut child = std::process::Command::new(bin)
+        .arg("--dir")
+        .arg(tmp.path())
+        .args(["--json", "tail", "--from-position", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut note = String::new();
+    stderr.read_line(&mut note).unwrap();
+    assert!(note.contains("reading it live"), "{note}");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for version in 4..=6 {
+        held.push_event(event(
+            "POKEMONS",
+            "pikachu",
+            version,
+            9,
+            "POKEMON_FAINTED",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(line["position"], version + 2);
+        assert_eq!(line["version"], version);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

@@ -11,10 +11,12 @@
 //! the crashes before it. `ANNALS_KILL_RUNS` sets the number of kills (default 100).
 //!
 //! Beside it: kills during a store's very first open (`first_open`), a view killed mid-batch
-//! (`views`), and the store's lock held against a second handle even when its `LOCK` file is
-//! deleted (`lock`).
+//! (`views`), the store's lock held against a second handle even when its `LOCK` file is
+//! deleted (`lock`), and a live reader following a writer child that appends under load and is
+//! killed mid-load (`live_reader`).
 
 mod first_open;
+mod live_reader;
 mod lock;
 mod sigkill;
 mod views;

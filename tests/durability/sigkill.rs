@@ -238,6 +238,11 @@ fn sigkill_child_appends_until_killed() {
 /// One task of the child: single events and groups over its own aggregates in both stores,
 /// one acknowledgement line per commit.
 async fn append_forever(log: Arc<LogAdapter>, run: u64, task: usize) {
+    append_commits(log, run, task, None).await;
+}
+
+/// What [`append_forever`] does, stopping after `limit` commits when one is given.
+pub async fn append_commits(log: Arc<LogAdapter>, run: u64, task: usize, limit: Option<u64>) {
     let streams: Vec<(&str, String)> = STORES
         .iter()
         .flat_map(|s| {
@@ -249,7 +254,7 @@ async fn append_forever(log: Arc<LogAdapter>, run: u64, task: usize) {
         versions.push(workload::last_version(&log, store, aggregate).await);
     }
     let mut rng = Rng(seed() ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    for seq in 0.. {
+    for seq in 0..limit.unwrap_or(u64::MAX) {
         let commit = format!("{run}.{task}.{seq}");
         let members = if rng.below(5) < 3 {
             1

@@ -97,7 +97,7 @@ pub fn event(
 }
 
 /// `(commit, i, n)` named by a payload.
-fn parse_payload(payload: &[u8]) -> Option<(String, usize, usize)> {
+pub fn parse_payload(payload: &[u8]) -> Option<(String, usize, usize)> {
     let end = payload.iter().position(|&b| b == b';')?;
     let text = std::str::from_utf8(&payload[..end]).ok()?;
     let mut words = text.split(' ');
@@ -173,7 +173,11 @@ pub struct Checked {
 }
 
 /// Checks a reopened store against every acknowledgement so far; panics with `context`.
-pub async fn check(log: &LogAdapter, acks: &HashMap<String, Ack>, context: &str) -> Checked {
+pub async fn check(
+    log: &dyn StorageAdapter,
+    acks: &HashMap<String, Ack>,
+    context: &str,
+) -> Checked {
     let by_position = read_all(log, context).await;
     let last = by_position.keys().next_back().copied().unwrap_or(0);
     assert_eq!(
@@ -181,7 +185,7 @@ pub async fn check(log: &LogAdapter, acks: &HashMap<String, Ack>, context: &str)
         (1..=last).collect::<Vec<_>>(),
         "{context}: positions are not gap-free"
     );
-    assert_eq!(log.last_position(), last, "{context}: last position");
+    assert_eq!(*log.watch_log().borrow(), last, "{context}: last position");
 
     // Every stored event is an event of some commit, rebuilt byte for byte from its payload;
     // each commit's events are all there, in order, at consecutive positions.
@@ -228,7 +232,7 @@ pub async fn check(log: &LogAdapter, acks: &HashMap<String, Ack>, context: &str)
 
 /// Reads every aggregate of every store (listed ones and known ones), checking that versions
 /// are `1..=n` and that listing shows exactly the aggregates that have events.
-async fn read_all(log: &LogAdapter, context: &str) -> BTreeMap<u64, AppendEvent> {
+async fn read_all(log: &dyn StorageAdapter, context: &str) -> BTreeMap<u64, AppendEvent> {
     let mut by_position = BTreeMap::new();
     for store in STORES {
         let listed: Vec<String> = log

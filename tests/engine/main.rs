@@ -1,8 +1,9 @@
 //! The log engine as users see it through the log adapter: durability across reopen, version
-//! conflicts under concurrency, segment rollover and sizes, index checkpoints, locking and the
-//! log's counters.
+//! conflicts under concurrency, segment rollover and sizes, index checkpoints, locking, the
+//! log's counters, and live readers beside a writer.
 
 mod basics;
 mod counters;
 mod durability_modes;
+mod live_reader;
 mod segment_sizes;

@@ -114,7 +114,7 @@ impl EventLine {
 }
 
 pub async fn export(target: &Target, out: &Out, args: ExportArgs) -> Result<(), CliError> {
-    let store = target.open().await?;
+    let store = target.open_to_read(false).await?;
     let adapter = &store.adapter;
     let end = *adapter.watch_log().borrow();
     let from = args.from_position.max(1);

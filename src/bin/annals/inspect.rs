@@ -1,8 +1,8 @@
 //! Reading a store: `stats`, `stores`, `ls`, `events`, `get`, `tail`.
 
-use annals::Timestamp;
 use annals::storage::{GetEventsOptions, ListAggregateIdsOptions, Position};
 use annals::subscription::{Filter, Subscription};
+use annals::{StorageError, Timestamp};
 use clap::Args;
 use serde_json::json;
 
@@ -19,7 +19,7 @@ const LS_LIMIT_DEFAULT: usize = 50;
 const PAYLOAD_CELL_CHARS: usize = 60;
 
 pub async fn stats(target: &Target, out: &Out) -> Result<(), CliError> {
-    let store = target.open().await?;
+    let store = target.open_to_read(false).await?;
     let summaries = summaries(&store).await?;
     let aggregates: u64 = summaries.iter().map(|s| s.aggregates).sum();
     let events: u64 = summaries.iter().map(|s| s.events).sum();
@@ -77,6 +77,25 @@ pub async fn stats(target: &Target, out: &Out) -> Result<(), CliError> {
         ));
         fields.push(("snapshots", format!("{} records", snapshots.records)));
     }
+    if let Some(reader) = &store.reader {
+        let read = reader.stats();
+        doc["bytesOnDisk"] = json!({ "segments": read.segment_bytes });
+        doc["segments"] = json!(read.segments);
+        doc["live"] = json!(true);
+        fields.push((
+            "bytes on disk",
+            format!(
+                "segments: {} in {}",
+                human_bytes(read.segment_bytes),
+                read.segments
+            ),
+        ));
+        fields.push((
+            "read",
+            "live and read-only, from the segments (the index and snapshots are the writer's)"
+                .to_owned(),
+        ));
+    }
     if out.json {
         out.json_doc(&doc)
     } else {
@@ -93,7 +112,7 @@ async fn summaries(store: &Store) -> Result<Vec<annals::storage::EventStoreSumma
 }
 
 pub async fn stores(target: &Target, out: &Out) -> Result<(), CliError> {
-    let store = target.open().await?;
+    let store = target.open_to_read(false).await?;
     let summaries = summaries(&store).await?;
     if out.json {
         let rows: Vec<_> = summaries
@@ -146,7 +165,7 @@ pub struct LsArgs {
 }
 
 pub async fn ls(target: &Target, out: &Out, args: LsArgs) -> Result<(), CliError> {
-    let store = target.open().await?;
+    let store = target.open_to_read(false).await?;
     // A token carries the page size of the listing it continues (as in Castore, where
     // `{ pageToken }` alone continues a listing): the default applies only to a first page.
     let limit = match (&args.page_token, args.limit) {
@@ -221,7 +240,7 @@ pub struct EventsArgs {
 }
 
 pub async fn events(target: &Target, out: &Out, args: EventsArgs) -> Result<(), CliError> {
-    let store = target.open().await?;
+    let store = target.open_to_read(false).await?;
     let options = GetEventsOptions {
         min_version: args.from,
         max_version: args.to,
@@ -277,7 +296,7 @@ fn payload_cell(line: &EventLine) -> String {
 }
 
 pub async fn get(target: &Target, out: &Out, position: Position) -> Result<(), CliError> {
-    let store = target.open().await?;
+    let store = target.open_to_read(false).await?;
     let found = store
         .adapter
         .read_log(position, 1)
@@ -335,7 +354,7 @@ pub struct TailArgs {
 }
 
 pub async fn tail(target: &Target, out: &Out, args: TailArgs) -> Result<(), CliError> {
-    let store = target.open().await?;
+    let store = target.open_to_read(true).await?;
     let mut filter = Filter::all();
     if !args.stores.is_empty() {
         filter = filter.stores(args.stores);
@@ -357,6 +376,13 @@ pub async fn tail(target: &Target, out: &Out, args: TailArgs) -> Result<(), CliE
         let event = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             event = subscription.next() => event.map_err(|e| {
+                // A live reader that stops following says why when asked to read again.
+                let e = match (&store.reader, e) {
+                    (Some(reader), StorageError::Closed) => {
+                        reader.refresh().err().unwrap_or(StorageError::Closed)
+                    }
+                    (_, e) => e,
+                };
                 CliError::storage(format_args!("follow the log of {}", store.name), e)
             })?,
         };

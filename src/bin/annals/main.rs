@@ -68,6 +68,11 @@ struct Global {
     /// Print JSON instead of tables (one document, or one object per line for streams).
     #[arg(long, global = true)]
     json: bool,
+    /// Read the store as a live reader, as when another process holds it: no lock is taken
+    /// and nothing is changed (commands that only read; they do this by themselves when the
+    /// store is held elsewhere).
+    #[arg(long, global = true)]
+    read_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,13 +157,31 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         postgres,
         postgres_schema,
         json,
+        read_only,
     } = cli.global;
     let target = Target {
         dir,
         postgres,
         postgres_schema,
+        read_only,
     };
     let out = output::Out::new(json);
+    let only_reads = matches!(
+        cli.command,
+        Command::Stats
+            | Command::Stores
+            | Command::Ls(_)
+            | Command::Events(_)
+            | Command::Get { .. }
+            | Command::Tail(_)
+            | Command::Export(_)
+    );
+    if target.read_only && !only_reads {
+        return Err(CliError::failed(
+            "--read-only is for commands that only read: stats, stores, ls, events, get, tail, \
+             export",
+        ));
+    }
     match cli.command {
         Command::Stats => inspect::stats(&target, &out).await?,
         Command::Stores => inspect::stores(&target, &out).await?,

@@ -2,13 +2,18 @@
 //! `--postgres URL`, a PostgreSQL database. Every command opens its store here, as an
 //! `Arc<dyn StorageAdapter>`, so each works on any adapter unless it needs the log's own
 //! facts (bytes on disk, the index, `verify`).
+//!
+//! Commands that only read open a directory store as its writer would when no process holds
+//! it, and as a live reader ([`LogReader`]: read-only, no lock taken) when one does, or when
+//! `--read-only` asks for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use annals::StorageError;
 use annals::engine::layout;
 use annals::state::StateStore;
-use annals::storage::{LogAdapter, StorageAdapter};
+use annals::storage::{LogAdapter, LogReader, StorageAdapter};
 
 use crate::error::{CliError, EXIT_NOT_FOUND};
 
@@ -19,14 +24,19 @@ pub struct Target {
     pub postgres: Option<String>,
     /// The PostgreSQL schema (`--postgres-schema`, default `annals`).
     pub postgres_schema: String,
+    /// Read a directory store as a live reader even when no process holds it.
+    pub read_only: bool,
 }
 
 /// An open store.
 pub struct Store {
     /// The store, as every adapter is used.
     pub adapter: Arc<dyn StorageAdapter>,
-    /// The same store when it is a directory: what log-only commands need.
+    /// The same store when it is a directory opened as its writer: what log-only commands
+    /// need.
     pub log: Option<Arc<LogAdapter>>,
+    /// The same store when it is a directory read live, beside the process that holds it.
+    pub reader: Option<Arc<LogReader>>,
     /// How messages name the store.
     pub name: String,
 }
@@ -36,6 +46,9 @@ impl Drop for Store {
         // Checkpoints the index and releases the lock at once, not when the last task ends.
         if let Some(log) = &self.log {
             log.close();
+        }
+        if let Some(reader) = &self.reader {
+            reader.close();
         }
     }
 }
@@ -56,11 +69,59 @@ impl Target {
         self.open_with(false).await
     }
 
+    /// Opens an existing store for a command that only reads: as its writer would when no
+    /// process holds it, as a live reader when one does or when `--read-only` was given.
+    /// `follow`: the reader looks for new commits every 10 ms (for `tail`).
+    pub async fn open_to_read(&self, follow: bool) -> Result<Store, CliError> {
+        if self.postgres.is_some() {
+            return self.open().await;
+        }
+        let dir = self.dir()?;
+        if !is_store(dir) {
+            return Err(not_a_store(dir));
+        }
+        if !self.read_only {
+            match LogAdapter::builder(dir).open() {
+                Ok(log) => return Ok(writer_store(dir, log)),
+                Err(StorageError::Locked { .. }) => {
+                    eprintln!(
+                        "annals: {} is open in another process: reading it live, read-only",
+                        dir.display()
+                    );
+                }
+                Err(e) => {
+                    return Err(CliError::storage(
+                        format_args!("open the store {}", dir.display()),
+                        e,
+                    ));
+                }
+            }
+        }
+        let builder = LogReader::builder(dir);
+        let builder = if follow {
+            builder
+        } else {
+            builder.manual_refresh()
+        };
+        let reader = builder
+            .open()
+            .map_err(|e| CliError::storage(format_args!("read the store {}", dir.display()), e))?;
+        let reader = Arc::new(reader);
+        Ok(Store {
+            adapter: reader.clone(),
+            name: dir.display().to_string(),
+            log: None,
+            reader: Some(reader),
+        })
+    }
+
     /// Opens the store, creating a directory store when `create` (import into a new store).
     pub async fn open_with(&self, create: bool) -> Result<Store, CliError> {
         if let Some(url) = &self.postgres {
             return open_postgres(url, &self.postgres_schema).await;
         }
+        // Commands that write never get here with --read-only (see `run`).
+        debug_assert!(!self.read_only, "--read-only reached a command that writes");
         let dir = self.dir()?;
         if !create && !is_store(dir) {
             return Err(not_a_store(dir));
@@ -68,12 +129,7 @@ impl Target {
         let log = LogAdapter::builder(dir)
             .open()
             .map_err(|e| CliError::storage(format_args!("open the store {}", dir.display()), e))?;
-        let log = Arc::new(log);
-        Ok(Store {
-            adapter: log.clone(),
-            name: dir.display().to_string(),
-            log: Some(log),
-        })
+        Ok(writer_store(dir, log))
     }
 
     /// The runtime's state file: `state`, or `<dir>/state.redb`.
@@ -85,6 +141,17 @@ impl Target {
                 .map_err(|e| e.hint("pass --state FILE, or --dir DIR for DIR/state.redb"))?
                 .join(layout::STATE_FILE)),
         }
+    }
+}
+
+/// The store in `dir`, opened as its writer.
+fn writer_store(dir: &Path, log: LogAdapter) -> Store {
+    let log = Arc::new(log);
+    Store {
+        adapter: log.clone(),
+        name: dir.display().to_string(),
+        log: Some(log),
+        reader: None,
     }
 }
 
@@ -198,6 +265,7 @@ async fn open_postgres(url: &str, schema: &str) -> Result<Store, CliError> {
     Ok(Store {
         adapter: Arc::new(adapter),
         log: None,
+        reader: None,
         // The URL may hold a password: name the store without it.
         name: "the PostgreSQL store".to_owned(),
     })

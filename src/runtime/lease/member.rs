@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 use super::GroupOptions;
+use super::fence::Fence;
 use super::partition::assigned;
 use super::table::{LeaseStatus, LeaseTable};
 use crate::storage::StorageError;
@@ -53,6 +54,8 @@ pub struct GroupMember {
     group: Arc<str>,
     member: Arc<str>,
     partitions: u32,
+    table: LeaseTable,
+    ttl_ms: i64,
     held: watch::Receiver<Held>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -88,7 +91,7 @@ impl GroupMember {
         let (held_tx, held) = watch::channel(Held::new());
         let (stop, stopped) = watch::channel(false);
         let task = Coordinator {
-            table,
+            table: table.clone(),
             config: config.clone(),
             client: Some(client),
             group: group.clone(),
@@ -101,6 +104,8 @@ impl GroupMember {
             group,
             member,
             partitions,
+            table,
+            ttl_ms: options.ttl_millis(),
             held,
             stop,
             task: Some(task),
@@ -131,6 +136,21 @@ impl GroupMember {
     /// A receiver that sees every change of the held partitions.
     pub fn watch(&self) -> watch::Receiver<Held> {
         self.held.clone()
+    }
+
+    /// The fence of the lease this member holds on `partition` now, if it holds one: what a
+    /// consumer working on the partition carries.
+    pub(crate) fn fence(&self, partition: u32) -> Option<Fence> {
+        let epoch = self.held.borrow().get(&partition)?.epoch;
+        Some(Fence {
+            table: self.table.clone(),
+            group: self.group.clone(),
+            holder: self.member.clone(),
+            partition,
+            epoch,
+            ttl_ms: self.ttl_ms,
+            held: self.held.clone(),
+        })
     }
 
     /// Leaves the group: stops the task, releases every lease held (so other members take

@@ -24,6 +24,8 @@
 //! Consumer groups need shared state: they exist on the PostgreSQL state store.
 
 #[cfg(feature = "postgres")]
+mod fence;
+#[cfg(feature = "postgres")]
 mod member;
 mod partition;
 #[cfg(feature = "postgres")]
@@ -33,6 +35,8 @@ use std::time::Duration;
 
 use crate::storage::StorageError;
 
+#[cfg(feature = "postgres")]
+pub(crate) use fence::Fence;
 #[cfg(feature = "postgres")]
 pub use member::{GroupMember, Held, Lease, leases};
 pub use partition::{PARTITIONS_MAX, partition_of};
