@@ -157,11 +157,20 @@ impl StateStore {
     /// `postgres`): like [`postgres`](Self::postgres), for a process that has no adapter (the
     /// command-line tool). The schema must be the event adapter's for the state to be shared
     /// with the applications on it.
+    ///
+    /// A configuration without an `application_name` gets `annals`, and one without a connect
+    /// timeout 10 seconds, as the adapter's builder does.
     #[cfg(feature = "postgres")]
     pub async fn postgres_with_config(
-        config: crate::storage::postgres::tokio_postgres::Config,
+        mut config: crate::storage::postgres::tokio_postgres::Config,
         schema: &str,
     ) -> Result<Self, StorageError> {
+        if config.get_application_name().is_none() {
+            config.application_name("annals");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
         let wakers = Arc::new(Mutex::new(HashMap::new()));
         let store =
             postgres_store::PostgresStore::connect(config, schema, Arc::downgrade(&wakers)).await?;
