@@ -270,27 +270,14 @@ impl Coordinator {
         }
         for lease in unwanted {
             self.table
-                .release(
-                    client,
-                    &self.group,
-                    lease.partition,
-                    &self.member,
-                    lease.epoch,
-                )
+                .release(client, &self.group, lease.partition, &self.member, lease.epoch)
                 .await?;
         }
         for partition in wanted {
             let renewed = match held.get(&partition) {
                 Some(lease) => self
                     .table
-                    .renew(
-                        client,
-                        &self.group,
-                        partition,
-                        &self.member,
-                        lease.epoch,
-                        ttl,
-                    )
+                    .renew(client, &self.group, partition, &self.member, lease.epoch, ttl)
                     .await?
                     .then_some(lease.epoch),
                 None => {
@@ -336,13 +323,7 @@ impl Coordinator {
         for lease in held.values() {
             let _ = self
                 .table
-                .release(
-                    client,
-                    &self.group,
-                    lease.partition,
-                    &self.member,
-                    lease.epoch,
-                )
+                .release(client, &self.group, lease.partition, &self.member, lease.epoch)
                 .await;
         }
         let _ = self.table.leave(client, &self.group, &self.member).await;

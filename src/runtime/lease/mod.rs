@@ -39,9 +39,9 @@ use crate::storage::StorageError;
 pub(crate) use fence::Fence;
 #[cfg(feature = "postgres")]
 pub use member::{GroupMember, Held, Lease, leases};
-pub use partition::{PARTITIONS_MAX, partition_of};
 #[cfg(feature = "postgres")]
 pub use table::LeaseStatus;
+pub use partition::{PARTITIONS_MAX, partition_of};
 /// The lease tables, created by the state store's migrations.
 #[cfg(feature = "postgres")]
 pub(crate) use table::MIGRATION;
@@ -97,7 +97,8 @@ impl GroupOptions {
         let reason = if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
             Some(format!(
                 "a consumer group needs 1 to {} partitions, not {}",
-                PARTITIONS_MAX, self.partitions
+                PARTITIONS_MAX,
+                self.partitions
             ))
         } else if self.lease_ttl < Duration::from_millis(100) {
             Some("a lease must live at least 100 ms".to_owned())

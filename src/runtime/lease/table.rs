@@ -214,7 +214,10 @@ impl LeaseTable {
     ) -> Result<bool, StorageError> {
         let partition = partition_param(partition);
         let updated = client
-            .execute(&self.renew, &[&group, &partition, &holder, &epoch, &ttl_ms])
+            .execute(
+                &self.renew,
+                &[&group, &partition, &holder, &epoch, &ttl_ms],
+            )
             .await
             .map_err(|e| from_client("renew a lease", e))?;
         Ok(updated == 1)
