@@ -7,7 +7,10 @@
 //!
 //! - **kv**: a `KvView` in a `StateStore` file (redb), one durable commit per batch of 256;
 //! - **sql**: a `SqlView` (SQLite, WAL, `synchronous=FULL`) with an upsert per event, one
-//!   durable commit per batch of 256.
+//!   durable commit per batch of 256;
+//! - **kv on PostgreSQL** (feature `postgres`, when `ANNALS_POSTGRES_URL` names a server): the
+//!   same `KvView` in the PostgreSQL state store, on a fresh schema dropped afterwards, one
+//!   transaction per batch of 256.
 //!
 //! Median of 3 runs. Run with `cargo bench --features sql --bench views`;
 //! `ANNALS_BENCH_VIEW_EVENTS` sets N (default 100,000). Without `--bench` (as
@@ -151,7 +154,28 @@ fn main() {
             let runner = view.run(adapter.clone());
             sql.push(time_catch_up(start, runner, view.wait_for(last, PATIENCE)).await);
         }
-        for (name, runs) in [("kv", kv), ("sql", sql)] {
+        let mut rows = vec![("kv", kv), ("sql", sql)];
+        #[cfg(feature = "postgres")]
+        if let Ok(url) = std::env::var("ANNALS_POSTGRES_URL") {
+            let mut pg = Vec::new();
+            for run in 0..runs {
+                let schema = format!("annals_bench_views_{}_{run}", std::process::id());
+                let postgres = annals::storage::PostgresAdapter::builder(&url)
+                    .schema(&schema)
+                    .connect()
+                    .await
+                    .expect("connect to PostgreSQL");
+                let state = StateStore::postgres(&postgres).await.expect("state");
+                let view = kv_view(&accounts, Arc::new(state));
+                let start = Instant::now();
+                let runner = view.run(adapter.clone());
+                pg.push(time_catch_up(start, runner, view.wait_for(last, PATIENCE)).await);
+                drop((view, postgres));
+                drop_schema(&url, &schema).await;
+            }
+            rows.push(("kv on PostgreSQL", pg));
+        }
+        for (name, runs) in rows {
             let elapsed = median(runs);
             let rate = events as f64 / elapsed.as_secs_f64();
             println!(
@@ -160,4 +184,18 @@ fn main() {
             );
         }
     });
+}
+
+/// Drops a schema the bench made.
+#[cfg(feature = "postgres")]
+async fn drop_schema(url: &str, schema: &str) {
+    use annals::storage::postgres::tokio_postgres;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to drop the schema");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop the bench schema");
 }

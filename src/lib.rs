@@ -30,7 +30,8 @@
 //! 4. [`runtime`] (`src/runtime/`): what runs on stored events.
 //!    - [`subscription`]: the global log in order, caught up then live
 //!    - [`consumer`]: named, durable, at-least-once subscriptions
-//!    - [`state`]: [`StateStore`](state::StateStore), the runtime's durable state
+//!    - [`state`]: [`StateStore`](state::StateStore), the runtime's durable state, in a
+//!      local redb file or (feature `postgres`) shared in PostgreSQL
 //!    - [`channel`]: Castore's message buses and queues, fed by a
 //!      [`Publisher`](channel::Publisher); [`dam`] pours history into them
 //!    - [`view`]: [`KvView`](view::KvView) and `SqlView` (feature `sql`), projections

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use crate::runtime::state::{StateStore, TxnError};
+use crate::runtime::state::{StateStore, StateTxn, TxnError};
 use crate::runtime::subscription::{Filter, Subscription};
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError};
 
@@ -79,10 +79,13 @@ impl Consumer {
     }
 
     /// Runs `apply` and records the checkpoint in the same durable transaction, so its writes
-    /// and the checkpoint survive a crash together or not at all (exactly-once effects).
+    /// (a message through [`Queue::enqueue_in`](crate::runtime::queue::Queue::enqueue_in), on
+    /// either backend of the state store) and the checkpoint survive a crash together or not
+    /// at all (exactly-once effects). An error `apply` returns ([`TxnError::abort`], or a
+    /// queue's refusal) aborts the transaction.
     pub fn commit_with<T>(
         &self,
-        apply: impl FnOnce(&redb::WriteTransaction) -> Result<T, TxnError>,
+        apply: impl FnOnce(&StateTxn<'_>) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
         self.state
             .commit_with_checkpoint(&self.name, self.position(), apply)

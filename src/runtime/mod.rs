@@ -14,6 +14,5 @@ pub mod entity;
 pub mod lease;
 pub mod queue;
 pub mod state;
-pub(crate) mod state_schema;
 pub mod subscription;
 pub mod view;

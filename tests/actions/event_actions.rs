@@ -525,16 +525,18 @@ async fn undecodable_event_is_dead_lettered_by_a_typed_action() {
 #[tokio::test]
 async fn runner_that_cannot_commit_a_dead_letter_stops_reports_why_and_skips_nothing() {
     let adapter = in_memory();
-    let state = Arc::new(StateStore::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    drop(StateStore::open(&path).unwrap());
     // A table of another type under the dead letters' name: writing a dead letter fails.
     let squatter: redb::TableDefinition<&str, &str> =
         redb::TableDefinition::new("action_dead_letters");
-    state
-        .write(|txn| {
-            txn.open_table(squatter)?;
-            Ok(())
-        })
-        .unwrap();
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(squatter).unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    let state = Arc::new(StateStore::open(&path).unwrap());
     let store = pokemons(&adapter);
     appear(&store, "pikachu", "Pikachu").await;
     let poison = appear(&store, "missingno", "MissingNo.").await;

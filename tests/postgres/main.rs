@@ -1,6 +1,8 @@
 //! The PostgreSQL adapter against a real server: the storage conformance suite unchanged, the
 //! gap-free global order under concurrent commits, group commit, subscriptions and consumers,
-//! schema migrations, and faults (lost connections, a restarted server, statement timeouts).
+//! the runtime's state store on PostgreSQL (the behaviour suite of the redb store, queues with
+//! competing receivers in two processes), schema migrations, and faults (lost connections, a
+//! restarted server, statement timeouts).
 //!
 //! They run against the server named by `ANNALS_POSTGRES_URL` (`eval "$(bash .ci/postgres
 //! start)"` starts one and sets it); without it, against a throwaway server this binary starts
@@ -20,8 +22,10 @@ mod faults;
 mod global_order;
 mod group_commit;
 mod processes;
+mod queue_processes;
 mod schema;
 mod snapshots;
+mod state;
 mod subscriptions;
 
 fn main() -> std::process::ExitCode {
@@ -32,8 +36,10 @@ fn main() -> std::process::ExitCode {
         global_order::trials(),
         group_commit::trials(),
         processes::trials(),
+        queue_processes::trials(),
         schema::trials(),
         snapshots::trials(),
+        state::trials(),
         subscriptions::trials(),
     ])
 }

@@ -5,15 +5,13 @@ use std::sync::Arc;
 
 use annals::StorageError;
 use annals::consumer::Consumer;
-use annals::state::StateStore;
+use annals::queue::Queue;
+use annals::state::{StateStore, TxnError};
 use annals::storage::Corruption;
 use annals::storage::StorageAdapter;
 use annals::subscription::Filter;
-use redb::{ReadableTable, TableDefinition};
 
 use crate::{event, log_store};
-
-const SEEN: TableDefinition<u64, &str> = TableDefinition::new("seen");
 
 async fn push(
     adapter: &dyn StorageAdapter,
@@ -99,18 +97,20 @@ async fn writes_committed_with_the_checkpoint_apply_each_event_exactly_once() {
     let adapter = log_store(&dir.path().join("log"));
     push(&*adapter, "pikachu", 1..=20).await;
     let state_path = dir.path().join("state.redb");
-    let apply = |consumer: &Consumer, position: u64, fail: bool| {
+    // Each event's effect is a message in the queue `seen`, enqueued with the checkpoint.
+    let apply = |consumer: &Consumer, seen: &Queue, position: u64, fail: bool| {
         consumer.commit_with(|txn| {
-            txn.open_table(SEEN)?.insert(position, "applied")?;
+            seen.enqueue_in(txn, position.to_le_bytes())?;
             if fail {
                 // A crash mid-transaction: nothing of it may land.
-                return Err(redb::Error::Corrupted("simulated crash".into()).into());
+                return Err(TxnError::abort("simulated crash"));
             }
             Ok(())
         })
     };
     for round in 0..4 {
         let state = Arc::new(StateStore::open(&state_path).expect("state"));
+        let seen = Queue::open(Arc::clone(&state), "seen");
         let mut consumer =
             Consumer::open("view", Arc::clone(&adapter), state, Filter::all()).expect("open");
         // Each round applies some events, then "crashes" on one.
@@ -119,21 +119,22 @@ async fn writes_committed_with_the_checkpoint_apply_each_event_exactly_once() {
                 break;
             };
             let crash = i == 5 && round < 3;
-            let result = apply(&consumer, e.position, crash);
+            let result = apply(&consumer, &seen, e.position, crash);
             if crash {
-                assert!(matches!(result, Err(StorageError::Corruption(_))));
+                assert!(matches!(result, Err(StorageError::Database { .. })));
                 break;
             }
             result.expect("applied");
         }
     }
-    let state = StateStore::open(&state_path).expect("state");
-    let seen: Vec<u64> = state
-        .read(|txn| {
-            let table = txn.open_table(SEEN)?;
-            table.iter()?.map(|r| Ok(r?.0.value())).collect()
-        })
-        .expect("read");
+    let state = Arc::new(StateStore::open(&state_path).expect("state"));
+    let queue = Queue::open(Arc::clone(&state), "seen");
+    let mut seen = Vec::new();
+    while let Some(message) = queue.receive().expect("receive") {
+        seen.push(u64::from_le_bytes(
+            message.body.try_into().expect("8 bytes"),
+        ));
+    }
     assert_eq!(
         seen,
         (1..=20).collect::<Vec<_>>(),

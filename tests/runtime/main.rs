@@ -2,6 +2,9 @@
 
 mod channels;
 mod consumers;
+mod state;
+#[cfg(feature = "testing")]
+mod state_suite;
 mod subscriptions;
 
 use std::sync::Arc;

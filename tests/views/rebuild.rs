@@ -7,7 +7,7 @@ use std::sync::Arc;
 use annals::state::StateStore;
 use annals::view::{KvError, KvTables, KvView, ViewError};
 use annals::{EventDetail, Position};
-use redb::TableHandle;
+use redb::{ReadableDatabase, TableHandle};
 
 use crate::kv::event_counts;
 use crate::sql::{catch, pokedex, pokedex_rows, register};
@@ -31,10 +31,12 @@ fn level_counts(pokemons: &Pokemons, state: Arc<StateStore>) -> KvView {
         .expect("build v2")
 }
 
-fn table_names(state: &StateStore) -> Vec<String> {
-    state
-        .read(|txn| Ok(txn.list_tables()?.map(|t| t.name().to_owned()).collect()))
-        .expect("list tables")
+/// The tables of the redb state file at `path`, which no handle holds open any more.
+fn table_names(path: &std::path::Path) -> Vec<String> {
+    let db = redb::Database::open(path).expect("open the state file");
+    let txn = db.begin_read().expect("read");
+    let tables = txn.list_tables().expect("list tables");
+    tables.map(|t| t.name().to_owned()).collect()
 }
 
 async fn build_v1(pokemons: &Pokemons, state: &Arc<StateStore>, last: Position) {
@@ -52,7 +54,8 @@ async fn a_kv_rebuild_serves_the_old_version_until_the_new_one_has_caught_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let adapter = adapter(&Log::Disk, dir.path());
     let pokemons = pokemons(&adapter);
-    let state = Arc::new(StateStore::open(dir.path().join("state.redb")).expect("state"));
+    let state_path = dir.path().join("state.redb");
+    let state = Arc::new(StateStore::open(&state_path).expect("state"));
     let last = grow(&pokemons, "pikachu", 2).await;
     build_v1(&pokemons, &state, last).await;
 
@@ -70,16 +73,7 @@ async fn a_kv_rebuild_serves_the_old_version_until_the_new_one_has_caught_up() {
     assert_eq!(v2.get::<u64>("events", "pikachu").expect("get"), None);
     runner.stop().await.expect("stop v2");
 
-    // v1's tables and checkpoint are gone; v1 can no longer be built.
-    let names = table_names(&state);
-    assert!(
-        !names.iter().any(|n| n.starts_with("view:event-counts:v1:")),
-        "{names:?}"
-    );
-    assert!(
-        names.iter().any(|n| n == "view:event-counts:v2:levels"),
-        "{names:?}"
-    );
+    // v1's checkpoint is gone; v1 can no longer be built.
     let checkpoints = state.checkpoints().expect("checkpoints");
     assert_eq!(checkpoints, [("view:event-counts:v2".to_owned(), live + 1)]);
     let stale = event_counts(&pokemons, 1).build(state.clone());
@@ -94,6 +88,17 @@ async fn a_kv_rebuild_serves_the_old_version_until_the_new_one_has_caught_up() {
         ),
         "{stale:?}"
     );
+    // v1's tables are dropped from the state file.
+    drop((v2, state));
+    let names = table_names(&state_path);
+    assert!(
+        !names.iter().any(|n| n.starts_with("view:event-counts:v1:")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "view:event-counts:v2:levels"),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +106,8 @@ async fn a_runner_of_the_old_version_stops_once_the_new_version_is_active() {
     let dir = tempfile::tempdir().expect("tempdir");
     let adapter = adapter(&Log::Memory, dir.path());
     let pokemons = pokemons(&adapter);
-    let state = Arc::new(StateStore::in_memory());
+    let state_path = dir.path().join("state.redb");
+    let state = Arc::new(StateStore::open(&state_path).expect("state"));
     let first = grow(&pokemons, "pikachu", 2).await;
     let v1 = event_counts(&pokemons, 1)
         .build(state.clone())
@@ -127,12 +133,13 @@ async fn a_runner_of_the_old_version_stops_once_the_new_version_is_active() {
         "{ended:?}"
     );
     v2.wait_for(next, PATIENCE).await.expect("v2 applied");
+    new.stop().await.expect("stop v2");
+    drop((v1, v2, state));
     assert!(
-        !table_names(&state)
+        !table_names(&state_path)
             .iter()
             .any(|n| n.starts_with("view:event-counts:v1:"))
     );
-    new.stop().await.expect("stop v2");
 }
 
 #[tokio::test]

@@ -56,6 +56,15 @@ struct Global {
     /// the `postgres` feature).
     #[arg(long, global = true, env = "ANNALS_POSTGRES", value_name = "URL")]
     postgres: Option<String>,
+    /// The PostgreSQL schema of the store and of the runtime's state (with --postgres).
+    #[arg(
+        long,
+        global = true,
+        env = "ANNALS_POSTGRES_SCHEMA",
+        value_name = "SCHEMA",
+        default_value = "annals"
+    )]
+    postgres_schema: String,
     /// Print JSON instead of tables (one document, or one object per line for streams).
     #[arg(long, global = true)]
     json: bool,
@@ -146,12 +155,14 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     let Global {
         dir,
         postgres,
+        postgres_schema,
         json,
         read_only,
     } = cli.global;
     let target = Target {
         dir,
         postgres,
+        postgres_schema,
         read_only,
     };
     let out = output::Out::new(json);

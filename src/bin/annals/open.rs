@@ -22,6 +22,8 @@ use crate::error::{CliError, EXIT_NOT_FOUND};
 pub struct Target {
     pub dir: Option<PathBuf>,
     pub postgres: Option<String>,
+    /// The PostgreSQL schema (`--postgres-schema`, default `annals`).
+    pub postgres_schema: String,
     /// Read a directory store as a live reader even when no process holds it.
     pub read_only: bool,
 }
@@ -116,7 +118,7 @@ impl Target {
     /// Opens the store, creating a directory store when `create` (import into a new store).
     pub async fn open_with(&self, create: bool) -> Result<Store, CliError> {
         if let Some(url) = &self.postgres {
-            return open_postgres(url).await;
+            return open_postgres(url, &self.postgres_schema).await;
         }
         // Commands that write never get here with --read-only (see `run`).
         debug_assert!(!self.read_only, "--read-only reached a command that writes");
@@ -196,19 +198,68 @@ pub fn open_state(path: &Path) -> Result<Arc<StateStore>, CliError> {
     })
 }
 
+/// The runtime's state store a command works on, and how messages name it.
+pub struct RuntimeState {
+    pub state: Arc<StateStore>,
+    pub name: String,
+}
+
+/// Opens the runtime's state store: the redb file `state` when given; else, with
+/// `--postgres`, the state tables of the PostgreSQL store (shared by every process on it);
+/// else `<dir>/state.redb`.
+pub async fn open_runtime_state(
+    target: &Target,
+    state: Option<PathBuf>,
+) -> Result<RuntimeState, CliError> {
+    if let (None, Some(url)) = (&state, &target.postgres) {
+        let state = open_postgres_state(url, &target.postgres_schema).await?;
+        return Ok(RuntimeState {
+            state,
+            name: format!("the PostgreSQL state (schema {})", target.postgres_schema),
+        });
+    }
+    let path = target.state_path(state)?;
+    Ok(RuntimeState {
+        state: open_state(&path)?,
+        name: path.display().to_string(),
+    })
+}
+
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(_url: &str) -> Result<Store, CliError> {
-    Err(
-        CliError::failed("this annals binary was built without PostgreSQL support").hint(
-            "rebuild it with `cargo install --path . --features cli,postgres` (or `cargo build \
-             --features cli,postgres`), or pass --dir DIR for a store directory",
-        ),
+fn no_postgres() -> CliError {
+    CliError::failed("this annals binary was built without PostgreSQL support").hint(
+        "rebuild it with `cargo install --path . --features cli,postgres` (or `cargo build \
+         --features cli,postgres`), or pass --dir DIR for a store directory",
     )
 }
 
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str, _schema: &str) -> Result<Store, CliError> {
+    Err(no_postgres())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres_state(_url: &str, _schema: &str) -> Result<Arc<StateStore>, CliError> {
+    Err(no_postgres())
+}
+
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str) -> Result<Store, CliError> {
-    let adapter = annals::storage::PostgresAdapter::connect(url)
+async fn open_postgres_state(url: &str, schema: &str) -> Result<Arc<StateStore>, CliError> {
+    let what = "connect to the runtime's state in PostgreSQL";
+    let config = url
+        .parse::<annals::storage::postgres::tokio_postgres::Config>()
+        .map_err(|e| CliError::failed(format!("invalid PostgreSQL connection string: {e}")))?;
+    StateStore::postgres_with_config(config, schema)
+        .await
+        .map(Arc::new)
+        .map_err(|e| CliError::storage(what, e))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, schema: &str) -> Result<Store, CliError> {
+    let adapter = annals::storage::PostgresAdapter::builder(url)
+        .schema(schema)
+        .connect()
         .await
         .map_err(|e| CliError::storage("connect to the PostgreSQL store", e))?;
     Ok(Store {

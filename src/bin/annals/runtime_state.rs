@@ -1,13 +1,16 @@
 //! The runtime's state: `consumers`, `views`, `dead-letters`.
 //!
-//! Consumers' checkpoints, key-value views and dead letters live in the runtime's state file
-//! (a redb database; `--state FILE`, by default `<dir>/state.redb`). SQL views are SQLite files
-//! in a directory of their own (`--views DIR`, by default `<dir>/views`). The state file is
-//! held by the application while it runs, so these commands run while it is stopped.
+//! Consumers' checkpoints, key-value views and dead letters live in the runtime's state store:
+//! a redb file (`--state FILE`, by default `<dir>/state.redb`), or, with `--postgres URL` and
+//! no `--state`, the state tables of the PostgreSQL store (schema `--postgres-schema`). SQL
+//! views are SQLite files in a directory of their own (`--views DIR`, by default
+//! `<dir>/views`). A state file is held by the application while it runs, so these commands
+//! run on it while the application is stopped; the PostgreSQL state is shared, and they run on
+//! it at any time, from any machine that reaches the database.
 //!
 //! The tool cannot run an action (only the application has its code), so `dead-letters retry`
-//! marks dead letters for retry in the state file; the application's action runner retries the
-//! marked ones when it starts (see `annals::action::dead_letter`).
+//! marks dead letters for retry in the state store; the application's action runner retries
+//! the marked ones when it starts, and then periodically (see `annals::action::dead_letter`).
 
 use std::path::PathBuf;
 
@@ -19,12 +22,13 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::error::{CliError, EXIT_NOT_FOUND};
-use crate::open::{Target, open_state};
+use crate::open::{Target, open_runtime_state};
 use crate::output::{Out, human_time};
 
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// The runtime's state file (default: DIR/state.redb).
+    /// The runtime's state file (default: the PostgreSQL state with --postgres, else
+    /// DIR/state.redb).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
 }
@@ -86,11 +90,11 @@ fn lag(next: Position, last: Position) -> u64 {
 }
 
 pub async fn consumers(target: &Target, out: &Out, args: StateArgs) -> Result<(), CliError> {
-    let path = target.state_path(args.state)?;
-    let state = open_state(&path)?;
-    let checkpoints = state.checkpoints().map_err(|e| {
-        CliError::storage(format_args!("read the consumers of {}", path.display()), e)
-    })?;
+    let opened = open_runtime_state(target, args.state).await?;
+    let checkpoints = opened
+        .state
+        .checkpoints()
+        .map_err(|e| CliError::storage(format_args!("read the consumers of {}", opened.name), e))?;
     let last = last_position(target).await?;
     if out.json {
         let rows: Vec<_> = checkpoints
@@ -113,24 +117,30 @@ pub async fn consumers(target: &Target, out: &Out, args: StateArgs) -> Result<()
 }
 
 pub async fn views(target: &Target, out: &Out, args: ViewsArgs) -> Result<(), CliError> {
-    let state_path = target.state_path(args.state.state)?;
-    let views_dir = match args.views {
-        Some(dir) => dir,
-        None => layout::views_dir(target.dir()?),
+    // On PostgreSQL the key-value views are in the shared state; SQL views stay in a
+    // directory, read when one is given or the store has one.
+    let on_postgres = target.postgres.is_some() && args.state.state.is_none();
+    let state_path = match on_postgres {
+        true => None,
+        false => Some(target.state_path(args.state.state.clone())?),
+    };
+    let views_dir = match (args.views, on_postgres) {
+        (Some(dir), _) => Some(dir),
+        (None, false) => Some(layout::views_dir(target.dir()?)),
+        (None, true) => target.dir.as_deref().map(layout::views_dir),
     };
     let mut found: Vec<(&str, ViewStatus)> = Vec::new();
-    if state_path.is_file() {
-        let state = open_state(&state_path)?;
-        let kv = annals::view::kv::statuses(&state).map_err(|e| {
-            CliError::failed(format!(
-                "cannot read the views of {}: {e}",
-                state_path.display()
-            ))
+    let has_state = on_postgres || state_path.as_ref().is_some_and(|p| p.is_file());
+    if has_state {
+        let opened = open_runtime_state(target, args.state.state).await?;
+        let kv = annals::view::kv::statuses(&opened.state).map_err(|e| {
+            CliError::failed(format!("cannot read the views of {}: {e}", opened.name))
         })?;
         found.extend(kv.into_iter().map(|s| ("kv", s)));
     }
-    if views_dir.is_dir() {
-        let sql = annals::view::sql::statuses(&views_dir).map_err(|e| {
+    let views_dir = views_dir.filter(|dir| dir.is_dir());
+    if let Some(views_dir) = &views_dir {
+        let sql = annals::view::sql::statuses(views_dir).map_err(|e| {
             CliError::failed(format!(
                 "cannot read the views in {}: {e}",
                 views_dir.display()
@@ -138,13 +148,12 @@ pub async fn views(target: &Target, out: &Out, args: ViewsArgs) -> Result<(), Cl
         })?;
         found.extend(sql.into_iter().map(|s| ("sql", s)));
     }
-    if !state_path.is_file() && !views_dir.is_dir() {
+    if let (false, None, Some(state_path)) = (has_state, &views_dir, &state_path) {
         return Err(CliError::with_code(
             EXIT_NOT_FOUND,
             format!(
-                "no views: neither {} nor {} exists",
+                "no views: neither {} nor a views directory exists",
                 state_path.display(),
-                views_dir.display()
             ),
         )
         .hint("pass --state FILE (key-value views) or --views DIR (SQL views)"));
@@ -187,38 +196,34 @@ pub async fn dead_letters(
     command: DeadLetterCommand,
 ) -> Result<(), CliError> {
     match command {
-        DeadLetterCommand::List { action, state } => list_letters(target, out, action, state),
+        DeadLetterCommand::List { action, state } => list_letters(target, out, action, state).await,
         DeadLetterCommand::Retry {
             action,
             position,
             state,
             ..
-        } => retry_letters(target, out, &action, position, state),
+        } => retry_letters(target, out, &action, position, state).await,
         DeadLetterCommand::Drop {
             action,
             position,
             state,
-        } => drop_letter(target, out, &action, position, state),
+        } => drop_letter(target, out, &action, position, state).await,
     }
 }
 
-fn list_letters(
+async fn list_letters(
     target: &Target,
     out: &Out,
     action: Option<String>,
     state: StateArgs,
 ) -> Result<(), CliError> {
-    let path = target.state_path(state.state)?;
-    let state = open_state(&path)?;
+    let opened = open_runtime_state(target, state.state).await?;
     let read = match &action {
-        Some(action) => dead_letter::list(&state, action),
-        None => dead_letter::list_all(&state),
+        Some(action) => dead_letter::list(&opened.state, action),
+        None => dead_letter::list_all(&opened.state),
     };
     let letters = read.map_err(|e| {
-        CliError::storage(
-            format_args!("read the dead letters of {}", path.display()),
-            e,
-        )
+        CliError::storage(format_args!("read the dead letters of {}", opened.name), e)
     })?;
     if out.json {
         return out.json_doc(&letters);
@@ -256,23 +261,23 @@ fn list_letters(
 }
 
 /// Marks one dead letter (`position`) or all of them (`None`) for retry.
-fn retry_letters(
+async fn retry_letters(
     target: &Target,
     out: &Out,
     action: &str,
     position: Option<Position>,
     state: StateArgs,
 ) -> Result<(), CliError> {
-    let path = target.state_path(state.state)?;
-    let state = open_state(&path)?;
-    let what = format!("mark dead letters for retry in {}", path.display());
+    let opened = open_runtime_state(target, state.state).await?;
+    let state = &opened.state;
+    let what = format!("mark dead letters for retry in {}", opened.name);
     let marked = match position {
-        Some(position) => match dead_letter::request_retry(&state, action, position) {
+        Some(position) => match dead_letter::request_retry(state, action, position) {
             Ok(true) => vec![position],
             Ok(false) => Vec::new(),
             Err(e) => return Err(CliError::storage(&what, e)),
         },
-        None => dead_letter::request_retry_all(&state, action)
+        None => dead_letter::request_retry_all(state, action)
             .map_err(|e| CliError::storage(&what, e))?,
     };
     if marked.is_empty() {
@@ -304,18 +309,16 @@ fn retry_letters(
     ))
 }
 
-fn drop_letter(
+async fn drop_letter(
     target: &Target,
     out: &Out,
     action: &str,
     position: Position,
     state: StateArgs,
 ) -> Result<(), CliError> {
-    let path = target.state_path(state.state)?;
-    let state = open_state(&path)?;
-    let removed = dead_letter::remove(&state, action, position).map_err(|e| {
-        CliError::storage(format_args!("drop a dead letter in {}", path.display()), e)
-    })?;
+    let opened = open_runtime_state(target, state.state).await?;
+    let removed = dead_letter::remove(&opened.state, action, position)
+        .map_err(|e| CliError::storage(format_args!("drop a dead letter in {}", opened.name), e))?;
     if !removed {
         return Err(CliError::with_code(
             EXIT_NOT_FOUND,

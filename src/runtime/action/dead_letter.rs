@@ -27,115 +27,21 @@
 //!
 //! # Storage
 //!
-//! Dead letters are in the redb table `action_dead_letters`: key `(action name, position)`,
-//! value one format byte (`1`) followed by the record in MessagePack. Retry requests are in
-//! their own table, `action_dead_letter_retries`: the same key, value the instant of the
-//! request (signed milliseconds since the Unix epoch). A state file written before retry
-//! requests existed has no such table, which reads as "nothing requested": it opens unchanged.
+//! In the [`StateStore`]: on redb, the table `action_dead_letters` (key `(action name,
+//! position)`, value one format byte (`1`) followed by the record in MessagePack) and the
+//! retry requests in their own table, `action_dead_letter_retries` (the same key, value the
+//! instant of the request in signed milliseconds since the Unix epoch); a state file written
+//! before retry requests existed has no such table, which reads as "nothing requested". On
+//! PostgreSQL, the table `action_dead_letters`, one column per field, the retry request
+//! included. Dead letters on PostgreSQL are shared: every process (and `annals dead-letters
+//! --postgres`) sees the same ones.
 //!
 //! [`RetryPolicy`]: super::RetryPolicy
 
-use std::path::PathBuf;
+use crate::runtime::state::{Letters, StateStore, StateTxn, TxnError};
+use crate::storage::{Position, StorageError, Timestamp};
 
-use redb::ReadableTable;
-use serde::{Deserialize, Serialize};
-
-use crate::runtime::state::{StateStore, TxnError};
-use crate::runtime::state_schema::{ACTION_DEAD_LETTERS, ACTION_RETRY_REQUESTS};
-use crate::storage::{LoggedEvent, Position, StorageError, Timestamp};
-
-/// The format byte that starts every stored dead letter.
-const FORMAT: u8 = 1;
-
-/// An event an action gave up on, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The action that failed.
-    pub action: String,
-    /// The event's global position (the event stays in the log).
-    pub position: Position,
-    /// The event's store.
-    pub event_store_id: String,
-    /// The event's aggregate.
-    pub aggregate_id: String,
-    /// The event's version within its aggregate.
-    pub version: u64,
-    /// The event's type.
-    pub event_type: String,
-    /// The last failure's reason.
-    pub error: String,
-    /// How many times the action ran on the event, retries of the dead letter included.
-    pub attempts: u32,
-    /// When the last attempt failed.
-    pub failed_at: Timestamp,
-    /// When a retry was requested with [`request_retry`] and not yet carried out by the
-    /// action's runner; `None` when none is pending.
-    #[serde(default)]
-    pub retry_requested_at: Option<Timestamp>,
-}
-
-impl DeadLetter {
-    pub(crate) fn new(action: &str, event: &LoggedEvent, error: String, attempts: u32) -> Self {
-        DeadLetter {
-            action: action.to_owned(),
-            position: event.position,
-            event_store_id: event.event_store_id.clone(),
-            aggregate_id: event.event.aggregate_id.clone(),
-            version: event.event.version,
-            event_type: event.event.event_type.clone(),
-            error,
-            attempts,
-            failed_at: Timestamp::now(),
-            retry_requested_at: None,
-        }
-    }
-}
-
-/// A dead letter as stored in `action_dead_letters` (format 1): every field of [`DeadLetter`]
-/// but the retry request, which has its own table.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    action: String,
-    position: Position,
-    event_store_id: String,
-    aggregate_id: String,
-    version: u64,
-    event_type: String,
-    error: String,
-    attempts: u32,
-    failed_at: Timestamp,
-}
-
-impl Record {
-    fn of(letter: &DeadLetter) -> Self {
-        Record {
-            action: letter.action.clone(),
-            position: letter.position,
-            event_store_id: letter.event_store_id.clone(),
-            aggregate_id: letter.aggregate_id.clone(),
-            version: letter.version,
-            event_type: letter.event_type.clone(),
-            error: letter.error.clone(),
-            attempts: letter.attempts,
-            failed_at: letter.failed_at,
-        }
-    }
-
-    fn into_letter(self, retry_requested_at: Option<Timestamp>) -> DeadLetter {
-        DeadLetter {
-            action: self.action,
-            position: self.position,
-            event_store_id: self.event_store_id,
-            aggregate_id: self.aggregate_id,
-            version: self.version,
-            event_type: self.event_type,
-            error: self.error,
-            attempts: self.attempts,
-            failed_at: self.failed_at,
-            retry_requested_at,
-        }
-    }
-}
+pub use crate::runtime::state::records::DeadLetter;
 
 /// Why [`EventAction::retry_dead_letter`](super::EventAction::retry_dead_letter) did not
 /// clear a dead letter.
@@ -164,51 +70,15 @@ pub enum RetryDeadLetterError {
     Storage(#[from] StorageError),
 }
 
-/// A stored row: the record's bytes and its retry request, if any.
-type Row = (Vec<u8>, Option<i64>);
-
-/// Reads the rows of `range` (of one action, or of all) in one read transaction.
-fn read_rows<'a>(
-    state: &StateStore,
-    range: impl redb::KeyRange<(&'static str, u64)> + 'a,
-) -> Result<Vec<DeadLetter>, StorageError> {
-    let rows = state.read(|txn| {
-        let table = match txn.open_table(ACTION_DEAD_LETTERS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let requests = match txn.open_table(ACTION_RETRY_REQUESTS) {
-            Ok(requests) => Some(requests),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let mut rows: Vec<Row> = Vec::new();
-        for row in table.range(range)? {
-            let (key, value) = row?;
-            let (action, position) = key.value();
-            let requested = match &requests {
-                Some(requests) => requests.get((action, position))?.map(|v| v.value()),
-                None => None,
-            };
-            rows.push((value.value().to_vec(), requested));
-        }
-        Ok::<_, TxnError>(rows)
-    })?;
-    rows.iter()
-        .map(|(bytes, requested)| decode(bytes, *requested))
-        .collect()
-}
-
 /// Every dead letter of `action`, in log order.
 pub fn list(state: &StateStore, action: &str) -> Result<Vec<DeadLetter>, StorageError> {
-    read_rows(state, (action, 0)..=(action, u64::MAX))
+    state.read(|state| state.dead_letters(Letters::Of(action)))
 }
 
 /// Every dead letter of every action, ordered by action name, then log order: what
 /// `annals dead-letters list` shows.
 pub fn list_all(state: &StateStore) -> Result<Vec<DeadLetter>, StorageError> {
-    read_rows(state, ..)
+    state.read(|state| state.dead_letters(Letters::All))
 }
 
 /// The dead letter of `action` at `position`, if there is one.
@@ -217,9 +87,8 @@ pub fn get(
     action: &str,
     position: Position,
 ) -> Result<Option<DeadLetter>, StorageError> {
-    Ok(read_rows(state, (action, position)..=(action, position))?
-        .into_iter()
-        .next())
+    let letters = state.read(|state| state.dead_letters(Letters::At(action, position)))?;
+    Ok(letters.into_iter().next())
 }
 
 /// Removes (drops) the dead letter of `action` at `position`, and its retry request: the event
@@ -239,36 +108,15 @@ pub fn request_retry(
     position: Position,
 ) -> Result<bool, StorageError> {
     let now = Timestamp::now().unix_millis();
-    state.write(|txn| {
-        if txn
-            .open_table(ACTION_DEAD_LETTERS)?
-            .get((action, position))?
-            .is_none()
-        {
-            return Ok(false);
-        }
-        txn.open_table(ACTION_RETRY_REQUESTS)?
-            .insert((action, position), now)?;
-        Ok(true)
-    })
+    let marked = state.write(|txn| txn.ops().request_retry(action, Some(position), now))?;
+    Ok(!marked.is_empty())
 }
 
 /// Marks every dead letter of `action` for retry, like [`request_retry`], in one transaction.
 /// The positions marked, in log order (empty when the action has no dead letters).
 pub fn request_retry_all(state: &StateStore, action: &str) -> Result<Vec<Position>, StorageError> {
     let now = Timestamp::now().unix_millis();
-    state.write(|txn| {
-        let positions = txn
-            .open_table(ACTION_DEAD_LETTERS)?
-            .range((action, 0)..=(action, u64::MAX))?
-            .map(|row| Ok(row?.0.value().1))
-            .collect::<Result<Vec<Position>, TxnError>>()?;
-        let mut requests = txn.open_table(ACTION_RETRY_REQUESTS)?;
-        for &position in &positions {
-            requests.insert((action, position), now)?;
-        }
-        Ok(positions)
-    })
+    state.write(|txn| txn.ops().request_retry(action, None, now))
 }
 
 /// The pending retry requests of `action`: position and the instant of the request, in log
@@ -277,90 +125,41 @@ pub(crate) fn retry_requests(
     state: &StateStore,
     action: &str,
 ) -> Result<Vec<(Position, i64)>, StorageError> {
-    state.read(|txn| {
-        let requests = match txn.open_table(ACTION_RETRY_REQUESTS) {
-            Ok(requests) => requests,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        requests
-            .range((action, 0)..=(action, u64::MAX))?
-            .map(|row| {
-                let (key, value) = row?;
-                Ok((key.value().1, value.value()))
-            })
-            .collect()
-    })
+    state.read(|state| state.retry_requests(action))
 }
 
 /// Clears the retry request of `action` at `position` inside `txn`, if it is still the one
 /// made at `requested_at` (a request made since is left for the next pass).
 pub(crate) fn clear_retry_request_in(
-    txn: &redb::WriteTransaction,
+    txn: &StateTxn<'_>,
     action: &str,
     position: Position,
     requested_at: i64,
 ) -> Result<(), TxnError> {
-    let mut requests = txn.open_table(ACTION_RETRY_REQUESTS)?;
-    let current = requests.get((action, position))?.map(|v| v.value());
-    if current == Some(requested_at) {
-        requests.remove((action, position))?;
-    }
-    Ok(())
+    txn.ops()
+        .clear_retry_request(action, position, requested_at)
 }
 
 /// Removes the dead letter of `action` at `position` and its retry request inside `txn`.
 /// Whether there was a dead letter.
 pub(crate) fn remove_in(
-    txn: &redb::WriteTransaction,
+    txn: &StateTxn<'_>,
     action: &str,
     position: Position,
 ) -> Result<bool, TxnError> {
-    txn.open_table(ACTION_RETRY_REQUESTS)?
-        .remove((action, position))?;
-    Ok(txn
-        .open_table(ACTION_DEAD_LETTERS)?
-        .remove((action, position))?
-        .is_some())
+    txn.ops().remove_dead_letter(action, position)
 }
 
 /// Writes `letter` inside `txn` (replacing one at the same action and position). Its retry
-/// request, if any, is left as it is: it lives in its own table.
-pub(crate) fn put_in(txn: &redb::WriteTransaction, letter: &DeadLetter) -> Result<(), TxnError> {
-    let bytes = encode(letter);
-    txn.open_table(ACTION_DEAD_LETTERS)?
-        .insert((letter.action.as_str(), letter.position), bytes.as_slice())?;
-    Ok(())
-}
-
-fn encode(letter: &DeadLetter) -> Vec<u8> {
-    let mut bytes = vec![FORMAT];
-    rmp_serde::encode::write_named(&mut bytes, &Record::of(letter))
-        .expect("a dead letter has only strings and integers, which always encode");
-    bytes
-}
-
-fn decode(bytes: &[u8], retry_requested_at: Option<i64>) -> Result<DeadLetter, StorageError> {
-    let damaged = |reason: String| {
-        StorageError::corruption(
-            PathBuf::from("<state store>"),
-            0,
-            format!("table action_dead_letters: {reason}"),
-        )
-    };
-    let record: Record = match bytes.split_first() {
-        Some((&FORMAT, record)) => rmp_serde::from_slice(record)
-            .map_err(|e| damaged(format!("undecodable record: {e}")))?,
-        Some((format, _)) => return Err(damaged(format!("unknown record format {format}"))),
-        None => return Err(damaged("empty record".to_owned())),
-    };
-    Ok(record.into_letter(retry_requested_at.map(Timestamp::from_unix_millis)))
+/// request, if any, is left as it is.
+pub(crate) fn put_in(txn: &StateTxn<'_>, letter: &DeadLetter) -> Result<(), TxnError> {
+    txn.ops().put_dead_letter(letter)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::EncodedEvent;
+    use crate::storage::{EncodedEvent, LoggedEvent};
 
     fn letter(action: &str, position: Position) -> DeadLetter {
         let event = LoggedEvent {
@@ -476,22 +275,6 @@ mod tests {
             .unwrap();
         assert!(retry_requests(&state, "mailer").unwrap().is_empty());
         assert!(get(&state, "mailer", 2).unwrap().is_some());
-    }
-
-    #[test]
-    fn a_damaged_record_is_reported_not_trusted() {
-        assert!(matches!(
-            decode(&[], None),
-            Err(StorageError::Corruption(_))
-        ));
-        assert!(matches!(
-            decode(&[7, 1], None),
-            Err(StorageError::Corruption(_))
-        ));
-        assert!(matches!(
-            decode(&[FORMAT, 0xc1], None),
-            Err(StorageError::Corruption(_))
-        ));
     }
 
     impl DeadLetter {

@@ -338,7 +338,7 @@ impl EventAction {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Sweep, StorageError> {
         for (position, requested_at) in dead_letter::retry_requests(state, &self.name)? {
-            let clear = |txn: &redb::WriteTransaction| {
+            let clear = |txn: &crate::runtime::state::StateTxn<'_>| {
                 dead_letter::clear_retry_request_in(txn, &self.name, position, requested_at)
             };
             let Some(mut letter) = dead_letter::get(state, &self.name, position)? else {

@@ -42,6 +42,9 @@ pub use member::{GroupMember, Held, Lease, leases};
 #[cfg(feature = "postgres")]
 pub use table::LeaseStatus;
 pub use partition::{PARTITIONS_MAX, partition_of};
+/// The lease tables, created by the state store's migrations.
+#[cfg(feature = "postgres")]
+pub(crate) use table::MIGRATION;
 
 /// How a consumer group shares its work: see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,3 +36,14 @@ pub enum QueueError {
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
+
+impl From<QueueError> for crate::runtime::state::TxnError {
+    /// A queue's refusal inside a transaction aborts it: a storage failure as itself, any other
+    /// as [`TxnError::abort`](crate::runtime::state::TxnError::abort) with its message.
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Storage(e) => e.into(),
+            other => crate::runtime::state::TxnError::abort(other.to_string()),
+        }
+    }
+}

@@ -2,8 +2,10 @@
 //!
 //! A [`Queue`] is a named queue of byte messages kept in a
 //! [`StateStore`](crate::runtime::state::StateStore). Every change is one
-//! durable redb transaction, so an enqueued message survives a crash, and so does its
-//! delivery state. Delivery is **at-least-once**:
+//! durable transaction, so an enqueued message survives a crash, and so does its
+//! delivery state; [`enqueue_in`](Queue::enqueue_in) adds a message inside a transaction of
+//! one's own, so that it commits with, say, a consumer's checkpoint. Delivery is
+//! **at-least-once**:
 //!
 //! - [`receive`](Queue::receive) hands out the oldest visible message and hides it for the
 //!   queue's visibility timeout;
@@ -37,18 +39,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 //! ```
 //!
+//! # Competing receivers
+//! On a PostgreSQL state store ([`StateStore::postgres`](crate::runtime::state::StateStore)),
+//! a queue is shared by every process connected to the schema: any number of them enqueue and
+//! receive, each message is handed to one receiver at a time (a receive skips the rows another
+//! transaction holds: `FOR UPDATE SKIP LOCKED`), and visibility is measured on the database's
+//! clock, so the processes' clocks need not agree.
+//!
 //! # Storage
-//! Three redb tables of the state store: `queue_meta` (queue name → next message id and number
-//! of messages), `queue_messages` and `queue_dead_letters` (`(queue name, message id)` → a
-//! record: format byte `1`, receive count (u32), visible-at and enqueued-at instants (i64 Unix
+//! On redb, three tables of the state store: `queue_meta` (queue name → next message id and
+//! number of messages), `queue_messages` and `queue_dead_letters` (`(queue name, message id)` →
+//! a record: format byte `1`, receive count (u32), visible-at and enqueued-at instants (i64 Unix
 //! milliseconds), the last error's length (u32) and UTF-8 bytes, then the body; integers
-//! little-endian). `docs/format.md` describes them with the rest of the state store.
+//! little-endian). `docs/format.md` describes them with the rest of the state store. On
+//! PostgreSQL, the tables `queue_meta`, `queue_messages` and `queue_dead_letters`, one column
+//! per field (`docs/postgres.md`).
 
 mod error;
 mod handle;
 mod message;
 mod options;
-mod record;
 
 pub use error::QueueError;
 pub use handle::Queue;

@@ -1,9 +1,11 @@
-//! Key-value views: tables of string keys and serde values in the redb database of a
-//! [`StateStore`], committed with the view's checkpoint.
+//! Key-value views: tables of string keys and serde values in a [`StateStore`] (redb or
+//! PostgreSQL), committed with the view's checkpoint.
 //!
-//! Each view version owns the tables named `view:{name}:v{version}:{table}`; its checkpoint is
-//! the consumer checkpoint `view:{name}:v{version}`; the table `view_versions` maps a view name
-//! to its active version. Values are MessagePack ([`codec`]).
+//! Each view version owns its tables (on redb, the tables named
+//! `view:{name}:v{version}:{table}`; on PostgreSQL, rows of `view_rows` keyed by view, version
+//! and table); its checkpoint is the consumer checkpoint `view:{name}:v{version}`; the view
+//! versions table maps a view name to its active version. Values are MessagePack ([`codec`]).
+//! Keys order as Rust orders strings (byte-wise) on both backends.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -37,7 +39,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableTable, TableHandle, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -51,17 +52,14 @@ use super::status::ViewStatus;
 use crate::model::codec;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
-use crate::runtime::state::{StateStore, TxnError};
-use crate::runtime::state_schema::{
-    VIEW_VERSIONS, ViewTable, view_checkpoint_name, view_table_name, view_table_version,
-};
+use crate::runtime::state::{StateStore, StateTxn, TxnError, view_checkpoint_name};
 use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter};
 
-fn database(table: &str) -> impl FnOnce(redb::Error) -> KvError + '_ {
+fn database(table: &str) -> impl FnOnce(TxnError) -> KvError + '_ {
     move |e| KvError::Database {
         table: table.to_owned(),
-        source: Box::new(e),
+        source: Box::new(e.into_storage()),
     }
 }
 
@@ -76,31 +74,28 @@ fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T
 /// The tables of one view version inside the transaction applying a batch: what handlers
 /// write to. Nothing is visible to queries before the batch commits.
 pub struct KvTables<'t> {
-    txn: &'t WriteTransaction,
-    prefix: &'t str,
+    txn: &'t StateTxn<'t>,
+    view: &'t ViewId,
 }
 
 impl std::fmt::Debug for KvTables<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvTables")
-            .field("prefix", &self.prefix)
+            .field("view", &self.view)
             .finish_non_exhaustive()
     }
 }
 
 impl KvTables<'_> {
-    fn open(&self, table: &str) -> Result<redb::Table<'_, &'static str, &'static [u8]>, KvError> {
-        let name = format!("{}{table}", self.prefix);
-        self.txn
-            .open_table(ViewTable::new(&name))
-            .map_err(|e| database(table)(e.into()))
-    }
-
     /// The value at `key` in `table`, if any.
     pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>, KvError> {
-        let t = self.open(table)?;
-        let bytes = t.get(key).map_err(|e| database(table)(e.into()))?;
-        bytes.map(|b| decode(table, key, b.value())).transpose()
+        let (view, version) = (&self.view.name, self.view.version);
+        let bytes = self
+            .txn
+            .ops()
+            .view_get(view, version, table, key)
+            .map_err(database(table))?;
+        bytes.map(|b| decode(table, key, &b)).transpose()
     }
 
     /// Sets `key` in `table` to `value` (the table is created if missing).
@@ -115,17 +110,20 @@ impl KvTables<'_> {
             key: key.to_owned(),
             reason: e.0,
         })?;
-        let mut t = self.open(table)?;
-        t.insert(key, bytes.as_slice())
-            .map_err(|e| database(table)(e.into()))?;
-        Ok(())
+        let (view, version) = (&self.view.name, self.view.version);
+        self.txn
+            .ops()
+            .view_put(view, version, table, key, &bytes)
+            .map_err(database(table))
     }
 
     /// Removes `key` from `table`; whether it was there.
     pub fn remove(&mut self, table: &str, key: &str) -> Result<bool, KvError> {
-        let mut t = self.open(table)?;
-        let removed = t.remove(key).map_err(|e| database(table)(e.into()))?;
-        Ok(removed.is_some())
+        let (view, version) = (&self.view.name, self.view.version);
+        self.txn
+            .ops()
+            .view_remove(view, version, table, key)
+            .map_err(database(table))
     }
 
     /// The rows of `table` whose keys start with `prefix`, in key order.
@@ -134,17 +132,18 @@ impl KvTables<'_> {
         table: &str,
         prefix: &str,
     ) -> Result<Vec<(String, T)>, KvError> {
-        let t = self.open(table)?;
-        let mut rows = Vec::new();
-        let range = t.range(prefix..).map_err(|e| database(table)(e.into()))?;
-        for row in range {
-            let (k, v) = row.map_err(|e| database(table)(e.into()))?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            rows.push((k.value().to_owned(), decode(table, k.value(), v.value())?));
-        }
-        Ok(rows)
+        let (view, version) = (&self.view.name, self.view.version);
+        let rows = self
+            .txn
+            .ops()
+            .view_scan(view, version, table, prefix)
+            .map_err(database(table))?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let value = decode(table, &k, &v)?;
+                Ok((k, value))
+            })
+            .collect()
     }
 }
 
@@ -213,7 +212,6 @@ impl KvViewBuilder {
             return Err(id.superseded(active));
         }
         let inner = KvInner {
-            prefix: format!("{checkpoint}:"),
             checkpoint,
             progress: Progress::new(next, active == Some(id.version)),
             filter: self.routes.filter(),
@@ -253,11 +251,7 @@ pub fn statuses(state: &StateStore) -> Result<Vec<ViewStatus>, ViewError> {
 }
 
 fn active_version(state: &StateStore, name: &str) -> Result<Option<u64>, ViewError> {
-    Ok(state.read(|txn| match txn.open_table(VIEW_VERSIONS) {
-        Ok(t) => Ok(t.get(name)?.map(|v| v.value())),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    })?)
+    Ok(state.read(|state| state.view_version(name))?)
 }
 
 /// A key-value view: see the [module docs](self). Cheap to clone; clones share the runner's
@@ -271,8 +265,6 @@ struct KvInner {
     id: ViewId,
     /// The consumer checkpoint of this version.
     checkpoint: String,
-    /// The prefix of this version's table names.
-    prefix: String,
     state: Arc<StateStore>,
     handlers: Vec<(Filter, KvHandler)>,
     filter: Filter,
@@ -378,35 +370,16 @@ impl KvView {
         exact: bool,
     ) -> Result<Vec<(String, Vec<u8>)>, ViewError> {
         let id = &self.inner.id;
-        let read = self.inner.state.read(|txn| {
-            let active = match txn.open_table(VIEW_VERSIONS) {
-                Ok(t) => t.get(id.name.as_str())?.map(|v| v.value()),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
-            let served = active.unwrap_or(id.version);
+        let read = self.inner.state.read(|state| {
+            let served = state.view_version(&id.name)?.unwrap_or(id.version);
             if served > id.version {
                 return Ok(Err(served));
             }
-            let name = view_table_name(&id.name, served, table);
-            let t = match txn.open_table(ViewTable::new(&name)) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Ok(Vec::new())),
-                Err(e) => return Err(e.into()),
-            };
             if exact {
-                let row = t.get(key)?.map(|v| (key.to_owned(), v.value().to_vec()));
-                return Ok(Ok(row.into_iter().collect()));
+                let row = state.view_get(&id.name, served, table, key)?;
+                return Ok(Ok(row.map(|v| (key.to_owned(), v)).into_iter().collect()));
             }
-            let mut rows = Vec::new();
-            for row in t.range(key..)? {
-                let (k, v) = row?;
-                if !k.value().starts_with(key) {
-                    break;
-                }
-                rows.push((k.value().to_owned(), v.value().to_vec()));
-            }
-            Ok(Ok(rows))
+            Ok(Ok(state.view_scan(&id.name, served, table, key)?))
         })?;
         read.map_err(|active| id.superseded(active))
     }
@@ -415,19 +388,16 @@ impl KvView {
 impl KvInner {
     fn apply_in(
         &self,
-        txn: &WriteTransaction,
+        txn: &StateTxn<'_>,
         events: &[LoggedEvent],
     ) -> Result<Result<(), Refused>, TxnError> {
-        let active = txn
-            .open_table(VIEW_VERSIONS)?
-            .get(self.id.name.as_str())?
-            .map(|v| v.value());
+        let active = txn.ops().view_version(&self.id.name)?;
         if let Some(active) = active.filter(|a| *a > self.id.version) {
             return Ok(Err(Refused::Other(self.id.superseded(active))));
         }
         let mut tables = KvTables {
             txn,
-            prefix: &self.prefix,
+            view: &self.id,
         };
         for (index, event) in events.iter().enumerate() {
             for (filter, handler) in &self.handlers {
@@ -444,20 +414,12 @@ impl KvInner {
     }
 
     /// Makes this version active and drops the tables and checkpoints of older versions.
-    fn activate_in(&self, txn: &WriteTransaction, older: &[String]) -> Result<(), TxnError> {
-        txn.open_table(VIEW_VERSIONS)?
-            .insert(self.id.name.as_str(), self.id.version)?;
-        let doomed: Vec<_> = txn
-            .list_tables()?
-            .filter(|t| {
-                view_table_version(t.name(), &self.id.name).is_some_and(|v| v < self.id.version)
-            })
-            .collect();
-        for table in doomed {
-            txn.delete_table(table)?;
-        }
+    fn activate_in(&self, txn: &StateTxn<'_>, older: &[String]) -> Result<(), TxnError> {
+        let ops = txn.ops();
+        ops.set_view_version(&self.id.name, self.id.version)?;
+        ops.drop_view_versions_before(&self.id.name, self.id.version)?;
         for checkpoint in older {
-            StateStore::remove_checkpoint_in(txn, checkpoint)?;
+            ops.remove_checkpoint(checkpoint)?;
         }
         Ok(())
     }

@@ -4,13 +4,13 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KvError {
-    /// The database failed; the transaction is aborted.
+    /// The state store failed; the transaction is aborted.
     #[error("view table {table:?}: {source}")]
     Database {
         /// The table.
         table: String,
-        /// redb's error.
-        source: Box<redb::Error>,
+        /// The state store's error.
+        source: Box<crate::storage::StorageError>,
     },
     /// A value does not encode.
     #[error("view table {table:?}, key {key:?}: the value does not encode: {reason}")]

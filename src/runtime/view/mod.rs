@@ -12,8 +12,9 @@
 //!
 //! Two kinds of tables:
 //!
-//! - **[`KvView`]** — tables: redb tables in a [`StateStore`](crate::runtime::state::StateStore),
-//!   string keys, serde values; checkpoint: a consumer checkpoint in the same redb database;
+//! - **[`KvView`]** — tables: tables of a [`StateStore`](crate::runtime::state::StateStore)
+//!   (redb tables, or rows of PostgreSQL's `view_rows`), string keys, serde values;
+//!   checkpoint: a consumer checkpoint in the same store, committed in the same transaction;
 //!   queries: [`get`](KvView::get), [`scan`](KvView::scan), [`scan_prefix`](KvView::scan_prefix)
 //! - **[`SqlView`] (feature `sql`, opt-in)** — tables: SQLite tables the handlers write with
 //!   SQL; checkpoint: a row of the same SQLite file; queries: [`query`](SqlView::query): any

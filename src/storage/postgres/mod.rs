@@ -55,6 +55,10 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 pub use snapshot_table::PostgresSnapshots;
+
+/// For the runtime's PostgreSQL state store, which connects with the adapter's settings.
+pub(crate) use self::error::{bad_row as bad_state_row, from_client as from_state_client};
+pub(crate) use self::schema::check_schema_name;
 /// The client crate, for [`PostgresAdapter::builder_with_config`]'s `Config` without a
 /// separate (and possibly mismatched) dependency.
 pub use tokio_postgres;
@@ -179,9 +183,10 @@ impl PostgresAdapterBuilder {
         // Notice a silently dead server within a minute, not after the OS default of hours.
         listener_config.keepalives_idle(Duration::from_secs(30));
         let listener = Listener::spawn(listener_config, &schema, Arc::clone(&published));
-        let snapshots = PostgresSnapshots::start(config, &schema)?;
+        let snapshots = PostgresSnapshots::start(config.clone(), &schema)?;
         let writer = GroupCommit::spawn(pool.clone(), &schema, Arc::clone(&published));
         Ok(PostgresAdapter {
+            config,
             pool,
             writer,
             schema,
@@ -211,6 +216,9 @@ impl PostgresAdapterBuilder {
 /// ```
 #[derive(Debug)]
 pub struct PostgresAdapter {
+    /// The connection settings, timeouts included: what the runtime's state store on the same
+    /// database connects with.
+    config: tokio_postgres::Config,
     pool: Pool,
     /// Combines concurrent appends into batch transactions.
     writer: GroupCommit,
@@ -311,6 +319,11 @@ impl PostgresAdapter {
     /// The PostgreSQL schema holding the adapter's tables.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The settings the adapter connects with (for the runtime's state store).
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 
     /// The adapter's snapshots (also reachable as [`StorageAdapter::snapshots`]).

@@ -1,7 +1,6 @@
 //! The schema of the state store (`state.redb`): every redb table the runtime keeps there, in
 //! one place (`docs/format.md` describes each table's key, value and writer). The record
-//! formats stored in byte values are defined beside their encoders: the queue's in
-//! `queue/record.rs`, the action dead letters' in `action/dead_letter.rs`.
+//! formats stored in byte values are defined with their encoders, in `redb_records.rs`.
 //!
 //! Every table but [`CONSUMERS`] is created by its first write; readers treat a table that
 //! does not exist yet as empty.
