@@ -23,6 +23,7 @@
 
 use std::sync::Arc;
 
+use crate::runtime::lease::Fence;
 use crate::runtime::state::{StateStore, StateTxn, TxnError};
 use crate::runtime::subscription::{Filter, Subscription};
 use crate::storage::{LoggedEvent, Position, StorageAdapter, StorageError};
@@ -33,6 +34,9 @@ pub struct Consumer {
     name: String,
     subscription: Subscription,
     state: Arc<StateStore>,
+    /// The consumer-group lease this consumer works under, if any: checked before each event
+    /// is handed out and inside each commit.
+    fence: Option<Fence>,
 }
 
 impl Consumer {
@@ -46,11 +50,40 @@ impl Consumer {
     ) -> Result<Self, StorageError> {
         let name = name.into();
         let from = state.checkpoint(&name)?.unwrap_or(1);
-        Ok(Consumer {
+        Ok(Consumer::open_from(name, adapter, state, filter, from))
+    }
+
+    /// Consumer `name` starting at `from` whatever its checkpoint says (the caller read it).
+    pub(crate) fn open_from(
+        name: String,
+        adapter: Arc<dyn StorageAdapter>,
+        state: Arc<StateStore>,
+        filter: Filter,
+        from: Position,
+    ) -> Self {
+        Consumer {
             subscription: Subscription::new(adapter, from, filter),
             name,
             state,
-        })
+            fence: None,
+        }
+    }
+
+    /// This consumer under a consumer group's lease: it hands out no event once the lease is
+    /// lost by the process's clock, and its commits are fenced by the database (see
+    /// [`lease`](crate::runtime::lease)); either fails with [`StorageError::LeaseLost`].
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Fails with [`StorageError::LeaseLost`] once the lease this consumer works under is lost.
+    fn check_lease(&self) -> Result<(), StorageError> {
+        match &self.fence {
+            Some(fence) => fence.check_local(),
+            None => Ok(()),
+        }
     }
 
     /// The consumer's name.
@@ -65,17 +98,22 @@ impl Consumer {
 
     /// The next event, waiting for a commit when caught up.
     pub async fn next(&mut self) -> Result<LoggedEvent, StorageError> {
-        self.subscription.next().await
+        self.check_lease()?;
+        let event = self.subscription.next().await?;
+        // The wait may have been long: the lease is checked again before the event goes out.
+        self.check_lease()?;
+        Ok(event)
     }
 
     /// The next event if one is committed, without waiting.
     pub async fn try_next(&mut self) -> Result<Option<LoggedEvent>, StorageError> {
+        self.check_lease()?;
         self.subscription.try_next().await
     }
 
     /// Durably records that every event delivered so far is handled.
     pub fn commit(&self) -> Result<(), StorageError> {
-        self.state.set_checkpoint(&self.name, self.position())
+        self.commit_with(|_| Ok(()))
     }
 
     /// Runs `apply` and records the checkpoint in the same durable transaction, so its writes
@@ -87,7 +125,11 @@ impl Consumer {
         &self,
         apply: impl FnOnce(&StateTxn<'_>) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
+        let fence = self.fence.as_ref();
         self.state
-            .commit_with_checkpoint(&self.name, self.position(), apply)
+            .try_commit_fenced(&self.name, self.position(), fence, |txn| {
+                apply(txn).map(Ok::<T, TxnError>)
+            })?
+            .map_err(TxnError::into_storage)
     }
 }

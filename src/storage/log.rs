@@ -11,17 +11,17 @@ use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, EventRef,
-    EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter,
-    StorageError, StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, EventRef, EventStoreSummary,
+    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
+    Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
 };
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
-    Durability, Engine, EngineOptions, EngineStats, FileSystem, IndexStats, LogCounters,
-    LogCursor, NewEntry, OsFileSystem, VerifyReport,
+    Durability, Engine, EngineOptions, EngineStats, FileSystem, IndexStats, LogCounters, LogCursor,
+    NewEntry, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.

@@ -129,7 +129,13 @@ async fn group_process() {
         .expect("the view");
     // A view is one consumer: it runs in one process at a time, with failover.
     let view = counts
-        .run_in_group(adapter.clone(), GroupOptions { partitions: 1, ..options })
+        .run_in_group(
+            adapter.clone(),
+            GroupOptions {
+                partitions: 1,
+                ..options
+            },
+        )
         .await
         .expect("the view joins its group");
 
@@ -150,7 +156,13 @@ impl Process {
     fn start(test: &str, url: &str, schema: &str, process: u64) -> Process {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = Command::new(exe)
-            .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                test,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(crate::server::URL_VAR, url)
             .env(SCHEMA_VAR, schema)
             .env(PROCESS_VAR, process.to_string())
@@ -230,12 +242,8 @@ async fn three_processes_share_actions_queues_and_views_through_a_kill() {
     let mut processes: Vec<Option<Process>> = (0..3)
         .map(|p| Some(Process::start(TEST, &url, &guard.schema, p)))
         .collect();
-    let all_ready = |processes: &[Option<Process>]| {
-        processes
-            .iter()
-            .flatten()
-            .all(|p| p.count("READY") == 1)
-    };
+    let all_ready =
+        |processes: &[Option<Process>]| processes.iter().flatten().all(|p| p.count("READY") == 1);
     wait_until("the processes are ready", Duration::from_secs(60), || {
         all_ready(&processes)
     })
@@ -266,8 +274,11 @@ async fn three_processes_share_actions_queues_and_views_through_a_kill() {
     assert_eq!(head, ROUNDS * ids.len() as u64);
 
     let settled = || {
-        let checkpoints: BTreeMap<String, u64> =
-            state.checkpoints().expect("checkpoints").into_iter().collect();
+        let checkpoints: BTreeMap<String, u64> = state
+            .checkpoints()
+            .expect("checkpoints")
+            .into_iter()
+            .collect();
         let partitions_done = (0..PARTITIONS).all(|k| {
             checkpoints
                 .get(&format!("mailer#{k}"))
@@ -300,8 +311,14 @@ async fn three_processes_share_actions_queues_and_views_through_a_kill() {
     let effects = positions("EFFECT");
     let sent = positions("SENT");
     for position in &handled {
-        assert!(effects.contains_key(position), "event {position} was never handled");
-        assert!(sent.contains_key(position), "the message of {position} was lost");
+        assert!(
+            effects.contains_key(position),
+            "event {position} was never handled"
+        );
+        assert!(
+            sent.contains_key(position),
+            "the message of {position} was lost"
+        );
     }
     let workers: BTreeSet<&String> = effects.values().flatten().collect();
     assert!(workers.len() >= 2, "the work was not shared: {workers:?}");
@@ -385,9 +402,11 @@ async fn a_paused_member_cannot_commit_after_its_lease_is_taken_over() {
             .await
             .expect("appended");
     }
-    wait_until("a process handles an event", Duration::from_secs(30), || {
-        processes.iter().any(|p| p.count("START") > 0)
-    })
+    wait_until(
+        "a process handles an event",
+        Duration::from_secs(30),
+        || processes.iter().any(|p| p.count("START") > 0),
+    )
     .await;
     let holder = processes
         .iter()
@@ -398,17 +417,23 @@ async fn a_paused_member_cannot_commit_after_its_lease_is_taken_over() {
     assert_eq!(other.count("START"), 0, "one holder at a time");
     // Paused in the middle of an event, past its lease's time to live.
     paused.signal("STOP");
-    wait_until("the other process takes over", Duration::from_secs(30), || {
-        other.count("START") > 0
-    })
+    wait_until(
+        "the other process takes over",
+        Duration::from_secs(30),
+        || other.count("START") > 0,
+    )
     .await;
     let started_before_pause = paused.count("START");
-    wait_until("the other process handles everything", Duration::from_secs(60), || {
-        state
-            .checkpoint("slow#0")
-            .expect("checkpoint")
-            .is_some_and(|next| next > EVENTS)
-    })
+    wait_until(
+        "the other process handles everything",
+        Duration::from_secs(60),
+        || {
+            state
+                .checkpoint("slow#0")
+                .expect("checkpoint")
+                .is_some_and(|next| next > EVENTS)
+        },
+    )
     .await;
     paused.signal("CONT");
     // The resumed process finishes the event it was in, and its commit is refused.
@@ -419,7 +444,10 @@ async fn a_paused_member_cannot_commit_after_its_lease_is_taken_over() {
         "a fenced process moved the checkpoint back"
     );
     let paused_lines = paused.finish();
-    let started = paused_lines.iter().filter(|l| l.starts_with("START")).count();
+    let started = paused_lines
+        .iter()
+        .filter(|l| l.starts_with("START"))
+        .count();
     assert_eq!(
         started, started_before_pause,
         "the paused process started another event after it lost its lease"

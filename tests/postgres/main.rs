@@ -21,6 +21,7 @@ mod conformance;
 mod faults;
 mod global_order;
 mod group_commit;
+mod groups;
 mod processes;
 mod queue_processes;
 mod schema;
@@ -34,6 +35,7 @@ fn main() -> std::process::ExitCode {
         actions::trials(),
         faults::trials(),
         global_order::trials(),
+        groups::trials(),
         group_commit::trials(),
         processes::trials(),
         queue_processes::trials(),

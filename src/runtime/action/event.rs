@@ -193,6 +193,12 @@ impl EventAction {
         &self.name
     }
 
+    /// The events the action subscribes to.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn subscription_filter(&self) -> Filter {
+        self.filter.clone()
+    }
+
     /// Starts the action's runner on a tokio task: it continues from the action's checkpoint
     /// in `state` (from the start of the log the first time). Run one runner per action name.
     pub fn spawn(
@@ -213,7 +219,14 @@ impl EventAction {
         let task = tokio::spawn(async move {
             let name = action.name.to_string();
             action
-                .run(consumer, adapter_for_retries, state, stop_rx, progress_tx)
+                .run(
+                    consumer,
+                    adapter_for_retries,
+                    state,
+                    stop_rx,
+                    progress_tx,
+                    true,
+                )
                 .await
                 .map_err(|source| ActionRunError::Storage {
                     action: name,
@@ -275,13 +288,16 @@ impl EventAction {
         }
     }
 
-    async fn run(
+    /// The runner's loop; with `sweeps_retries`, it also carries out retry requests (in a
+    /// consumer group, one partition's runner does).
+    pub(crate) async fn run(
         &self,
         mut consumer: Consumer,
         adapter: Arc<dyn StorageAdapter>,
         state: Arc<StateStore>,
         mut stop: watch::Receiver<bool>,
         progress: watch::Sender<Position>,
+        sweeps_retries: bool,
     ) -> Result<(), StorageError> {
         let mut committed = consumer.position();
         // The first look for retry requests is at once: they may have been made (by the
@@ -289,7 +305,10 @@ impl EventAction {
         let mut next_look = Instant::now();
         loop {
             if Instant::now() >= next_look {
-                if let Sweep::Stopped = self.retry_requested(&adapter, &state, &mut stop).await? {
+                if sweeps_retries
+                    && let Sweep::Stopped =
+                        self.retry_requested(&adapter, &state, &mut stop).await?
+                {
                     return Ok(());
                 }
                 next_look = Instant::now() + self.retry_requests_interval;
@@ -437,6 +456,24 @@ impl EventAction {
                 "the action panicked: {}",
                 panic_message(panic.as_ref())
             ))),
+        }
+    }
+}
+
+impl ActionRunner {
+    /// A runner of `name` whose task is `task`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn from_parts(
+        name: Arc<str>,
+        stop: watch::Sender<bool>,
+        progress: watch::Receiver<Position>,
+        task: JoinHandle<Result<(), ActionRunError>>,
+    ) -> Self {
+        ActionRunner {
+            name,
+            stop,
+            progress,
+            task: Some(task),
         }
     }
 }

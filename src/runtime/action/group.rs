@@ -191,8 +191,8 @@ fn start(
     let filter = action
         .subscription_filter()
         .partition(partition, member.partitions());
-    let consumer = Consumer::open_from(checkpoint, adapter.clone(), state.clone(), filter, from)
-        .fenced(fence);
+    let consumer =
+        Consumer::open_from(checkpoint, adapter.clone(), state.clone(), filter, from).fenced(fence);
     let (stop, stop_rx) = watch::channel(false);
     let (progress_tx, progress) = watch::channel(consumer.position());
     let action = action.clone();
@@ -201,7 +201,14 @@ fn start(
     let sweeps_retries = partition == 0;
     let task = tokio::spawn(async move {
         action
-            .run(consumer, adapter, state, stop_rx, progress_tx, sweeps_retries)
+            .run(
+                consumer,
+                adapter,
+                state,
+                stop_rx,
+                progress_tx,
+                sweeps_retries,
+            )
             .await
     });
     Ok(Some(Partition {

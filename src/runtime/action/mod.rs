@@ -103,6 +103,8 @@ mod context;
 pub mod dead_letter;
 mod error;
 pub mod event;
+#[cfg(feature = "postgres")]
+mod group;
 #[cfg(feature = "http")]
 pub mod http;
 mod panic;

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_postgres::GenericClient;
 
-use super::member::Held;
+use super::grant::Held;
 use super::table::LeaseTable;
 use crate::storage::StorageError;
 
@@ -45,22 +44,24 @@ impl Fence {
         }
     }
 
-    /// Checks, inside the commit's transaction on `client`, that the lease is still held with
-    /// this epoch and extends it; locks the lease's row until the transaction ends, so that no
-    /// takeover can slip in before the commit. [`StorageError::LeaseLost`] when it is not held:
-    /// the caller must roll back.
-    pub(crate) async fn check_in(&self, client: &impl GenericClient) -> Result<(), StorageError> {
-        let held = self
-            .table
-            .renew(
-                client,
-                &self.group,
-                self.partition,
-                &self.holder,
-                self.epoch,
-                self.ttl_ms,
-            )
-            .await?;
-        if held { Ok(()) } else { Err(self.lost()) }
+    /// The statement that checks, inside a commit's transaction, that the lease is still held
+    /// with this epoch, and extends it (it returns a row when it is held), with its
+    /// parameters' values: group, partition, holder, epoch, time to live in milliseconds. It
+    /// locks the lease's row until the transaction ends, so no takeover slips in before the
+    /// commit.
+    pub(crate) fn statement(&self) -> (&str, &str, i32, &str, i64, i64) {
+        (
+            self.table.renew_sql(),
+            &self.group,
+            i32::try_from(self.partition).unwrap_or(i32::MAX),
+            &self.holder,
+            self.epoch,
+            self.ttl_ms,
+        )
+    }
+
+    /// The error of a commit whose fencing statement found the lease lost.
+    pub(crate) fn lost_error(&self) -> StorageError {
+        self.lost()
     }
 }

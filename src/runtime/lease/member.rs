@@ -1,7 +1,6 @@
 //! One process's membership in a consumer group: the task that heartbeats, computes which
 //! partitions this process should hold, and takes, renews and releases their leases.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,35 +10,11 @@ use tokio_postgres::{Client, NoTls};
 
 use super::GroupOptions;
 use super::fence::Fence;
+use super::grant::{Held, Lease};
 use super::partition::assigned;
 use super::table::{LeaseStatus, LeaseTable};
 use crate::storage::StorageError;
 use crate::storage::postgres::error::from_client;
-
-/// A partition lease this process holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    /// The partition.
-    pub partition: u32,
-    /// The lease's epoch: raised every time the partition changes holder. A commit fenced by
-    /// an older epoch is refused.
-    pub epoch: i64,
-    /// Until when this process may act on the lease, by its own monotonic clock: the instant
-    /// its last renewal was *sent* plus the time to live, so never later than the expiry the
-    /// database recorded (a process paused past it, e.g. by SIGSTOP, sees it passed as soon as
-    /// it runs again).
-    pub valid_until: Instant,
-}
-
-impl Lease {
-    /// Whether this process may still act on the lease (see [`valid_until`](Self::valid_until)).
-    pub fn is_valid(&self) -> bool {
-        Instant::now() < self.valid_until
-    }
-}
-
-/// The partitions this process holds, by partition.
-pub type Held = BTreeMap<u32, Lease>;
 
 /// This process's membership in a consumer group: see the [module docs](super).
 ///
@@ -270,14 +245,27 @@ impl Coordinator {
         }
         for lease in unwanted {
             self.table
-                .release(client, &self.group, lease.partition, &self.member, lease.epoch)
+                .release(
+                    client,
+                    &self.group,
+                    lease.partition,
+                    &self.member,
+                    lease.epoch,
+                )
                 .await?;
         }
         for partition in wanted {
             let renewed = match held.get(&partition) {
                 Some(lease) => self
                     .table
-                    .renew(client, &self.group, partition, &self.member, lease.epoch, ttl)
+                    .renew(
+                        client,
+                        &self.group,
+                        partition,
+                        &self.member,
+                        lease.epoch,
+                        ttl,
+                    )
                     .await?
                     .then_some(lease.epoch),
                 None => {
@@ -323,7 +311,13 @@ impl Coordinator {
         for lease in held.values() {
             let _ = self
                 .table
-                .release(client, &self.group, lease.partition, &self.member, lease.epoch)
+                .release(
+                    client,
+                    &self.group,
+                    lease.partition,
+                    &self.member,
+                    lease.epoch,
+                )
                 .await;
         }
         let _ = self.table.leave(client, &self.group, &self.member).await;

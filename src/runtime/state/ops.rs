@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::records::{DeadLetter, Delivery, QueueRecord, Received};
 use super::txn_error::TxnError;
+use crate::runtime::lease::Fence;
 use crate::storage::Position;
 
 /// Which dead letters a read asks for.
@@ -66,6 +67,11 @@ pub(crate) trait StateRead {
 
 /// What a transaction may do. Nothing is visible to others before it commits.
 pub(crate) trait StateWrite: StateRead {
+    /// Checks that the consumer-group lease `fence` names is still held with its epoch, and
+    /// extends it; holds the lease until the transaction ends. Fails with
+    /// [`StorageError::LeaseLost`](crate::storage::StorageError::LeaseLost) when it is not:
+    /// the transaction must then abort.
+    fn check_fence(&self, fence: &Fence) -> Result<(), TxnError>;
     /// Moves consumer `name`'s checkpoint to `next`.
     fn set_checkpoint(&self, name: &str, next: Position) -> Result<(), TxnError>;
     /// Forgets consumer `name`'s checkpoint.

@@ -33,6 +33,7 @@ use super::postgres_txn::PgTxn;
 use super::records::{DeadLetter, Delivery, QueueRecord, Received, as_millis, millis};
 use super::txn_error::TxnError;
 use super::wakers::{Wakers, wake};
+use crate::runtime::lease::Fence;
 use crate::storage::postgres::{bad_state_row, check_schema_name, from_state_client};
 use crate::storage::{Position, StorageError, Timestamp};
 
@@ -60,6 +61,11 @@ struct Connection {
     prepared: RefCell<HashMap<String, Statement>>,
 }
 
+/// How long a state transaction may sit idle between two statements before the server ends
+/// it: far longer than any handler's work between statements, short enough that a paused
+/// process's locks (a consumer lease being fenced) are freed in seconds.
+const IDLE_IN_TRANSACTION_MS: u64 = 15_000;
+
 /// The state in the tables of one PostgreSQL schema.
 pub(crate) struct PostgresStore {
     connections: Connections,
@@ -77,6 +83,15 @@ impl PostgresStore {
         wakers: Weak<Wakers>,
     ) -> Result<PostgresStore, StorageError> {
         check_schema_name(schema)?;
+        // A process paused inside a transaction (a long GC pause, SIGSTOP) must not hold its
+        // locks, a consumer lease's among them, for ever: the server ends such a transaction.
+        let mut config = config;
+        let setting = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}");
+        let options = match config.get_options() {
+            Some(options) => format!("{options} {setting}"),
+            None => setting,
+        };
+        config.options(&options);
         let connections = Connections::start(config)?;
         let mut client = connections.connect().await?;
         migrate(&mut client, schema).await?;
@@ -98,6 +113,11 @@ impl PostgresStore {
 
     pub(crate) fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The settings the store connects with.
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
+        self.connections.config()
     }
 
     fn take(&self) -> Result<Connection, StorageError> {
@@ -707,6 +727,15 @@ impl StateRead for PgState<'_> {
 }
 
 impl StateWrite for PgState<'_> {
+    fn check_fence(&self, fence: &Fence) -> Result<(), TxnError> {
+        let (sql, group, partition, holder, epoch, ttl_ms) = fence.statement();
+        let rows = self.query(sql, &[&group, &partition, &holder, &epoch, &ttl_ms])?;
+        if rows.is_empty() {
+            return Err(fence.lost_error().into());
+        }
+        Ok(())
+    }
+
     fn set_checkpoint(&self, name: &str, next: Position) -> Result<(), TxnError> {
         self.query(&self.sql.set_checkpoint, &[&name, &int(next)])?;
         Ok(())

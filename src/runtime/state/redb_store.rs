@@ -29,6 +29,7 @@ use super::txn_error::TxnError;
 use crate::engine::io::{
     Creation, FileSystem, OsFileSystem, RedbBackend, create_atomically, retry_while_held,
 };
+use crate::runtime::lease::Fence;
 use crate::storage::{Position, StorageError, Timestamp};
 
 /// The state in one redb database.
@@ -375,6 +376,14 @@ impl RedbWrite<'_> {
 }
 
 impl StateWrite for RedbWrite<'_> {
+    fn check_fence(&self, _: &Fence) -> Result<(), TxnError> {
+        // Consumer groups are joined through the PostgreSQL state store only.
+        Err(StorageError::InvalidConfiguration {
+            reason: "consumer groups need the PostgreSQL state store".to_owned(),
+        }
+        .into())
+    }
+
     fn set_checkpoint(&self, name: &str, next: Position) -> Result<(), TxnError> {
         let mut t = self.txn.open_table(CONSUMERS).map_err(|e| self.fail(e))?;
         t.insert(name, next).map_err(|e| self.fail(e))?;

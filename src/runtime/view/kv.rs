@@ -52,6 +52,7 @@ use super::status::ViewStatus;
 use crate::model::codec;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
+use crate::runtime::lease::Fence;
 use crate::runtime::state::{StateStore, StateTxn, TxnError, view_checkpoint_name};
 use crate::runtime::subscription::Filter;
 use crate::storage::{LoggedEvent, Position, StorageAdapter};
@@ -261,7 +262,7 @@ pub struct KvView {
     inner: Arc<KvInner>,
 }
 
-struct KvInner {
+pub(super) struct KvInner {
     id: ViewId,
     /// The consumer checkpoint of this version.
     checkpoint: String,
@@ -288,6 +289,11 @@ impl KvView {
             handlers: Vec::new(),
             routes: Routes::default(),
         }
+    }
+
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(super) fn inner(&self) -> Arc<KvInner> {
+        self.inner.clone()
     }
 
     /// The view's name.
@@ -386,6 +392,16 @@ impl KvView {
 }
 
 impl KvInner {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(super) fn state(&self) -> &Arc<StateStore> {
+        &self.state
+    }
+
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(super) fn checkpoint_name(&self) -> &str {
+        &self.checkpoint
+    }
+
     fn apply_in(
         &self,
         txn: &StateTxn<'_>,
@@ -467,13 +483,28 @@ impl Backend for KvInner {
     }
 
     fn apply(&self, events: &[LoggedEvent], next: Position, activate: bool) -> Result<(), Refused> {
+        self.apply_fenced(events, next, activate, None)
+    }
+}
+
+impl KvInner {
+    /// [`Backend::apply`], under a consumer group's lease when `fence` is given: the commit is
+    /// refused with [`StorageError::LeaseLost`](crate::storage::StorageError::LeaseLost) once
+    /// the lease is lost.
+    pub(super) fn apply_fenced(
+        &self,
+        events: &[LoggedEvent],
+        next: Position,
+        activate: bool,
+        fence: Option<&Fence>,
+    ) -> Result<(), Refused> {
         let older = if activate {
             self.older_checkpoints()?
         } else {
             Vec::new()
         };
         self.state
-            .try_commit_with_checkpoint(&self.checkpoint, next, |txn| {
+            .try_commit_fenced(&self.checkpoint, next, fence, |txn| {
                 let applied = self.apply_in(txn, events)?;
                 if applied.is_ok() && activate {
                     self.activate_in(txn, &older)?;

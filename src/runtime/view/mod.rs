@@ -44,6 +44,8 @@
 //! skips an event.
 
 mod error;
+#[cfg(feature = "postgres")]
+mod group;
 mod handler;
 mod id;
 pub mod kv;

@@ -80,6 +80,20 @@ impl ViewRunner {
         }
     }
 
+    /// A runner of view `id` whose task is `task`, stopped through `stop`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn from_parts(
+        id: ViewId,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<Result<(), ViewError>>,
+    ) -> Self {
+        ViewRunner {
+            id,
+            stop,
+            task: Some(task),
+        }
+    }
+
     /// Whether the task has ended (stopped or failed).
     pub fn is_finished(&self) -> bool {
         self.task.as_ref().is_none_or(|t| t.is_finished())
