@@ -84,17 +84,20 @@ async fn group_process() {
         .leases(Duration::from_millis(1500), Duration::from_millis(300));
 
     let me = process.clone();
-    let mailer = EventAction::new("mailer", move |event: LoggedEvent, ctx: ActionContext| {
-        let me = me.clone();
-        async move {
-            if event.event.aggregate_id == POISON {
-                return Err(ActionError::permanent("poisoned"));
+    let mailer = EventAction::new(
+        "mailer",
+        move |event: LoggedEvent, mut ctx: ActionContext| {
+            let me = me.clone();
+            async move {
+                if event.event.aggregate_id == POISON {
+                    return Err(ActionError::permanent("poisoned"));
+                }
+                say(format!("EFFECT {} {me}", event.position));
+                ctx.enqueue("mail", event.position.to_string())?;
+                Ok(())
             }
-            say(format!("EFFECT {} {me}", event.position));
-            ctx.enqueue("mail", event.position.to_string())?;
-            Ok(())
-        }
-    })
+        },
+    )
     .filter(Filter::all().stores([fixture::STORE]));
     let mailer = mailer
         .spawn_in_group(adapter.clone(), state.clone(), options)
@@ -131,10 +134,7 @@ async fn group_process() {
     let view = counts
         .run_in_group(
             adapter.clone(),
-            GroupOptions {
-                partitions: 1,
-                ..options
-            },
+            GroupOptions::partitions(1).leases(options.lease_ttl, options.renew_interval),
         )
         .await
         .expect("the view joins its group");
