@@ -31,6 +31,7 @@ pub fn trials() -> Vec<libtest_mimic::Trial> {
         trials!(Needs::Server, threads = 2;
             three_processes_share_actions_queues_and_views_through_a_kill,
             a_paused_member_cannot_commit_after_its_lease_is_taken_over,
+            members_split_partitions_and_take_over_from_the_dead,
         ),
         trials!(Needs::ChildOf { var: SCHEMA_VAR }, threads = 2;
             group_process,
@@ -453,4 +454,91 @@ async fn a_paused_member_cannot_commit_after_its_lease_is_taken_over() {
         "the paused process started another event after it lost its lease"
     );
     other.finish();
+}
+
+/// Members of one group in one process (each with its own identity, as separate processes
+/// would have): they split the partitions, a member that stops renewing loses its partitions
+/// after the time to live, one that leaves hands them over at once, and a group cannot change
+/// its partition count.
+async fn members_split_partitions_and_take_over_from_the_dead() {
+    let url = fixture::url();
+    let (adapter, _guard) = fixture::adapter(&url).await;
+    let state = StateStore::postgres(&adapter).await.expect("state");
+    let ttl = Duration::from_millis(600);
+    let options = GroupOptions::partitions(6).leases(ttl, Duration::from_millis(100));
+    let a = state.join_group("g", options).await.expect("a joins");
+    let b = state.join_group("g", options).await.expect("b joins");
+    let split = |a: &annals::lease::GroupMember, b: &annals::lease::GroupMember| {
+        let (x, y) = (a.held(), b.held());
+        x.len() == 3 && y.len() == 3 && x.keys().all(|k| !y.contains_key(k))
+    };
+    wait_until("the partitions are split", Duration::from_secs(10), || {
+        split(&a, &b)
+    })
+    .await;
+    let epochs: BTreeMap<u32, i64> = b.held().values().map(|l| (l.partition, l.epoch)).collect();
+
+    // A member that dies keeps nothing once its leases expire; the other takes everything,
+    // each lease under a new epoch.
+    drop(b);
+    let started = Instant::now();
+    wait_until(
+        "the survivor holds every partition",
+        Duration::from_secs(10),
+        || a.held().len() == 6,
+    )
+    .await;
+    assert!(
+        started.elapsed() >= ttl / 2,
+        "taken over before the leases could expire"
+    );
+    let held = a.held();
+    for (partition, epoch) in &epochs {
+        assert!(
+            held[partition].epoch > *epoch,
+            "partition {partition} kept its epoch"
+        );
+    }
+    let leases = state.group_leases("g").await.expect("listed");
+    assert_eq!(leases.len(), 6);
+    assert!(leases.iter().all(|l| l.live && l.holder == a.member_id()));
+
+    // A member that leaves hands its partitions over without waiting for them to expire.
+    let c = state.join_group("g", options).await.expect("c joins");
+    wait_until(
+        "the newcomer gets its share",
+        Duration::from_secs(10),
+        || split(&a, &c),
+    )
+    .await;
+    a.leave().await;
+    let started = Instant::now();
+    wait_until(
+        "the partitions are handed over",
+        Duration::from_secs(10),
+        || c.held().len() == 6,
+    )
+    .await;
+    assert!(
+        started.elapsed() < ttl,
+        "the handover waited for the leases to expire"
+    );
+
+    let refused = state.join_group("g", GroupOptions::partitions(4)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(annals::StorageError::InvalidConfiguration { .. })
+        ),
+        "{refused:?}"
+    );
+    let local = StateStore::in_memory().join_group("g", options).await;
+    assert!(
+        matches!(
+            local,
+            Err(annals::StorageError::InvalidConfiguration { .. })
+        ),
+        "{local:?}"
+    );
+    c.leave().await;
 }

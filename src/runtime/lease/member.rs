@@ -147,10 +147,9 @@ impl Drop for GroupMember {
     }
 }
 
-/// The leases of consumer group `group` of the state schema `schema`, by partition: who holds
-/// each partition (or last held it) and whether the lease is live. Partitions never leased yet
-/// are absent.
-pub async fn leases(
+/// The leases of consumer group `group` of the state schema `schema`, by partition (see
+/// [`StateStore::group_leases`](crate::runtime::state::StateStore::group_leases)).
+pub(crate) async fn leases(
     config: &tokio_postgres::Config,
     schema: &str,
     group: &str,

@@ -55,7 +55,9 @@ impl Fence {
 #[cfg(feature = "postgres")]
 pub use grant::{Held, Lease};
 #[cfg(feature = "postgres")]
-pub use member::{GroupMember, leases};
+pub use member::GroupMember;
+#[cfg(feature = "postgres")]
+pub(crate) use member::leases;
 pub use partition::{PARTITIONS_MAX, partition_of};
 #[cfg(feature = "postgres")]
 pub use table::LeaseStatus;

@@ -241,6 +241,22 @@ impl StateStore {
         })
     }
 
+    /// The leases of consumer group `group`, by partition (feature `postgres`): who holds each
+    /// partition, or last held it, and whether the lease is live. Partitions never leased are
+    /// absent; on the redb store there are none.
+    #[cfg(feature = "postgres")]
+    pub async fn group_leases(
+        &self,
+        group: &str,
+    ) -> Result<Vec<crate::runtime::lease::LeaseStatus>, StorageError> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => {
+                crate::runtime::lease::leases(pg.config(), pg.schema(), group).await
+            }
+        }
+    }
+
     /// Joins consumer group `group` as a new member (feature `postgres`): the leases live in
     /// this store's PostgreSQL schema, and commits made under them are fenced by it. Fails with
     /// [`StorageError::InvalidConfiguration`] on the redb store (a group spans processes, and
