@@ -33,6 +33,9 @@ pub fn trials() -> Vec<libtest_mimic::Trial> {
             a_paused_member_cannot_commit_after_its_lease_is_taken_over,
             members_split_partitions_and_take_over_from_the_dead,
         ),
+        trials!(Needs::OwnServer, threads = 2;
+            a_group_action_pauses_while_the_database_is_down_and_resumes,
+        ),
         trials!(Needs::ChildOf { var: SCHEMA_VAR }, threads = 2;
             group_process,
             slow_process,
@@ -541,4 +544,103 @@ async fn members_split_partitions_and_take_over_from_the_dead() {
         "{local:?}"
     );
     c.leave().await;
+}
+
+/// The database restarts under a running group: the action's partitions stop while it cannot
+/// be reached and start again from their checkpoints once it can; every event is handled, and
+/// the action never stops for it.
+async fn a_group_action_pauses_while_the_database_is_down_and_resumes() {
+    // Restarting the shared server would break the other tests: this one starts its own.
+    let server = tokio::task::spawn_blocking(crate::server::Server::start)
+        .await
+        .expect("start")
+        .unwrap_or_else(|e| panic!("a private PostgreSQL server starts: {e}"));
+    let adapter = fixture::builder(server.url(), "annals")
+        .connect()
+        .await
+        .expect("connects");
+    let state = Arc::new(StateStore::postgres(&adapter).await.expect("state"));
+    let adapter: Arc<dyn StorageAdapter> = Arc::new(adapter);
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let seen = handled.clone();
+    let action = EventAction::new("restarted", move |event: LoggedEvent, _: ActionContext| {
+        seen.lock().unwrap().push(event.position);
+        async { Ok::<(), ActionError>(()) }
+    });
+    let options =
+        GroupOptions::partitions(2).leases(Duration::from_millis(1000), Duration::from_millis(200));
+    let runner = action
+        .spawn_in_group(adapter.clone(), state.clone(), options)
+        .await
+        .expect("joined");
+    let append = |from: u64| {
+        let adapter = adapter.clone();
+        async move {
+            for i in from..from + 10 {
+                loop {
+                    match adapter
+                        .append(vec![fixture::event(&format!("a-{i}"), 1)])
+                        .await
+                    {
+                        Ok(_) | Err(annals::StorageError::EventAlreadyExists(_)) => break,
+                        Err(annals::StorageError::Unavailable { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("append: {e}"),
+                    }
+                }
+            }
+        }
+    };
+    let all_handled = |count: u64| {
+        let handled = handled.clone();
+        move || {
+            let seen: BTreeSet<u64> = handled.lock().unwrap().iter().copied().collect();
+            seen == (1..=count).collect()
+        }
+    };
+    append(0).await;
+    wait_until(
+        "the first events are handled",
+        Duration::from_secs(30),
+        all_handled(10),
+    )
+    .await;
+
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server
+            .restart()
+            .unwrap_or_else(|e| panic!("the server restarts: {e}"));
+        server
+    })
+    .await
+    .expect("restart");
+    append(10).await;
+    wait_until(
+        "the events after the restart are handled",
+        Duration::from_secs(60),
+        all_handled(20),
+    )
+    .await;
+    assert!(!runner.is_finished(), "the action stopped on the outage");
+    // Both partitions commit again: their checkpoints pass every event.
+    wait_until(
+        "the checkpoints pass every event",
+        Duration::from_secs(30),
+        || {
+            state.checkpoints().is_ok_and(|checkpoints| {
+                (0..2).all(|k| {
+                    let name = format!("restarted#{k}");
+                    checkpoints.iter().any(|(n, next)| *n == name && *next > 20)
+                })
+            })
+        },
+    )
+    .await;
+    runner.stop().await.expect("stops cleanly");
+    drop((adapter, state));
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .expect("stop");
 }

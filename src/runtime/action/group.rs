@@ -123,6 +123,8 @@ async fn supervise(
                     running.insert(partition, run);
                 }
                 Ok(None) => {}
+                // Tried again at the next look.
+                Err(error) if passing(&error) => {}
                 Err(error) => {
                     failed = Some(error);
                     break;
@@ -158,11 +160,27 @@ async fn supervise(
     outcome
 }
 
-/// What a finished partition runner ended with; a lost lease is not a failure of the action.
+/// Whether `error` ends a partition's runner but not the action: a lost lease (the partition
+/// goes on elsewhere) or a database out of reach (the partition starts again from its
+/// checkpoint once the database answers and the lease is still, or again, held).
+fn passing(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::LeaseLost { .. }
+            | StorageError::Unavailable { .. }
+            | StorageError::Timeout { .. }
+    )
+}
+
+/// What a finished partition runner ended with: see [`passing`].
 fn ended_with(run: &mut Partition) -> Result<(), StorageError> {
     let finished = futures::FutureExt::now_or_never(&mut run.task);
     match finished {
-        Some(Ok(Err(StorageError::LeaseLost { .. }))) | Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Err(error))) if passing(&error) => {
+            tracing::warn!(%error, "an action's partition stopped; it starts again when it can");
+            Ok(())
+        }
         Some(Ok(Err(error))) => Err(error),
         Some(Err(join)) if join.is_cancelled() => Ok(()),
         Some(Err(join)) => Err(StorageError::Poisoned {

@@ -106,7 +106,11 @@ async fn supervise(
         }
         if let Some((_, runner)) = running.take_if(|(_, runner)| runner.is_finished()) {
             match runner.join().await {
-                Ok(()) | Err(ViewError::Storage(StorageError::LeaseLost { .. })) => {}
+                Ok(()) => {}
+                // Lost lease or database out of reach: started again when it can be.
+                Err(ViewError::Storage(error)) if passing(&error) => {
+                    tracing::warn!(%error, "a view's runner stopped; it starts again when it can");
+                }
                 Err(error) => break Err(error),
             }
         }
@@ -134,7 +138,8 @@ async fn supervise(
     };
     if let Some((_, runner)) = running {
         match runner.stop().await {
-            Ok(()) | Err(ViewError::Storage(StorageError::LeaseLost { .. })) => {}
+            Ok(()) => {}
+            Err(ViewError::Storage(error)) if passing(&error) => {}
             Err(error) => {
                 member.leave().await;
                 return Err(error);
@@ -143,4 +148,14 @@ async fn supervise(
     }
     member.leave().await;
     outcome
+}
+
+/// Whether `error` ends the view's runner in this process but not its run in the group.
+fn passing(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::LeaseLost { .. }
+            | StorageError::Unavailable { .. }
+            | StorageError::Timeout { .. }
+    )
 }
