@@ -527,8 +527,15 @@ async fn the_live_tail_streams_new_events_filtered_by_store_and_type() {
 }
 
 #[tokio::test]
-async fn the_page_and_its_assets_are_embedded_and_locked_down() {
+async fn the_page_is_embedded_and_locked_down_and_other_hosts_are_refused() {
     let base = start(Console::new(in_memory()).router().unwrap()).await;
+    let allowing = start(
+        Console::new(in_memory())
+            .allow_host("admin.internal")
+            .router()
+            .unwrap(),
+    )
+    .await;
     for (path, kind) in [
         ("/", "text/html"),
         ("/console.js", "text/javascript"),
@@ -541,6 +548,21 @@ async fn the_page_and_its_assets_are_embedded_and_locked_down() {
         let policy = headers["content-security-policy"].to_str().unwrap();
         assert!(policy.contains("script-src 'self'"), "{policy}");
         assert!(!response.text().await.unwrap().is_empty());
+    }
+    // A page served from another name that resolves to the console is refused.
+    for (host, expected) in [
+        ("evil.example", StatusCode::FORBIDDEN),
+        ("evil.example:80", StatusCode::FORBIDDEN),
+        ("localhost:9100", StatusCode::OK),
+        ("admin.internal", StatusCode::OK),
+    ] {
+        let response = reqwest::Client::new()
+            .get(format!("{allowing}/api/stats"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{host}");
     }
     let page = reqwest::get(format!("{base}/"))
         .await

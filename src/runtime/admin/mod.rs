@@ -76,7 +76,10 @@
 //! in constant time; without a configured token they are refused (403). A browser sends that
 //! header only from the page's own script (cross-site requests with it need a CORS preflight,
 //! which the console never grants), so another site cannot make a visitor's browser mutate.
-//! The page itself runs under a content security policy that allows only its own script.
+//! Requests that name the console by another host than an IP address or `localhost` are
+//! refused (403) unless [allowed](Console::allow_host), so a page cannot reach it through a
+//! domain made to resolve to `127.0.0.1` (DNS rebinding). The page itself runs under a content
+//! security policy that allows only its own script.
 //!
 //! # Metrics
 //!
@@ -91,6 +94,7 @@ mod auth;
 mod consumers;
 mod dead_letters;
 mod error;
+mod hosts;
 mod lag;
 mod log;
 mod metrics;
@@ -108,8 +112,8 @@ mod workers;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::routing::{delete, get, post};
+use axum::{Router, middleware};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -122,6 +126,7 @@ use crate::runtime::state::StateStore;
 use crate::storage::{LogAdapter, StorageAdapter};
 
 use self::auth::Token;
+use self::hosts::Hosts;
 use self::parts::{EntityKind, EntityProbe};
 use self::shared::Shared;
 use self::typed::{Registered, TypedStore};
@@ -141,6 +146,7 @@ pub struct Console {
     entities: BTreeMap<String, Arc<dyn EntityProbe>>,
     token: Option<String>,
     tails_max: usize,
+    hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for Console {
@@ -153,6 +159,7 @@ impl std::fmt::Debug for Console {
             .field("entities", &self.entities.keys().collect::<Vec<_>>())
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("tails_max", &self.tails_max)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -178,6 +185,7 @@ impl Console {
             entities: BTreeMap::new(),
             token: None,
             tails_max: TAILS_MAX_DEFAULT,
+            hosts: Vec::new(),
         }
     }
 
@@ -218,7 +226,7 @@ impl Console {
 
     /// Shows the entity kind `name`: its live instances and its pending timers (read from the
     /// timer store's log, as [`Timers::pending`](crate::runtime::entity::Timers::pending)
-    /// does).
+    /// does: the first listing reads the log once, later ones only what is new).
     pub fn entities<T>(mut self, name: impl Into<String>, entities: &Entities<T>) -> Self
     where
         T: Entity,
@@ -239,6 +247,14 @@ impl Console {
     /// Most live tails open at once (default [`TAILS_MAX_DEFAULT`], at least 1).
     pub fn tails_max(mut self, tails: usize) -> Self {
         self.tails_max = tails;
+        self
+    }
+
+    /// Also answers requests that name the console `host` (say, the name a reverse proxy
+    /// forwards): by default only IP addresses and `localhost` are answered, so that a web
+    /// page cannot reach the console through a domain made to resolve to it (DNS rebinding).
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.hosts.push(host.into());
         self
     }
 
@@ -287,6 +303,8 @@ impl Console {
             .route("/api/verify", post(verify::verify))
             .route("/metrics", get(metrics::metrics))
             .with_state(Arc::new(shared));
+        let hosts = Arc::new(Hosts(self.hosts));
+        let router = router.layer(middleware::from_fn_with_state(hosts, hosts::check));
         Ok(with_json_errors(router))
     }
 }
