@@ -13,6 +13,8 @@
 
 #[cfg(feature = "console")]
 mod console;
+#[cfg(feature = "console")]
+mod console_page;
 mod event_actions;
 mod http;
 mod queues;
