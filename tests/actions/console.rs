@@ -572,3 +572,82 @@ async fn the_page_is_embedded_and_locked_down_and_other_hosts_are_refused() {
         .unwrap();
     assert!(page.contains("console.js") && !page.contains("http://") && !page.contains("https://"));
 }
+
+/// An entity that only books reminders: enough to show live instances and pending timers.
+struct Trainer;
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum TrainerCommand {
+    Book,
+    Remind,
+}
+
+impl annals::entity::Entity for Trainer {
+    type Command = TrainerCommand;
+    type Events = PokemonEvent;
+    type State = super::Pokemon;
+    type Rejection = ();
+
+    fn decide(
+        _: Option<&annals::Aggregate<super::Pokemon>>,
+        command: &TrainerCommand,
+        ctx: &mut annals::entity::CommandContext<'_, TrainerCommand>,
+    ) -> Result<Vec<PokemonEvent>, ()> {
+        if let TrainerCommand::Book = command {
+            let tomorrow = Timestamp::from_unix_millis(ctx.now().unix_millis() + 86_400_000);
+            ctx.schedule("reminder", tomorrow, &TrainerCommand::Remind);
+        }
+        let caught = PokemonEvent::Caught(Caught {
+            trainer: "ash".into(),
+        });
+        Ok(vec![caught])
+    }
+}
+
+#[tokio::test]
+async fn entities_show_live_instances_and_pending_timers_and_verify_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_adapter(dir.path());
+    let adapter: Arc<dyn StorageAdapter> = log.clone();
+    let store = pokemons(&adapter);
+    let trainers =
+        annals::entity::Entities::<Trainer>::new(store.clone(), Default::default()).unwrap();
+    trainers
+        .get("pikachu")
+        .send(TrainerCommand::Book)
+        .await
+        .unwrap();
+    let base = start(
+        Console::for_log(log)
+            .entities("trainers", &trainers)
+            .token(TOKEN)
+            .router()
+            .unwrap(),
+    )
+    .await;
+
+    let (status, entities) = get(&format!("{base}/api/entities")).await;
+    assert_eq!(status, StatusCode::OK, "{entities}");
+    let kind = &entities["entities"][0];
+    assert_eq!(kind["name"], "trainers");
+    assert_eq!(kind["eventStoreId"], "POKEMONS");
+    assert_eq!(kind["liveInstances"], 1);
+    assert_eq!(kind["pendingTimers"], 1);
+    assert_eq!(kind["timers"][0]["aggregateId"], "pikachu");
+    assert_eq!(kind["timers"][0]["name"], "reminder");
+    assert_eq!(kind["timers"][0]["command"], "Remind");
+
+    let verify = format!("{base}/api/verify");
+    let (status, _) = call(Method::POST, &verify, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, report) = call(Method::POST, &verify, Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(report["problemCount"], 0);
+    assert!(report["events"].as_u64().unwrap() >= 2, "{report}");
+
+    // Verify checks the log adapter's files: a console over memory has none.
+    let memory = start(Console::new(in_memory()).token(TOKEN).router().unwrap()).await;
+    let (status, body) = call(Method::POST, &format!("{memory}/api/verify"), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
