@@ -18,9 +18,9 @@
 //! import file, a conflicting event); 5 what was asked for does not exist. `verify` keeps
 //! 0/1/2 only.
 
+mod console_client;
 mod error;
 mod export;
-mod console_client;
 mod import;
 mod inspect;
 mod json;
