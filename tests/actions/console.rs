@@ -651,3 +651,36 @@ async fn entities_show_live_instances_and_pending_timers_and_verify_needs_the_to
     let (status, body) = call(Method::POST, &format!("{memory}/api/verify"), Some(TOKEN)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+#[tokio::test]
+async fn nested_under_a_prefix_the_page_and_its_endpoints_resolve() {
+    let adapter = in_memory();
+    let store = pokemons(&adapter);
+    appear(&store, "pikachu", "Pikachu").await;
+    let console = Console::new(adapter).router().unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/admin",
+            axum::routing::get(|| async { axum::response::Redirect::permanent("/admin/") }),
+        )
+        .nest("/admin/", console);
+    let base = start(app).await;
+    // The page at `/admin/`, whose relative addresses (`console.js`, `api/...`) resolve under
+    // the prefix.
+    for path in ["/admin/", "/admin/console.js", "/admin/console.css"] {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let (status, stores) = get(&format!("{base}/admin/api/stores")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stores["stores"][0]["id"], "POKEMONS");
+    let (status, _) = get(&format!(
+        "{base}/admin/api/stores/POKEMONS/aggregates/pikachu"
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // `/admin` itself leads to the page.
+    let page = reqwest::get(format!("{base}/admin")).await.unwrap();
+    assert_eq!(page.url().path(), "/admin/");
+    assert_eq!(page.status(), StatusCode::OK);
+}

@@ -4,8 +4,8 @@
 //! [`Console`] builds an axum [`Router`]. Nothing is served unless the application serves
 //! it: on an address of its own (the safest: a loopback address, see below) with
 //! [`serve_with`](crate::runtime::action::http::serve_with), or next to its own routes with
-//! [`Router::merge`] (or [`Router::nest`] under a prefix: the page finds its endpoints relative
-//! to its own address). The console reads only through [`StorageAdapter`] and [`StateStore`],
+//! [`Router::merge`], or [`Router::nest`] under a prefix that ends in `/` (`"/admin/"`: the
+//! page finds its script and endpoints relative to its own address). The console reads only through [`StorageAdapter`] and [`StateStore`],
 //! so it works the same over the log adapter, PostgreSQL and memory.
 //!
 //! ```

@@ -103,17 +103,18 @@ function chart(label, series, unit) {
   top.setAttribute("y", 10);
   top.textContent = `${num(Math.round(max))} ${unit}`;
   svg.append(top);
-  const span = `${Math.round((series.length * POLL_MS) / 60000)} min`;
+  const seconds = Math.round((series.length * POLL_MS) / 1000);
+  const span = seconds < 120 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
   const bottom = document.createElementNS(ns, "text");
   bottom.setAttribute("x", pad);
   bottom.setAttribute("y", height - 8);
   bottom.textContent = series.length ? `last ${span}` : "collecting…";
   svg.append(bottom);
   if (series.length > 1) {
-    const step = (width - pad) / (SAMPLES_MAX - 1);
-    const offset = SAMPLES_MAX - series.length;
+    // The samples so far fill the width; at most SAMPLES_MAX are kept.
+    const step = (width - pad) / (series.length - 1);
     const points = series.map((s, i) => {
-      const x = pad + (offset + i) * step;
+      const x = pad + i * step;
       const y = height - pad - (s.v / max) * (height - pad - 16);
       return `${x.toFixed(1)},${y.toFixed(1)}`;
     });
@@ -148,6 +149,8 @@ async function poll() {
 }
 
 function renderCharts() {
+  const rate = document.getElementById("rate");
+  if (rate && history.rate.length) rate.textContent = num(Math.round(history.rate.at(-1).v));
   const holder = document.getElementById("charts");
   if (!holder) return;
   holder.replaceChildren(
@@ -167,7 +170,8 @@ async function overview(main) {
   const maxLag = consumers.consumers.reduce((m, c) => Math.max(m, c.lag), 0);
   const cards = [
     ["Head position", num(stats.head)],
-    ["Events per second", history.rate.length ? num(Math.round(history.rate.at(-1).v)) : "–"],
+    ["Events per second", history.rate.length ? num(Math.round(history.rate.at(-1).v)) : "–",
+      "rate"],
     ["Stores", num(stores.stores.length)],
     ["Largest consumer lag", num(maxLag)],
     ["Dead letters", num(letters.total)],
@@ -179,10 +183,10 @@ async function overview(main) {
   }
   main.replaceChildren(
     h("h2", {}, "Overview"),
-    h("div", { class: "cards" }, cards.map(([label, value]) =>
+    h("div", { class: "cards" }, cards.map(([label, value, id]) =>
       h("div", { class: "card" },
         h("div", { class: "label" }, label),
-        h("div", { class: "value" }, value)))),
+        h("div", { class: "value", id }, value)))),
     h("div", { id: "charts", class: "charts" }),
     h("h2", {}, "Event stores"),
     table([["Store"], ["Aggregates", "num"], ["Events", "num"], ["Typed"]],
