@@ -8,19 +8,23 @@
 //! the `PATH` (Debian: `apt-get install chromium`). Without one the test says so and passes,
 //! unless `ANNALS_REQUIRE_BROWSER=1` (set by CI), which makes it fail. With
 //! `ANNALS_CONSOLE_SCREENSHOTS=DIR` it also saves a screenshot of each page in `DIR`.
+//!
+//! A second test drives the page through Chromium's WebDriver server (`chromedriver`, spoken
+//! to in plain JSON over HTTP): the token typed into the page, the Retry and Drop buttons of
+//! the dead letters, and the live tail showing an event committed after it started.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use annals::action::http::serve;
-use annals::action::{ActionContext, ActionError, EventAction, RetryPolicy};
+use annals::action::{ActionContext, ActionError, EventAction, RetryPolicy, dead_letter};
 use annals::admin::Console;
 use annals::queue::Queue;
 use annals::state::StateStore;
 use annals::storage::{LogAdapter, LoggedEvent, StorageAdapter};
 use annals::{NewEvent, codec};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{Caught, PokemonEvent, appear, pokemons, within};
 
@@ -190,4 +194,214 @@ async fn every_page_renders_in_a_headless_browser_and_shows_markup_as_text() {
         "{document}"
     );
     assert!(!document.contains("<img"), "{document}");
+}
+
+/// The WebDriver server, if there is one: `ANNALS_CHROMEDRIVER`, else `chromedriver` on the
+/// `PATH` (Debian: `apt-get install chromium-driver`).
+fn chromedriver() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ANNALS_CHROMEDRIVER") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromedriver"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A browser session through the W3C WebDriver protocol (JSON over HTTP), spoken with the
+/// tests' HTTP client.
+struct Session {
+    client: reqwest::Client,
+    url: String,
+}
+
+/// The key under which WebDriver names an element.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Session {
+    async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let request = self.client.request(method, format!("{}{path}", self.url));
+        let request = if body.is_null() {
+            request
+        } else {
+            request.json(&body)
+        };
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        answer["value"].clone()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.command(reqwest::Method::POST, path, body).await
+    }
+
+    /// The element matching the XPath `xpath`, waiting for the page's script to render it.
+    async fn element(&self, xpath: &str) -> String {
+        within(&format!("the element {xpath}"), async {
+            loop {
+                let found = self
+                    .post("/element", json!({ "using": "xpath", "value": xpath }))
+                    .await;
+                if let Some(id) = found[ELEMENT].as_str() {
+                    return id.to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
+    async fn click(&self, xpath: &str) {
+        let element = self.element(xpath).await;
+        self.post(&format!("/element/{element}/click"), json!({}))
+            .await;
+    }
+
+    async fn type_into(&self, xpath: &str, text: &str) {
+        let element = self.element(xpath).await;
+        self.post(
+            &format!("/element/{element}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn go(&self, url: &str) {
+        self.post("/url", json!({ "url": url })).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_buttons_retry_and_drop_dead_letters_and_the_tail_shows_new_events() {
+    let (Some(browser), Some(driver)) = (browser(), chromedriver()) else {
+        let required = std::env::var("ANNALS_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "ANNALS_REQUIRE_BROWSER=1 but no browser and WebDriver: install chromium and \
+             chromium-driver, or set ANNALS_BROWSER and ANNALS_CHROMEDRIVER"
+        );
+        eprintln!(
+            "skipped: no headless browser with its WebDriver (install chromium and \
+             chromium-driver); ANNALS_REQUIRE_BROWSER=1 makes this a failure"
+        );
+        return;
+    };
+    const TOKEN: &str = "a-token-long-enough-for-the-page";
+    let adapter = super::in_memory();
+    let state = Arc::new(StateStore::in_memory());
+    let store = pokemons(&adapter);
+    let action = EventAction::new("ocr", |_: LoggedEvent, _: ActionContext| async {
+        Err(ActionError::permanent("not a document"))
+    })
+    .retry_policy(RetryPolicy {
+        base: Duration::from_millis(1),
+        max: Duration::from_millis(1),
+        attempts: 1,
+    });
+    let first = appear(&store, "pikachu", "Pikachu").await;
+    let second = appear(&store, "eevee", "Eevee").await;
+    let runner = action.spawn(adapter.clone(), state.clone()).unwrap();
+    within("the action", runner.wait_past(second))
+        .await
+        .unwrap();
+    runner.stop().await.unwrap();
+    let router = Console::new(adapter)
+        .state(state.clone())
+        .store(&store)
+        .token(TOKEN)
+        .router()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(serve(listener, router));
+
+    // The WebDriver server on a free port, stopped with the test.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = tokio::process::Command::new(&driver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the WebDriver server starts");
+    let client = reqwest::Client::new();
+    let driver_url = format!("http://127.0.0.1:{port}");
+    within("the WebDriver server", async {
+        while client
+            .get(format!("{driver_url}/status"))
+            .send()
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let profile = tempfile::tempdir().unwrap();
+    let capabilities = json!({ "capabilities": { "alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": browser,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        },
+    } } });
+    let created: Value = client
+        .post(format!("{driver_url}/session"))
+        .json(&capabilities)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {created}"));
+    let session = Session {
+        client: client.clone(),
+        url: format!("{driver_url}/session/{id}"),
+    };
+
+    // Retry the first dead letter and drop the second, with the token typed into the page.
+    session.go(&format!("{base}#/dead-letters")).await;
+    session.type_into("//input[@id='token']", TOKEN).await;
+    session.click("(//button[text()='Retry'])[1]").await;
+    within("the retry request", async {
+        while dead_letter::get(&state, "ocr", first)
+            .unwrap()
+            .is_none_or(|l| l.retry_requested_at.is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The page lists the letters again after a mutation: wait for the marked one.
+    session.element("//div[text()='retry requested']").await;
+    session.click("(//button[text()='Drop'])[2]").await;
+    within("the drop", async {
+        while dead_letter::get(&state, "ocr", second).unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(dead_letter::get(&state, "ocr", first).unwrap().is_some());
+
+    // The live tail shows an event committed after it started.
+    session.go(&format!("{base}#/tail")).await;
+    session.click("//button[text()='Start']").await;
+    session
+        .element("//span[text()='following new events']")
+        .await;
+    appear(&store, "snorlax", "Snorlax").await;
+    session.element("//a[text()='POKEMONS / snorlax']").await;
+
+    session
+        .command(reqwest::Method::DELETE, "", Value::Null)
+        .await;
 }

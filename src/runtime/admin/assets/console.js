@@ -197,7 +197,6 @@ async function overview(main) {
         h("td", {}, s.registered ? "yes" : h("span", { class: "muted" }, "no"))))),
     h("h2", {}, "Consumers at a glance"),
     consumersTable(consumers.consumers));
-  renderCharts();
 }
 
 function consumersTable(consumers) {
@@ -429,8 +428,13 @@ async function workersPage(main) {
       : h("p", { class: "muted" }, "No entity kind registered with the console."));
 }
 
+// Counts navigations: a page whose requests finish after the next navigation began is dropped,
+// not drawn over the newer page.
+let routes = 0;
+
 async function route() {
-  const main = document.getElementById("main");
+  const current = ++routes;
+  const main = document.createElement("div");
   const [path, search] = location.hash.replace(/^#\/?/, "").split("?");
   const parts = path.split("/").map(decodeURIComponent);
   const params = new URLSearchParams(search || "");
@@ -451,8 +455,12 @@ async function route() {
     else if (page === "workers") await workersPage(main);
     else main.replaceChildren(h("p", {}, "No such page."));
   } catch (e) {
-    setStatus(e.message);
+    if (current === routes) setStatus(e.message);
+    return;
   }
+  if (current !== routes) return;
+  document.getElementById("main").replaceChildren(...main.childNodes);
+  if (page === "overview") renderCharts();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
