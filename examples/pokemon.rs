@@ -43,7 +43,7 @@ use std::time::Duration;
 use annals::action::QueueAction;
 use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
 use annals::action::{ActionContext, ActionError, EventAction};
-use annals::admin::Console;
+use annals::admin::{Console, TimedAdapter};
 use annals::engine::layout;
 use annals::entity::{CommandContext, Entities, Entity, EntityOptions, Timers};
 use annals::queue::Queue;
@@ -648,6 +648,8 @@ struct App {
     trainers: Trainers,
     commands: Arc<Commands>,
     ctx: Context,
+    /// The adapter the stores push through, timing each commit for the console's metrics.
+    timed: Arc<TimedAdapter>,
 }
 
 /// Ids created by the first steps of the scenario.
@@ -1213,7 +1215,8 @@ impl App {
             .store(&self.pokemons)
             .store(&self.trainers)
             .queue(notifications.clone())
-            .entities("training", &training);
+            .entities("training", &training)
+            .commit_latency(&self.timed);
         // Retrying and dropping dead letters need a token; without one they are refused.
         if let Ok(token) = std::env::var("ANNALS_CONSOLE_TOKEN") {
             console = console.token(token);
@@ -1263,7 +1266,11 @@ impl App {
             .text()
             .await?;
         let samples = metrics.lines().filter(|l| l.starts_with("annals_")).count();
-        println!("  {url}metrics: {samples} samples");
+        let commits = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("annals_commit_seconds_count "))
+            .unwrap_or("?");
+        println!("  {url}metrics: {samples} samples, {commits} commits timed");
 
         if keep_console {
             println!("  open {url} in a browser; Ctrl-C to stop");
@@ -1301,7 +1308,8 @@ async fn run() -> DemoResult<()> {
     let (dir, keep_console) = parse_args()?;
     let dir = dir.unwrap_or_else(|| PathBuf::from("target/pokemon-store"));
     let log = open_storage(&dir)?;
-    let (pokemons, trainers) = event_stores(log.clone())?;
+    let timed = Arc::new(TimedAdapter::new(log.clone()));
+    let (pokemons, trainers) = event_stores(timed.clone())?;
     let commands = Arc::new(Commands::new(&pokemons, &trainers));
     // Unique per run, so that runs sharing a directory never reuse an aggregate id.
     let run = format!("{:06x}", Timestamp::now().unix_millis().rem_euclid(1 << 24));
@@ -1315,6 +1323,7 @@ async fn run() -> DemoResult<()> {
         trainers,
         commands,
         ctx,
+        timed,
     };
     let cast = app.populate().await?;
     app.catch_and_train(&cast).await?;

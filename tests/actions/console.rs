@@ -9,7 +9,7 @@ use annals::NewEvent;
 use annals::Timestamp;
 use annals::action::http::serve;
 use annals::action::{ActionContext, ActionError, EventAction, RetryPolicy};
-use annals::admin::{Console, ConsoleError};
+use annals::admin::{Console, ConsoleError, TimedAdapter};
 use annals::codec;
 use annals::queue::Queue;
 use annals::state::StateStore;
@@ -374,7 +374,9 @@ async fn dead_letters_are_retried_and_dropped_only_with_the_token() {
 async fn consumers_show_their_lag_and_metrics_expose_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_adapter(dir.path());
-    let adapter: Arc<dyn StorageAdapter> = log.clone();
+    // The stores push through a timed adapter: its commits make the latency histogram.
+    let timed = Arc::new(TimedAdapter::new(log.clone()));
+    let adapter: Arc<dyn StorageAdapter> = timed.clone();
     let state = Arc::new(StateStore::in_memory());
     let store = pokemons(&adapter);
     for id in ["a", "b", "c", "d", "e"] {
@@ -390,6 +392,7 @@ async fn consumers_show_their_lag_and_metrics_expose_it() {
         Console::for_log(log)
             .state(state)
             .queue(queue)
+            .commit_latency(&timed)
             .router()
             .unwrap(),
     )
@@ -424,6 +427,9 @@ async fn consumers_show_their_lag_and_metrics_expose_it() {
         "annals_consumer_lag_events{consumer=\"auditor\"} 0",
         "annals_queue_depth{queue=\"emails\"} 2",
         "annals_store_events{store=\"POKEMONS\"} 5",
+        "annals_commit_seconds_bucket{le=\"+Inf\"} 5",
+        "annals_commit_seconds_count 5",
+        "annals_commit_failures_total 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -432,6 +438,10 @@ async fn consumers_show_their_lag_and_metrics_expose_it() {
     }
     assert!(
         text.contains("# TYPE annals_log_commits_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE annals_commit_seconds histogram"),
         "{text}"
     );
     assert!(

@@ -17,7 +17,10 @@
 //!   label `consumer`);
 //! - `annals_action_dead_letters` (gauge, label `action`);
 //! - `annals_queue_depth`, `annals_queue_dead_letters` (gauges, label `queue`);
-//! - `annals_entity_live_instances` (gauge, label `entity`).
+//! - `annals_entity_live_instances` (gauge, label `entity`);
+//! - `annals_commit_seconds` (histogram) and `annals_commit_failures_total` (counter), when a
+//!   [`TimedAdapter`](super::TimedAdapter) is registered: measured where commits are handed to
+//!   the adapter, not in the engine.
 //!
 //! The `annals_log_*` counters and `annals_disk_bytes` exist on the log adapter only; the
 //! consumer and dead-letter figures when the console has the state store.
@@ -125,9 +128,13 @@ pub(crate) async fn metrics(
             gauge!("annals_entity_live_instances", "entity" => entity.clone()).set(*live as f64);
         }
     });
+    let mut text = handle.render();
+    if let Some(latency) = &shared.commit_latency {
+        text.push_str(&latency.render());
+    }
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        handle.render(),
+        text,
     ))
 }
 

@@ -5,8 +5,9 @@
 //! it: on an address of its own (the safest: a loopback address, see below) with
 //! [`serve_with`](crate::runtime::action::http::serve_with), or next to its own routes with
 //! [`Router::merge`], or [`Router::nest`] under a prefix that ends in `/` (`"/admin/"`: the
-//! page finds its script and endpoints relative to its own address). The console reads only through [`StorageAdapter`] and [`StateStore`],
-//! so it works the same over the log adapter, PostgreSQL and memory.
+//! page finds its script and endpoints relative to its own address). The console reads only
+//! through [`StorageAdapter`] and [`StateStore`], so it works the same over the log adapter,
+//! PostgreSQL and memory.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -87,7 +88,8 @@
 //! events and aggregates per store, the log writer's running counters (commits, events,
 //! syncs, bytes written, segment rolls), bytes on disk per file kind, each consumer's lag and
 //! oldest unhandled age, dead letters per action, queue depth and dead letters, live entity
-//! instances. Names start with `annals_`; see `docs/console.md` for the list.
+//! instances; with a [`TimedAdapter`] registered, a histogram of commit latency. Names start
+//! with `annals_`; see `docs/console.md` for the list.
 
 mod assets;
 mod auth;
@@ -105,6 +107,7 @@ mod shared;
 mod stats;
 mod stores;
 mod tail;
+mod timed;
 mod typed;
 mod verify;
 mod workers;
@@ -129,7 +132,10 @@ use self::auth::Token;
 use self::hosts::Hosts;
 use self::parts::{EntityKind, EntityProbe};
 use self::shared::Shared;
+use self::timed::CommitLatency;
 use self::typed::{Registered, TypedStore};
+
+pub use self::timed::TimedAdapter;
 
 /// Live tails open at once by default.
 pub const TAILS_MAX_DEFAULT: usize = 16;
@@ -147,6 +153,7 @@ pub struct Console {
     token: Option<String>,
     tails_max: usize,
     hosts: Vec<String>,
+    commit_latency: Option<Arc<CommitLatency>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -160,6 +167,7 @@ impl std::fmt::Debug for Console {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("tails_max", &self.tails_max)
             .field("hosts", &self.hosts)
+            .field("commit_latency", &self.commit_latency.is_some())
             .finish()
     }
 }
@@ -186,6 +194,7 @@ impl Console {
             token: None,
             tails_max: TAILS_MAX_DEFAULT,
             hosts: Vec::new(),
+            commit_latency: None,
         }
     }
 
@@ -250,6 +259,13 @@ impl Console {
         self
     }
 
+    /// Adds the commit-latency histogram of `timed` (the adapter the application's stores push
+    /// through) to `/metrics`, as `annals_commit_seconds`.
+    pub fn commit_latency(mut self, timed: &TimedAdapter) -> Self {
+        self.commit_latency = Some(timed.latency());
+        self
+    }
+
     /// Also answers requests that name the console `host` (say, the name a reverse proxy
     /// forwards): by default only IP addresses and `localhost` are answered, so that a web
     /// page cannot reach the console through a domain made to resolve to it (DNS rebinding).
@@ -271,6 +287,7 @@ impl Console {
         shared.stores = self.stores;
         shared.queues = self.queues;
         shared.entities = self.entities;
+        shared.commit_latency = self.commit_latency;
         let router = Router::new()
             .route("/", get(assets::index))
             .route("/console.js", get(assets::script))

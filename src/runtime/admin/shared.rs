@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use super::auth::Token;
 use super::error::ApiError;
 use super::parts::EntityProbe;
+use super::timed::CommitLatency;
 use super::typed::TypedStore;
 use crate::runtime::queue::Queue;
 use crate::runtime::state::StateStore;
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) queues: BTreeMap<String, Queue>,
     pub(crate) entities: BTreeMap<String, Arc<dyn EntityProbe>>,
     pub(crate) token: Option<Token>,
+    /// The commit-latency histogram, when a timed adapter is registered.
+    pub(crate) commit_latency: Option<Arc<CommitLatency>>,
     /// Live tails open at once, at most.
     pub(crate) tails: Arc<Semaphore>,
     /// Held while a verification runs, so that they do not pile up.
@@ -57,6 +60,7 @@ impl Shared {
             queues: BTreeMap::new(),
             entities: BTreeMap::new(),
             token,
+            commit_latency: None,
             tails: Arc::new(Semaphore::new(tails_max.max(1))),
             verifying: tokio::sync::Mutex::new(()),
             summaries: tokio::sync::Mutex::new(None),
