@@ -6,7 +6,7 @@
 //! shows a typed rejection, and races three trainers for one wild Pokémon.
 //!
 //! ```text
-//! cargo run --release --all-features --example pokemon -- [DIR]
+//! cargo run --release --all-features --example pokemon -- [DIR] [--console]
 //! ```
 //!
 //! The events are kept in `DIR` (default `target/pokemon-store`) by annals' embedded log
@@ -20,6 +20,12 @@
 //! queue-triggered action that delivers them, and an HTTP endpoint, `POST /pokemons/catch`,
 //! served on loopback and called with a real HTTP client. Their state (`state.redb`, `views/`)
 //! lives beside the events.
+//!
+//! Last, the admin console (`annals::admin`) is served on its own loopback address, which the
+//! example prints, and read through its JSON API. With `--console` the example keeps it open,
+//! with the runners live, until Ctrl-C: open the printed address in a browser. Set
+//! `ANNALS_CONSOLE_TOKEN` (16 bytes or more) to allow retrying and dropping dead letters from
+//! the page.
 //!
 //! `CATCH_POKEMON` writes to two aggregates of two stores (`CAUGHT_BY_TRAINER` on the Pokémon,
 //! `POKEMON_CAUGHT` on the trainer) through [`annals::push_event_group`], so both events are
@@ -37,10 +43,12 @@ use std::time::Duration;
 use annals::action::QueueAction;
 use annals::action::http::{HttpActions, HttpError, Reply, serve_until};
 use annals::action::{ActionContext, ActionError, EventAction};
+use annals::admin::{Console, TimedAdapter};
 use annals::engine::layout;
 use annals::entity::{CommandContext, Entities, Entity, EntityOptions, Timers};
 use annals::queue::Queue;
 use annals::state::StateStore;
+use annals::storage::LogAdapter;
 use annals::view::SqlView;
 use annals::{
     Aggregate, Command, CommandFailure, EventAlreadyExists, EventDetail, EventStore, Events,
@@ -104,7 +112,7 @@ annals::events! {
 }
 
 /// Whether a Pokémon is still wild.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub enum Status {
     /// Nobody owns it.
     #[default]
@@ -117,7 +125,7 @@ pub enum Status {
 }
 
 /// A Pokémon's state: what the data would look like in a CRUD table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Pokemon {
     /// The species.
     pub name: String,
@@ -183,7 +191,7 @@ annals::events! {
 }
 
 /// A trainer's state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Trainer {
     /// The trainer's name.
     pub name: String,
@@ -559,7 +567,7 @@ async fn catch_pokemon(
 /// Opens the storage adapter both event stores share.
 ///
 /// The embedded log adapter in `dir`, durable on every acknowledged push.
-fn open_storage(dir: &Path) -> DemoResult<Arc<dyn StorageAdapter>> {
+fn open_storage(dir: &Path) -> DemoResult<Arc<LogAdapter>> {
     let adapter = annals::open(dir)?;
     println!(
         "storage: annals log in {} (last position before this run: {})",
@@ -640,6 +648,8 @@ struct App {
     trainers: Trainers,
     commands: Arc<Commands>,
     ctx: Context,
+    /// The adapter the stores push through, timing each commit for the console's metrics.
+    timed: Arc<TimedAdapter>,
 }
 
 /// Ids created by the first steps of the scenario.
@@ -1053,10 +1063,12 @@ impl App {
     async fn views_and_actions(
         &self,
         dir: &Path,
-        adapter: Arc<dyn StorageAdapter>,
+        log: Arc<LogAdapter>,
         cast: &Cast,
+        keep_console: bool,
     ) -> DemoResult<()> {
         heading("views and actions: a SQL view, an event action, a queue, HTTP");
+        let adapter: Arc<dyn StorageAdapter> = log.clone();
         let state = Arc::new(StateStore::open(layout::state_file(dir))?);
         let pokedex = pokedex_view(&self.pokemons, &self.trainers, dir)?;
         let view = pokedex.run(Arc::clone(&adapter));
@@ -1176,6 +1188,9 @@ impl App {
             "  {} notification(s) delivered this run",
             delivered.load(Ordering::SeqCst)
         );
+
+        self.console(log, &state, &notifications, keep_console)
+            .await?;
         deliver.stop().await?;
         notify.stop().await?;
         view.stop().await?;
@@ -1183,27 +1198,118 @@ impl App {
     }
 }
 
-/// Reads `[DIR]` from the command line.
-fn parse_args() -> DemoResult<Option<PathBuf>> {
-    let mut args = std::env::args_os().skip(1);
-    let dir = args.next();
-    if args.next().is_some() {
-        return Err("usage: cargo run --all-features --example pokemon -- [DIR]".into());
-    }
-    match dir {
-        Some(arg) if arg == "-h" || arg == "--help" => {
-            println!("usage: cargo run --all-features --example pokemon -- [DIR]");
-            std::process::exit(0);
+impl App {
+    /// The admin console on its own loopback address (never on a public one: it shows every
+    /// event), read once through its JSON API; kept open until Ctrl-C with `--console`.
+    async fn console(
+        &self,
+        log: Arc<LogAdapter>,
+        state: &Arc<StateStore>,
+        notifications: &Queue,
+        keep_console: bool,
+    ) -> DemoResult<()> {
+        heading("the admin console: the page, a JSON API and /metrics");
+        let training = Entities::<Training>::new(self.pokemons.clone(), EntityOptions::default())?;
+        let mut console = Console::for_log(log)
+            .state(Arc::clone(state))
+            .store(&self.pokemons)
+            .store(&self.trainers)
+            .queue(notifications.clone())
+            .entities("training", &training)
+            .commit_latency(&self.timed);
+        // Retrying and dropping dead letters need a token; without one they are refused.
+        if let Ok(token) = std::env::var("ANNALS_CONSOLE_TOKEN") {
+            console = console.token(token);
         }
-        dir => Ok(dir.map(PathBuf::from)),
+        let router = console.router()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_until(listener, router, async {
+            let _ = stopped.await;
+        }));
+        println!("  admin console at {url}");
+
+        let client = reqwest::Client::new();
+        let stores: serde_json::Value = client
+            .get(format!("{url}api/stores"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        for store in stores["stores"].as_array().into_iter().flatten() {
+            println!(
+                "  {}: {} aggregates, {} events",
+                store["id"].as_str().unwrap_or("?"),
+                store["aggregates"],
+                store["events"]
+            );
+        }
+        let consumers: serde_json::Value = client
+            .get(format!("{url}api/consumers"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        for consumer in consumers["consumers"].as_array().into_iter().flatten() {
+            println!(
+                "  consumer {}: checkpoint {}, {} event(s) behind",
+                consumer["name"].as_str().unwrap_or("?"),
+                consumer["checkpoint"],
+                consumer["lag"]
+            );
+        }
+        let metrics = client
+            .get(format!("{url}metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let samples = metrics.lines().filter(|l| l.starts_with("annals_")).count();
+        let commits = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("annals_commit_seconds_count "))
+            .unwrap_or("?");
+        println!("  {url}metrics: {samples} samples, {commits} commits timed");
+
+        if keep_console {
+            println!("  open {url} in a browser; Ctrl-C to stop");
+            tokio::signal::ctrl_c().await?;
+        }
+        let _ = stop.send(());
+        server.await??;
+        Ok(())
     }
+}
+
+const USAGE: &str = "usage: cargo run --all-features --example pokemon -- [DIR] [--console]";
+
+/// Reads `[DIR] [--console]` from the command line.
+fn parse_args() -> DemoResult<(Option<PathBuf>, bool)> {
+    let mut dir = None;
+    let mut keep_console = false;
+    for arg in std::env::args_os().skip(1) {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        } else if arg == "--console" {
+            keep_console = true;
+        } else if dir.is_none() {
+            dir = Some(PathBuf::from(arg));
+        } else {
+            return Err(USAGE.into());
+        }
+    }
+    Ok((dir, keep_console))
 }
 
 /// Runs the scenario against the storage named on the command line.
 async fn run() -> DemoResult<()> {
-    let dir = parse_args()?.unwrap_or_else(|| PathBuf::from("target/pokemon-store"));
-    let adapter = open_storage(&dir)?;
-    let (pokemons, trainers) = event_stores(Arc::clone(&adapter))?;
+    let (dir, keep_console) = parse_args()?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from("target/pokemon-store"));
+    let log = open_storage(&dir)?;
+    let timed = Arc::new(TimedAdapter::new(log.clone()));
+    let (pokemons, trainers) = event_stores(timed.clone())?;
     let commands = Arc::new(Commands::new(&pokemons, &trainers));
     // Unique per run, so that runs sharing a directory never reuse an aggregate id.
     let run = format!("{:06x}", Timestamp::now().unix_millis().rem_euclid(1 << 24));
@@ -1217,6 +1323,7 @@ async fn run() -> DemoResult<()> {
         trainers,
         commands,
         ctx,
+        timed,
     };
     let cast = app.populate().await?;
     app.catch_and_train(&cast).await?;
@@ -1224,7 +1331,8 @@ async fn run() -> DemoResult<()> {
     app.race(&cast).await?;
     app.listing().await?;
     app.training(&cast).await?;
-    app.views_and_actions(&dir, adapter, &cast).await?;
+    app.views_and_actions(&dir, log, &cast, keep_console)
+        .await?;
     println!("\ndone");
     Ok(())
 }

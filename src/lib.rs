@@ -102,6 +102,8 @@ pub mod testing;
 
 // The modules of the upper floors are also reachable from the root, where users name them.
 pub use model::{aggregate, codec, command, event, event_store, group, snapshot_policy, upcast};
+#[cfg(feature = "console")]
+pub use runtime::admin;
 pub use runtime::{
     action, channel, consumer, dam, entity, lease, queue, state, subscription, view,
 };

@@ -5,8 +5,11 @@
 //! history into them). On that base: [`view`]s project events into tables applied exactly
 //! once, [`action`]s react to events, HTTP requests and [`queue`] messages (and may call
 //! commands, never the reverse), and [`entity`] actors run one live instance per aggregate id.
+//! The `admin` console (feature `console`) shows all of it to operators while it runs.
 
 pub mod action;
+#[cfg(feature = "console")]
+pub mod admin;
 pub mod channel;
 pub mod consumer;
 pub mod dam;

@@ -6,9 +6,15 @@
 //! retried on request by the running action (marked while it runs or while it is stopped), and
 //! dropped; the queue redelivers what was not acked, dead-letters what keeps failing, and keeps
 //! its messages across a reopen; HTTP actions answer with the documented statuses, checked by a
-//! real HTTP client over loopback, including many requests racing on one aggregate. Tests run
-//! on the in-memory and on the log adapter; waits are bounded by a safety net, never asserted.
+//! real HTTP client over loopback, including many requests racing on one aggregate; the admin
+//! console (feature `console`) shows all of it, and refuses bad input and unauthorised
+//! mutations. Tests run on the in-memory and on the log adapter; waits are bounded by a safety
+//! net, never asserted.
 
+#[cfg(feature = "console")]
+mod console;
+#[cfg(feature = "console")]
+mod console_page;
 mod event_actions;
 mod http;
 mod queues;

@@ -1,8 +1,9 @@
 //! The PostgreSQL adapter against a real server: the storage conformance suite unchanged, the
 //! gap-free global order under concurrent commits, group commit, subscriptions and consumers,
 //! the runtime's state store on PostgreSQL (the behaviour suite of the redb store, queues with
-//! competing receivers in two processes), schema migrations, and faults (lost connections, a
-//! restarted server, statement timeouts).
+//! competing receivers in two processes, consumer groups over several processes), schema
+//! migrations, faults (lost connections, a restarted server, statement timeouts), and the admin
+//! console over it (feature `console`).
 //!
 //! They run against the server named by `ANNALS_POSTGRES_URL` (`eval "$(bash .ci/postgres
 //! start)"` starts one and sets it); without it, against a throwaway server this binary starts
@@ -18,6 +19,8 @@ mod server;
 
 mod actions;
 mod conformance;
+#[cfg(feature = "console")]
+mod console;
 mod faults;
 mod global_order;
 mod group_commit;
@@ -29,10 +32,23 @@ mod snapshots;
 mod state;
 mod subscriptions;
 
+/// The console's trials, when the console is built.
+#[cfg(feature = "console")]
+fn console_trials() -> Vec<libtest_mimic::Trial> {
+    console::trials()
+}
+
+/// No console without its feature.
+#[cfg(not(feature = "console"))]
+fn console_trials() -> Vec<libtest_mimic::Trial> {
+    Vec::new()
+}
+
 fn main() -> std::process::ExitCode {
     harness::main(vec![
         conformance::trials(),
         actions::trials(),
+        console_trials(),
         faults::trials(),
         global_order::trials(),
         groups::trials(),

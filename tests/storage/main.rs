@@ -10,6 +10,20 @@ mod in_memory {
     annals::conformance_tests!(|| async { Arc::new(InMemoryAdapter::new()) });
 }
 
+/// The admin console's timed adapter (feature `console`) over memory: it only measures its
+/// commits, so it must pass every check unchanged.
+#[cfg(feature = "console")]
+mod timed {
+    use std::sync::Arc;
+
+    use annals::admin::TimedAdapter;
+    use annals::storage::InMemoryAdapter;
+
+    annals::conformance_tests!(|| async {
+        Arc::new(TimedAdapter::new(Arc::new(InMemoryAdapter::new())))
+    });
+}
+
 /// The log adapter with segments and limits scaled down so every check stays fast.
 mod log {
     use std::sync::Arc;

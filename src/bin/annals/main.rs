@@ -11,12 +11,14 @@
 //! | [`import`] | `import` |
 //! | [`runtime_state`] | `consumers`, `views`, `dead-letters` |
 //! | [`maintenance`] | `verify`, `rebuild-index`, `snapshots prune` |
+//! | [`remote`] | `--url`: the read commands through a running application's console |
 //!
 //! Exit status (stable, see `docs/cli.md`): 0 success; 1 `verify` found problems; 2 usage
 //! error or failure; 3 the store is locked by another process; 4 the input is invalid (an
 //! import file, a conflicting event); 5 what was asked for does not exist. `verify` keeps
 //! 0/1/2 only.
 
+mod console_client;
 mod error;
 mod export;
 mod import;
@@ -26,6 +28,7 @@ mod maintenance;
 mod open;
 mod output;
 mod progress;
+mod remote;
 mod runtime_state;
 
 use std::path::PathBuf;
@@ -73,6 +76,10 @@ struct Global {
     /// store is held elsewhere).
     #[arg(long, global = true)]
     read_only: bool,
+    /// Read through a running application's admin console instead of opening the store:
+    /// `http://HOST:PORT` (commands: stats, stores, ls, events, consumers, dead-letters, tail).
+    #[arg(long, global = true, env = "ANNALS_URL", value_name = "URL")]
+    url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,8 +131,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `--url`: the commands go to a running application's console, parsed there (`remote`).
+    let remote = remote::requested();
     let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+        _ if remote => None,
+        Ok(cli) => Some(cli),
         Err(e) => {
             // Help and version are not errors; clap says which stream to use.
             let _ = e.print();
@@ -143,7 +153,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = match cli {
+        Some(cli) => runtime.block_on(run(cli)),
+        None => runtime.block_on(remote::run()),
+    };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => e.report(),
@@ -158,6 +171,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         postgres_schema,
         json,
         read_only,
+        url: _,
     } = cli.global;
     let target = Target {
         dir,
