@@ -395,6 +395,12 @@ impl StorageAdapter for LogAdapter {
         self.visit_log(event_store_id, aggregate_id, options, visit)
     }
 
+    #[tracing::instrument(
+        name = "annals.commit",
+        level = "debug",
+        skip_all,
+        fields(events = events.len()),
+    )]
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
         let count = events.len() as u64;
         let refs: Vec<AppendEventRef<'_>> = events.iter().map(AppendEvent::as_event_ref).collect();
@@ -402,6 +408,12 @@ impl StorageAdapter for LogAdapter {
         Ok((first..first + count).collect())
     }
 
+    #[tracing::instrument(
+        name = "annals.commit",
+        level = "debug",
+        skip_all,
+        fields(events = events.len()),
+    )]
     async fn push_event_group_ref(
         &self,
         events: &[AppendEventRef<'_>],

@@ -6,6 +6,7 @@ mod state;
 #[cfg(feature = "testing")]
 mod state_suite;
 mod subscriptions;
+mod traces;
 
 use std::sync::Arc;
 

@@ -98,6 +98,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// [`Error::EventAlreadyExists`] when the version is taken and with
     /// [`StorageError::UnexpectedVersion`](crate::storage::StorageError::UnexpectedVersion)
     /// when it is not the next one.
+    #[tracing::instrument(
+        name = "annals.push",
+        level = "debug",
+        skip_all,
+        fields(store = %self.event_store_id()),
+    )]
     pub async fn push_event(
         &self,
         event: NewEvent<E>,
@@ -159,6 +165,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// assert_eq!(pushed.positions(), 4..7);
     /// # Ok::<(), annals::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(
+        name = "annals.push",
+        level = "debug",
+        skip_all,
+        fields(store = %self.event_store_id()),
+    )]
     pub async fn push_events<I>(
         &self,
         aggregate_id: &str,
@@ -247,6 +259,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// assert_eq!(pushed.count, 3);
     /// # Ok::<(), annals::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(
+        name = "annals.push",
+        level = "debug",
+        skip_all,
+        fields(store = %self.event_store_id()),
+    )]
     pub async fn push_batch<I>(&self, events: I) -> Result<PushedEvents, Error>
     where
         I: IntoIterator,

@@ -121,6 +121,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     ///
     /// Payloads are decoded straight from the adapter's bytes. For a long aggregate,
     /// [`stream_events`](Self::stream_events) gives the same events without holding them all.
+    #[tracing::instrument(
+        name = "annals.read",
+        level = "debug",
+        skip_all,
+        fields(store = %self.event_store_id(), aggregate = aggregate_id),
+    )]
     pub async fn get_events(
         &self,
         aggregate_id: &str,
@@ -264,6 +270,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// [`get_aggregate_state`](Self::get_aggregate_state).
     ///
     /// [snapshot policy]: crate::model::event_store::EventStoreBuilder::snapshots
+    #[tracing::instrument(
+        name = "annals.read",
+        level = "debug",
+        skip_all,
+        fields(store = %self.event_store_id(), aggregate = aggregate_id),
+    )]
     pub async fn get_aggregate(
         &self,
         aggregate_id: &str,
@@ -304,6 +316,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// assert_eq!(folded.last_event.unwrap().version, 100);
     /// # Ok::<(), annals::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(
+        name = "annals.read",
+        level = "debug",
+        skip_all,
+        fields(store = %self.event_store_id(), aggregate = aggregate_id),
+    )]
     pub async fn get_aggregate_state(
         &self,
         aggregate_id: &str,

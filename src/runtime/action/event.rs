@@ -401,6 +401,12 @@ impl EventAction {
     /// Runs the handler on `event` until it succeeds, fails permanently, exhausts the retry
     /// policy, or the runner is asked to stop during a backoff. Attempts are numbered from
     /// `first` (1 for a new event; a dead letter's retries continue its count).
+    #[tracing::instrument(
+        name = "annals.action.event",
+        level = "debug",
+        skip_all,
+        fields(action = %self.name, position = event.position),
+    )]
     async fn deliver(
         &self,
         event: &LoggedEvent,

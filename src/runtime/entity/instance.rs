@@ -234,6 +234,12 @@ impl<T: Entity> Instance<T> {
     /// Decides one request on the current state and, if it records events, folds them in and
     /// adds them to `batch`.
     fn decide(&mut self, batch: &mut Batch<T>, mut envelope: Envelope<T>) {
+        let _span = tracing::debug_span!(
+            "annals.entity.command",
+            aggregate = %self.aggregate_id,
+            attempt = envelope.attempts + 1
+        )
+        .entered();
         envelope.attempts += 1;
         let version = self.state.as_ref().map_or(0, |aggregate| aggregate.version);
         // One timestamp for the decision's events, set now so the state folded here is the

@@ -186,6 +186,17 @@ async fn gather(subscription: &mut Subscription) -> Result<(Vec<LoggedEvent>, bo
 
 /// Applies a batch; when a handler fails, commits the events before the failing one and
 /// returns the failure.
+#[tracing::instrument(
+    name = "annals.view.batch",
+    level = "debug",
+    skip_all,
+    fields(
+        view = %backend.id().name,
+        version = backend.id().version,
+        events = batch.len(),
+        next,
+    ),
+)]
 async fn apply(
     backend: &Arc<dyn Backend>,
     batch: Vec<LoggedEvent>,

@@ -455,6 +455,12 @@ impl StorageAdapter for PostgresAdapter {
         rows.iter().map(|row| decode_event(OP, row, 0)).collect()
     }
 
+    #[tracing::instrument(
+        name = "annals.commit",
+        level = "debug",
+        skip_all,
+        fields(events = events.len()),
+    )]
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
         self.writer.append(events).await
     }
