@@ -350,8 +350,10 @@ pub async fn queues_deliver_hide_expire_and_dead_letter(state: Arc<StateStore>) 
         queue.receive().expect(ANSWERS).is_none(),
         "both are in flight"
     );
+    assert_eq!(queue.in_flight().expect(ANSWERS), 2);
     assert!(queue.ack(2).expect(ANSWERS));
     assert!(!queue.ack(2).expect(ANSWERS));
+    assert_eq!(queue.in_flight().expect(ANSWERS), 1);
 
     // Not acked in time: received again; then once too often: a dead letter.
     let again = tokio::time::timeout(PATIENCE, queue.next())

@@ -388,6 +388,8 @@ async fn consumers_show_their_lag_and_metrics_expose_it() {
     let queue = Queue::open(state.clone(), "emails");
     queue.enqueue(b"hello".to_vec()).unwrap();
     queue.enqueue(b"again".to_vec()).unwrap();
+    // One of the two is being worked on: received, not yet acknowledged.
+    assert!(queue.receive().unwrap().is_some());
     let base = start(
         Console::for_log(log)
             .state(state)
@@ -411,6 +413,7 @@ async fn consumers_show_their_lag_and_metrics_expose_it() {
 
     let (_, queues) = get(&format!("{base}/api/queues")).await;
     assert_eq!(queues["queues"][0]["depth"], 2);
+    assert_eq!(queues["queues"][0]["inFlight"], 1);
 
     let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -426,6 +429,7 @@ async fn consumers_show_their_lag_and_metrics_expose_it() {
         "annals_consumer_lag_events{consumer=\"mailer\"} 3",
         "annals_consumer_lag_events{consumer=\"auditor\"} 0",
         "annals_queue_depth{queue=\"emails\"} 2",
+        "annals_queue_in_flight{queue=\"emails\"} 1",
         "annals_store_events{store=\"POKEMONS\"} 5",
         "annals_commit_seconds_bucket{le=\"+Inf\"} 5",
         "annals_commit_seconds_count 5",

@@ -16,7 +16,8 @@
 //! - `annals_consumer_lag_events`, `annals_consumer_oldest_unhandled_age_seconds` (gauges,
 //!   label `consumer`);
 //! - `annals_action_dead_letters` (gauge, label `action`);
-//! - `annals_queue_depth`, `annals_queue_dead_letters` (gauges, label `queue`);
+//! - `annals_queue_depth`, `annals_queue_in_flight`, `annals_queue_dead_letters` (gauges,
+//!   label `queue`);
 //! - `annals_entity_live_instances` (gauge, label `entity`);
 //! - `annals_commit_seconds` (histogram) and `annals_commit_failures_total` (counter), when a
 //!   [`TimedAdapter`](super::TimedAdapter) is registered: measured where commits are handed to
@@ -71,8 +72,9 @@ pub(crate) async fn metrics(
             .iter()
             .map(|q| {
                 let depth = q.len().ok();
+                let in_flight = q.in_flight().ok();
                 let dead = q.dead_letters().ok().map(|d| d.len() as u64);
-                (q.name().to_owned(), depth, dead)
+                (q.name().to_owned(), depth, in_flight, dead)
             })
             .collect::<Vec<_>>()
     })
@@ -116,9 +118,12 @@ pub(crate) async fn metrics(
         for (action, count) in &dead_letters {
             gauge!("annals_action_dead_letters", "action" => action.clone()).set(*count as f64);
         }
-        for (queue, depth, dead) in &queue_figures {
+        for (queue, depth, in_flight, dead) in &queue_figures {
             if let Some(depth) = depth {
                 gauge!("annals_queue_depth", "queue" => queue.clone()).set(*depth as f64);
+            }
+            if let Some(in_flight) = in_flight {
+                gauge!("annals_queue_in_flight", "queue" => queue.clone()).set(*in_flight as f64);
             }
             if let Some(dead) = dead {
                 gauge!("annals_queue_dead_letters", "queue" => queue.clone()).set(*dead as f64);
@@ -178,6 +183,10 @@ fn describe() {
     describe_gauge!(
         "annals_queue_depth",
         "Messages in the queue, visible or in flight"
+    );
+    describe_gauge!(
+        "annals_queue_in_flight",
+        "Messages of the queue received and not yet acknowledged or visible again"
     );
     describe_gauge!("annals_queue_dead_letters", "Dead letters of the queue");
     describe_gauge!(

@@ -1,5 +1,5 @@
 //! The parts of a running application the console can only see when they are registered:
-//! queues (their depth and dead letters) and entities (their live instances and timers).
+//! queues (their depth, messages in flight and dead letters) and entities (their live instances and timers).
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -12,10 +12,15 @@ use crate::runtime::queue::Queue;
 /// What the console shows of one queue.
 pub(crate) fn queue_json(queue: &Queue) -> Value {
     let depth = queue.len().map_err(|e| e.to_string());
+    let in_flight = queue.in_flight().map_err(|e| e.to_string());
     let dead = queue.dead_letters().map_err(|e| e.to_string());
     let mut out = json!({ "name": queue.name() });
     match depth {
         Ok(depth) => out["depth"] = json!(depth),
+        Err(e) => out["error"] = json!(e),
+    }
+    match in_flight {
+        Ok(in_flight) => out["inFlight"] = json!(in_flight),
         Err(e) => out["error"] = json!(e),
     }
     match dead {

@@ -219,6 +219,16 @@ impl Queue {
         Ok(self.state.read(|state| state.queue_len(&self.name))?)
     }
 
+    /// Messages received and not yet acknowledged, released or visible again (counted in
+    /// [`len`](Self::len) too): what receivers are working on now. Reads every message of the
+    /// queue on the redb store.
+    pub fn in_flight(&self) -> Result<u64, QueueError> {
+        let now = crate::storage::Timestamp::now().unix_millis();
+        Ok(self
+            .state
+            .read(|state| state.queue_in_flight(&self.name, now))?)
+    }
+
     /// Whether the queue holds no message (dead letters aside).
     pub fn is_empty(&self) -> Result<bool, QueueError> {
         Ok(self.len()? == 0)

@@ -63,6 +63,9 @@ pub(crate) trait StateRead {
     fn queue_len(&self, queue: &str) -> Result<u64, TxnError>;
     /// The dead letters of queue `queue`, by id.
     fn queue_dead_letters(&self, queue: &str) -> Result<Vec<(u64, QueueRecord)>, TxnError>;
+    /// Messages of queue `queue` received and not yet visible again at `now_ms` (Unix
+    /// milliseconds; on PostgreSQL the database's clock is used instead).
+    fn queue_in_flight(&self, queue: &str, now_ms: i64) -> Result<u64, TxnError>;
 }
 
 /// What a transaction may do. Nothing is visible to others before it commits.

@@ -325,6 +325,7 @@ struct Sql {
     request_retry: String,
     clear_retry: String,
     queue_len: String,
+    queue_in_flight: String,
     queue_dead_letters: String,
     enqueue: String,
     expire: String,
@@ -419,6 +420,10 @@ impl Sql {
                  WHERE action = $1 AND position = $2 AND retry_requested_at_ms = $3"
             ),
             queue_len: format!("SELECT len FROM {s}.queue_meta WHERE queue = $1"),
+            queue_in_flight: format!(
+                "SELECT count(*) FROM {s}.queue_messages \
+                 WHERE queue = $1 AND receive_count > 0 AND visible_at_ms > {NOW_MS}"
+            ),
             queue_dead_letters: format!(
                 "SELECT id, receive_count, visible_at_ms, enqueued_at_ms, last_error, body \
                  FROM {s}.queue_dead_letters WHERE queue = $1 ORDER BY id"
@@ -718,6 +723,11 @@ impl StateRead for PgState<'_> {
             .map(|row| unsigned(row, 0))
             .transpose()?
             .unwrap_or(0))
+    }
+
+    fn queue_in_flight(&self, queue: &str, _: i64) -> Result<u64, TxnError> {
+        let rows = self.query(&self.sql.queue_in_flight, &[&queue])?;
+        rows.first().map_or(Ok(0), |row| unsigned(row, 0))
     }
 
     fn queue_dead_letters(&self, queue: &str) -> Result<Vec<(u64, QueueRecord)>, TxnError> {

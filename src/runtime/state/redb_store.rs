@@ -312,6 +312,29 @@ macro_rules! reads {
                     .map_or(0, |v| v.value().1))
             }
 
+            fn queue_in_flight(&self, queue: &str, now_ms: i64) -> Result<u64, TxnError> {
+                let Some(t) = self.table(QUEUE_MESSAGES)? else {
+                    return Ok(0);
+                };
+                let mut in_flight = 0;
+                let range = t.range((queue, 0)..=(queue, u64::MAX));
+                for row in range.map_err(|e| self.fail(e))? {
+                    let (key, value) = row.map_err(|e| self.fail(e))?;
+                    let id = key.value().1;
+                    let record = QueueRecord::decode(value.value()).map_err(|reason| {
+                        damaged_table(
+                            self.path,
+                            "queue_messages",
+                            format!("message {id}: {reason}"),
+                        )
+                    })?;
+                    if record.receive_count > 0 && record.visible_at > now_ms {
+                        in_flight += 1;
+                    }
+                }
+                Ok(in_flight)
+            }
+
             fn queue_dead_letters(&self, queue: &str) -> Result<Vec<(u64, QueueRecord)>, TxnError> {
                 let Some(t) = self.table(QUEUE_DEAD_LETTERS)? else {
                     return Ok(Vec::new());

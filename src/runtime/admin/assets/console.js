@@ -410,9 +410,10 @@ async function workersPage(main) {
   main.replaceChildren(
     h("h2", {}, "Queues"),
     queues.queues.length
-      ? table([["Queue"], ["Depth", "num"], ["Dead letters", "num"]],
+      ? table([["Queue"], ["Depth", "num"], ["In flight", "num"], ["Dead letters", "num"]],
         queues.queues.map((q) => h("tr", {}, h("td", {}, q.name),
-          h("td", { class: "num" }, num(q.depth)), h("td", { class: "num" }, num(q.deadLetters)))))
+          h("td", { class: "num" }, num(q.depth)), h("td", { class: "num" }, num(q.inFlight)),
+          h("td", { class: "num" }, num(q.deadLetters)))))
       : h("p", { class: "muted" }, "No queue registered with the console."),
     h("h2", {}, "Entities"),
     entities.entities.length
