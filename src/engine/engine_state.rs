@@ -209,6 +209,9 @@ pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    /// Nanoseconds spent in those syncs (a durable write counted whole), and the longest one.
+    pub(crate) sync_nanos: AtomicU64,
+    pub(crate) sync_nanos_max: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) segment_rolls: AtomicU64,
 }

@@ -71,6 +71,11 @@ pub struct LogCounters {
     ///
     /// [`Durability::None`]: super::Durability::None
     pub syncs: u64,
+    /// Time spent in those syncs, in total (a write that syncs its own range counts whole):
+    /// divided by [`syncs`](Self::syncs), the mean fsync latency the log sees.
+    pub sync_time: std::time::Duration,
+    /// The longest of those syncs.
+    pub sync_time_max: std::time::Duration,
     /// Bytes of commit frames written to the log (the zero-filling of new segments aside).
     pub bytes_written: u64,
     /// Times the log moved on to a new segment file.
@@ -130,6 +135,10 @@ impl Engine {
             commits: c.commits.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
+            sync_time: std::time::Duration::from_nanos(c.sync_nanos.load(Ordering::Relaxed)),
+            sync_time_max: std::time::Duration::from_nanos(
+                c.sync_nanos_max.load(Ordering::Relaxed),
+            ),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
             segment_rolls: c.segment_rolls.load(Ordering::Relaxed),
             checkpoint_lag: checkpoint_lag as u64,

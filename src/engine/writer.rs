@@ -498,6 +498,7 @@ impl Writer {
             self.flush(buffer, offset)?;
             return self.sync();
         }
+        let started = Instant::now();
         self.segment
             .file
             .write_all_durable_at(buffer, offset)
@@ -506,9 +507,9 @@ impl Writer {
         counters
             .bytes_written
             .fetch_add(buffer.len() as u64, Ordering::Relaxed);
-        counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable_offset = self.cursor.offset;
         self.last_sync = Instant::now();
+        self.count_sync(self.last_sync - started);
         Ok(())
     }
 
@@ -516,15 +517,25 @@ impl Writer {
         if self.durable_offset == self.cursor.offset {
             return Ok(());
         }
+        let started = Instant::now();
         self.segment.file.sync_data().map_err(|e| {
             let e = EngineError::io("sync", &self.segment.path, e);
             self.poison(&e);
             e
         })?;
-        self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable_offset = self.cursor.offset;
         self.last_sync = Instant::now();
+        self.count_sync(self.last_sync - started);
         Ok(())
+    }
+
+    /// Counts one data sync of the log that took `took`.
+    fn count_sync(&self, took: std::time::Duration) {
+        let counters = &self.shared.counters;
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        counters.syncs.fetch_add(1, Ordering::Relaxed);
+        counters.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        counters.sync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
     }
 
     fn periodic_sync(&mut self) {

@@ -444,6 +444,20 @@ async fn consumers_show_their_lag_and_metrics_expose_it() {
         text.contains("# TYPE annals_log_commits_total counter"),
         "{text}"
     );
+    // The writer's syncs are timed: some time was spent in them, the longest within it.
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (sum, max) = (
+        value("annals_log_sync_seconds_sum"),
+        value("annals_log_sync_seconds_max"),
+    );
+    assert!(value("annals_log_syncs_total") >= 1.0, "{text}");
+    assert!(sum > 0.0 && max > 0.0 && max <= sum, "{text}");
     assert!(
         text.contains("# TYPE annals_commit_seconds histogram"),
         "{text}"

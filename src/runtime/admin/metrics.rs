@@ -11,6 +11,9 @@
 //! - `annals_log_commits_total`, `annals_log_events_total`, `annals_log_syncs_total`,
 //!   `annals_log_bytes_written_total`, `annals_log_segment_rolls_total` (counters since the
 //!   store opened);
+//! - `annals_log_sync_seconds_sum`, `annals_log_sync_seconds_max` (gauges: the time spent in
+//!   those syncs, and the longest; the sum over `annals_log_syncs_total` is the mean fsync
+//!   latency);
 //! - `annals_log_unindexed_events`, `annals_log_segments` (gauges);
 //! - `annals_disk_bytes` (gauge, label `file`: `segments`, `index`, `snapshots`);
 //! - `annals_consumer_lag_events`, `annals_consumer_oldest_unhandled_age_seconds` (gauges,
@@ -101,6 +104,8 @@ pub(crate) async fn metrics(
             counter!("annals_log_commits_total").absolute(log.commits);
             counter!("annals_log_events_total").absolute(log.events);
             counter!("annals_log_syncs_total").absolute(log.syncs);
+            gauge!("annals_log_sync_seconds_sum").set(log.sync_time.as_secs_f64());
+            gauge!("annals_log_sync_seconds_max").set(log.sync_time_max.as_secs_f64());
             counter!("annals_log_bytes_written_total").absolute(log.bytes_written);
             counter!("annals_log_segment_rolls_total").absolute(log.segment_rolls);
             gauge!("annals_log_unindexed_events").set(log.checkpoint_lag as f64);
@@ -157,6 +162,14 @@ fn describe() {
     );
     describe_counter!("annals_log_events_total", "Events committed since open");
     describe_counter!("annals_log_syncs_total", "Data syncs of the log since open");
+    describe_gauge!(
+        "annals_log_sync_seconds_sum",
+        "Time spent in the log's data syncs since open (over annals_log_syncs_total: the mean)"
+    );
+    describe_gauge!(
+        "annals_log_sync_seconds_max",
+        "The longest data sync of the log since open"
+    );
     describe_counter!(
         "annals_log_bytes_written_total",
         "Bytes of commit frames written since open"
