@@ -660,6 +660,7 @@ async fn entities_show_live_instances_and_pending_timers_and_verify_needs_the_to
     assert_eq!(kind["name"], "trainers");
     assert_eq!(kind["eventStoreId"], "POKEMONS");
     assert_eq!(kind["liveInstances"], 1);
+    assert_eq!(kind["mailboxDepth"], 0);
     assert_eq!(kind["pendingTimers"], 1);
     assert_eq!(kind["timers"][0]["aggregateId"], "pikachu");
     assert_eq!(kind["timers"][0]["name"], "reminder");

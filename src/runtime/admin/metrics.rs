@@ -21,7 +21,7 @@
 //! - `annals_action_dead_letters` (gauge, label `action`);
 //! - `annals_queue_depth`, `annals_queue_in_flight`, `annals_queue_dead_letters` (gauges,
 //!   label `queue`);
-//! - `annals_entity_live_instances` (gauge, label `entity`);
+//! - `annals_entity_live_instances`, `annals_entity_mailbox_depth` (gauges, label `entity`);
 //! - `annals_commit_seconds` (histogram) and `annals_commit_failures_total` (counter), when a
 //!   [`TimedAdapter`](super::TimedAdapter) is registered: measured where commits are handed to
 //!   the adapter, not in the engine.
@@ -83,10 +83,10 @@ pub(crate) async fn metrics(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("reading the queues failed: {e}")))?;
-    let entities: Vec<(String, usize)> = shared
+    let entities: Vec<(String, usize, usize)> = shared
         .entities
         .iter()
-        .map(|(name, probe)| (name.clone(), probe.live_instances()))
+        .map(|(name, probe)| (name.clone(), probe.live_instances(), probe.mailbox_depth()))
         .collect();
 
     let recorder: PrometheusRecorder = PrometheusBuilder::new().build_recorder();
@@ -134,8 +134,9 @@ pub(crate) async fn metrics(
                 gauge!("annals_queue_dead_letters", "queue" => queue.clone()).set(*dead as f64);
             }
         }
-        for (entity, live) in &entities {
+        for (entity, live, queued) in &entities {
             gauge!("annals_entity_live_instances", "entity" => entity.clone()).set(*live as f64);
+            gauge!("annals_entity_mailbox_depth", "entity" => entity.clone()).set(*queued as f64);
         }
     });
     let mut text = handle.render();
@@ -205,5 +206,9 @@ fn describe() {
     describe_gauge!(
         "annals_entity_live_instances",
         "Live instances of the entity kind"
+    );
+    describe_gauge!(
+        "annals_entity_mailbox_depth",
+        "Commands waiting in the mailboxes of the entity kind's live instances"
     );
 }

@@ -42,6 +42,9 @@ pub(crate) trait EntityProbe: Send + Sync {
     /// How many instances are live now.
     fn live_instances(&self) -> usize;
 
+    /// Commands waiting in the live instances' mailboxes.
+    fn mailbox_depth(&self) -> usize;
+
     /// Every pending timer: entity, name, due time, attempts and command as JSON.
     async fn pending_timers(&self) -> Result<Vec<Value>, String>;
 }
@@ -77,6 +80,10 @@ where
 
     fn live_instances(&self) -> usize {
         self.entities.live_instances()
+    }
+
+    fn mailbox_depth(&self) -> usize {
+        self.entities.mailbox_depth()
     }
 
     async fn pending_timers(&self) -> Result<Vec<Value>, String> {

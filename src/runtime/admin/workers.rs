@@ -31,6 +31,7 @@ pub(crate) async fn entities(State(shared): State<Arc<Shared>>) -> Result<Json<V
             "name": name,
             "eventStoreId": probe.event_store_id(),
             "liveInstances": probe.live_instances(),
+            "mailboxDepth": probe.mailbox_depth(),
         });
         match probe.pending_timers().await {
             Ok(timers) => {

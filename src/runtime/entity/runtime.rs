@@ -101,6 +101,17 @@ impl<T: Entity> Entities<T> {
         self.shared.lock().live.len()
     }
 
+    /// Commands waiting in the mailboxes of the live instances now (not counting the one each
+    /// instance may be deciding): how far the entities are behind their callers.
+    pub fn mailbox_depth(&self) -> usize {
+        self.shared
+            .lock()
+            .live
+            .values()
+            .map(|live| live.mailbox.max_capacity() - live.mailbox.capacity())
+            .sum()
+    }
+
     /// Whether `aggregate_id` has a live instance now.
     pub fn is_live(&self, aggregate_id: &str) -> bool {
         self.shared.lock().live.contains_key(aggregate_id)

@@ -419,7 +419,7 @@ async function workersPage(main) {
     entities.entities.length
       ? entities.entities.map((e) => h("div", {},
         h("h3", {}, `${e.name} (${e.eventStoreId}): ${num(e.liveInstances)} live, `
-          + `${num(e.pendingTimers)} timers`),
+          + `${num(e.mailboxDepth)} commands waiting, ${num(e.pendingTimers)} timers`),
         e.timers && e.timers.length
           ? table([["Entity"], ["Timer"], ["Due"], ["Attempts", "num"], ["Command"]],
             e.timers.map((t) => h("tr", {}, h("td", {}, t.aggregateId), h("td", {}, t.name),
