@@ -47,8 +47,13 @@ impl EventAction {
     /// Starts the action as a member of its consumer group (named after the action) on
     /// `state`, which must be the PostgreSQL state store: this process handles the partitions
     /// it holds a lease on, other processes running the same action handle the others, and
-    /// the partitions of a process that dies are taken over after the lease's time to live.
-    /// See the [module docs](self).
+    /// the partitions of a process that dies are taken over after the lease's time to live
+    /// (see [`lease`](crate::runtime::lease)).
+    ///
+    /// Each partition `k` keeps its own checkpoint, `<action>#k`; the first time it runs it
+    /// starts from the action's own checkpoint if the action ran outside a group before. Every
+    /// commit is fenced by the partition's lease. Dead letters stay keyed by the action's
+    /// name; the holder of partition 0 carries out retry requests.
     ///
     /// The returned runner's [`position`](ActionRunner::position) is the lowest checkpoint of
     /// the partitions this process holds. Fails with [`StorageError::InvalidConfiguration`]

@@ -1,7 +1,7 @@
 //! [`TimedAdapter`]: a storage adapter that times its commits, for the console's commit-latency
 //! histogram.
 //!
-//! The engine keeps no clock on its write path, so the histogram is measured where the
+//! The engine times only its syncs, not whole commits, so the histogram is measured where the
 //! application hands its commits to the adapter: wrap the adapter the stores use, and register
 //! the wrapper with [`Console::commit_latency`](super::Console::commit_latency). Each commit
 //! costs two clock readings and three atomic additions; what is timed is what a push waits for
@@ -80,8 +80,10 @@ impl CommitLatency {
     }
 }
 
-/// A storage adapter that times the commits of the adapter it wraps: see the
-/// [module docs](self).
+/// A storage adapter that times the commits of the adapter it wraps, for the console's
+/// commit-latency histogram ([`Console::commit_latency`](super::Console::commit_latency)):
+/// each commit costs two clock readings and three atomic additions, every other method is
+/// passed through unchanged.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -55,7 +55,8 @@ pub(crate) struct LeaseTable {
     leases: String,
 }
 
-/// One partition's lease as the lease table has it: what [`leases`](super::leases) lists.
+/// One partition's lease as the lease table has it: what
+/// [`StateStore::group_leases`](crate::runtime::state::StateStore::group_leases) lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LeaseStatus {

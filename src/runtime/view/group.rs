@@ -53,8 +53,10 @@ impl Backend for Fenced {
 impl KvView {
     /// Runs this view version in its consumer group (feature `postgres`; the view's state
     /// store must be the PostgreSQL one): in whichever process holds the group's lease, with
-    /// failover to another process after the lease's time to live. See the
-    /// [module docs](self). `options.partitions` must be 1: a view is one consumer.
+    /// failover to another process after the lease's time to live (see
+    /// [`lease`](crate::runtime::lease)); every commit is fenced by the lease. Queries work in
+    /// every process: they read the shared state. `options.partitions` must be 1: a view is
+    /// one consumer.
     ///
     /// [`wait_for`](KvView::wait_for) waits for the runner of this process: in a process that
     /// does not hold the lease it times out; read the shared rows there instead.
