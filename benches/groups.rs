@@ -92,7 +92,10 @@ fn main() -> BenchResult<()> {
         println!("|---|---:|---|");
         for &processes in counts {
             let rate = action(&url, processes, events).await?;
-            println!("| event action, {events} events, {PARTITIONS} partitions | {processes} | {rate:.0} events/s |");
+            println!(
+                "| event action, {events} events, {PARTITIONS} partitions | {processes} \
+                 | {rate:.0} events/s |"
+            );
         }
         let failover = failover(&url, events.min(2_000)).await?;
         println!(

@@ -7,7 +7,7 @@
 //! | adapter | durability | use |
 //! |---|---|---|
 //! | [`LogAdapter`] (default, [`open`]) | fdatasync before acknowledging | embedded, one process |
-//! | [`LogReader`] ([`LogAdapter::open_reader`]) | read-only | other processes reading a live log store |
+//! | [`LogReader`] ([`LogAdapter::open_reader`]) | read-only | readers beside its writer |
 //! | [`InMemoryAdapter`] | none | tests, ephemeral stores |
 //! | `PostgresAdapter` (feature `postgres`) | the server's commit (WAL flush) | several processes |
 

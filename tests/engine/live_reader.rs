@@ -315,7 +315,10 @@ async fn a_following_reader_that_meets_damage_stops_and_reports_it() {
         "what was visible stays as it was"
     );
     assert_eq!(reader.read_log(1, 10).await.unwrap().len(), 10);
-    let is_damage = |r: &Result<_, StorageError>| matches!(r, Err(StorageError::Corruption(c)) if c.file == first && c.offset == at as u64);
+    let is_damage = |r: &Result<_, StorageError>| {
+        matches!(r, Err(StorageError::Corruption(c))
+            if c.file == first && c.offset == at as u64)
+    };
     assert!(is_damage(&reader.read_log(last + 1, 10).await.map(drop)));
     assert!(is_damage(&reader.refresh().map(drop)));
 }

@@ -1,5 +1,6 @@
 //! The parts of a running application the console can only see when they are registered:
-//! queues (their depth, messages in flight and dead letters) and entities (their live instances and timers).
+//! queues (their depth, messages in flight and dead letters) and entities (their live
+//! instances, waiting commands and timers).
 
 use async_trait::async_trait;
 use serde::Serialize;

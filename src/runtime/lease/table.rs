@@ -62,7 +62,8 @@ pub(crate) struct LeaseTable {
 pub struct LeaseStatus {
     /// The partition.
     pub partition: u32,
-    /// The member that holds or last held it ([`GroupMember::member_id`](super::GroupMember::member_id)).
+    /// The member that holds or last held it
+    /// ([`GroupMember::member_id`](super::GroupMember::member_id)).
     pub holder: String,
     /// The lease's epoch (raised at every change of holder).
     pub epoch: i64,

@@ -196,12 +196,10 @@ pub async fn borrowed_event_group_commits_like_an_owned_one(adapter: Arc<dyn Sto
     let mut with_invalid = borrowed.clone();
     with_invalid.push(invalid.as_event_ref());
     let result = adapter.push_event_group_ref(&with_invalid).await;
-    expect_limit(
-        CHECK,
-        "a group with an invalid id",
-        result,
-        |l| matches!(l, LimitError::InvalidAggregateId { aggregate_id, .. } if aggregate_id == "bad\nid"),
-    );
+    expect_limit(CHECK, "a group with an invalid id", result, |l| {
+        matches!(l, LimitError::InvalidAggregateId { aggregate_id, .. }
+                if aggregate_id == "bad\nid")
+    });
     let result = adapter.push_event_group_ref(&[]).await;
     expect_limit(CHECK, "an empty group", result, |l| {
         matches!(l, LimitError::EmptyGroup)
