@@ -46,6 +46,13 @@ pub(crate) struct EngineState {
     /// `None` once the engine is closed: dropping the sender wakes every follower, which then
     /// finds the store closed.
     pub(crate) published: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
+    /// Held shared by every read of the log through the index or in global order, and by
+    /// the writer while it checks and publishes a batch; held exclusively by compaction while
+    /// it commits a segment's index rewrite and swaps the segment's file, so nobody pairs the
+    /// new runs with the old file or the reverse (see `compaction`).
+    pub(crate) compaction_gate: RwLock<()>,
+    /// One compaction at a time.
+    pub(crate) compaction_running: Mutex<()>,
     pub(crate) _lock: Box<dyn fmt::Debug + Send + Sync>,
 }
 
@@ -172,6 +179,13 @@ impl EngineState {
             .values()
             .map(|s| s.header)
             .collect()
+    }
+
+    /// The compaction gate, shared (see [`EngineState::compaction_gate`]).
+    pub(crate) fn reading(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.compaction_gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn segment(&self, id: u64) -> Option<Arc<Segment>> {

@@ -162,6 +162,23 @@ pub enum EngineError {
     /// Invalid options.
     #[error("invalid option: {0}")]
     InvalidOptions(String),
+    /// A compaction was refused, and nothing was changed: the entries it was asked to remove
+    /// would leave an aggregate a hole in the middle of its versions (an earlier version kept
+    /// while a later one goes). An aggregate only ever loses a prefix of its versions.
+    #[error(
+        "compaction refused: removing version {version} of {store:?}/{aggregate:?} would leave \
+         a hole in its versions (version {kept} before it is kept)"
+    )]
+    CompactionRefused {
+        /// The aggregate's store.
+        store: String,
+        /// The aggregate.
+        aggregate: String,
+        /// The version the predicate would remove.
+        version: u64,
+        /// An earlier version the predicate keeps.
+        kept: u64,
+    },
 }
 
 impl From<Corruption> for EngineError {
@@ -245,6 +262,17 @@ impl EngineError {
                 last: *last,
             },
             EngineError::InvalidOptions(s) => EngineError::InvalidOptions(s.clone()),
+            EngineError::CompactionRefused {
+                store,
+                aggregate,
+                version,
+                kept,
+            } => EngineError::CompactionRefused {
+                store: store.clone(),
+                aggregate: aggregate.clone(),
+                version: *version,
+                kept: *kept,
+            },
         }
     }
 }

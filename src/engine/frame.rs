@@ -518,6 +518,40 @@ pub fn write_frame(
     out.extend_from_slice(&FRAME_FOOTER);
 }
 
+/// Appends a frame holding `entries` (whole, already encoded entries, copied as they are)
+/// to `out`: how compaction rewrites the survivors of a commit, each entry keeping its own
+/// checksum and the frame getting a new one.
+pub fn write_raw_frame(
+    entries: &[&[u8]],
+    first_position: u64,
+    durable_offset: u64,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    let body_len: usize = entries.iter().map(|e| e.len()).sum();
+    let mut h = [0u8; FRAME_HEADER_BYTES];
+    let body32 = u32::try_from(body_len).expect("a rewritten frame is no larger than its commit");
+    let count = u32::try_from(entries.len()).expect("entry count fits in u32");
+    h[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+    h[8..12].copy_from_slice(&body32.to_le_bytes());
+    h[12] = KIND_EVENTS;
+    h[16..24].copy_from_slice(&first_position.to_le_bytes());
+    h[24..32].copy_from_slice(&durable_offset.to_le_bytes());
+    h[32..36].copy_from_slice(&count.to_le_bytes());
+    let check = header_check(&h);
+    h[36..38].copy_from_slice(&check.to_le_bytes());
+    h[39] = HEADER_END_MARK;
+    out.extend_from_slice(&h);
+    for e in entries {
+        out.extend_from_slice(e);
+    }
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let footer_at = start + frame_len(body_len as u64) as usize - FRAME_FOOTER_BYTES;
+    out.resize(footer_at, 0);
+    out.extend_from_slice(&FRAME_FOOTER);
+}
+
 /// The header check of a header's bytes 8 .. 36.
 fn header_check(h: &[u8]) -> u16 {
     crc32fast::hash(&h[8..36]) as u16

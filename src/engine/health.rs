@@ -20,6 +20,13 @@
 //! earlier versions created segments in place and wrote the header last, after the
 //! zero-filled file was synced — and no witness names it or a later segment.
 //!
+//! A compaction's rewrite of a segment (`<id>.seg.compact`, see `compaction`) is the segment
+//! when the index records its header for segment `<id>` — the compaction's commit point passed
+//! and only the rename was left: it is judged in the segment's place and opening renames it
+//! over the segment. Any other rewrite is a leftover the index does not vouch for, removed by
+//! opening: the segment under its own name still holds everything the rewrite holds. So the
+//! old segment's header differing from the recorded one is accepted in that one case only.
+//!
 //! A segment prepared ahead of need under its temporary name (`*.seg.creating`, see
 //! [`segment::prepare`]) holds no data: a segment gets its name, with a durable header, before
 //! any commit is written to it. Such a file is a leftover, and removed, when no witness names
@@ -29,6 +36,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::compaction;
 use super::cow::CopyOnWrite;
 use super::error::{Corruption, EngineError};
 use super::index::{Cursor, Index};
@@ -200,8 +208,13 @@ pub(crate) struct LogFiles {
     /// length. Opening removes it.
     pub unfinished: Option<(PathBuf, u64)>,
     /// Segments prepared ahead of need (temporary files) that no witness names: never data
-    /// (see [`segment::prepare`]). Opening removes them.
+    /// (see [`segment::prepare`]), and compactions' rewrites the index does not vouch for
+    /// (their segment still holds all they hold). Opening removes them.
     pub leftovers: Vec<PathBuf>,
+    /// Compactions' rewrites (`<id>.seg.compact`) whose header is the one the index records
+    /// for their segment: the commit point of the compaction passed, so the rewrite is the
+    /// segment (it is judged in its place). Opening renames each over its segment.
+    pub roll_forward: Vec<(u64, PathBuf)>,
     /// What is missing or damaged; empty when the segment files hold what the witnesses vouch
     /// for.
     pub damage: Vec<Corruption>,
@@ -258,14 +271,31 @@ pub(crate) fn assess(
                 .push(log_dir.join(segment::prepared_file_name(id)));
         }
     }
+    for id in list_compacted(fs.as_ref(), log_dir)? {
+        let path = log_dir.join(compaction::compact_file_name(id));
+        let found = segment::find_at(fs.as_ref(), &path, id)?;
+        match (&found.header, witnesses.recorded(id)) {
+            (Ok(header), Some(recorded)) if header == recorded && ids.contains(&id) => {
+                files.roll_forward.push((id, path));
+            }
+            _ => files.leftovers.push(path),
+        }
+    }
     for &id in &ids {
         let is_last = id == last_listed;
-        let path = log_dir.join(segment::file_name(id));
+        let rolled = files
+            .roll_forward
+            .iter()
+            .find(|(rolled, _)| *rolled == id)
+            .map(|(_, path)| path.clone());
+        let path = rolled
+            .clone()
+            .unwrap_or_else(|| log_dir.join(segment::file_name(id)));
         if id < lazy_below
             && !is_last
             && let Some(recorded) = witnesses.recorded(id)
         {
-            match segment::file_len(fs.as_ref(), log_dir, id)? {
+            match segment::path_len(fs.as_ref(), &path)? {
                 Some(len) if len == recorded.size => {
                     let lazy = Segment::lazy(Arc::clone(fs), log_dir, *recorded);
                     files.segments.push(Arc::new(lazy));
@@ -282,7 +312,7 @@ pub(crate) fn assess(
             }
             continue;
         }
-        let found = segment::find(fs.as_ref(), log_dir, id)?;
+        let found = segment::find_at(fs.as_ref(), &path, id)?;
         let header = match &found.header {
             Ok(header) => *header,
             Err(reason) => {
@@ -314,6 +344,18 @@ pub(crate) fn assess(
         }
     }
     Ok(files)
+}
+
+/// The segment ids of the compactions' rewrites (`<id>.seg.compact`) in `log_dir`.
+fn list_compacted(fs: &dyn FileSystem, log_dir: &Path) -> Result<Vec<u64>, EngineError> {
+    let mut ids: Vec<u64> = fs
+        .list(log_dir)
+        .map_err(|e| EngineError::io("list", log_dir, e))?
+        .iter()
+        .filter_map(|name| compaction::parse_compact_file_name(name))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Damage when the log's data ends at `end` (where a scan of the whole log stopped: the end of

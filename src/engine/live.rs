@@ -52,7 +52,7 @@ use super::index::{Cursor, Location, MemTable};
 use super::io::FileSystem;
 use super::layout;
 use super::read::{limit_runs, read_runs};
-use super::recovery::{read_frame, vouched_by};
+use super::recovery::{in_sequence, read_frame, vouched_by};
 use super::scan::{self, LogBatch, LogCursor, SegmentSource};
 use super::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use super::stats::StoreSummary;
@@ -237,7 +237,11 @@ impl LiveLog {
                 };
                 read = read_frame(&segment, offset)?;
                 if read.is_none() {
-                    let next_position = step.cursor.next_position;
+                    // A compacted segment's positions end where the next segment's begin.
+                    let next_position = segment
+                        .header
+                        .compacted
+                        .map_or(step.cursor.next_position, |c| c.end_position);
                     if next.header.first_position != next_position {
                         return Err(EngineError::corruption(
                             next.path.clone(),
@@ -263,7 +267,7 @@ impl LiveLog {
                 Some(Err(e)) => return Err(corruption(&segment, offset, e)),
                 None => return Ok(false),
             };
-            if header.first_position != step.cursor.next_position {
+            if !in_sequence(&segment, &header, step.cursor.next_position) {
                 let e = FrameError::Malformed("frame position out of sequence");
                 return Err(corruption(&segment, offset, e));
             }
@@ -368,11 +372,27 @@ impl LiveLog {
     fn apply(&self, step: &Step) -> Result<(), EngineError> {
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         let mut next: HashMap<(&str, &str), u64> = HashMap::new();
+        // Once a compacted segment was read, an aggregate may first appear past version 1:
+        // a compaction removed its earlier versions.
+        let compacted_before = |segment_id: u64| {
+            view.segments
+                .range(..=segment_id)
+                .any(|(_, s)| s.header.compacted.is_some())
+                || step.segments.iter().any(|s| {
+                    s.header.segment_id <= segment_id && s.header.compacted.is_some()
+                })
+        };
         for event in &step.events {
             let key = (event.store.as_str(), event.aggregate.as_str());
             let expected = match next.get(&key) {
                 Some(&v) => v,
-                None => view.mem.last_version(key.0, key.1).map_or(1, |v| v + 1),
+                None => match view.mem.last_version(key.0, key.1) {
+                    Some(v) => v + 1,
+                    None if event.version > 1 && compacted_before(event.location.segment_id) => {
+                        event.version
+                    }
+                    None => 1,
+                },
             };
             if event.version != expected {
                 let loc = event.location;
@@ -430,14 +450,21 @@ impl LiveLog {
         reverse: bool,
         visit: &mut dyn FnMut(u64, EntryView<'_>) -> ControlFlow<()>,
     ) -> Result<(), EngineError> {
-        let min = min.max(1);
+        let mut min = min.max(1);
         let (mut runs, last) = {
             let view = self.view();
             match view.mem.tail(store, aggregate) {
-                Some(tail) => (tail.runs_in(min, max).collect(), tail.last_version()),
+                Some(tail) => {
+                    // Versions a compaction removed are not asked for.
+                    min = min.max(tail.first_version);
+                    (tail.runs_in(min, max).collect(), tail.last_version())
+                }
                 None => (Vec::new(), 0),
             }
         };
+        if min > max {
+            return Ok(());
+        }
         continuity::check(&runs, min, max, last, &self.log_dir, (store, aggregate))?;
         if let Some(limit) = limit {
             limit_runs(&mut runs, limit, reverse);

@@ -2,6 +2,7 @@
 //! and crash recovery. It knows bytes, positions and versions; nothing about user types.
 //!
 //! What users meet of it: [`Durability`], the integrity check ([`verify`], [`verify_dir`]),
+//! compaction ([`CompactEntry`], [`CompactionReport`], [`CompactionProgress`]),
 //! the figures of an open store ([`EngineStats`], [`IndexStats`], [`LogCounters`]), its errors
 //! ([`EngineError`]), the names of a store directory's files ([`layout`]), and the file-I/O
 //! seam ([`FileSystem`], [`StoreFile`]) that fault-injection tests replace with a simulated
@@ -15,6 +16,7 @@
 //! | `frame` | record framing: commit frames and entries, with checksums |
 //! | `entry_view` | decoding one entry in place on the read path |
 //! | `segment` | preallocated segment files, their header, their preparation and sizes |
+//! | `compaction` | rewriting sealed segments without the events a predicate rejects |
 //! | `index/` | the per-aggregate index: runs, memtables, the redb tables, read views |
 //! | `tiers` | the memtables readers and the writer see: active and frozen |
 //! | `engine_state` | the state the handle, the writer and the checkpointer share |
@@ -42,6 +44,7 @@
 
 mod checkpointer;
 mod commit_pool;
+mod compaction;
 mod continuity;
 mod cow;
 mod engine_state;
@@ -74,6 +77,8 @@ pub mod verify;
 mod verify_index;
 mod writer;
 
+pub(crate) use compaction::compact;
+pub use compaction::{CompactEntry, CompactionPhase, CompactionProgress, CompactionReport};
 pub(crate) use entry_view::EntryView;
 pub use error::{Corruption, CorruptionKind, EngineError, IoFailure};
 pub(crate) use frame::{LogEvent, NewEntry};

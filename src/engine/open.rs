@@ -74,6 +74,8 @@ impl Engine {
             counters: Counters::default(),
             commit_pool: Default::default(),
             published: Mutex::new(Some(tokio::sync::watch::Sender::new(0))),
+            compaction_gate: RwLock::new(()),
+            compaction_running: Mutex::new(()),
             _lock: lock,
         });
         let (segment, cursor) = recover(&shared, opened.replay)?;
@@ -203,7 +205,7 @@ fn open_log(
     if let Some(damage) = files.damage.into_iter().next() {
         return Err(damage.into());
     }
-    let segments: Segments = files
+    let mut segments: Segments = files
         .segments
         .into_iter()
         .map(|s| (s.header.segment_id, s))
@@ -223,7 +225,7 @@ fn open_log(
             let mut too_long = false;
             let mut drop_events = |mem: &mut MemTable, at: Cursor| {
                 too_long = true;
-                *mem = MemTable::starting_at(at);
+                mem.restart_at(at);
                 Ok(())
             };
             let (mem, cursor, torn) =
@@ -251,6 +253,9 @@ fn open_log(
         tracing::debug!(file = %path.display(), "removing a segment prepared ahead of need");
         fs.remove(path)
             .map_err(|e| EngineError::io("remove", path, e))?;
+    }
+    if !files.roll_forward.is_empty() {
+        roll_forward(fs.as_ref(), log_dir, &files.roll_forward, &mut segments)?;
     }
     if let Some((segment, torn)) = &torn {
         recovery::clear_torn(segment, torn)?;
@@ -283,6 +288,41 @@ fn open_log(
         segments,
         replay,
     })
+}
+
+/// Finishes the compactions whose commit point passed (see `compaction`): renames each
+/// rewrite over its segment, syncs the directory, and reopens the segments that were judged
+/// through the rewrite's name.
+fn roll_forward(
+    fs: &dyn FileSystem,
+    log_dir: &Path,
+    rewrites: &[(u64, std::path::PathBuf)],
+    segments: &mut Segments,
+) -> Result<(), EngineError> {
+    for (id, path) in rewrites {
+        let target = log_dir.join(segment::file_name(*id));
+        tracing::info!(file = %target.display(), "finishing an interrupted compaction");
+        fs.rename(path, &target)
+            .map_err(|e| EngineError::io("rename", path, e))?;
+    }
+    fs.sync_dir(log_dir)
+        .map_err(|e| EngineError::io("sync directory", log_dir, e))?;
+    for (id, path) in rewrites {
+        if let Some(segment) = segments.get_mut(id)
+            && segment.path == *path
+        {
+            let target = log_dir.join(segment::file_name(*id));
+            let file = fs
+                .open(&target, false)
+                .map_err(|e| EngineError::io("open", &target, e))?;
+            *segment = Arc::new(Segment {
+                header: segment.header,
+                path: target,
+                file,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where the log starts: the first frame of its first segment.
@@ -389,6 +429,9 @@ fn replay_log(
             };
         }
         let is_last = Some(segment.header.segment_id) == last_id;
+        // Aggregates met from a compacted segment on may start past version 1 (see
+        // `Index::apply`).
+        mem.allow_floors |= segment.header.compacted.is_some();
         torn = recovery::scan_segment(
             segment,
             is_last,
@@ -398,6 +441,10 @@ fn replay_log(
             flush_every,
             on_full,
         )?;
+        if let Some(c) = segment.header.compacted {
+            // Its positions end where the next segment's begin, whatever it still holds.
+            cursor.next_position = c.end_position;
+        }
     }
     mem.end = cursor;
     Ok((mem, cursor, torn))
@@ -425,7 +472,7 @@ fn recover(
             let flush_every = shared.options.checkpoint_events.saturating_mul(4);
             let mut flush = |mem: &mut MemTable, at: Cursor| -> Result<(), EngineError> {
                 shared.index().apply(mem, &shared.segment_headers())?;
-                *mem = MemTable::starting_at(at);
+                mem.restart_at(at);
                 Ok(())
             };
             let segments = shared
@@ -446,6 +493,7 @@ fn recover(
                 segment_id: 1,
                 first_position: 1,
                 size: segment::FIRST_SEGMENT_BYTES.min(shared.options.segment_bytes),
+                compacted: None,
             };
             let segment = segment::create(shared.fs.as_ref(), &shared.log_dir, header)
                 .map_err(|e| EngineError::io("create segment in", &shared.log_dir, e))?;

@@ -28,6 +28,8 @@ impl Engine {
         reverse: bool,
         visit: &mut dyn FnMut(u64, EntryView<'_>) -> ControlFlow<()>,
     ) -> Result<(), EngineError> {
+        // Runs and segment files from one side of a compaction's swap (see `compaction`).
+        let _gate = self.shared.reading();
         let mut runs = self.runs(store, aggregate, min.max(1), max)?;
         if let Some(limit) = limit {
             limit_runs(&mut runs, limit, reverse);
@@ -44,7 +46,7 @@ impl Engine {
         min: u64,
         max: u64,
     ) -> Result<Vec<(u64, Location)>, EngineError> {
-        let runs = self.runs(store, aggregate, min, max)?;
+        let runs = self.runs(store, aggregate, min.max(1), max)?;
         Ok(runs.iter().flat_map(Run::locations).collect())
     }
 
@@ -109,6 +111,16 @@ impl Engine {
             Some(last) => last,
             None => reader.last_version(store, aggregate)?.unwrap_or(0),
         };
+        // Versions a compaction removed are not asked for: a read starts at the first
+        // version the log still holds, which the index keeps apart from the runs.
+        let mut min = min;
+        if min <= max.min(last) && out.first().is_none_or(|r| r.first_version != min) {
+            let first = reader.first_version(store, aggregate)?.unwrap_or(1);
+            min = min.max(first);
+            if min > max {
+                return Ok(Vec::new());
+            }
+        }
         let path = &self.shared.index_path;
         continuity::check(&out, min, max, last, path, (store, aggregate))?;
         Ok(out)

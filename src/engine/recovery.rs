@@ -106,7 +106,7 @@ pub(crate) fn scan_segment(
             None if is_last && clean_end == Some(*cursor) => return Ok(None),
             None if is_last => return clear_after_end(segment, offset),
             None => return Ok(None),
-            Some(Ok((header, bytes))) if header.first_position == cursor.next_position => {
+            Some(Ok((header, bytes))) if in_sequence(segment, &header, cursor.next_position) => {
                 (header, bytes)
             }
             Some(Ok(_)) => {
@@ -149,6 +149,22 @@ pub(crate) fn scan_segment(
         mem.end = *cursor;
         if mem.events >= flush_every {
             on_full(mem, *cursor)?;
+        }
+    }
+}
+
+/// Whether a frame read at the point where position `next` is expected follows in sequence:
+/// it starts exactly there — or, in a compacted segment, whose positions may have gaps, at or
+/// after it, and ends within the segment's positions.
+pub(crate) fn in_sequence(segment: &Segment, header: &frame::FrameHeader, next: u64) -> bool {
+    match segment.header.compacted {
+        None => header.first_position == next,
+        Some(c) => {
+            header.first_position >= next
+                && header
+                    .first_position
+                    .checked_add(u64::from(header.entry_count))
+                    .is_some_and(|end| end <= c.end_position)
         }
     }
 }

@@ -7,6 +7,9 @@
 //! is located once: the segment is found from the segments' first positions, then frame headers
 //! are skipped (40 bytes read per frame) up to the frame that holds the position.
 //!
+//! A compacted segment (see `compaction`) lacks the positions of the events it removed: a read
+//! skips them, and a cursor whose segment was rewritten since locates its position again.
+//!
 //! Only published positions are read (those at or below [`super::Engine::last_position`]): their
 //! frames are complete and acknowledged, so a frame that does not verify there is corruption,
 //! never a torn write in progress.
@@ -26,8 +29,10 @@ use super::segment::{SEGMENT_HEADER_BYTES, Segment};
 pub struct LogCursor {
     /// The next global position to read (positions start at 1).
     position: u64,
-    /// The frame that holds `position`, when known: (segment id, offset of the frame).
-    frame: Option<(u64, u64)>,
+    /// The frame that holds `position`, when known: (segment id, the segment's generation,
+    /// offset of the frame). A compaction rewrites a segment under a new generation, which
+    /// moves its frames: the cursor then locates its position again.
+    frame: Option<(u64, u32, u64)>,
 }
 
 impl LogCursor {
@@ -48,7 +53,8 @@ impl LogCursor {
 /// Events read from the log in global order, and where the next read continues.
 #[derive(Debug)]
 pub struct LogBatch {
-    /// The events with their global positions, ascending and gap-free.
+    /// The events with their global positions, ascending (gap-free, but for the positions of
+    /// events a compaction removed).
     pub events: Vec<(u64, LogEvent)>,
     /// The cursor after the last event returned.
     pub next: LogCursor,
@@ -98,6 +104,8 @@ impl Engine {
     /// `next` cursor then continues where it stopped, so a reader can wait for
     /// [`Engine::last_position`] to grow and read again. Reads run concurrently with appends.
     pub fn read_log(&self, from: LogCursor, max_events: usize) -> Result<LogBatch, EngineError> {
+        // Segment files from one side of a compaction's swap (see `compaction`).
+        let _gate = self.shared.reading();
         read_log(&*self.shared, self.last_position(), from, max_events)
     }
 }
@@ -118,20 +126,26 @@ pub(crate) fn read_log(
             next: cursor,
         });
     }
-    let (mut segment, mut offset) = match cursor.frame {
-        Some((id, offset)) => match source.segment(id) {
-            Some(segment) => (segment, offset),
-            None => locate(source, cursor.position)?,
-        },
+    let known = cursor.frame.and_then(|(id, generation, offset)| {
+        let segment = source.segment(id)?;
+        (segment.header.generation() == generation).then_some((segment, offset))
+    });
+    let (mut segment, mut offset) = match known {
+        Some(found) => found,
         None => locate(source, cursor.position)?,
     };
     while cursor.position <= last && events.len() < max_events {
         let Some(read) = read_frame(&segment, offset)? else {
             // The end of this segment's data: the log continues in the next segment.
             let id = segment.header.segment_id;
-            segment = source.next_segment(id).ok_or_else(|| {
+            let next = source.next_segment(id).ok_or_else(|| {
                 missing(&segment, offset, "the log ends before the last position")
             })?;
+            if segment.header.compacted.is_some() {
+                // Positions a compaction removed from the end of the segment are skipped.
+                cursor.position = cursor.position.max(next.header.first_position);
+            }
+            segment = next;
             offset = SEGMENT_HEADER_BYTES;
             continue;
         };
@@ -140,7 +154,14 @@ pub(crate) fn read_log(
             frame::decode_frame(&bytes).map_err(|e| missing(&segment, offset, &e.to_string()))?;
         let first = header.first_position;
         if first > cursor.position {
-            return Err(missing(&segment, offset, "a gap in the global positions"));
+            if segment.header.compacted.is_none() {
+                return Err(missing(&segment, offset, "a gap in the global positions"));
+            }
+            // Positions a compaction removed: the next event is this frame's first.
+            cursor.position = first;
+            if cursor.position > last {
+                break;
+            }
         }
         let frame_end = first + u64::from(header.entry_count);
         for (i, (_, entry)) in entries.into_iter().enumerate() {
@@ -160,7 +181,11 @@ pub(crate) fn read_log(
             offset += header.frame_len();
         }
     }
-    cursor.frame = Some((segment.header.segment_id, offset));
+    cursor.frame = Some((
+        segment.header.segment_id,
+        segment.header.generation(),
+        offset,
+    ));
     Ok(LogBatch {
         events,
         next: cursor,

@@ -25,8 +25,14 @@
 //! | 16 | 8 | segment id (1, 2, …) |
 //! | 24 | 8 | first_position: global position of the segment's first event |
 //! | 32 | 8 | segment size in bytes |
-//! | 40 | 20 | reserved, zero |
+//! | 40 | 20 | reserved, zero (format 3: end position, generation, reserved: see below) |
 //! | 60 | 4 | CRC-32 of bytes 0 .. 60 |
+//!
+//! A **compacted** segment (rewritten without some of its events, see `compaction`) has
+//! format version 3: bytes 40..48 hold its end position (the position after the last one the
+//! segment ever held, which is the next segment's first position) and bytes 48..52 its
+//! generation (how many times it was rewritten, from 1). Its positions may have gaps; its size
+//! is exactly its header and frames.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,8 +43,10 @@ use super::io::{FileSystem, StoreFile};
 
 /// Magic bytes at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
-/// The segment format this code writes and reads.
+/// The segment format this code writes for a segment of the writer.
 pub const SEGMENT_FORMAT_VERSION: u32 = 2;
+/// The segment format of a compacted segment (see [`Compacted`]).
+pub const COMPACTED_FORMAT_VERSION: u32 = 3;
 /// Bytes of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
@@ -52,6 +60,37 @@ pub struct SegmentHeader {
     pub first_position: u64,
     /// Size the segment was created with.
     pub size: u64,
+    /// Set when the segment was rewritten by compaction (format version 3).
+    pub compacted: Option<Compacted>,
+}
+
+/// What the header of a compacted segment adds: positions in it may have gaps, and the next
+/// segment starts at `end_position`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compacted {
+    /// The position after the last one the segment held before any compaction: the next
+    /// segment's first position.
+    pub end_position: u64,
+    /// How many times the segment was rewritten (1 for the first compaction), so that two
+    /// rewrites of one segment never have equal headers.
+    pub generation: u32,
+}
+
+impl SegmentHeader {
+    /// The header of a plain (never compacted) segment.
+    pub fn plain(segment_id: u64, first_position: u64, size: u64) -> Self {
+        SegmentHeader {
+            segment_id,
+            first_position,
+            size,
+            compacted: None,
+        }
+    }
+
+    /// The generation of the segment's content: 0 until it is first compacted.
+    pub fn generation(&self) -> u32 {
+        self.compacted.map_or(0, |c| c.generation)
+    }
 }
 
 impl SegmentHeader {
@@ -59,10 +98,18 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
         let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
         h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        h[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+        let version = match self.compacted {
+            Some(_) => COMPACTED_FORMAT_VERSION,
+            None => SEGMENT_FORMAT_VERSION,
+        };
+        h[8..12].copy_from_slice(&version.to_le_bytes());
         h[16..24].copy_from_slice(&self.segment_id.to_le_bytes());
         h[24..32].copy_from_slice(&self.first_position.to_le_bytes());
         h[32..40].copy_from_slice(&self.size.to_le_bytes());
+        if let Some(c) = self.compacted {
+            h[40..48].copy_from_slice(&c.end_position.to_le_bytes());
+            h[48..52].copy_from_slice(&c.generation.to_le_bytes());
+        }
         let crc = crc32fast::hash(&h[0..60]);
         h[60..64].copy_from_slice(&crc.to_le_bytes());
         h
@@ -88,17 +135,32 @@ impl SegmentHeader {
         };
         let mut version = [0u8; 4];
         version.copy_from_slice(&bytes[8..12]);
-        if u32::from_le_bytes(version) != SEGMENT_FORMAT_VERSION {
-            return Err("unsupported segment format version");
-        }
+        let mut generation = [0u8; 4];
+        generation.copy_from_slice(&bytes[48..52]);
+        let compacted = match u32::from_le_bytes(version) {
+            SEGMENT_FORMAT_VERSION => None,
+            COMPACTED_FORMAT_VERSION => {
+                if bytes[52..60].iter().any(|&b| b != 0) {
+                    return Err("segment header reserved bytes are not zero");
+                }
+                Some(Compacted {
+                    end_position: u64_at(40),
+                    generation: u32::from_le_bytes(generation),
+                })
+            }
+            _ => return Err("unsupported segment format version"),
+        };
         let header = SegmentHeader {
             segment_id: u64_at(16),
             first_position: u64_at(24),
             size: u64_at(32),
+            compacted,
         };
         if header.segment_id == 0
             || header.first_position == 0
             || header.size < SEGMENT_HEADER_BYTES
+            || compacted
+                .is_some_and(|c| c.generation == 0 || c.end_position < header.first_position)
         {
             return Err("segment header fields out of range");
         }
@@ -351,15 +413,16 @@ pub fn list_ids(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>, EngineError
     Ok(ids)
 }
 
-/// Opens segment `id` of `dir` and reads its header.
-pub fn find(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineError> {
-    find_with(dir, id, |path| fs.open(path, false))
-}
-
 /// Opens segment `id` of `dir` for reading only (see [`FileSystem::open_read_only`]) and reads
 /// its header: how a live reader opens the segments of a store another process writes.
 pub fn find_read_only(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Found, EngineError> {
     find_with(dir, id, |path| fs.open_read_only(path))
+}
+
+/// Opens the file at `path`, holding segment `id` (a compaction's rewrite of it, say), and
+/// reads its header.
+pub fn find_at(fs: &dyn FileSystem, path: &Path, id: u64) -> Result<Found, EngineError> {
+    find_path(path.to_owned(), id, |path| fs.open(path, false))
 }
 
 fn find_with(
@@ -367,7 +430,14 @@ fn find_with(
     id: u64,
     open: impl FnOnce(&Path) -> io::Result<Arc<dyn StoreFile>>,
 ) -> Result<Found, EngineError> {
-    let path = dir.join(file_name(id));
+    find_path(dir.join(file_name(id)), id, open)
+}
+
+fn find_path(
+    path: PathBuf,
+    id: u64,
+    open: impl FnOnce(&Path) -> io::Result<Arc<dyn StoreFile>>,
+) -> Result<Found, EngineError> {
     let file = open(&path).map_err(|e| EngineError::io("open", &path, e))?;
     let len = file.size().map_err(|e| EngineError::io("stat", &path, e))?;
     let mut head = vec![0u8; SEGMENT_HEADER_BYTES.min(len) as usize];
@@ -408,8 +478,9 @@ fn check_header(head: &[u8], id: u64, len: u64) -> Result<SegmentHeader, String>
 }
 
 /// The length of segment `id`'s file (`None` when it does not exist), without reading it.
-pub fn file_len(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Option<u64>, EngineError> {
-    let path = dir.join(file_name(id));
+/// The length of the file at `path` (`None` when it does not exist), without reading it.
+pub fn path_len(fs: &dyn FileSystem, path: &Path) -> Result<Option<u64>, EngineError> {
+    let path = path.to_owned();
     let file = match fs.open(&path, false) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -489,9 +560,14 @@ impl LazyFile {
 /// Why a segment's header `found` does not match the index's record `recorded`.
 pub fn differs_from_record(found: &SegmentHeader, recorded: &SegmentHeader) -> String {
     format!(
-        "the header (first position {}, {} bytes) differs from the index's record (first \
-         position {}, {} bytes)",
-        found.first_position, found.size, recorded.first_position, recorded.size
+        "the header (first position {}, {} bytes, generation {}) differs from the index's \
+         record (first position {}, {} bytes, generation {})",
+        found.first_position,
+        found.size,
+        found.generation(),
+        recorded.first_position,
+        recorded.size,
+        recorded.generation()
     )
 }
 

@@ -15,7 +15,10 @@
 //! - every segment header (magic, version, checksum, id, size, first position), segments
 //!   numbered without gaps, and zeros after the end of data in every sealed segment;
 //! - every frame checksum and every entry checksum, positions gap-free across frames and
-//!   segments, and the versions of every aggregate exactly `1..=n`;
+//!   segments, and the versions of every aggregate exactly `1..=n` — except that a compacted
+//!   segment (see `compaction`) may skip positions, within its header's range, and an
+//!   aggregate met first after one may start at a later version `f..=n`, which the index's
+//!   `first_versions` row must then record;
 //! - **index against log**: every event up to the index checkpoint has an `events` entry
 //!   pointing exactly at it (segment, offset, length, position) and no entry points anywhere
 //!   else; each aggregate's row in `aggregates` holds its last checkpointed version and its
@@ -230,6 +233,8 @@ impl Engine {
     /// segment, so it takes about as long as reading the log once.
     pub fn verify(&self) -> Result<VerifyReport, EngineError> {
         let shared = &self.shared;
+        // The segment files and the index read stay on one side of any compaction's swap.
+        let _gate = shared.reading();
         let (limit, segments, reader) = {
             // The writer publishes positions under this lock, and the checkpointer drops a
             // frozen memtable only under it too: what is read here is one consistent state.
@@ -281,6 +286,8 @@ pub(super) struct AggregateState {
     pub(super) initial_ms: i64,
     /// Last version at a position below the checkpoint (0: none).
     pub(super) last_indexed: u64,
+    /// The first version the log holds (past 1 when a compaction removed earlier ones).
+    pub(super) first: u64,
 }
 
 /// An event past the checkpoint, to be looked up through the engine.
@@ -370,6 +377,7 @@ impl Check {
         let indexed_below = checkpoint.map_or(1, |c| c.next_position);
         let mut scan = Scan {
             expected: segments.first().map_or(1, |s| s.header.first_position),
+            compacted_seen: false,
             checkpoint,
             checkpoint_seen: false,
             end: None,
@@ -434,6 +442,7 @@ impl Check {
             scan.expected = s.header.first_position;
         }
         let mut offset = SEGMENT_HEADER_BYTES;
+        scan.compacted_seen |= s.header.compacted.is_some();
         scan.at_boundary(s.header.segment_id, offset);
         loop {
             if scan.limit.is_some_and(|l| scan.expected > l) {
@@ -455,7 +464,7 @@ impl Check {
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
-            if header.first_position != scan.expected {
+            if !recovery::in_sequence(s, &header, scan.expected) {
                 let message = format!(
                     "frame starts at position {}, expected {}",
                     header.first_position, scan.expected
@@ -468,6 +477,7 @@ impl Check {
                 return Ok(());
             }
             self.report.frames += 1;
+            scan.expected = header.first_position;
             self.frame_entries(s, offset, &bytes, reader, scan);
             offset += header.frame_len();
             self.report.bytes += header.frame_len();
@@ -478,6 +488,10 @@ impl Check {
         }
         if !is_last || scan.limit.is_none() {
             self.zeros_after(s, offset)?;
+        }
+        if let Some(c) = s.header.compacted {
+            // The positions a compaction removed from the segment's end are skipped.
+            scan.expected = c.end_position;
         }
         Ok(())
     }
@@ -524,9 +538,14 @@ impl Check {
                 .aggregates
                 .entry((event.store.clone(), event.aggregate.clone()))
                 .or_default();
-            let expected = state.last + 1;
+            let mut expected = state.last + 1;
             if state.last == 0 {
                 state.initial_ms = event.timestamp_ms;
+                // After a compacted segment, an aggregate may start past version 1.
+                if scan.compacted_seen {
+                    expected = event.version.max(1);
+                }
+                state.first = expected;
             }
             state.last = event.version;
             if position < scan.indexed_below {
@@ -615,6 +634,8 @@ impl Check {
 pub(super) struct Scan {
     /// Position of the next event.
     expected: u64,
+    /// Whether a compacted segment was scanned (aggregates may then start past version 1).
+    compacted_seen: bool,
     checkpoint: Option<Cursor>,
     checkpoint_seen: bool,
     /// Where the scan stopped so far: after the last valid frame.

@@ -6,7 +6,7 @@ use std::path::Path;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::handle::Engine;
-use super::index::{AGGREGATES, BY_INITIAL, EVENTS, IndexReader, Location};
+use super::index::{AGGREGATES, BY_INITIAL, EVENTS, FIRST_VERSIONS, IndexReader, Location};
 use super::verify::{Check, Problem, Scan, Unindexed};
 
 impl Check {
@@ -84,7 +84,7 @@ impl Check {
                 let known = self
                     .aggregates
                     .get(&(store.to_owned(), aggregate.to_owned()))
-                    .is_some_and(|a| version >= 1 && version <= a.last_indexed);
+                    .is_some_and(|a| version >= a.first.max(1) && version <= a.last_indexed);
                 if !known {
                     let (position, segment_id, offset, _) = value.value();
                     self.event_problem(
@@ -127,6 +127,50 @@ impl Check {
             let row = (store.as_str(), state.initial_ms, aggregate.as_str());
             if by_initial.get(row)?.is_none() {
                 problems.push((key, "no row in the by_initial_event table".to_owned()));
+            }
+        }
+        // The first version of every aggregate a compaction shortened, and of no other.
+        let firsts = match txn.open_table(FIRST_VERSIONS) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut first_rows = 0u64;
+        for ((store, aggregate), state) in &self.aggregates {
+            if state.last_indexed == 0 {
+                continue;
+            }
+            let row = match &firsts {
+                Some(table) => table
+                    .get((store.as_str(), aggregate.as_str()))?
+                    .map(|v| v.value()),
+                None => None,
+            };
+            first_rows += u64::from(row.is_some());
+            let expected = (state.first > 1).then_some(state.first);
+            if row != expected {
+                let key = (store.clone(), aggregate.clone(), state.first);
+                problems.push((
+                    key,
+                    format!(
+                        "first_versions row says {row:?}; the log's first version is {}",
+                        state.first
+                    ),
+                ));
+            }
+        }
+        if let Some(table) = &firsts
+            && table.len()? != first_rows
+        {
+            for item in table.iter()? {
+                let (key, _) = item?;
+                let (store, aggregate) = key.value();
+                if !self.indexed_aggregate(store, aggregate, None) {
+                    problems.push((
+                        (store.to_owned(), aggregate.to_owned(), 0),
+                        "first_versions row for an aggregate with no checkpointed events".into(),
+                    ));
+                }
             }
         }
         for ((store, aggregate, version), message) in problems {

@@ -201,6 +201,10 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<Request>) {
+        // Compaction changes which aggregates the index knows only between batches, never
+        // between a batch's version checks and its publication (see `compaction`).
+        let shared = Arc::clone(&self.shared);
+        let _gate = shared.reading();
         let mut appends = Vec::with_capacity(batch.len());
         let mut syncs = Vec::new();
         for request in batch {
@@ -581,6 +585,7 @@ impl Writer {
             segment_id: id,
             first_position: self.cursor.next_position,
             size,
+            compacted: None,
         };
         let created = match prepared {
             Some(prepared) => segment::install(fs, dir, prepared, header),

@@ -75,5 +75,16 @@ pub(super) fn storage_error(e: EngineError) -> StorageError {
         EngineError::Poisoned { reason } => StorageError::Poisoned { reason },
         EngineError::Closed => StorageError::Closed,
         EngineError::InvalidOptions(reason) => StorageError::InvalidConfiguration { reason },
+        EngineError::CompactionRefused {
+            store,
+            aggregate,
+            version,
+            kept,
+        } => StorageError::CompactionRefused {
+            event_store_id: store,
+            aggregate_id: aggregate,
+            version,
+            kept,
+        },
     }
 }

@@ -116,6 +116,22 @@ pub enum StorageError {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+    /// A compaction was refused and nothing was changed: removing `version` of the aggregate
+    /// while an earlier version (`kept`) stays would leave a hole in its versions.
+    #[error(
+        "compaction refused: removing version {version} of {event_store_id:?}/{aggregate_id:?} \
+         would leave a hole in its versions (version {kept} before it is kept)"
+    )]
+    CompactionRefused {
+        /// The aggregate's store.
+        event_store_id: String,
+        /// The aggregate.
+        aggregate_id: String,
+        /// The version that would be removed.
+        version: u64,
+        /// An earlier version that would be kept.
+        kept: u64,
+    },
     /// A database server (the PostgreSQL adapter's, feature `postgres`) could not be reached,
     /// or the connection to it was lost while trying to `operation`.
     ///

@@ -20,7 +20,7 @@ use crate::engine::frame::{
 };
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
-    Durability, Engine, EngineOptions, EngineStats, FileSystem, IndexStats, LogCounters, LogCursor,
+    CompactEntry, CompactionProgress, CompactionReport, Durability, Engine, EngineOptions, EngineStats, FileSystem, IndexStats, LogCounters, LogCursor,
     NewEntry, OsFileSystem, VerifyReport,
 };
 
@@ -230,6 +230,64 @@ impl LogAdapter {
     /// ```
     pub fn verify(&self) -> Result<VerifyReport, StorageError> {
         self.engine.verify().map_err(storage_error)
+    }
+
+    /// Reclaims disk space: rewrites the log's sealed segments without the events the data
+    /// lifecycle's rules let go, in the background (appends and reads go on), crash-safe at
+    /// every step. Surviving events keep their positions. See
+    /// [`CompactionReport`] for what it reports.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let adapter = annals::open(dir.path())?;
+    /// let report = adapter.compact().await?;
+    /// assert_eq!(report.events_removed, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    pub async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        self.compact_reporting(|_| {}).await
+    }
+
+    /// [`LogAdapter::compact`], reporting its progress to `progress` as it goes (from a
+    /// thread of its own).
+    pub async fn compact_reporting(
+        &self,
+        progress: impl Fn(CompactionProgress) + Send + Sync + 'static,
+    ) -> Result<CompactionReport, StorageError> {
+        // The data lifecycle's rules plug in here: the predicate keeps what they keep.
+        let keep = |_: &CompactEntry<'_>| true;
+        self.compact_with(Arc::new(keep), progress).await
+    }
+
+    /// Compacts the log with `keep` deciding which entries stay (see
+    /// [`Engine::compact`]), on a blocking thread so the caller's runtime is not held.
+    pub(crate) async fn compact_with(
+        &self,
+        keep: Arc<dyn Fn(&CompactEntry<'_>) -> bool + Send + Sync>,
+        progress: impl Fn(CompactionProgress) + Send + Sync + 'static,
+    ) -> Result<CompactionReport, StorageError> {
+        let state = self.engine.state();
+        let run = move || crate::engine::compact(&state, &*keep, &progress);
+        match tokio::task::spawn_blocking(run).await {
+            Ok(result) => result.map_err(storage_error),
+            Err(e) => Err(StorageError::Io(crate::engine::IoFailure {
+                operation: "compact",
+                path: self.dir().to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })),
+        }
+    }
+
+    /// Compacts the log removing the entries `keep` rejects: the storage floor of
+    /// [`LogAdapter::compact`], for tests.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn compact_where(
+        &self,
+        keep: impl Fn(&CompactEntry<'_>) -> bool + Send + Sync + 'static,
+    ) -> Result<CompactionReport, StorageError> {
+        self.compact_with(Arc::new(keep), |_| {}).await
     }
 
     /// Makes every acknowledged append durable (useful under weaker durability).

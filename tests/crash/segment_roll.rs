@@ -145,6 +145,7 @@ async fn a_leftover_prepared_segment_is_never_data_and_opening_removes_it() {
         segment_id: last + 1,
         first_position: 1,
         size: bytes.len() as u64,
+        compacted: None,
     };
     bytes[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&header.encode());
     let leftover = log_dir().join(format!("{:010}.seg.creating", last + 1));
@@ -202,6 +203,7 @@ async fn an_installed_segment_holding_no_commit_yet_takes_the_next_commits() {
         segment_id: next,
         first_position: last_position + 1,
         size,
+        compacted: None,
     };
     let mut bytes = header.encode().to_vec();
     bytes.resize(size as usize, 0);

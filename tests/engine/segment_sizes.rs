@@ -143,6 +143,7 @@ async fn a_store_whose_segments_all_have_the_configured_size_keeps_that_size() {
         segment_id: 1,
         first_position: 1,
         size,
+        compacted: None,
     };
     let mut first = header.encode().to_vec();
     first.resize(size as usize, 0);

@@ -12,6 +12,8 @@ pub struct Tail {
     pub first_version: u64,
     /// Initial-event timestamp, when the aggregate was created in this memtable.
     pub initial_timestamp_ms: Option<i64>,
+    /// Timestamp of the first version held.
+    pub first_timestamp_ms: i64,
     heads: Vec<RunHead>,
     /// Entry length of every version held, from `first_version`.
     lens: Vec<u32>,
@@ -89,6 +91,10 @@ pub struct MemTable {
     pub events: usize,
     /// The log position just past the last event held (or the start, when empty).
     pub end: Cursor,
+    /// Set while the log is replayed from its start past a compacted segment (an index
+    /// rebuild): an aggregate first met here past version 1, and unknown to the index, is one
+    /// whose earlier versions compaction removed rather than damage (see `Index::apply`).
+    pub allow_floors: bool,
 }
 
 impl MemTable {
@@ -98,6 +104,13 @@ impl MemTable {
             end,
             ..Default::default()
         }
+    }
+
+    /// Empties the memtable, which now starts at `end`, keeping [`MemTable::allow_floors`].
+    pub fn restart_at(&mut self, end: Cursor) {
+        let allow_floors = self.allow_floors;
+        *self = MemTable::starting_at(end);
+        self.allow_floors = allow_floors;
     }
 
     /// The latest version of an aggregate held here.
@@ -140,12 +153,15 @@ impl MemTable {
                     };
                     match aggregates.get_mut(aggregate) {
                         Some(t) => t,
-                        None => aggregates
-                            .entry(aggregate.to_owned())
-                            .or_insert_with(|| Tail {
-                                first_version: version,
-                                ..Tail::default()
-                            }),
+                        None => {
+                            aggregates
+                                .entry(aggregate.to_owned())
+                                .or_insert_with(|| Tail {
+                                    first_version: version,
+                                    first_timestamp_ms: timestamp_ms,
+                                    ..Tail::default()
+                                })
+                        }
                     }
                 }
             };

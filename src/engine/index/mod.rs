@@ -18,11 +18,13 @@
 //! | `memtable` | [`MemTable`] and its per-aggregate `Tail`s: the in-memory tier |
 //! | `tables` | [`Index`]: the redb tables, the checkpoint and the clean-close mark |
 //! | `reader` | [`IndexReader`]: a consistent read view (runs, versions, listings) |
+//! | `rewrite` | the index half of compacting a segment: one transaction, the commit point |
 //! | `event_rows` | the per-event view of the tables that the integrity check reads |
 
 mod event_rows;
 mod memtable;
 mod reader;
+mod rewrite;
 mod run;
 mod tables;
 
@@ -31,4 +33,5 @@ pub use memtable::MemTable;
 pub use reader::IndexReader;
 pub use run::{Cursor, Location, Run};
 pub use tables::Index;
-pub(crate) use tables::{AGGREGATES, BY_INITIAL};
+pub(crate) use rewrite::{AggregateRewrite, SegmentRewrite};
+pub(crate) use tables::{AGGREGATES, BY_INITIAL, FIRST_VERSIONS};

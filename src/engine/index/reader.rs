@@ -11,7 +11,8 @@ use super::super::error::EngineError;
 use super::event_rows::IndexTables;
 use super::run::{Cursor, Run};
 use super::tables::{
-    AGGREGATES, BY_INITIAL, CHECKPOINT_KEY, Index, MAX_ID, META, RUNS, contained, index_error,
+    AGGREGATES, BY_INITIAL, CHECKPOINT_KEY, FIRST_VERSIONS, Index, MAX_ID, META, RUNS, contained,
+    index_error,
 };
 
 impl Index {
@@ -87,6 +88,23 @@ impl IndexReader {
             .get((store, aggregate))
             .map_err(|e| err(e.into()))?
             .map(|v| v.value().0))
+    }
+
+    /// The first version of an aggregate the log still holds, when compaction removed the
+    /// ones before it (`None`: it starts at version 1, or is unknown).
+    pub fn first_version(&self, store: &str, aggregate: &str) -> Result<Option<u64>, EngineError> {
+        contained(&self.index.path, || {
+            let err = self.err("read index");
+            let table = match self.txn.open_table(FIRST_VERSIONS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(err(e.into())),
+            };
+            Ok(table
+                .get((store, aggregate))
+                .map_err(|e| err(e.into()))?
+                .map(|v| v.value()))
+        })
     }
 
     /// The runs holding versions `min..=max` of an aggregate, cut to that range, ascending.

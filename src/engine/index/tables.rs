@@ -11,7 +11,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 
 use super::super::error::EngineError;
 use super::super::io::{RedbBackend, StoreFile};
-use super::super::segment::SegmentHeader;
+use super::super::segment::{Compacted, SegmentHeader};
 use super::memtable::{MemTable, Tail};
 use super::run::Cursor;
 
@@ -28,6 +28,16 @@ pub(crate) const BY_INITIAL: TableDefinition<(&str, i64, &str), ()> =
 /// Segment id → (first position, size): the headers of segments the index covers, so opening
 /// a store need not read them (see [`Segment::lazy`](super::super::segment::Segment::lazy)).
 pub(super) const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
+/// Segment id → (end position, generation): what the header of a compacted segment adds to
+/// its `segments` row (see [`Compacted`]). Created by the first compaction; a missing table
+/// reads as empty, so indexes written before compaction existed open unchanged.
+pub(super) const COMPACTED: TableDefinition<u64, (u64, u64)> =
+    TableDefinition::new("compacted_segments");
+/// (store, aggregate) → the first version the log still holds, for aggregates whose earlier
+/// versions compaction removed (no row: the aggregate starts at version 1). Created on first
+/// use, like [`COMPACTED`].
+pub(crate) const FIRST_VERSIONS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("first_versions");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Sorts after every valid aggregate id of at most 256 bytes.
 pub(super) const MAX_ID: &str = concat!(
@@ -318,21 +328,40 @@ impl Index {
                     )
                     .map_err(|e| err(e.into()))?;
                 }
-                let initial = match tail.initial_timestamp_ms {
-                    Some(t) => t,
-                    None => aggregates
-                        .get((store, aggregate))
-                        .map_err(|e| err(e.into()))?
-                        .map(|v| v.value().1)
-                        .ok_or_else(|| EngineError::corruption(self.path.to_path_buf(), 0, format!(
-                                "aggregate {aggregate:?} of store {store:?} continues but has no \
-                                 indexed start"
-                            )))?,
+                let known = aggregates
+                    .get((store, aggregate))
+                    .map_err(|e| err(e.into()))?
+                    .map(|v| v.value().1);
+                // An aggregate first met past version 1 while the log is replayed from its
+                // start, after a compacted segment: its earlier versions were removed, and
+                // it starts (for listings too) at its first surviving event.
+                let starts_compacted =
+                    known.is_none() && tail.initial_timestamp_ms.is_none() && mem.allow_floors;
+                let initial = match (tail.initial_timestamp_ms, known) {
+                    (Some(t), _) => t,
+                    (None, Some(t)) => t,
+                    (None, None) if starts_compacted => tail.first_timestamp_ms,
+                    (None, None) => {
+                        return Err(EngineError::corruption(
+                            self.path.to_path_buf(),
+                            0,
+                            format!(
+                                "aggregate {aggregate:?} of store {store:?} continues but has \
+                                 no indexed start"
+                            ),
+                        ));
+                    }
                 };
                 aggregates
                     .insert((store, aggregate), (tail.last_version(), initial))
                     .map_err(|e| err(e.into()))?;
-                if tail.initial_timestamp_ms.is_some() {
+                if starts_compacted {
+                    let mut firsts = txn.open_table(FIRST_VERSIONS).map_err(|e| err(e.into()))?;
+                    firsts
+                        .insert((store, aggregate), tail.first_version)
+                        .map_err(|e| err(e.into()))?;
+                }
+                if tail.initial_timestamp_ms.is_some() || starts_compacted {
                     by_initial
                         .insert((store, initial, aggregate), ())
                         .map_err(|e| err(e.into()))?;
@@ -350,6 +379,13 @@ impl Index {
                 recorded
                     .insert(h.segment_id, (h.first_position, h.size))
                     .map_err(|e| err(e.into()))?;
+                if let Some(c) = h.compacted {
+                    // An index rebuilt over a compacted segment records what its header adds.
+                    let mut compacted = txn.open_table(COMPACTED).map_err(|e| err(e.into()))?;
+                    compacted
+                        .insert(h.segment_id, (c.end_position, u64::from(c.generation)))
+                        .map_err(|e| err(e.into()))?;
+                }
             }
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
             meta.insert(CHECKPOINT_KEY, mem.end.encode().as_slice())
@@ -367,15 +403,47 @@ impl Index {
         let err = self.err("read index segments");
         let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
         let table = txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
+        let mut compacted = std::collections::HashMap::new();
+        match txn.open_table(COMPACTED) {
+            Ok(rows) => {
+                for item in rows.iter().map_err(|e| err(e.into()))? {
+                    let (id, value) = item.map_err(|e| err(e.into()))?;
+                    compacted.insert(id.value(), value.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(err(e.into())),
+        }
         let mut out = Vec::new();
         for item in table.iter().map_err(|e| err(e.into()))? {
             let (id, value) = item.map_err(|e| err(e.into()))?;
             let (first_position, size) = value.value();
+            let compacted = match compacted.remove(&id.value()) {
+                None => None,
+                Some((end_position, generation)) => Some(Compacted {
+                    end_position,
+                    generation: u32::try_from(generation).map_err(|_| {
+                        EngineError::corruption(
+                            self.path.to_path_buf(),
+                            0,
+                            "a compacted segment's generation is out of range",
+                        )
+                    })?,
+                }),
+            };
             out.push(SegmentHeader {
                 segment_id: id.value(),
                 first_position,
                 size,
+                compacted,
             });
+        }
+        if let Some(id) = compacted.keys().next() {
+            return Err(EngineError::corruption(
+                self.path.to_path_buf(),
+                0,
+                format!("compacted segment {id} has no recorded header"),
+            ));
         }
         Ok(out)
     }

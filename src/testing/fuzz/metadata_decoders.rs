@@ -184,6 +184,7 @@ pub(super) fn metadata_seeds() -> Vec<Vec<u8>> {
         segment_id: 1,
         first_position: 1,
         size: SEGMENT_BYTES,
+        compacted: None,
     }
     .encode();
     let query = AggregateIdsQuery {

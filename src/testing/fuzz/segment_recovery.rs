@@ -39,6 +39,7 @@ pub fn segment_recovery(data: &[u8]) {
             segment_id: 1,
             first_position: 1,
             size: SEGMENT_BYTES,
+            compacted: None,
         };
         file[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&header.encode());
     }
