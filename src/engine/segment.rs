@@ -477,7 +477,6 @@ fn check_header(head: &[u8], id: u64, len: u64) -> Result<SegmentHeader, String>
     Ok(h)
 }
 
-/// The length of segment `id`'s file (`None` when it does not exist), without reading it.
 /// The length of the file at `path` (`None` when it does not exist), without reading it.
 pub fn path_len(fs: &dyn FileSystem, path: &Path) -> Result<Option<u64>, EngineError> {
     let path = path.to_owned();

@@ -8,6 +8,7 @@
 //! versions and positions are gap-free, and the next append succeeds.
 
 mod creation;
+mod compaction;
 mod full_disk;
 mod io_errors;
 mod power_loss;
