@@ -3,6 +3,7 @@
 //! log's counters, and live readers beside a writer.
 
 mod basics;
+mod compaction;
 mod counters;
 mod durability_modes;
 mod live_reader;
