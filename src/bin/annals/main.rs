@@ -10,7 +10,7 @@
 //! | [`export`] | `export` (and the JSON-lines event shape shared with import) |
 //! | [`import`] | `import` |
 //! | [`runtime_state`] | `consumers`, `views`, `dead-letters` |
-//! | [`maintenance`] | `verify`, `rebuild-index`, `snapshots prune` |
+//! | [`maintenance`] | `verify`, `rebuild-index`, `compact`, `snapshots prune` |
 //! | [`remote`] | `--url`: the read commands through a running application's console |
 //!
 //! Exit status (stable, see `docs/cli.md`): 0 success; 1 `verify` found problems; 2 usage
@@ -118,6 +118,12 @@ enum Command {
     },
     /// Discards the per-aggregate index and rebuilds it from the log.
     RebuildIndex,
+    /// Reclaims disk space: rewrites sealed log segments without the events the data
+    /// lifecycle's rules let go (the store must not be open elsewhere).
+    Compact {
+        /// The store directory (or `--dir`).
+        store: Option<PathBuf>,
+    },
     /// Converts a store written by annals 0.1 (redb 2 database files) to the current file
     /// format, file by file, each replaced only once converted and synced. The store must not
     /// be open elsewhere.
@@ -212,6 +218,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Verify { store } => return maintenance::verify(&target, store, &out),
         Command::RebuildIndex => maintenance::rebuild_index(&target, &out)?,
+        Command::Compact { store } => maintenance::compact(&target, store, &out).await?,
         Command::Upgrade { store } => maintenance::upgrade(&target, store, &out)?,
         Command::Snapshots(command) => maintenance::snapshots(&target, &out, command).await?,
     }

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use annals::engine::{EngineError, FileUpgrade, VerifyReport, upgrade_dir, verify_dir};
+use annals::engine::{
+    CompactionPhase, EngineError, FileUpgrade, VerifyReport, upgrade_dir, verify_dir,
+};
 use annals::storage::{ListAggregateIdsOptions, LogAdapter};
 use clap::Subcommand;
 use serde_json::json;
@@ -157,6 +159,62 @@ pub fn rebuild_index(target: &Target, out: &Out) -> Result<(), CliError> {
         out.line(format!(
             "rebuilt the index of {} from {events} events in {seconds:.2} s",
             dir.display()
+        ))
+    }
+}
+
+/// `annals compact`: opens the store and rewrites its sealed segments without the events the
+/// data lifecycle's rules let go, with a progress bar over the segments.
+pub async fn compact(target: &Target, store: Option<PathBuf>, out: &Out) -> Result<(), CliError> {
+    if target.postgres.is_some() {
+        return Err(CliError::failed("`annals compact` works on a store directory only"));
+    }
+    let dir = match &store {
+        Some(dir) => dir.as_path(),
+        None => target.dir()?,
+    };
+    if !is_store(dir) {
+        return Err(CliError::with_code(
+            crate::error::EXIT_NOT_FOUND,
+            format!(
+                "{} is not an annals store (no log/ directory)",
+                dir.display()
+            ),
+        ));
+    }
+    let started = Instant::now();
+    let log = LogAdapter::builder(dir)
+        .open()
+        .map_err(|e| CliError::storage(format_args!("open {}", dir.display()), e))?;
+    let bar = progress::bar(0, "compacting", false);
+    let shown = bar.clone();
+    let report = log
+        .compact_reporting(move |p| {
+            shown.set_message(match p.phase {
+                CompactionPhase::Scanning => "scanning segments",
+                CompactionPhase::Rewriting => "rewriting segments",
+            });
+            shown.set_length(p.segments_total);
+            shown.set_position(p.segments_done);
+        })
+        .await
+        .map_err(|e| CliError::storage(format_args!("compact {}", dir.display()), e))?;
+    log.close();
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if out.json {
+        out.json_doc(&json!({ "store": dir, "report": report, "seconds": seconds }))
+    } else {
+        out.line(format!(
+            "compacted {}: {} of {} sealed segment(s) rewritten, {} event(s) removed, {} bytes \
+             reclaimed ({} -> {}) in {seconds:.2} s",
+            dir.display(),
+            report.segments_rewritten,
+            report.segments_scanned,
+            report.events_removed,
+            report.bytes_reclaimed(),
+            report.bytes_before,
+            report.bytes_after,
         ))
     }
 }
