@@ -15,6 +15,7 @@
 //! deleted (`lock`), and a live reader following a writer child that appends under load and is
 //! killed mid-load (`live_reader`).
 
+mod compaction_kill;
 mod first_open;
 mod live_reader;
 mod lock;
