@@ -235,11 +235,14 @@ fn facts(entry: &[u8]) -> Option<(&str, &str, u64, i64, &str)> {
     ))
 }
 
+/// What [`visit_entries`] calls with each entry: frame offset, position, entry bytes.
+type EntryVisitor<'v> = dyn FnMut(u64, u64, &[u8]) -> Result<(), EngineError> + 'v;
+
 /// Calls `visit` with every entry of `segment` (frame offset, position, entry bytes), in
 /// order. A frame that does not verify is corruption: a sealed segment was synced whole.
 fn visit_entries(
     segment: &Segment,
-    visit: &mut dyn FnMut(u64, u64, &[u8]) -> Result<(), EngineError>,
+    visit: &mut EntryVisitor<'_>,
 ) -> Result<(), EngineError> {
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut next = segment.header.first_position;
@@ -365,33 +368,34 @@ fn rewrite(
     // consecutive positions when the frame ends or a position is skipped.
     let mut group: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut group_frame = None;
-    let flush = |group: &mut Vec<(u64, Vec<u8>)>, out: &mut Vec<u8>, survivors: &mut Vec<Survivor>| {
-        let Some((first, _)) = group.first() else {
-            return;
-        };
-        let frame_at = out.len() as u64;
-        let entries: Vec<&[u8]> = group.iter().map(|(_, e)| e.as_slice()).collect();
-        frame::write_raw_frame(&entries, *first, frame_at, out);
-        let mut at = frame_at + FRAME_HEADER_BYTES as u64;
-        for (position, entry) in group.iter() {
-            if let Some((store, aggregate, version, timestamp_ms, _)) = facts(entry) {
-                survivors.push(Survivor {
-                    store: store.to_owned(),
-                    aggregate: aggregate.to_owned(),
-                    version,
-                    timestamp_ms,
-                    location: Location {
-                        position: *position,
-                        segment_id: id,
-                        offset: at,
-                        len: entry.len() as u32,
-                    },
-                });
+    let flush =
+        |group: &mut Vec<(u64, Vec<u8>)>, out: &mut Vec<u8>, survivors: &mut Vec<Survivor>| {
+            let Some((first, _)) = group.first() else {
+                return;
+            };
+            let frame_at = out.len() as u64;
+            let entries: Vec<&[u8]> = group.iter().map(|(_, e)| e.as_slice()).collect();
+            frame::write_raw_frame(&entries, *first, frame_at, out);
+            let mut at = frame_at + FRAME_HEADER_BYTES as u64;
+            for (position, entry) in group.iter() {
+                if let Some((store, aggregate, version, timestamp_ms, _)) = facts(entry) {
+                    survivors.push(Survivor {
+                        store: store.to_owned(),
+                        aggregate: aggregate.to_owned(),
+                        version,
+                        timestamp_ms,
+                        location: Location {
+                            position: *position,
+                            segment_id: id,
+                            offset: at,
+                            len: entry.len() as u32,
+                        },
+                    });
+                }
+                at += entry.len() as u64;
             }
-            at += entry.len() as u64;
-        }
-        group.clear();
-    };
+            group.clear();
+        };
     visit_entries(old, &mut |offset, position, entry| {
         let (store, aggregate, version, _, _) = facts(entry).ok_or_else(|| {
             EngineError::corruption(old.path.clone(), offset, "malformed entry in a frame")
@@ -419,10 +423,7 @@ fn rewrite(
         first_position: old.header.first_position,
         size: out.len() as u64,
         compacted: Some(Compacted {
-            end_position: old
-                .header
-                .compacted
-                .map_or(next_first, |c| c.end_position),
+            end_position: old.header.compacted.map_or(next_first, |c| c.end_position),
             generation: old.header.generation() + 1,
         }),
     };
@@ -440,7 +441,12 @@ fn rewrite(
     }));
     let timestamps: HashMap<(&str, &str, u64), i64> = survivors
         .iter()
-        .map(|s| ((s.store.as_str(), s.aggregate.as_str(), s.version), s.timestamp_ms))
+        .map(|s| {
+            (
+                (s.store.as_str(), s.aggregate.as_str(), s.version),
+                s.timestamp_ms,
+            )
+        })
         .collect();
     // Step 1: the rewritten file, durable under its temporary name.
     let log_dir = &shared.log_dir;
@@ -490,9 +496,7 @@ fn rewrite(
             return timestamps
                 .get(&(store, aggregate, run.first_version))
                 .copied()
-                .ok_or_else(|| {
-                    EngineError::corruption(temp.clone(), 0, "a survivor is missing")
-                });
+                .ok_or_else(|| EngineError::corruption(temp.clone(), 0, "a survivor is missing"));
         }
         first_timestamp(shared, store, aggregate, run)
     };

@@ -378,9 +378,10 @@ impl LiveLog {
             view.segments
                 .range(..=segment_id)
                 .any(|(_, s)| s.header.compacted.is_some())
-                || step.segments.iter().any(|s| {
-                    s.header.segment_id <= segment_id && s.header.compacted.is_some()
-                })
+                || step
+                    .segments
+                    .iter()
+                    .any(|s| s.header.segment_id <= segment_id && s.header.compacted.is_some())
         };
         for event in &step.events {
             let key = (event.store.as_str(), event.aggregate.as_str());

@@ -20,8 +20,9 @@ use crate::engine::frame::{
 };
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
-    CompactEntry, CompactionProgress, CompactionReport, Durability, Engine, EngineOptions, EngineStats, FileSystem, IndexStats, LogCounters, LogCursor,
-    NewEntry, OsFileSystem, VerifyReport,
+    CompactEntry, CompactionProgress, CompactionReport, Durability, Engine, EngineOptions,
+    EngineStats, FileSystem, IndexStats, LogCounters, LogCursor, NewEntry, OsFileSystem,
+    VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.

@@ -85,7 +85,10 @@ async fn check(log: &LogAdapter, before: &BTreeMap<u64, LoggedEvent>, context: &
                 "{context}: {store}/{aggregate} by aggregate and in order differ"
             );
             for (stored, logged) in by_aggregate.iter().zip(&in_order) {
-                assert_eq!(stored.position, logged.position, "{context}: position moved");
+                assert_eq!(
+                    stored.position, logged.position,
+                    "{context}: position moved"
+                );
                 assert_eq!(stored.event, logged.event, "{context}: event differs");
             }
             let last = before
@@ -113,7 +116,10 @@ async fn check(log: &LogAdapter, before: &BTreeMap<u64, LoggedEvent>, context: &
 async fn a_compaction_survives_power_loss_at_every_io_step() {
     let (base, before) = prepared().await;
     let removed = before.values().filter(|e| !kept(e)).count() as u64;
-    assert!(removed > 10, "the workload gives the predicate something to remove");
+    assert!(
+        removed > 10,
+        "the workload gives the predicate something to remove"
+    );
     let mut images = 0;
     let mut finished = false;
     let mut k = 1;
@@ -151,18 +157,25 @@ async fn a_compaction_survives_power_loss_at_every_io_step() {
                 .await
                 .unwrap_or_else(|e| panic!("{context}: compacting again: {e}"));
             let after = all_events(&log).await;
-            assert!(after.values().all(kept), "{context}: a removed event remains");
+            assert!(
+                after.values().all(kept),
+                "{context}: a removed event remains"
+            );
             assert!(report.events_removed <= removed);
             check(&log, &before, &context).await;
             append_more(&log, &context).await;
             drop(log);
-            let verified = annals::engine::verify_dir_with(Arc::new(image.clone()), workload::dir())
-                .unwrap_or_else(|e| panic!("{context}: verify_dir: {e}"));
+            let verified =
+                annals::engine::verify_dir_with(Arc::new(image.clone()), workload::dir())
+                    .unwrap_or_else(|e| panic!("{context}: verify_dir: {e}"));
             assert!(verified.is_clean(), "{context}: {:?}", verified.problems);
             images += 1;
         }
         k += 1;
     }
-    println!("compaction power loss: {} I/O steps, {images} crash images checked", k - 1);
+    println!(
+        "compaction power loss: {} I/O steps, {images} crash images checked",
+        k - 1
+    );
     assert!(k > 10, "a compaction takes several I/O steps");
 }

@@ -7,8 +7,8 @@
 //! acknowledged event is readable byte-identical at its position, no commit is partly visible,
 //! versions and positions are gap-free, and the next append succeeds.
 
-mod creation;
 mod compaction;
+mod creation;
 mod full_disk;
 mod io_errors;
 mod power_loss;

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annals::storage::{LogAdapter, StorageAdapter};
+use annals::storage::StorageAdapter;
 
 use crate::sigkill::{Rng, append_commits};
 use crate::workload::{self, Ack, TASKS};
@@ -74,7 +74,13 @@ async fn write_scratch(dir: &Path, run: u64) {
 fn kill_child(dir: &Path, run: u64, delay: Duration) -> Vec<Ack> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--exact", CHILD_TEST, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            CHILD_TEST,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_VAR, dir)
         .env(RUN_VAR, run.to_string())
         .stdin(Stdio::null())
@@ -119,7 +125,11 @@ async fn check(dir: &Path, run: u64, acks: &HashMap<String, Ack>, context: &str)
                 .get(&(ack.first + i as u64))
                 .unwrap_or_else(|| panic!("{context}: acknowledged commit {} lost", ack.commit));
             assert_eq!(found.event_store_id, expected.event_store_id, "{context}");
-            assert_eq!(found.event, expected.event, "{context}: commit {} differs", ack.commit);
+            assert_eq!(
+                found.event, expected.event,
+                "{context}: commit {} differs",
+                ack.commit
+            );
         }
     }
     // Only scratch events ever go, and what is left of a scratch aggregate is a suffix.

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use annals::Timestamp;
 use annals::engine::{CompactEntry, verify_dir};
 use annals::storage::{
     AppendEvent, EncodedEvent, GetEventsOptions, Limits, ListAggregateIdsOptions, LogAdapter,
     LoggedEvent, StorageAdapter, StorageError,
 };
-use annals::Timestamp;
 
 fn event(aggregate: &str, version: u64) -> AppendEvent {
     AppendEvent {
@@ -41,7 +41,10 @@ async fn filled(dir: &Path) -> LogAdapter {
     let log = open(dir);
     for round in 0..20u64 {
         for aggregate in AGGREGATES {
-            let events = vec![event(aggregate, round * 2 + 1), event(aggregate, round * 2 + 2)];
+            let events = vec![
+                event(aggregate, round * 2 + 1),
+                event(aggregate, round * 2 + 2),
+            ];
             log.push_event_group(events).await.unwrap();
         }
     }
@@ -95,7 +98,10 @@ async fn assert_compacted(log: &LogAdapter, before: &BTreeMap<u64, LoggedEvent>)
         .copied()
         .collect();
     assert!(!removed.is_empty());
-    assert!(removed.iter().all(|p| !kept(&before[p])), "a kept event went");
+    assert!(
+        removed.iter().all(|p| !kept(&before[p])),
+        "a kept event went"
+    );
     for aggregate in AGGREGATES {
         let by_aggregate = versions(log, aggregate).await;
         let expected: Vec<(u64, u64)> = after
@@ -103,7 +109,10 @@ async fn assert_compacted(log: &LogAdapter, before: &BTreeMap<u64, LoggedEvent>)
             .filter(|e| e.event.aggregate_id == aggregate)
             .map(|e| (e.event.version, e.position))
             .collect();
-        assert_eq!(by_aggregate, expected, "{aggregate} by aggregate and in order");
+        assert_eq!(
+            by_aggregate, expected,
+            "{aggregate} by aggregate and in order"
+        );
     }
     let report = log.verify().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
@@ -143,7 +152,10 @@ async fn compaction_keeps_positions_and_reads_in_order_skip_removed_events() {
     assert!(report.is_clean(), "{:?}", report.problems);
     let log = open(dir.path());
     let mut before = before;
-    before.insert(log.last_position(), all(&log).await[&log.last_position()].clone());
+    before.insert(
+        log.last_position(),
+        all(&log).await[&log.last_position()].clone(),
+    );
     assert_compacted(&log, &before).await;
 }
 
@@ -158,7 +170,11 @@ async fn an_aggregate_compacted_away_disappears_from_listings_and_its_rows() {
         .list_aggregate_ids("S", &ListAggregateIdsOptions::default())
         .await
         .unwrap();
-    let ids: Vec<&str> = listed.aggregate_ids.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let ids: Vec<&str> = listed
+        .aggregate_ids
+        .iter()
+        .map(|e| e.aggregate_id.as_str())
+        .collect();
     assert_eq!(ids.contains(&"a"), !left.is_empty());
     assert!(ids.contains(&"b") && ids.contains(&"c") && ids.contains(&"d"));
     let report = log.verify().unwrap();
@@ -248,7 +264,14 @@ async fn a_predicate_leaving_a_hole_in_a_stream_is_refused_and_changes_nothing()
         .compact_where(|e| !(e.aggregate == "c" && e.version == 7))
         .await;
     assert!(
-        matches!(refused, Err(StorageError::CompactionRefused { version: 7, kept: 6, .. })),
+        matches!(
+            refused,
+            Err(StorageError::CompactionRefused {
+                version: 7,
+                kept: 6,
+                ..
+            })
+        ),
         "{refused:?}"
     );
 }
@@ -273,7 +296,10 @@ async fn a_live_reader_reads_a_compacted_store() {
             .get_events("S", aggregate, &GetEventsOptions::default())
             .await
             .unwrap();
-        let got: Vec<(u64, u64)> = events.iter().map(|e| (e.event.version, e.position)).collect();
+        let got: Vec<(u64, u64)> = events
+            .iter()
+            .map(|e| (e.event.version, e.position))
+            .collect();
         assert_eq!(got, versions(&log, aggregate).await, "{aggregate}");
     }
     // The writer appends on; the reader follows.

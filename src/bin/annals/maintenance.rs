@@ -167,7 +167,9 @@ pub fn rebuild_index(target: &Target, out: &Out) -> Result<(), CliError> {
 /// data lifecycle's rules let go, with a progress bar over the segments.
 pub async fn compact(target: &Target, store: Option<PathBuf>, out: &Out) -> Result<(), CliError> {
     if target.postgres.is_some() {
-        return Err(CliError::failed("`annals compact` works on a store directory only"));
+        return Err(CliError::failed(
+            "`annals compact` works on a store directory only",
+        ));
     }
     let dir = match &store {
         Some(dir) => dir.as_path(),

@@ -153,15 +153,13 @@ impl MemTable {
                     };
                     match aggregates.get_mut(aggregate) {
                         Some(t) => t,
-                        None => {
-                            aggregates
-                                .entry(aggregate.to_owned())
-                                .or_insert_with(|| Tail {
-                                    first_version: version,
-                                    first_timestamp_ms: timestamp_ms,
-                                    ..Tail::default()
-                                })
-                        }
+                        None => aggregates
+                            .entry(aggregate.to_owned())
+                            .or_insert_with(|| Tail {
+                                first_version: version,
+                                first_timestamp_ms: timestamp_ms,
+                                ..Tail::default()
+                            }),
                     }
                 }
             };

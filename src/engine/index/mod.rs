@@ -31,7 +31,7 @@ mod tables;
 pub(crate) use event_rows::EVENTS;
 pub use memtable::MemTable;
 pub use reader::IndexReader;
+pub(crate) use rewrite::{AggregateRewrite, SegmentRewrite};
 pub use run::{Cursor, Location, Run};
 pub use tables::Index;
-pub(crate) use rewrite::{AggregateRewrite, SegmentRewrite};
 pub(crate) use tables::{AGGREGATES, BY_INITIAL, FIRST_VERSIONS};

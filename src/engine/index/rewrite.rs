@@ -10,9 +10,7 @@ use redb::ReadableTable;
 use super::super::error::EngineError;
 use super::super::segment::SegmentHeader;
 use super::run::Run;
-use super::tables::{
-    AGGREGATES, BY_INITIAL, COMPACTED, FIRST_VERSIONS, Index, RUNS, SEGMENTS,
-};
+use super::tables::{AGGREGATES, BY_INITIAL, COMPACTED, FIRST_VERSIONS, Index, RUNS, SEGMENTS};
 
 /// What compacting one segment changes in the index.
 #[derive(Debug)]
@@ -46,14 +44,16 @@ impl Index {
         rewrite: &SegmentRewrite,
         timestamp: &mut dyn FnMut(&str, &str, &Run) -> Result<i64, EngineError>,
     ) -> Result<(), EngineError> {
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.rewrite_unguarded(rewrite, timestamp)))
-            .unwrap_or_else(|_| {
-                Err(EngineError::corruption(
-                    self.path.to_path_buf(),
-                    0,
-                    "the index database is damaged (redb failed while writing it)",
-                ))
-            })
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.rewrite_unguarded(rewrite, timestamp)
+        }))
+        .unwrap_or_else(|_| {
+            Err(EngineError::corruption(
+                self.path.to_path_buf(),
+                0,
+                "the index database is damaged (redb failed while writing it)",
+            ))
+        })
     }
 
     fn rewrite_unguarded(
@@ -107,7 +107,12 @@ impl Index {
                     lens.extend(run.lens.iter().flat_map(|l| l.to_le_bytes()));
                     runs.insert(
                         (store, aggregate, run.first_version),
-                        (run.first_position, run.segment_id, run.offset, lens.as_slice()),
+                        (
+                            run.first_position,
+                            run.segment_id,
+                            run.offset,
+                            lens.as_slice(),
+                        ),
                     )
                     .map_err(|e| err(e.into()))?;
                 }
