@@ -240,10 +240,7 @@ type EntryVisitor<'v> = dyn FnMut(u64, u64, &[u8]) -> Result<(), EngineError> + 
 
 /// Calls `visit` with every entry of `segment` (frame offset, position, entry bytes), in
 /// order. A frame that does not verify is corruption: a sealed segment was synced whole.
-fn visit_entries(
-    segment: &Segment,
-    visit: &mut EntryVisitor<'_>,
-) -> Result<(), EngineError> {
+fn visit_entries(segment: &Segment, visit: &mut EntryVisitor<'_>) -> Result<(), EngineError> {
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut next = segment.header.first_position;
     let end = segment.header.compacted.map(|c| c.end_position);
@@ -500,43 +497,54 @@ fn rewrite(
         }
         first_timestamp(shared, store, aggregate, run)
     };
-    let index = shared.index();
-    if let Err(e) = index.rewrite_segment(&rewrite, &mut timestamp) {
+    // The index handle is not held past the transaction: after a failure it is reopened.
+    let committed = shared.index().rewrite_segment(&rewrite, &mut timestamp);
+    if let Err(e) = committed {
         return Err(after_failed_commit(shared, &temp, &header, e));
     }
-    // The commit point has passed: the index vouches for the new file.
-    let installed = (|| {
-        let path = log_dir.join(segment::file_name(id));
-        shared
-            .fs
-            .rename(&temp, &path)
-            .map_err(|e| EngineError::io("rename", &temp, e))?;
-        shared
-            .fs
-            .sync_dir(log_dir)
-            .map_err(|e| EngineError::io("sync directory", log_dir, e))?;
-        let file = shared
-            .fs
-            .open(&path, false)
-            .map_err(|e| EngineError::io("open", &path, e))?;
-        Ok::<_, EngineError>(Segment { header, path, file })
-    })();
-    match installed {
-        Ok(segment) => {
+    // The commit point has passed: the index vouches for the new file, so the engine swaps
+    // to it whatever happens next, and never reads the old file with the new runs.
+    let path = log_dir.join(segment::file_name(id));
+    let renamed = shared
+        .fs
+        .rename(&temp, &path)
+        .map_err(|e| EngineError::io("rename", &temp, e));
+    let (live, synced) = match &renamed {
+        Ok(()) => (
+            &path,
+            shared
+                .fs
+                .sync_dir(log_dir)
+                .map_err(|e| EngineError::io("sync directory", log_dir, e)),
+        ),
+        Err(_) => (&temp, Ok(())),
+    };
+    let swapped = shared
+        .fs
+        .open(live, false)
+        .map_err(|e| EngineError::io("open", live, e))
+        .map(|file| {
+            let segment = Segment {
+                header,
+                path: live.clone(),
+                file,
+            };
             shared
                 .segments
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id, Arc::new(segment));
-            Ok((removed, old.header.size, header.size))
-        }
-        Err(e) => {
-            // The index already points into the new file, which may not be in place: the
-            // store must be reopened, which rolls the rewrite forward.
-            shared.poison(format!("compaction of segment {id} could not finish: {e}"));
-            Err(e)
-        }
+        });
+    if let Err(e) = renamed.and(swapped) {
+        // The segment's file is not where the index says, or not open: the store must be
+        // reopened, which finishes the rename (see `health`).
+        shared.poison(format!("compaction of segment {id} could not finish: {e}"));
+        return Err(e);
     }
+    // A directory sync that failed leaves the rename maybe not durable: a crash then leaves
+    // the rewrite under its own name, which opening rolls forward. Nothing to undo.
+    synced?;
+    Ok((removed, old.header.size, header.size))
 }
 
 /// Takes the compaction gate exclusively. It is tried rather than waited for: a writer

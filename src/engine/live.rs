@@ -521,11 +521,12 @@ impl LiveLog {
     pub(crate) fn store_summaries(&self) -> Vec<StoreSummary> {
         let view = self.view();
         let mut totals: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        for (store, _, version) in view.mem.aggregates() {
+        for (store, _, first, last) in view.mem.spans() {
             let (aggregates, events) = totals.entry(store).or_default();
             *aggregates += 1;
-            // Versions are gap-free from 1 (checked as the log was read).
-            *events += version;
+            // Versions are gap-free (checked as the log was read), from 1 unless a compaction
+            // removed the first ones.
+            *events += last + 1 - first;
         }
         totals
             .into_iter()

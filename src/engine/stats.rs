@@ -193,12 +193,19 @@ impl Engine {
         };
         reader.visit_aggregates(&mut |store, aggregate, version| {
             let key = (store.to_owned(), aggregate.to_owned());
-            // Versions are gap-free from 1, so the latest version counts the events.
+            // Versions are gap-free from 1, so the latest version counts the events (less
+            // those a compaction removed, below).
             add(store, recent.remove(&key).unwrap_or(version));
         })?;
         for ((store, _), version) in recent {
             add(&store, version);
         }
+        // The versions a compaction removed are not events any more.
+        reader.visit_first_versions(&mut |store, first| {
+            if let Some((_, events)) = totals.get_mut(store) {
+                *events = events.saturating_sub(first.saturating_sub(1));
+            }
+        })?;
         Ok(totals
             .into_iter()
             .map(|(store, (aggregates, events))| StoreSummary {

@@ -116,6 +116,12 @@ async fn assert_compacted(log: &LogAdapter, before: &BTreeMap<u64, LoggedEvent>)
     }
     let report = log.verify().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
+    let summaries = log.event_store_summaries().await.unwrap();
+    assert_eq!(
+        summaries[0].events,
+        after.len() as u64,
+        "events counted per store"
+    );
 }
 
 #[tokio::test]
@@ -302,6 +308,8 @@ async fn a_live_reader_reads_a_compacted_store() {
             .collect();
         assert_eq!(got, versions(&log, aggregate).await, "{aggregate}");
     }
+    let summaries = reader.event_store_summaries().await.unwrap();
+    assert_eq!(summaries[0].events, compacted.len() as u64);
     // The writer appends on; the reader follows.
     let next = versions(&log, "d").await.last().unwrap().0 + 1;
     let position = log.push_event(event("d", next)).await.unwrap();

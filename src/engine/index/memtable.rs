@@ -187,6 +187,17 @@ impl MemTable {
         self.created.get(store)
     }
 
+    /// Every aggregate held here with the first and the latest version held, in no
+    /// particular order.
+    pub fn spans(&self) -> impl Iterator<Item = (&str, &str, u64, u64)> + '_ {
+        self.stores.iter().flat_map(|(store, aggregates)| {
+            aggregates.iter().map(move |(aggregate, tail)| {
+                let (first, last) = (tail.first_version, tail.last_version());
+                (store.as_str(), aggregate.as_str(), first, last)
+            })
+        })
+    }
+
     /// Every aggregate held here with its latest version, in no particular order.
     pub fn aggregates(&self) -> impl Iterator<Item = (&str, &str, u64)> + '_ {
         self.stores.iter().flat_map(|(store, aggregates)| {

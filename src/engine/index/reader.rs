@@ -107,6 +107,27 @@ impl IndexReader {
         })
     }
 
+    /// Calls `visit` with the store and first version of every aggregate whose earlier
+    /// versions a compaction removed.
+    pub fn visit_first_versions(
+        &self,
+        visit: &mut dyn FnMut(&str, u64),
+    ) -> Result<(), EngineError> {
+        contained(&self.index.path, || {
+            let err = self.err("read index");
+            let table = match self.txn.open_table(FIRST_VERSIONS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(err(e.into())),
+            };
+            for item in table.iter().map_err(|e| err(e.into()))? {
+                let (key, value) = item.map_err(|e| err(e.into()))?;
+                visit(key.value().0, value.value());
+            }
+            Ok(())
+        })
+    }
+
     /// The runs holding versions `min..=max` of an aggregate, cut to that range, ascending.
     pub fn runs(
         &self,
