@@ -5,6 +5,8 @@
 //! <dir>/log/0000000001.seg   segments, in order (see docs/format.md)
 //! <dir>/log/0000000002.seg.creating
 //!                            the next segment, prepared ahead of need (never data)
+//! <dir>/log/0000000001.seg.compact
+//!                            a sealed segment being rewritten by compaction
 //! <dir>/index.redb           the persisted index (derived; rebuilt from the log if lost)
 //! <dir>/snapshots.redb       aggregate snapshots of the log adapter (made on first use)
 //! <dir>/state.redb           the runtime's state: consumers, views, dead letters, queues

@@ -10,7 +10,10 @@
 //! What makes this safe is how the writer changes the log:
 //! - a segment file appears under its name complete (zero-filled, its header written and
 //!   synced, then renamed into place: see `segment::install`), and is never removed or
-//!   rewritten once it holds a frame;
+//!   rewritten once it holds a frame — except by compaction, which replaces a sealed segment
+//!   whole, by a rename, with a compacted one holding a subset of its frames' events at the
+//!   same positions (a reader holding the old file keeps reading it, consistently; one that
+//!   opens the segment later reads the compacted one, whose gaps it accepts, see `compaction`);
 //! - frames are only ever written past the end of data, each commit in one frame whose
 //!   checksum covers every one of its events;
 //! - the writer writes the last frames of a segment before it creates the next one.
