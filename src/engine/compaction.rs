@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::engine_state::EngineState;
+use super::engine_state::{EngineState, Transition};
 use super::error::EngineError;
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::handle::Engine;
@@ -76,6 +76,8 @@ pub(crate) type Keep<'k> = &'k (dyn Fn(&CompactEntry<'_>) -> bool + Sync);
 pub struct CompactionReport {
     /// Sealed segments read.
     pub segments_scanned: u64,
+    /// Size of the sealed segments' files read.
+    pub bytes_scanned: u64,
     /// Segments rewritten without some of their events.
     pub segments_rewritten: u64,
     /// Events removed from the log.
@@ -168,6 +170,7 @@ pub(crate) fn compact(
     // Pass 1: what goes, checked to leave every aggregate a suffix of its versions.
     let (cuts, to_rewrite) = plan(shared, &sealed, keep, progress)?;
     report.segments_scanned = sealed.len() as u64;
+    report.bytes_scanned = sealed.iter().map(|s| s.header.size).sum();
     let total = to_rewrite.len() as u64;
     progress(CompactionProgress {
         phase: CompactionPhase::Rewriting,
@@ -449,61 +452,38 @@ fn rewrite(
     let log_dir = &shared.log_dir;
     let temp = log_dir.join(compact_file_name(id));
     write_durably(shared, &temp, &out)?;
-    // Steps 2 to 4, under the gate.
-    let _gate = exclusive_gate(shared);
-    let in_memory: HashMap<(String, String), Run> = {
-        let tiers = shared.tiers.read().unwrap_or_else(|p| p.into_inner());
-        let mut found = HashMap::new();
-        for ((store, aggregate), (_, _, gone)) in &touched {
-            if !gone {
-                continue;
-            }
-            for mem in [tiers.frozen.as_deref(), Some(&tiers.active)]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(run) = mem.tail(store, aggregate).and_then(|t| t.runs().next()) {
-                    found
-                        .entry((store.clone(), aggregate.clone()))
-                        .or_insert(run);
-                }
-            }
-        }
-        found
-    };
-    let rewrite = SegmentRewrite {
+    // Readers between the commit and the swap pick the file matching their index view.
+    let new_file = shared
+        .fs
+        .open(&temp, false)
+        .map_err(|e| EngineError::io("open", &temp, e))?;
+    let new_segment = Arc::new(Segment {
         header,
-        aggregates: touched
-            .iter()
-            .map(|((store, aggregate), &(lo, hi, gone))| AggregateRewrite {
-                store: store.clone(),
-                aggregate: aggregate.clone(),
-                old_versions: (lo, hi),
-                runs: runs
-                    .tail(store, aggregate)
-                    .map(|t| t.runs().collect())
-                    .unwrap_or_default(),
-                removed: gone,
-                in_memory: in_memory.get(&(store.clone(), aggregate.clone())).cloned(),
-            })
-            .collect(),
-    };
-    let mut timestamp = |store: &str, aggregate: &str, run: &Run| {
-        if run.segment_id == id {
-            return timestamps
-                .get(&(store, aggregate, run.first_version))
-                .copied()
-                .ok_or_else(|| EngineError::corruption(temp.clone(), 0, "a survivor is missing"));
-        }
-        first_timestamp(shared, store, aggregate, run)
-    };
-    // The index handle is not held past the transaction: after a failure it is reopened.
-    let committed = shared.index().rewrite_segment(&rewrite, &mut timestamp);
+        path: temp.clone(),
+        file: new_file,
+    });
+    *shared.transition.write().unwrap_or_else(|p| p.into_inner()) = Some(Transition {
+        old: Arc::clone(old),
+        new: new_segment,
+    });
+    let committed = commit(
+        shared,
+        id,
+        &header,
+        &touched,
+        cuts,
+        &runs,
+        &timestamps,
+        &temp,
+    );
     if let Err(e) = committed {
+        *shared.transition.write().unwrap_or_else(|p| p.into_inner()) = None;
         return Err(after_failed_commit(shared, &temp, &header, e));
     }
     // The commit point has passed: the index vouches for the new file, so the engine swaps
-    // to it whatever happens next, and never reads the old file with the new runs.
+    // to it whatever happens next, and never reads the old file with the new runs. The
+    // rename and the swap happen under the gate, which no read holds meanwhile.
+    let _gate = exclusive_gate(shared);
     let path = log_dir.join(segment::file_name(id));
     let renamed = shared
         .fs
@@ -535,6 +515,7 @@ fn rewrite(
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id, Arc::new(segment));
         });
+    *shared.transition.write().unwrap_or_else(|p| p.into_inner()) = None;
     if let Err(e) = renamed.and(swapped) {
         // The segment's file is not where the index says, or not open: the store must be
         // reopened, which finishes the rename (see `health`).
@@ -545,6 +526,94 @@ fn rewrite(
     // the rewrite under its own name, which opening rolls forward. Nothing to undo.
     synced?;
     Ok((removed, old.header.size, header.size))
+}
+
+/// Step 2, the commit point: the index transaction of the rewrite of segment `id` into
+/// `header`, whose survivors' runs are in `runs`.
+#[allow(clippy::too_many_arguments)]
+fn commit(
+    shared: &EngineState,
+    id: u64,
+    header: &SegmentHeader,
+    touched: &BTreeMap<(String, String), (u64, u64, bool)>,
+    cuts: &Cuts,
+    runs: &MemTable,
+    timestamps: &HashMap<(&str, &str, u64), i64>,
+    temp: &Path,
+) -> Result<(), EngineError> {
+    // An aggregate whose every version goes loses its rows: the writer must not check an
+    // append against them meanwhile. Only then is it held back, for this one transaction.
+    let doomed = {
+        let tiers = shared.tiers.read().unwrap_or_else(|p| p.into_inner());
+        let reader = shared.index_reader()?;
+        let mut doomed = false;
+        for ((store, aggregate), (_, _, gone)) in touched {
+            if !gone {
+                continue;
+            }
+            let last = match tiers.in_memory_version(store, aggregate) {
+                Some(last) => last,
+                None => reader.last_version(store, aggregate)?.unwrap_or(0),
+            };
+            let cut = cuts.get(&(store.clone(), aggregate.clone())).copied();
+            doomed |= cut.is_some_and(|cut| last <= cut);
+        }
+        doomed
+    };
+    let _writer = doomed.then(|| {
+        shared
+            .versions_gate
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    });
+    let in_memory: HashMap<(String, String), Run> = {
+        let tiers = shared.tiers.read().unwrap_or_else(|p| p.into_inner());
+        let mut found = HashMap::new();
+        for ((store, aggregate), (_, _, gone)) in touched {
+            if !gone {
+                continue;
+            }
+            for mem in [tiers.frozen.as_deref(), Some(&tiers.active)]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(run) = mem.tail(store, aggregate).and_then(|t| t.runs().next()) {
+                    found
+                        .entry((store.clone(), aggregate.clone()))
+                        .or_insert(run);
+                }
+            }
+        }
+        found
+    };
+    let rewrite = SegmentRewrite {
+        header: *header,
+        aggregates: touched
+            .iter()
+            .map(|((store, aggregate), &(lo, hi, gone))| AggregateRewrite {
+                store: store.clone(),
+                aggregate: aggregate.clone(),
+                old_versions: (lo, hi),
+                runs: runs
+                    .tail(store, aggregate)
+                    .map(|t| t.runs().collect())
+                    .unwrap_or_default(),
+                removed: gone,
+                in_memory: in_memory.get(&(store.clone(), aggregate.clone())).cloned(),
+            })
+            .collect(),
+    };
+    let mut timestamp = |store: &str, aggregate: &str, run: &Run| {
+        if run.segment_id == id {
+            return timestamps
+                .get(&(store, aggregate, run.first_version))
+                .copied()
+                .ok_or_else(|| EngineError::corruption(temp, 0, "a survivor is missing"));
+        }
+        first_timestamp(shared, store, aggregate, run)
+    };
+    // The index handle is not held past the transaction: after a failure it is reopened.
+    shared.index().rewrite_segment(&rewrite, &mut timestamp)
 }
 
 /// Takes the compaction gate exclusively. It is tried rather than waited for: a writer

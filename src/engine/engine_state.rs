@@ -46,11 +46,18 @@ pub(crate) struct EngineState {
     /// `None` once the engine is closed: dropping the sender wakes every follower, which then
     /// finds the store closed.
     pub(crate) published: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
-    /// Held shared by every read of the log through the index or in global order, and by
-    /// the writer while it checks and publishes a batch; held exclusively by compaction while
-    /// it commits a segment's index rewrite and swaps the segment's file, so nobody pairs the
-    /// new runs with the old file or the reverse (see `compaction`).
+    /// Held shared by every read of the log through the index or in global order; held
+    /// exclusively by compaction while it renames a rewritten segment into place and swaps
+    /// the engine's handle of it, so no read sees the file change under it (see
+    /// `compaction`).
     pub(crate) compaction_gate: RwLock<()>,
+    /// The segment a compaction is replacing, between its index commit and its swap: readers
+    /// pick the file that matches their view of the index (see `compaction`).
+    pub(crate) transition: RwLock<Option<Transition>>,
+    /// Held shared by the writer while it checks and publishes a batch; held exclusively by
+    /// a compaction whose index commit may delete an aggregate's rows, so that no append is
+    /// checked against rows the commit then deletes.
+    pub(crate) versions_gate: RwLock<()>,
     /// One compaction at a time.
     pub(crate) compaction_running: Mutex<()>,
     pub(crate) _lock: Box<dyn fmt::Debug + Send + Sync>,
@@ -213,6 +220,37 @@ impl EngineState {
             }
         }
         Err(first_error)
+    }
+}
+
+/// A segment being replaced by its compacted rewrite: the handle of each file, and the
+/// rewrite's generation, which the index records once the compaction has committed.
+#[derive(Debug)]
+pub(crate) struct Transition {
+    pub(crate) old: Arc<Segment>,
+    pub(crate) new: Arc<Segment>,
+}
+
+impl EngineState {
+    /// The handle of segment `id` matching an index view that records generation
+    /// `generation` for it, while a compaction replaces it; `None` when no compaction is
+    /// replacing it (the segment map's handle is then the one).
+    pub(crate) fn transition_handle(&self, id: u64, generation: u32) -> Option<Arc<Segment>> {
+        let transition = self.transition.read().unwrap_or_else(|p| p.into_inner());
+        let t = transition
+            .as_ref()
+            .filter(|t| t.new.header.segment_id == id)?;
+        Some(if generation == t.new.header.generation() {
+            Arc::clone(&t.new)
+        } else {
+            Arc::clone(&t.old)
+        })
+    }
+
+    /// The id of the segment a compaction is replacing, if any.
+    pub(crate) fn in_transition(&self) -> Option<u64> {
+        let transition = self.transition.read().unwrap_or_else(|p| p.into_inner());
+        transition.as_ref().map(|t| t.new.header.segment_id)
     }
 }
 

@@ -75,6 +75,8 @@ impl Engine {
             commit_pool: Default::default(),
             published: Mutex::new(Some(tokio::sync::watch::Sender::new(0))),
             compaction_gate: RwLock::new(()),
+            transition: RwLock::new(None),
+            versions_gate: RwLock::new(()),
             compaction_running: Mutex::new(()),
             _lock: lock,
         });

@@ -3,13 +3,16 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::continuity;
+use super::engine_state::EngineState;
 use super::entry_view::EntryView;
 use super::error::EngineError;
 use super::handle::Engine;
 use super::index::{Location, Run};
 use super::scan::SegmentSource;
+use super::segment::Segment;
 
 impl Engine {
     /// Visits the events of one aggregate with versions in `min..=max` — at most `limit`, the
@@ -28,14 +31,18 @@ impl Engine {
         reverse: bool,
         visit: &mut dyn FnMut(u64, EntryView<'_>) -> ControlFlow<()>,
     ) -> Result<(), EngineError> {
-        // Runs and segment files from one side of a compaction's swap (see `compaction`).
+        // No segment file is swapped while the runs are read (see `compaction`).
         let _gate = self.shared.reading();
-        let mut runs = self.runs(store, aggregate, min.max(1), max)?;
+        let (mut runs, pinned) = self.runs_pinned(store, aggregate, min.max(1), max)?;
         if let Some(limit) = limit {
             limit_runs(&mut runs, limit, reverse);
         }
         let path = &self.shared.index_path;
-        read_runs(&*self.shared, path, store, aggregate, &runs, visit)
+        let source = Pinned {
+            base: &*self.shared,
+            pinned,
+        };
+        read_runs(&source, path, store, aggregate, &runs, visit)
     }
 
     /// Locations of versions `min..=max` of an aggregate, ascending by version.
@@ -58,8 +65,22 @@ impl Engine {
         min: u64,
         max: u64,
     ) -> Result<Vec<Run>, EngineError> {
+        Ok(self.runs_pinned(store, aggregate, min, max)?.0)
+    }
+
+    /// [`Engine::runs`], with the handle of the segment a compaction is replacing that
+    /// matches the index view the runs were read from, when one of them lies in it: between
+    /// the compaction's index commit and its swap, the engine's segment map still holds the
+    /// old file, which only a view from before the commit may read.
+    fn runs_pinned(
+        &self,
+        store: &str,
+        aggregate: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<(Vec<Run>, Option<Arc<Segment>>), EngineError> {
         if min > max {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let (tails, last_in_memory, reader) = {
             let tiers = self.shared.tiers.read().unwrap_or_else(|p| p.into_inner());
@@ -118,12 +139,20 @@ impl Engine {
             let first = reader.first_version(store, aggregate)?.unwrap_or(1);
             min = min.max(first);
             if min > max {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), None));
             }
         }
         let path = &self.shared.index_path;
         continuity::check(&out, min, max, last, path, (store, aggregate))?;
-        Ok(out)
+        // Read after the index view was opened: see `EngineState::transition`.
+        let pinned = match self.shared.in_transition() {
+            Some(id) if out.iter().any(|r| r.segment_id == id) => {
+                let generation = reader.segment_generation(id)?;
+                self.shared.transition_handle(id, generation)
+            }
+            _ => None,
+        };
+        Ok((out, pinned))
     }
 
     /// Aggregates of `store` by initial-event timestamp (inclusive bounds), strictly beyond
@@ -163,6 +192,33 @@ impl Engine {
         }
         found.truncate(limit);
         Ok(found)
+    }
+}
+
+/// The engine's segments, with one handle pinned (see [`Engine::runs_pinned`]).
+struct Pinned<'a> {
+    base: &'a EngineState,
+    pinned: Option<Arc<Segment>>,
+}
+
+impl SegmentSource for Pinned<'_> {
+    fn log_dir(&self) -> &Path {
+        SegmentSource::log_dir(self.base)
+    }
+
+    fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+        match &self.pinned {
+            Some(segment) if segment.header.segment_id == id => Some(Arc::clone(segment)),
+            _ => SegmentSource::segment(self.base, id),
+        }
+    }
+
+    fn next_segment(&self, id: u64) -> Option<Arc<Segment>> {
+        self.base.next_segment(id)
+    }
+
+    fn segment_holding(&self, position: u64) -> Option<Arc<Segment>> {
+        self.base.segment_holding(position)
     }
 }
 

@@ -204,7 +204,10 @@ impl Writer {
         // Compaction changes which aggregates the index knows only between batches, never
         // between a batch's version checks and its publication (see `compaction`).
         let shared = Arc::clone(&self.shared);
-        let _gate = shared.reading();
+        let _gate = shared
+            .versions_gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let mut appends = Vec::with_capacity(batch.len());
         let mut syncs = Vec::new();
         for request in batch {

@@ -396,3 +396,51 @@ async fn a_rewrite_the_index_does_not_vouch_for_is_removed_on_open() {
     assert!(!leftover.exists());
     assert_eq!(all(&log).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_during_a_compaction_see_the_log_before_or_after_it_never_a_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(filled(dir.path()).await);
+    let before = all(&log).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (log, stop, before) = (log.clone(), stop.clone(), before.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    for aggregate in AGGREGATES {
+                        let events = log
+                            .get_events("S", aggregate, &GetEventsOptions::default())
+                            .await
+                            .expect("a read during compaction");
+                        for e in &events {
+                            let logged = &before[&e.position];
+                            assert_eq!(logged.event, e.event, "a read paired the wrong bytes");
+                        }
+                        let versions: Vec<u64> = events.iter().map(|e| e.event.version).collect();
+                        if let Some(&first) = versions.first() {
+                            assert_eq!(versions, (first..=40).collect::<Vec<_>>());
+                        }
+                    }
+                    for e in log.read_log(1, usize::MAX).await.expect("read in order") {
+                        assert_eq!(before[&e.position], e);
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    // Compactions removing more and more of `c`, one version at a time.
+    for cut in 1..=12u64 {
+        log.compact_where(move |e| e.aggregate != "c" || e.version > cut)
+            .await
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+    assert_eq!(versions(&log, "c").await.first().unwrap().0, 13);
+}

@@ -11,8 +11,8 @@ use super::super::error::EngineError;
 use super::event_rows::IndexTables;
 use super::run::{Cursor, Run};
 use super::tables::{
-    AGGREGATES, BY_INITIAL, CHECKPOINT_KEY, FIRST_VERSIONS, Index, MAX_ID, META, RUNS, contained,
-    index_error,
+    AGGREGATES, BY_INITIAL, CHECKPOINT_KEY, COMPACTED, FIRST_VERSIONS, Index, MAX_ID, META, RUNS,
+    contained, index_error,
 };
 
 impl Index {
@@ -104,6 +104,20 @@ impl IndexReader {
                 .get((store, aggregate))
                 .map_err(|e| err(e.into()))?
                 .map(|v| v.value()))
+        })
+    }
+
+    /// The generation this view of the index records for segment `id` (0: never compacted).
+    pub fn segment_generation(&self, id: u64) -> Result<u32, EngineError> {
+        contained(&self.index.path, || {
+            let err = self.err("read index");
+            let table = match self.txn.open_table(COMPACTED) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(err(e.into())),
+            };
+            let generation = table.get(id).map_err(|e| err(e.into()))?;
+            Ok(generation.map_or(0, |g| u32::try_from(g.value().1).unwrap_or(u32::MAX)))
         })
     }
 

@@ -31,7 +31,7 @@ pub(super) const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::n
 /// Segment id → (end position, generation): what the header of a compacted segment adds to
 /// its `segments` row (see [`Compacted`]). Created by the first compaction; a missing table
 /// reads as empty, so indexes written before compaction existed open unchanged.
-pub(super) const COMPACTED: TableDefinition<u64, (u64, u64)> =
+pub(crate) const COMPACTED: TableDefinition<u64, (u64, u64)> =
     TableDefinition::new("compacted_segments");
 /// (store, aggregate) → the first version the log still holds, for aggregates whose earlier
 /// versions compaction removed (no row: the aggregate starts at version 1). Created on first
