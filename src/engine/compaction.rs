@@ -25,12 +25,18 @@
 //! 3. the file is renamed over `<id>.seg` and the directory synced;
 //! 4. the engine's handle of the segment is swapped for the new file.
 //!
-//! Steps 2 to 4 run under the compaction gate (`EngineState::compaction_gate`), held
-//! exclusively (taken by trying, so a waiting compaction never holds up new readers): reads through the index and in global order hold it shared, so none pairs the
-//! new runs with the old file or the reverse, and the writer holds it shared while it checks
-//! and publishes a batch, so that no append is checked against an aggregate's rows that the
-//! commit then deletes. The gate is held for one index commit, one rename and one directory
-//! sync per rewritten segment; the reading and writing of the segment happen outside it.
+//! **Concurrency.** Reading the old segment and writing the new one happen beside appends and
+//! reads. Between the commit (step 2) and the swap (step 4) the engine's segment map still
+//! holds the old file while the index already describes the new one: the compaction publishes
+//! both handles (`EngineState::transition`) before it commits, and a read through the index
+//! picks the one whose generation its own view of the index records, so no read pairs the new
+//! runs with the old file or the reverse. The rename and the swap happen under the compaction
+//! gate (`EngineState::compaction_gate`), held exclusively — reads through the index and in
+//! global order hold it shared, so no read sees the file change under it; it is taken by
+//! trying, so a waiting compaction never holds up new readers. Appends are held back
+//! (`EngineState::versions_gate`) only during an index commit that may delete an aggregate's
+//! rows (every version of it removed), so that no append is checked against rows the commit
+//! then deletes.
 //!
 //! On open, a `<id>.seg.compact` file whose header is the one the index records for segment
 //! `<id>` is rolled forward (renamed into place); any other is removed — the index does not

@@ -234,9 +234,10 @@ impl LogAdapter {
     }
 
     /// Reclaims disk space: rewrites the log's sealed segments without the events the data
-    /// lifecycle's rules let go, in the background (appends and reads go on), crash-safe at
-    /// every step. Surviving events keep their positions. See
-    /// [`CompactionReport`] for what it reports.
+    /// lifecycle's rules let go (a store where no rule lets any go is left as it is), beside
+    /// appends and reads, crash-safe at every step (see `docs/format.md`, "Compacted
+    /// segments"). Surviving events keep their positions. See [`CompactionReport`] for what
+    /// it reports.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
