@@ -39,7 +39,7 @@ impl Engine {
         }
         let path = &self.shared.index_path;
         let source = Pinned {
-            base: &*self.shared,
+            base: &self.shared,
             pinned,
         };
         read_runs(&source, path, store, aggregate, &runs, visit)

@@ -590,3 +590,47 @@ impl StoreFile for LazyFile {
         self.file()?.set_len(len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_header_round_trips_and_a_plain_one_reads_as_before() {
+        let plain = SegmentHeader::plain(3, 100, 1 << 20);
+        assert_eq!(SegmentHeader::decode(&plain.encode()), Ok(plain));
+        assert_eq!(plain.encode()[8..12], 2u32.to_le_bytes());
+        assert!(plain.encode()[40..60].iter().all(|&b| b == 0));
+        let compacted = SegmentHeader {
+            size: 4096,
+            compacted: Some(Compacted {
+                end_position: 250,
+                generation: 2,
+            }),
+            ..plain
+        };
+        let bytes = compacted.encode();
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(compacted));
+        assert_ne!(compacted.encode(), plain.encode());
+        for bit in 0..(60 * 8) {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(SegmentHeader::decode(&damaged).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn a_compacted_header_out_of_range_is_refused() {
+        let header = |end_position, generation| SegmentHeader {
+            compacted: Some(Compacted {
+                end_position,
+                generation,
+            }),
+            ..SegmentHeader::plain(1, 10, 64)
+        };
+        assert!(SegmentHeader::decode(&header(9, 1).encode()).is_err());
+        assert!(SegmentHeader::decode(&header(10, 0).encode()).is_err());
+        assert!(SegmentHeader::decode(&header(10, 1).encode()).is_ok());
+    }
+}

@@ -1,4 +1,4 @@
-//! `verify`, `rebuild-index` and `snapshots prune`.
+//! `verify`, `rebuild-index`, `compact` and `snapshots prune`.
 
 use annals::storage::{SnapshotRecord, StorageAdapter};
 use predicates::str::contains;
@@ -100,4 +100,77 @@ async fn snapshots_prune_keeps_the_newest_per_aggregate() {
         &["snapshots", "prune", "--keep", "0", "--store", "TRAINERS"],
     );
     assert_eq!(all["removed"], 1);
+}
+
+#[tokio::test]
+async fn compact_reports_what_it_did_and_leaves_a_store_that_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    pokemon_store(tmp.path()).await;
+    let before = json(tmp.path(), &["stores"]);
+    let compacted = json(tmp.path(), &["compact"]);
+    assert_eq!(compacted["report"]["events_removed"], 0);
+    assert_eq!(json(tmp.path(), &["stores"]), before);
+    annals()
+        .arg("compact")
+        .arg(tmp.path())
+        .assert()
+        .code(0)
+        .stdout(contains("event(s) removed"));
+    let report = json(tmp.path(), &["verify"]);
+    assert_eq!(report["problems"], json!([]));
+}
+
+/// A store whose sealed segments were compacted verifies, and compacts again.
+#[cfg(feature = "testing")]
+#[tokio::test]
+async fn verify_and_compact_accept_a_compacted_store() {
+    use annals::storage::{AppendEvent, EncodedEvent, Limits, LogAdapter};
+    let tmp = tempfile::tempdir().unwrap();
+    let open = || {
+        LogAdapter::builder(tmp.path())
+            .segment_bytes(64 << 10)
+            .checkpoint_events(16)
+            .limits(Limits {
+                event_bytes_max: 8 << 10,
+                group_events_max: 16,
+                group_bytes_max: 32 << 10,
+                ..Limits::default()
+            })
+            .open()
+            .unwrap()
+    };
+    let log = open();
+    for version in 1..=120u64 {
+        let e = AppendEvent {
+            event_store_id: "POKEMONS".into(),
+            event: EncodedEvent {
+                aggregate_id: if version % 2 == 0 {
+                    "pikachu"
+                } else {
+                    "bulbasaur"
+                }
+                .into(),
+                version: version.div_ceil(2),
+                timestamp: annals::Timestamp::from_unix_millis(version as i64),
+                event_type: "TRAINED".into(),
+                schema_version: 1,
+                payload: vec![0xc0; 1500],
+                metadata: vec![0xc0],
+            },
+        };
+        log.push_event(e).await.unwrap();
+    }
+    drop(log);
+    let log = open();
+    let report = log
+        .compact_where(|e| e.aggregate != "bulbasaur" || e.version > 20)
+        .await
+        .unwrap();
+    assert_eq!(report.events_removed, 20);
+    drop(log);
+    let verified = json(tmp.path(), &["verify"]);
+    assert_eq!(verified["problems"], json!([]));
+    assert_eq!(verified["events"], 100);
+    let compacted = json(tmp.path(), &["compact"]);
+    assert_eq!(compacted["report"]["events_removed"], 0);
 }
