@@ -185,6 +185,10 @@ pub(crate) fn compact(
     });
     // Pass 2: rewrite, in ascending order, so every intermediate state removes a prefix.
     for (done, id) in to_rewrite.into_iter().enumerate() {
+        if shared.closing.load(std::sync::atomic::Ordering::Acquire) {
+            // The store is closing: what is done is done, the rest waits for the next run.
+            break;
+        }
         let Some(old) = shared.segment(id) else {
             continue;
         };

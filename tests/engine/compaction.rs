@@ -444,3 +444,53 @@ async fn readers_during_a_compaction_see_the_log_before_or_after_it_never_a_mix(
     }
     assert_eq!(versions(&log, "c").await.first().unwrap().0, 13);
 }
+
+#[tokio::test]
+async fn the_old_segment_put_back_after_a_compaction_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled(dir.path()).await;
+    let first = dir.path().join("log/0000000001.seg");
+    let old = std::fs::read(&first).unwrap();
+    log.compact_where(keep).await.unwrap();
+    drop(log);
+    assert_ne!(
+        std::fs::read(&first).unwrap(),
+        old,
+        "segment 1 was compacted"
+    );
+    // The index records the compacted header: the old file is not the segment any more, and
+    // no rewrite beside it explains the difference.
+    std::fs::write(&first, &old).unwrap();
+    let report = verify_dir(dir.path()).unwrap();
+    assert!(!report.is_clean());
+    let opened = open_result(dir.path());
+    assert!(
+        matches!(opened, Err(StorageError::Corruption(_))),
+        "{opened:?}"
+    );
+    assert_eq!(std::fs::read(&first).unwrap(), old, "nothing was changed");
+}
+
+#[tokio::test]
+async fn a_rewrite_the_index_vouches_for_is_rolled_forward_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled(dir.path()).await;
+    let first = dir.path().join("log/0000000001.seg");
+    let old = std::fs::read(&first).unwrap();
+    log.compact_where(keep).await.unwrap();
+    let compacted = all(&log).await;
+    drop(log);
+    // As a crash after the commit point leaves it: the rewrite under its own name, the old
+    // segment under the segment's.
+    let rewrite = dir.path().join("log/0000000001.seg.compact");
+    std::fs::rename(&first, &rewrite).unwrap();
+    std::fs::write(&first, &old).unwrap();
+    let report = verify_dir(dir.path()).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let log = open(dir.path());
+    assert!(!rewrite.exists());
+    assert_ne!(std::fs::read(&first).unwrap(), old);
+    assert_eq!(all(&log).await, compacted);
+    let report = log.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
