@@ -50,10 +50,9 @@ use serde::Serialize;
 
 use super::engine_state::{EngineState, Transition};
 use super::error::EngineError;
-use super::frame::{self, FRAME_HEADER_BYTES};
+use super::frame::{self, FRAME_HEADER_BYTES, FrameError};
 use super::handle::Engine;
 use super::index::{AggregateRewrite, Location, MemTable, Run, SegmentRewrite};
-use super::recovery::read_frame;
 use super::segment::{self, Compacted, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 
 /// One entry of the log as a compaction's predicate sees it: the predicate keeps the entry
@@ -254,33 +253,82 @@ type EntryVisitor<'v> = dyn FnMut(u64, u64, &[u8]) -> Result<(), EngineError> + 
 /// Calls `visit` with every entry of `segment` (frame offset, position, entry bytes), in
 /// order. A frame that does not verify is corruption: a sealed segment was synced whole.
 fn visit_entries(segment: &Segment, visit: &mut EntryVisitor<'_>) -> Result<(), EngineError> {
+    let size = segment.header.size;
+    let mut window = Window {
+        segment,
+        start: 0,
+        bytes: Vec::new(),
+    };
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut next = segment.header.first_position;
     let end = segment.header.compacted.map(|c| c.end_position);
-    while let Some(read) = read_frame(segment, offset)? {
-        let (header, bytes) =
-            read.map_err(|e| EngineError::corruption(segment.path.clone(), offset, e))?;
-        let (_, entries) = frame::decode_frame(&bytes)
-            .map_err(|e| EngineError::corruption(segment.path.clone(), offset, e))?;
+    let damaged =
+        |offset: u64, e: FrameError| EngineError::corruption(segment.path.clone(), offset, e);
+    while offset + FRAME_HEADER_BYTES as u64 <= size {
+        let head = window.get(offset, FRAME_HEADER_BYTES as u64)?;
+        if head.iter().all(|&b| b == 0) {
+            // The end of data.
+            break;
+        }
+        let header = frame::decode_frame_header(head).map_err(|e| damaged(offset, e))?;
+        let len = header.frame_len();
+        if offset + len > size {
+            let e = FrameError::Truncated {
+                needed: len,
+                available: size - offset,
+            };
+            return Err(damaged(offset, e));
+        }
+        let bytes = window.get(offset, len)?;
+        let (_, entries) = frame::decode_frame(bytes).map_err(|e| damaged(offset, e))?;
         let frame_end = header.first_position + u64::from(header.entry_count);
         let in_order = match end {
             None => header.first_position == next,
             Some(end) => header.first_position >= next && frame_end <= end,
         };
         if !in_order {
-            return Err(EngineError::corruption(
-                segment.path.clone(),
-                offset,
-                "frame position out of sequence",
-            ));
+            let e = FrameError::Malformed("frame position out of sequence");
+            return Err(damaged(offset, e));
         }
         for (i, (_, entry)) in entries.into_iter().enumerate() {
             visit(offset, header.first_position + i as u64, entry)?;
         }
         next = frame_end;
-        offset += header.frame_len();
+        offset += len;
     }
     Ok(())
+}
+
+/// Bytes of a segment read ahead in large slices, so a compaction reads a segment in a few
+/// calls rather than two per frame.
+struct Window<'s> {
+    segment: &'s Segment,
+    /// The offset of `bytes[0]` in the segment.
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Window<'_> {
+    /// Bytes read ahead at a time (at least a whole frame).
+    const READ_AHEAD: u64 = 4 << 20;
+
+    /// The segment's `len` bytes at `offset` (within its size).
+    fn get(&mut self, offset: u64, len: u64) -> Result<&[u8], EngineError> {
+        let held = offset >= self.start && offset + len <= self.start + self.bytes.len() as u64;
+        if !held {
+            let want = len
+                .max(Self::READ_AHEAD)
+                .min(self.segment.header.size - offset);
+            self.bytes.resize(want as usize, 0);
+            self.segment
+                .file
+                .read_exact_at(&mut self.bytes, offset)
+                .map_err(|e| EngineError::io("read", &self.segment.path, e))?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(&self.bytes[at..at + len as usize])
+    }
 }
 
 /// Pass 1: asks `keep` about every entry of the sealed segments; returns how far each
