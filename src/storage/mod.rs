@@ -27,7 +27,10 @@ pub mod postgres;
 mod snapshot_storage;
 mod timestamp;
 
-pub use crate::engine::{Corruption, CorruptionKind, IoFailure};
+pub use crate::engine::{
+    CompactEntry, CompactionPhase, CompactionProgress, CompactionReport, Corruption,
+    CorruptionKind, IoFailure,
+};
 pub use adapter::StorageAdapter;
 pub use error::{EventAlreadyExists, StorageError};
 pub use event::{
