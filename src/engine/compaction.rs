@@ -215,12 +215,19 @@ pub(crate) fn compact(
     Ok(report)
 }
 
-/// The facts of an entry whose frame was verified: store, aggregate, version, timestamp,
-/// event type.
+/// The facts of an entry of a verified frame — store, aggregate, version, timestamp, event
+/// type — once its own checksum is checked too: it is copied as it is into the rewrite, whose
+/// frame checksum then covers it anew.
 fn facts(entry: &[u8]) -> Option<(&str, &str, u64, i64, &str)> {
     let (store, aggregate, event_type) = {
         let u16_at = |at: usize| usize::from(u16::from_le_bytes([entry[at], entry[at + 1]]));
-        if entry.len() < frame::ENTRY_HEADER_BYTES {
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]])
+        };
+        if entry.len() < frame::ENTRY_HEADER_BYTES
+            || u32_at(0) as usize != entry.len()
+            || u32_at(4) != crc32fast::hash(&entry[8..])
+        {
             return None;
         }
         let (s, a, t) = (u16_at(28), u16_at(30), u16_at(32));
