@@ -217,7 +217,8 @@ impl LogAdapter {
     }
 
     /// Checks the integrity of the whole store — segment headers, frame and entry checksums,
-    /// gap-free positions and versions, and the index against the log — up to the last
+    /// gap-free positions and versions (but for what a compaction removed), and the index
+    /// against the log — up to the last
     /// position published when the call starts, while appends continue. See
     /// [`annals::engine::verify`](crate::engine::verify) for what is checked; a closed store
     /// can be checked without opening it with [`verify_dir`](crate::engine::verify_dir).
