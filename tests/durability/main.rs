@@ -12,8 +12,9 @@
 //!
 //! Beside it: kills during a store's very first open (`first_open`), a view killed mid-batch
 //! (`views`), the store's lock held against a second handle even when its `LOCK` file is
-//! deleted (`lock`), and a live reader following a writer child that appends under load and is
-//! killed mid-load (`live_reader`).
+//! deleted (`lock`), a live reader following a writer child that appends under load and is
+//! killed mid-load (`live_reader`), and a child killed while it compacts the log in a loop
+//! beside its appends (`compaction_kill`).
 
 mod compaction_kill;
 mod first_open;
