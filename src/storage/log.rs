@@ -7,13 +7,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::engine_bridge::{event_ref, logged_event, storage_error};
+use super::lifecycle::{Lifecycle, LifecycleRecord};
+use super::log_lifecycle::{
+    LogIndexFacts, fold, last_version, read_visible, scan_visible, visible_options, visible_summary,
+};
 use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, EventRef, EventStoreSummary,
-    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
-    Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, CompactionReport, DeleteMode,
+    EventRef, EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, Retention,
+    StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
@@ -48,6 +52,10 @@ pub struct LogAdapter {
     /// Where recent `read_log` calls stopped, so a reader continuing from there does not have
     /// to locate its position in the log again.
     log_cursors: std::sync::Mutex<Vec<LogCursor>>,
+    /// The lifecycle rules, folded from the `$lifecycle` events at open. Also the gate between
+    /// pushes (shared, for their check and append) and lifecycle operations (exclusive, for
+    /// their check, append and fold), so no push a delete should refuse lands after it.
+    lifecycle: tokio::sync::RwLock<Lifecycle>,
 }
 
 /// How many `read_log` continuation points a log adapter remembers.
@@ -150,11 +158,14 @@ impl LogAdapterBuilder {
         let engine = Engine::open_with(Arc::clone(&self.fs), &self.dir, self.engine)
             .map_err(storage_error)?;
         let snapshots = LogSnapshots::new(self.fs, &self.dir);
+        let mut rules = Lifecycle::default();
+        fold(&engine, &mut rules, &mut Default::default())?;
         Ok(LogAdapter {
             engine,
             limits,
             snapshots,
             log_cursors: std::sync::Mutex::default(),
+            lifecycle: tokio::sync::RwLock::new(rules),
         })
     }
 }
@@ -272,6 +283,31 @@ impl LogAdapter {
 }
 
 impl LogAdapter {
+    /// Checks a lifecycle operation against the rules in force and records it: appends its
+    /// `$lifecycle` event and folds it, holding the gate exclusively.
+    async fn record(&self, store: &str, record: LifecycleRecord) -> Result<Position, StorageError> {
+        let mut rules = self.lifecycle.write().await;
+        rules.check(store, &record)?;
+        let record = record.clamped(|aggregate| last_version(&self.engine, store, aggregate))?;
+        let version = rules.next_version(store);
+        let event = record.to_event(store, version, Timestamp::now());
+        let position = self.append_refs(&[event.as_event_ref()]).await?;
+        rules.apply(store, version, &record);
+        Ok(position)
+    }
+
+    /// Runs `f` with the compaction predicate of the rules in force now: what the engine's
+    /// compaction of sealed segments is handed, entry by entry.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn with_compaction_rules<R>(
+        &self,
+        f: impl FnOnce(&super::lifecycle::Compaction<'_>) -> R,
+    ) -> R {
+        let rules = self.lifecycle.read().await.clone();
+        let facts = LogIndexFacts(&self.engine);
+        f(&rules.compaction(Timestamp::now(), &facts))
+    }
+
     /// Encodes `events` (validated) straight into a commit, in a buffer reused from an earlier
     /// one, and appends it; returns the position of the first.
     async fn append_refs(&self, events: &[AppendEventRef<'_>]) -> Result<Position, StorageError> {
@@ -320,19 +356,25 @@ impl StorageAdapter for LogAdapter {
                 None => LogCursor::at(from),
             }
         };
-        let batch = self.engine.read_log(cursor, limit).map_err(storage_error)?;
+        let rules = self.lifecycle.read().await;
+        let mut next = cursor;
+        let events = read_visible(&rules, &self.engine, limit, &mut |want| {
+            let batch = self.engine.read_log(next, want).map_err(storage_error)?;
+            next = batch.next;
+            Ok(batch
+                .events
+                .into_iter()
+                .map(|(position, e)| logged_event(position, e))
+                .collect())
+        })?;
         {
             let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
             if cursors.len() >= LOG_CURSORS {
                 cursors.remove(0);
             }
-            cursors.push(batch.next);
+            cursors.push(next);
         }
-        Ok(batch
-            .events
-            .into_iter()
-            .map(|(position, e)| logged_event(position, e))
-            .collect())
+        Ok(events)
     }
 
     fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
@@ -341,14 +383,20 @@ impl StorageAdapter for LogAdapter {
 
     async fn event_store_summaries(&self) -> Result<Vec<EventStoreSummary>, StorageError> {
         let summaries = self.engine.store_summaries().map_err(storage_error)?;
-        Ok(summaries
-            .into_iter()
-            .map(|s| EventStoreSummary {
+        let rules = self.lifecycle.read().await;
+        let mut out = Vec::with_capacity(summaries.len());
+        for s in summaries {
+            let mut summary = EventStoreSummary {
                 event_store_id: s.store,
                 aggregates: s.aggregates,
                 events: s.events,
-            })
-            .collect())
+            };
+            visible_summary(&rules, &self.engine, &mut summary)?;
+            if summary.aggregates > 0 {
+                out.push(summary);
+            }
+        }
+        Ok(out)
     }
 
     async fn read_events(
@@ -358,7 +406,14 @@ impl StorageAdapter for LogAdapter {
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         let mut events = Vec::new();
-        self.visit_log(event_store_id, aggregate_id, options, &mut |event| {
+        let rules = self.lifecycle.read().await;
+        let Some(options) =
+            visible_options(&rules, &self.engine, event_store_id, aggregate_id, options)?
+        else {
+            return Ok(events);
+        };
+        drop(rules);
+        self.visit_log(event_store_id, aggregate_id, &options, &mut |event| {
             events.push(event.to_stored());
             ControlFlow::Continue(())
         })?;
@@ -392,7 +447,14 @@ impl StorageAdapter for LogAdapter {
             }
             return Ok(());
         }
-        self.visit_log(event_store_id, aggregate_id, options, visit)
+        let rules = self.lifecycle.read().await;
+        let Some(options) =
+            visible_options(&rules, &self.engine, event_store_id, aggregate_id, options)?
+        else {
+            return Ok(());
+        };
+        drop(rules);
+        self.visit_log(event_store_id, aggregate_id, &options, visit)
     }
 
     #[tracing::instrument(
@@ -404,7 +466,10 @@ impl StorageAdapter for LogAdapter {
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
         let count = events.len() as u64;
         let refs: Vec<AppendEventRef<'_>> = events.iter().map(AppendEvent::as_event_ref).collect();
+        let rules = self.lifecycle.read().await;
+        rules.check_push(refs.iter().map(|e| (e.event_store_id, e.aggregate_id)))?;
         let first = self.append_refs(&refs).await?;
+        drop(rules);
         Ok((first..first + count).collect())
     }
 
@@ -420,7 +485,11 @@ impl StorageAdapter for LogAdapter {
     ) -> Result<Position, StorageError> {
         self.limits
             .check_events(events.len(), events.iter().copied())?;
-        self.append_refs(events).await
+        let rules = self.lifecycle.read().await;
+        rules.check_push(events.iter().map(|e| (e.event_store_id, e.aggregate_id)))?;
+        let first = self.append_refs(events).await;
+        drop(rules);
+        first
     }
 
     async fn scan_aggregate_ids(
@@ -428,29 +497,59 @@ impl StorageAdapter for LogAdapter {
         event_store_id: &str,
         query: &AggregateIdsQuery,
     ) -> Result<Vec<AggregateIdEntry>, StorageError> {
-        let cursor = query.after_entry.as_ref().map(|c| {
-            (
-                c.initial_event_timestamp.unix_millis(),
-                c.aggregate_id.as_str(),
-            )
-        });
-        let found = self
-            .engine
-            .list_aggregates(
-                event_store_id,
-                query.initial_event_after.map(Timestamp::unix_millis),
-                query.initial_event_before.map(Timestamp::unix_millis),
-                query.reverse,
-                cursor,
-                query.scan_limit().unwrap_or(usize::MAX),
-            )
-            .map_err(storage_error)?;
-        Ok(found
-            .into_iter()
-            .map(|(t, aggregate_id)| AggregateIdEntry {
-                initial_event_timestamp: Timestamp::from_unix_millis(t),
-                aggregate_id,
-            })
-            .collect())
+        let rules = self.lifecycle.read().await;
+        scan_visible(&rules, &self.engine, event_store_id, query)
+    }
+
+    async fn delete_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_delete(&self.limits, event_store_id, aggregate_id, mode)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn restore_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_restore(&self.limits, event_store_id, aggregate_id)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn truncate_before(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_truncate(&self.limits, event_store_id, aggregate_id, version)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn set_retention(
+        &self,
+        event_store_id: &str,
+        retention: Retention,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_retention(&self.limits, event_store_id, retention)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
+        self.limits.check_event_store_id(event_store_id)?;
+        Ok(self.lifecycle.read().await.retention(event_store_id))
+    }
+
+    /// Reclaims nothing yet: the engine's compaction of sealed segments plugs in here, handed
+    /// the predicate [`with_compaction_rules`](LogAdapter::with_compaction_rules) builds (reads
+    /// already hide everything it would remove).
+    async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        Ok(CompactionReport::default())
     }
 }

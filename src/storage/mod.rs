@@ -15,9 +15,11 @@ mod adapter;
 mod engine_bridge;
 mod error;
 mod event;
+pub mod lifecycle;
 mod limit_error;
 mod limits;
 mod log;
+mod log_lifecycle;
 mod log_reader;
 mod log_snapshots;
 mod memory;
@@ -34,6 +36,7 @@ pub use event::{
     AggregateIdEntry, AppendEvent, AppendEventRef, EncodedEvent, EventRef, EventStoreSummary,
     LoggedEvent, Position, StoredEvent,
 };
+pub use lifecycle::{CompactionReport, DeleteMode, LIFECYCLE_STORE, Retention};
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
