@@ -10,6 +10,7 @@
 // snapshot writes in flight).
 mod builder;
 mod decode;
+mod lifecycle;
 mod options;
 mod push;
 mod read;
