@@ -41,6 +41,7 @@
 
 pub(crate) mod error;
 mod group_commit;
+mod lifecycle;
 mod notify;
 mod schema;
 mod snapshot_table;
@@ -66,9 +67,11 @@ pub use tokio_postgres;
 use self::error::{bad_row, from_client, from_pool, is_connection_lost};
 use self::group_commit::GroupCommit;
 use self::notify::Listener;
+use super::lifecycle::LifecycleRecord;
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, GetEventsOptions, Limits,
-    LoggedEvent, Position, SnapshotStorage, StorageAdapter, StorageError, StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, CompactionReport, DeleteMode,
+    EncodedEvent, GetEventsOptions, LIFECYCLE_STORE, Limits, LoggedEvent, Position, Retention,
+    SnapshotStorage, StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
 
 /// The schema used when none is configured.
@@ -189,12 +192,14 @@ impl PostgresAdapterBuilder {
             config,
             pool,
             writer,
-            schema,
             statements,
             limits: self.limits,
             published,
             snapshots,
             _listener: listener,
+            lifecycle_sql: lifecycle::LifecycleSql::new(&schema),
+            channel: notify::channel(&schema),
+            schema,
         })
     }
 }
@@ -228,6 +233,10 @@ pub struct PostgresAdapter {
     published: Arc<watch::Sender<Position>>,
     snapshots: PostgresSnapshots,
     _listener: Listener,
+    /// The lifecycle rules' SQL.
+    lifecycle_sql: lifecycle::LifecycleSql,
+    /// The schema's notification channel, for lifecycle commits.
+    channel: String,
 }
 
 /// The adapter's SQL, with the schema name filled in.
@@ -263,9 +272,17 @@ impl Statements {
                 ),
                 None => (String::new(), "$4"),
             };
+            // First events, and those of aggregates whose first event compaction removed;
+            // deleted aggregates left out.
             format!(
-                "SELECT timestamp_ms, aggregate_id FROM {schema}.events WHERE event_store_id = $1 \
-                 AND version = 1 AND timestamp_ms BETWEEN $2 AND $3 {cursor} \
+                "SELECT timestamp_ms, aggregate_id FROM (SELECT timestamp_ms, aggregate_id \
+                 FROM {schema}.events WHERE event_store_id = $1 AND version = 1 \
+                 UNION ALL SELECT initial_timestamp_ms, aggregate_id \
+                 FROM {schema}.aggregate_rules WHERE event_store_id = $1 \
+                 AND initial_timestamp_ms IS NOT NULL) f \
+                 WHERE timestamp_ms BETWEEN $2 AND $3 {cursor} AND NOT EXISTS (SELECT 1 \
+                 FROM {schema}.aggregate_rules r WHERE r.event_store_id = $1 \
+                 AND r.aggregate_id = f.aggregate_id AND r.deleted > 0) \
                  ORDER BY timestamp_ms {order}, aggregate_id {order} LIMIT {limit}"
             )
         };
@@ -433,7 +450,15 @@ impl StorageAdapter for PostgresAdapter {
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         const OP: &str = "read events";
-        let Ok(min) = i64::try_from(options.min_version.unwrap_or(1)) else {
+        let visibility = self
+            .visibility(&[(event_store_id, aggregate_id)], Timestamp::now())
+            .await?;
+        let first = match visibility.into_values().next() {
+            Some(None) => return Ok(Vec::new()), // deleted
+            Some(Some(first)) => first,
+            None => 1,
+        };
+        let Ok(min) = i64::try_from(options.min_version.unwrap_or(1).max(first)) else {
             return Ok(Vec::new()); // no stored version is that high
         };
         let max = options
@@ -535,21 +560,99 @@ impl StorageAdapter for PostgresAdapter {
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StorageError> {
         const OP: &str = "read the log";
-        let from = i64::try_from(from).unwrap_or(i64::MAX);
-        let limit = sql_limit(limit);
-        let rows = self
-            .read(OP, &self.statements.read_log, &[&from, &limit])
-            .await?;
-        rows.iter()
-            .map(|row| {
+        let now = Timestamp::now();
+        let mut from = i64::try_from(from).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        // Hidden events are skipped, reading on so that fewer than `limit` events means the
+        // end of the log.
+        while out.len() < limit {
+            let want = limit - out.len();
+            let rows = self
+                .read(OP, &self.statements.read_log, &[&from, &sql_limit(want)])
+                .await?;
+            let full = rows.len() >= want;
+            let mut batch = Vec::with_capacity(rows.len());
+            for row in &rows {
                 let StoredEvent { position, event } = decode_event(OP, row, 1)?;
-                Ok(LoggedEvent {
+                batch.push(LoggedEvent {
                     event_store_id: row.try_get(0).map_err(|e| bad_row(OP, e.to_string()))?,
                     position,
                     event,
-                })
-            })
-            .collect()
+                });
+            }
+            let Some(last) = batch.last() else { break };
+            from = i64::try_from(last.position + 1).unwrap_or(i64::MAX);
+            let mut pairs: Vec<(&str, &str)> = batch
+                .iter()
+                .filter(|e| e.event_store_id != LIFECYCLE_STORE)
+                .map(|e| (e.event_store_id.as_str(), e.event.aggregate_id.as_str()))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            let visibility = self.visibility(&pairs, now).await?;
+            out.extend(batch.into_iter().filter(|e| {
+                let key = (e.event_store_id.clone(), e.event.aggregate_id.clone());
+                match visibility.get(&key) {
+                    Some(None) => false,
+                    Some(Some(first)) => e.event.version >= *first,
+                    None => true,
+                }
+            }));
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_delete(&self.limits, event_store_id, aggregate_id, mode)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn restore_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_restore(&self.limits, event_store_id, aggregate_id)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn truncate_before(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_truncate(&self.limits, event_store_id, aggregate_id, version)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn set_retention(
+        &self,
+        event_store_id: &str,
+        retention: Retention,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_retention(&self.limits, event_store_id, retention)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
+        self.limits.check_event_store_id(event_store_id)?;
+        self.read_retention(event_store_id).await
+    }
+
+    /// Deletes the rows the rules hide; the others keep their positions.
+    async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        self.compact_rows().await
     }
 
     fn watch_log(&self) -> watch::Receiver<Position> {

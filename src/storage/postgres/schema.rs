@@ -22,7 +22,8 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append new ones; never edit a released one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     name: "events, head, snapshots",
     sql: r#"
@@ -65,7 +66,36 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (event_store_id, aggregate_id, version)
         );
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "lifecycle rules",
+        sql: r#"
+        -- The lifecycle rules in force, written in the transaction that appends their
+        -- $lifecycle event (which stays the record of what happened). One row per aggregate
+        -- that was deleted, truncated or compacted:
+        -- deleted: 0 no, 1 soft, 2 hard; versions below truncated_before are hidden;
+        -- compacted_last_version and initial_timestamp_ms keep an aggregate's last version and
+        -- first event's timestamp once compaction removed its first event, so its versions
+        -- continue and listings keep it.
+        CREATE TABLE {schema}.aggregate_rules (
+            event_store_id text COLLATE "C" NOT NULL,
+            aggregate_id text COLLATE "C" NOT NULL,
+            deleted smallint NOT NULL DEFAULT 0 CHECK (deleted BETWEEN 0 AND 2),
+            truncated_before bigint NOT NULL DEFAULT 0,
+            compacted_last_version bigint,
+            initial_timestamp_ms bigint,
+            PRIMARY KEY (event_store_id, aggregate_id)
+        );
+        -- The retention rule of each store that has one.
+        CREATE TABLE {schema}.retention (
+            event_store_id text COLLATE "C" PRIMARY KEY,
+            max_age_ms bigint CHECK (max_age_ms >= 0),
+            max_count bigint CHECK (max_count >= 1)
+        );
+    "#,
+    },
+];
 
 /// The schema version this build writes and reads.
 pub(crate) fn latest_version() -> i32 {
