@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
 
+use super::PostgresAdapter;
 use super::error::{bad_row, from_client, from_pool};
 use super::notify::publish;
-use super::PostgresAdapter;
 use crate::storage::lifecycle::{Lifecycle, LifecycleRecord};
 use crate::storage::{
     CompactionReport, DeleteMode, LIFECYCLE_STORE, Position, Retention, StorageError, Timestamp,

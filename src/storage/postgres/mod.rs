@@ -69,9 +69,9 @@ use self::group_commit::GroupCommit;
 use self::notify::Listener;
 use super::lifecycle::LifecycleRecord;
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, CompactionReport, DeleteMode,
-    EncodedEvent, GetEventsOptions, LIFECYCLE_STORE, Limits, LoggedEvent, Position, Retention,
-    SnapshotStorage, StorageAdapter, StorageError, StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, CompactionReport, DeleteMode, EncodedEvent,
+    GetEventsOptions, LIFECYCLE_STORE, Limits, LoggedEvent, Position, Retention, SnapshotStorage,
+    StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
 
 /// The schema used when none is configured.
