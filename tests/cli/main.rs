@@ -9,6 +9,7 @@ mod damaged_store;
 mod fixture;
 mod import;
 mod inspect;
+mod lifecycle;
 mod maintenance;
 mod runtime_state;
 mod upgrade;
