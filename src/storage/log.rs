@@ -547,8 +547,7 @@ impl StorageAdapter for LogAdapter {
     }
 
     /// Reclaims nothing yet: the engine's compaction of sealed segments plugs in here, handed
-    /// the predicate [`with_compaction_rules`](LogAdapter::with_compaction_rules) builds (reads
-    /// already hide everything it would remove).
+    /// the predicate of the rules in force (reads already hide everything it would remove).
     async fn compact(&self) -> Result<CompactionReport, StorageError> {
         Ok(CompactionReport::default())
     }

@@ -86,9 +86,12 @@ pub struct LogReader {
     limits: Limits,
     /// Where recent `read_log` calls stopped (see [`super::LogAdapter`]).
     log_cursors: Mutex<Vec<LogCursor>>,
-    /// The lifecycle rules read so far, and the last `$lifecycle` version folded per store.
-    rules: std::sync::RwLock<(Lifecycle, HashMap<String, u64>)>,
+    /// The lifecycle rules read so far.
+    rules: std::sync::RwLock<ReaderRules>,
 }
+
+/// The lifecycle rules a reader has read, and the last `$lifecycle` version folded per store.
+type ReaderRules = (Lifecycle, HashMap<String, u64>);
 
 /// Configures and opens a [`LogReader`]; made by [`LogReader::builder`].
 #[derive(Debug, Clone)]
@@ -205,10 +208,7 @@ impl LogReader {
     }
 
     /// The lifecycle rules, with the `$lifecycle` events read since the last call folded in.
-    fn rules(
-        &self,
-    ) -> Result<std::sync::RwLockReadGuard<'_, (Lifecycle, HashMap<String, u64>)>, StorageError>
-    {
+    fn rules(&self) -> Result<std::sync::RwLockReadGuard<'_, ReaderRules>, StorageError> {
         {
             let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
             let (lifecycle, folded) = &mut *rules;

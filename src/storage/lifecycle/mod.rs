@@ -4,8 +4,8 @@
 //! Every rule leaves an aggregate `[first_visible, last]` of its versions, or nothing: nothing
 //! ever hides a version in the middle of a stream. The rules are events of the reserved event
 //! store [`LIFECYCLE_STORE`] (aggregate id = the target event store id), appended to the global
-//! log like any other event; an adapter's rules are the fold of those events
-//! ([`Lifecycle`]), rebuilt when it opens. See `docs/data-lifecycle.md`.
+//! log like any other event; an adapter's rules are the fold of those events, rebuilt when it
+//! opens. See `docs/data-lifecycle.md`.
 
 mod record;
 mod rules;

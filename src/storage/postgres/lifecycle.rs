@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 
-use super::PostgresAdapter;
 use super::error::{bad_row, from_client, from_pool};
 use super::notify::publish;
 use crate::storage::lifecycle::{Lifecycle, LifecycleRecord};
@@ -20,6 +21,8 @@ use crate::storage::{
 pub(super) struct LifecycleSql {
     /// For pairs `($1[i], $2[i])` at `$3` (Unix ms): `deleted` and the first visible version.
     pub(super) visibility: String,
+    /// `$1`'s retention: `max_age_ms`, `max_count` (no row: none).
+    pub(super) retention_of: String,
     lock_head: String,
     rules_of: String,
     last_version: String,
@@ -30,7 +33,6 @@ pub(super) struct LifecycleSql {
     set_truncated: String,
     set_retention: String,
     remove_retention: String,
-    retention_of: String,
     candidates: String,
     remember_compacted: String,
     delete_hidden: String,
@@ -147,7 +149,7 @@ impl LifecycleSql {
 pub(super) type Visibility = HashMap<(String, String), Option<u64>>;
 
 /// Reads a visibility row: store, aggregate, deleted, first visible version.
-fn decode_visibility(rows: &[tokio_postgres::Row]) -> Result<Visibility, StorageError> {
+pub(super) fn decode_visibility(rows: &[tokio_postgres::Row]) -> Result<Visibility, StorageError> {
     const OP: &str = "read lifecycle rules";
     let bad = |e: tokio_postgres::Error| bad_row(OP, e.to_string());
     let mut out = HashMap::with_capacity(rows.len());
@@ -169,222 +171,207 @@ fn mode_of(deleted: i16) -> Option<DeleteMode> {
     }
 }
 
-impl PostgresAdapter {
-    /// The visibility of each pair at `now`.
-    pub(super) async fn visibility(
-        &self,
-        pairs: &[(&str, &str)],
-        now: Timestamp,
-    ) -> Result<Visibility, StorageError> {
-        if pairs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let (stores, aggregates): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
-        let now = now.unix_millis();
-        let rows = self
-            .read(
-                "read lifecycle rules",
-                &self.lifecycle_sql.visibility,
-                &[&stores, &aggregates, &now],
-            )
-            .await?;
-        decode_visibility(&rows)
-    }
+/// What a lifecycle commit needs of its adapter.
+pub(super) struct Commit<'a> {
+    pub(super) pool: &'a Pool,
+    pub(super) sql: &'a LifecycleSql,
+    /// The schema's notification channel.
+    pub(super) channel: &'a str,
+    pub(super) published: &'a watch::Sender<Position>,
+}
 
-    /// Checks a lifecycle operation against the rules in force and records it, in one
-    /// transaction under the head lock: its `$lifecycle` event, the head moved past it with a
-    /// notification, and the rules table updated.
-    pub(super) async fn record(
-        &self,
-        store: &str,
-        record: LifecycleRecord,
-    ) -> Result<Position, StorageError> {
-        const OP: &str = "record a lifecycle operation";
-        let err = |e| from_client(OP, e);
-        let sql = &self.lifecycle_sql;
-        let mut client = self.pool.get().await.map_err(|e| from_pool(OP, e))?;
-        let tx = client.transaction().await.map_err(err)?;
-        let head: i64 = tx
-            .query_one(&sql.lock_head, &[])
+/// Checks a lifecycle operation against the rules in force and records it, in one
+/// transaction under the head lock: its `$lifecycle` event, the head moved past it with a
+/// notification, and the rules table updated.
+pub(super) async fn record(
+    commit: &Commit<'_>,
+    store: &str,
+    record: LifecycleRecord,
+) -> Result<Position, StorageError> {
+    const OP: &str = "record a lifecycle operation";
+    let err = |e| from_client(OP, e);
+    let sql = commit.sql;
+    let mut client = commit.pool.get().await.map_err(|e| from_pool(OP, e))?;
+    let tx = client.transaction().await.map_err(err)?;
+    let head: i64 = tx
+        .query_one(&sql.lock_head, &[])
+        .await
+        .map_err(err)?
+        .try_get(0)
+        .map_err(err)?;
+    // The rules of this aggregate (or store), as a fold would have them.
+    let mut rules = Lifecycle::default();
+    let aggregate = match &record {
+        LifecycleRecord::Deleted { aggregate_id, .. }
+        | LifecycleRecord::Restored { aggregate_id }
+        | LifecycleRecord::Truncated { aggregate_id, .. } => Some(aggregate_id.clone()),
+        LifecycleRecord::RetentionSet(_) => None,
+    };
+    if let Some(aggregate_id) = &aggregate {
+        let row = tx
+            .query_opt(&sql.rules_of, &[&store, aggregate_id])
             .await
-            .map_err(err)?
-            .try_get(0)
             .map_err(err)?;
-        // The rules of this aggregate (or store), as a fold would have them.
-        let mut rules = Lifecycle::default();
-        let aggregate = match &record {
-            LifecycleRecord::Deleted { aggregate_id, .. }
-            | LifecycleRecord::Restored { aggregate_id }
-            | LifecycleRecord::Truncated { aggregate_id, .. } => Some(aggregate_id.clone()),
-            LifecycleRecord::RetentionSet(_) => None,
-        };
-        if let Some(aggregate_id) = &aggregate {
-            let row = tx
-                .query_opt(&sql.rules_of, &[&store, aggregate_id])
-                .await
-                .map_err(err)?;
-            if let Some(row) = row {
-                let deleted: i16 = row.try_get(0).map_err(err)?;
-                if let Some(mode) = mode_of(deleted) {
-                    let aggregate_id = aggregate_id.clone();
-                    rules.apply(store, 0, &LifecycleRecord::Deleted { aggregate_id, mode });
-                }
+        if let Some(row) = row {
+            let deleted: i16 = row.try_get(0).map_err(err)?;
+            if let Some(mode) = mode_of(deleted) {
+                let aggregate_id = aggregate_id.clone();
+                rules.apply(store, 0, &LifecycleRecord::Deleted { aggregate_id, mode });
             }
         }
-        rules.check(store, &record)?;
-        let mut last = None;
-        if let (LifecycleRecord::Truncated { .. }, Some(aggregate_id)) = (&record, &aggregate) {
-            let row = tx
-                .query_one(&sql.last_version, &[&store, aggregate_id])
-                .await
-                .map_err(err)?;
-            let v: i64 = row.try_get(0).map_err(err)?;
-            last = Some(u64::try_from(v).unwrap_or(0));
-        }
-        let record = record.clamped(|_| Ok(last.unwrap_or(0)))?;
-        let version: i64 = tx
-            .query_one(&sql.next_lifecycle_version, &[&store])
+    }
+    rules.check(store, &record)?;
+    let mut last = None;
+    if let (LifecycleRecord::Truncated { .. }, Some(aggregate_id)) = (&record, &aggregate) {
+        let row = tx
+            .query_one(&sql.last_version, &[&store, aggregate_id])
             .await
-            .map_err(err)?
-            .try_get(0)
             .map_err(err)?;
-        let position = head + 1;
-        let timestamp = Timestamp::now().unix_millis();
-        let payload = record.payload();
-        tx.execute(
-            &sql.insert_event,
-            &[
-                &position,
-                &store,
-                &version,
-                &timestamp,
-                &record.event_type(),
-                &payload,
-            ],
-        )
+        let v: i64 = row.try_get(0).map_err(err)?;
+        last = Some(u64::try_from(v).unwrap_or(0));
+    }
+    let record = record.clamped(|_| Ok(last.unwrap_or(0)))?;
+    let version: i64 = tx
+        .query_one(&sql.next_lifecycle_version, &[&store])
+        .await
+        .map_err(err)?
+        .try_get(0)
+        .map_err(err)?;
+    let position = head + 1;
+    let timestamp = Timestamp::now().unix_millis();
+    let payload = record.payload();
+    tx.execute(
+        &sql.insert_event,
+        &[
+            &position,
+            &store,
+            &version,
+            &timestamp,
+            &record.event_type(),
+            &payload,
+        ],
+    )
+    .await
+    .map_err(err)?;
+    tx.query_one(&sql.move_head, &[&position, &commit.channel])
         .await
         .map_err(err)?;
-        tx.query_one(&sql.move_head, &[&position, &self.channel])
-            .await
-            .map_err(err)?;
-        match &record {
-            LifecycleRecord::Deleted { aggregate_id, mode } => {
-                let deleted: i16 = if *mode == DeleteMode::Hard { 2 } else { 1 };
-                tx.execute(&sql.set_deleted, &[&store, aggregate_id, &deleted])
+    match &record {
+        LifecycleRecord::Deleted { aggregate_id, mode } => {
+            let deleted: i16 = if *mode == DeleteMode::Hard { 2 } else { 1 };
+            tx.execute(&sql.set_deleted, &[&store, aggregate_id, &deleted])
+                .await
+                .map_err(err)?;
+        }
+        LifecycleRecord::Restored { aggregate_id } => {
+            // Only a soft delete gets here (a hard one was refused above).
+            let deleted: i16 = 0;
+            tx.execute(&sql.set_deleted, &[&store, aggregate_id, &deleted])
+                .await
+                .map_err(err)?;
+        }
+        LifecycleRecord::Truncated {
+            aggregate_id,
+            before,
+        } => {
+            let before = i64::try_from(*before).unwrap_or(i64::MAX);
+            tx.execute(&sql.set_truncated, &[&store, aggregate_id, &before])
+                .await
+                .map_err(err)?;
+        }
+        LifecycleRecord::RetentionSet(retention) => {
+            let max_age = retention
+                .max_age
+                .map(|a| i64::try_from(a.as_millis()).unwrap_or(i64::MAX));
+            let max_count = retention
+                .max_count
+                .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+            if retention.is_none() {
+                tx.execute(&sql.remove_retention, &[&store])
                     .await
                     .map_err(err)?;
-            }
-            LifecycleRecord::Restored { aggregate_id } => {
-                // Only a soft delete gets here (a hard one was refused above).
-                let deleted: i16 = 0;
-                tx.execute(&sql.set_deleted, &[&store, aggregate_id, &deleted])
+            } else {
+                tx.execute(&sql.set_retention, &[&store, &max_age, &max_count])
                     .await
                     .map_err(err)?;
-            }
-            LifecycleRecord::Truncated {
-                aggregate_id,
-                before,
-            } => {
-                let before = i64::try_from(*before).unwrap_or(i64::MAX);
-                tx.execute(&sql.set_truncated, &[&store, aggregate_id, &before])
-                    .await
-                    .map_err(err)?;
-            }
-            LifecycleRecord::RetentionSet(retention) => {
-                let max_age = retention
-                    .max_age
-                    .map(|a| i64::try_from(a.as_millis()).unwrap_or(i64::MAX));
-                let max_count = retention
-                    .max_count
-                    .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
-                if retention.is_none() {
-                    tx.execute(&sql.remove_retention, &[&store])
-                        .await
-                        .map_err(err)?;
-                } else {
-                    tx.execute(&sql.set_retention, &[&store, &max_age, &max_count])
-                        .await
-                        .map_err(err)?;
-                }
             }
         }
-        tx.commit().await.map_err(err)?;
-        let position = Position::try_from(position).map_err(|_| bad_row(OP, "a bad position"))?;
-        publish(&self.published, position);
-        Ok(position)
     }
+    tx.commit().await.map_err(err)?;
+    let position = Position::try_from(position).map_err(|_| bad_row(OP, "a bad position"))?;
+    publish(commit.published, position);
+    Ok(position)
+}
 
-    /// The retention rule of `store`.
-    pub(super) async fn read_retention(&self, store: &str) -> Result<Retention, StorageError> {
-        const OP: &str = "read the retention rule";
-        let rows = self
-            .read(OP, &self.lifecycle_sql.retention_of, &[&store])
-            .await?;
-        let Some(row) = rows.first() else {
-            return Ok(Retention::default());
+/// Reads a retention row (none: no rule).
+pub(super) fn decode_retention(rows: &[tokio_postgres::Row]) -> Result<Retention, StorageError> {
+    const OP: &str = "read the retention rule";
+    let Some(row) = rows.first() else {
+        return Ok(Retention::default());
+    };
+    let bad = |e: tokio_postgres::Error| bad_row(OP, e.to_string());
+    let max_age: Option<i64> = row.try_get(0).map_err(bad)?;
+    let max_count: Option<i64> = row.try_get(1).map_err(bad)?;
+    Ok(Retention {
+        max_age: max_age.map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
+        max_count: max_count.map(|c| c.max(0) as u64),
+    })
+}
+
+/// Deletes the rows the rules hide, in one transaction under the head lock (so no push
+/// interleaves); the other rows keep their positions. An aggregate losing its first event
+/// gets its last version and first timestamp remembered, so its versions continue and
+/// listings keep it.
+pub(super) async fn compact(
+    pool: &Pool,
+    sql: &LifecycleSql,
+) -> Result<CompactionReport, StorageError> {
+    const OP: &str = "compact";
+    let err = |e| from_client(OP, e);
+    let mut client = pool.get().await.map_err(|e| from_pool(OP, e))?;
+    let tx = client.transaction().await.map_err(err)?;
+    tx.query_one(&sql.lock_head, &[]).await.map_err(err)?;
+    let candidates = tx.query(&sql.candidates, &[]).await.map_err(err)?;
+    let mut stores = Vec::with_capacity(candidates.len());
+    let mut aggregates = Vec::with_capacity(candidates.len());
+    for row in &candidates {
+        stores.push(row.try_get::<_, String>(0).map_err(err)?);
+        aggregates.push(row.try_get::<_, String>(1).map_err(err)?);
+    }
+    let now = Timestamp::now().unix_millis();
+    let rows = tx
+        .query(&sql.visibility, &[&stores, &aggregates, &now])
+        .await
+        .map_err(err)?;
+    let (mut cut_stores, mut cut_aggregates, mut keep_from) = (vec![], vec![], vec![]);
+    for row in &rows {
+        let deleted: i16 = row.try_get(2).map_err(err)?;
+        let first: i64 = row.try_get(3).map_err(err)?;
+        let keep = match mode_of(deleted) {
+            Some(DeleteMode::Soft) => continue,
+            Some(DeleteMode::Hard) => i64::MAX,
+            None => first,
         };
-        let bad = |e: tokio_postgres::Error| bad_row(OP, e.to_string());
-        let max_age: Option<i64> = row.try_get(0).map_err(bad)?;
-        let max_count: Option<i64> = row.try_get(1).map_err(bad)?;
-        Ok(Retention {
-            max_age: max_age.map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
-            max_count: max_count.map(|c| c.max(0) as u64),
-        })
-    }
-
-    /// Deletes the rows the rules hide, in one transaction under the head lock (so no push
-    /// interleaves); the other rows keep their positions. An aggregate losing its first event
-    /// gets its last version and first timestamp remembered, so its versions continue and
-    /// listings keep it.
-    pub(super) async fn compact_rows(&self) -> Result<CompactionReport, StorageError> {
-        const OP: &str = "compact";
-        let err = |e| from_client(OP, e);
-        let sql = &self.lifecycle_sql;
-        let mut client = self.pool.get().await.map_err(|e| from_pool(OP, e))?;
-        let tx = client.transaction().await.map_err(err)?;
-        tx.query_one(&sql.lock_head, &[]).await.map_err(err)?;
-        let candidates = tx.query(&sql.candidates, &[]).await.map_err(err)?;
-        let mut stores = Vec::with_capacity(candidates.len());
-        let mut aggregates = Vec::with_capacity(candidates.len());
-        for row in &candidates {
-            stores.push(row.try_get::<_, String>(0).map_err(err)?);
-            aggregates.push(row.try_get::<_, String>(1).map_err(err)?);
+        if keep > 1 {
+            cut_stores.push(row.try_get::<_, String>(0).map_err(err)?);
+            cut_aggregates.push(row.try_get::<_, String>(1).map_err(err)?);
+            keep_from.push(keep);
         }
-        let now = Timestamp::now().unix_millis();
-        let rows = tx
-            .query(&sql.visibility, &[&stores, &aggregates, &now])
-            .await
-            .map_err(err)?;
-        let (mut cut_stores, mut cut_aggregates, mut keep_from) = (vec![], vec![], vec![]);
-        for row in &rows {
-            let deleted: i16 = row.try_get(2).map_err(err)?;
-            let first: i64 = row.try_get(3).map_err(err)?;
-            let keep = match mode_of(deleted) {
-                Some(DeleteMode::Soft) => continue,
-                Some(DeleteMode::Hard) => i64::MAX,
-                None => first,
-            };
-            if keep > 1 {
-                cut_stores.push(row.try_get::<_, String>(0).map_err(err)?);
-                cut_aggregates.push(row.try_get::<_, String>(1).map_err(err)?);
-                keep_from.push(keep);
-            }
-        }
-        let params: [&(dyn ToSql + Sync); 3] = [&cut_stores, &cut_aggregates, &keep_from];
-        tx.execute(&sql.remember_compacted, &params)
-            .await
-            .map_err(err)?;
-        let gone = tx
-            .query_one(&sql.delete_hidden, &params)
-            .await
-            .map_err(err)?;
-        let events: i64 = gone.try_get(0).map_err(err)?;
-        let bytes: i64 = gone.try_get(1).map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        Ok(CompactionReport {
-            events_removed: u64::try_from(events).unwrap_or(0),
-            bytes_reclaimed: u64::try_from(bytes).unwrap_or(0),
-            segments_rewritten: 0,
-        })
     }
+    let params: [&(dyn ToSql + Sync); 3] = [&cut_stores, &cut_aggregates, &keep_from];
+    tx.execute(&sql.remember_compacted, &params)
+        .await
+        .map_err(err)?;
+    let gone = tx
+        .query_one(&sql.delete_hidden, &params)
+        .await
+        .map_err(err)?;
+    let events: i64 = gone.try_get(0).map_err(err)?;
+    let bytes: i64 = gone.try_get(1).map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    Ok(CompactionReport {
+        events_removed: u64::try_from(events).unwrap_or(0),
+        bytes_reclaimed: u64::try_from(bytes).unwrap_or(0),
+        segments_rewritten: 0,
+    })
 }

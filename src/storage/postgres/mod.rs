@@ -360,6 +360,38 @@ impl PostgresAdapter {
         self.pool.get().await.map_err(|e| from_pool(operation, e))
     }
 
+    /// What its lifecycle operations commit with.
+    fn lifecycle_commit(&self) -> lifecycle::Commit<'_> {
+        lifecycle::Commit {
+            pool: &self.pool,
+            sql: &self.lifecycle_sql,
+            channel: &self.channel,
+            published: &self.published,
+        }
+    }
+
+    /// What the lifecycle rules leave of each (store, aggregate) pair at `now`: `None` when
+    /// it is deleted, else its first visible version.
+    async fn visibility(
+        &self,
+        pairs: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Result<lifecycle::Visibility, StorageError> {
+        if pairs.is_empty() {
+            return Ok(Default::default());
+        }
+        let (stores, aggregates): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
+        let now = now.unix_millis();
+        let rows = self
+            .read(
+                "read lifecycle rules",
+                &self.lifecycle_sql.visibility,
+                &[&stores, &aggregates, &now],
+            )
+            .await?;
+        lifecycle::decode_visibility(&rows)
+    }
+
     /// Runs one read query, retried once on a new connection if the connection was lost (a
     /// read is idempotent; the pool drops the broken connection).
     async fn read(
@@ -613,7 +645,7 @@ impl StorageAdapter for PostgresAdapter {
     ) -> Result<Position, StorageError> {
         let record =
             LifecycleRecord::checked_delete(&self.limits, event_store_id, aggregate_id, mode)?;
-        self.record(event_store_id, record).await
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
     }
 
     async fn restore_aggregate(
@@ -622,7 +654,7 @@ impl StorageAdapter for PostgresAdapter {
         aggregate_id: &str,
     ) -> Result<Position, StorageError> {
         let record = LifecycleRecord::checked_restore(&self.limits, event_store_id, aggregate_id)?;
-        self.record(event_store_id, record).await
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
     }
 
     async fn truncate_before(
@@ -633,7 +665,7 @@ impl StorageAdapter for PostgresAdapter {
     ) -> Result<Position, StorageError> {
         let record =
             LifecycleRecord::checked_truncate(&self.limits, event_store_id, aggregate_id, version)?;
-        self.record(event_store_id, record).await
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
     }
 
     async fn set_retention(
@@ -642,17 +674,24 @@ impl StorageAdapter for PostgresAdapter {
         retention: Retention,
     ) -> Result<Position, StorageError> {
         let record = LifecycleRecord::checked_retention(&self.limits, event_store_id, retention)?;
-        self.record(event_store_id, record).await
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
     }
 
     async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
         self.limits.check_event_store_id(event_store_id)?;
-        self.read_retention(event_store_id).await
+        let rows = self
+            .read(
+                "read the retention rule",
+                &self.lifecycle_sql.retention_of,
+                &[&event_store_id],
+            )
+            .await?;
+        lifecycle::decode_retention(&rows)
     }
 
     /// Deletes the rows the rules hide; the others keep their positions.
     async fn compact(&self) -> Result<CompactionReport, StorageError> {
-        self.compact_rows().await
+        lifecycle::compact(&self.pool, &self.lifecycle_sql).await
     }
 
     fn watch_log(&self) -> watch::Receiver<Position> {
