@@ -70,8 +70,10 @@ pub trait StorageAdapter: Send + Sync + 'static {
     ) -> Result<Vec<AggregateIdEntry>, StorageError>;
 
     /// Reads up to `limit` committed events, of every store, with positions from `from`
-    /// (inclusive), in position order. Returns fewer when the log holds no more: a reader then
-    /// waits on [`watch_log`](Self::watch_log) and reads again.
+    /// (inclusive), in position order, skipping those the lifecycle rules hide. Returns fewer
+    /// when the log holds no more visible events: a reader then waits on
+    /// [`watch_log`](Self::watch_log) and reads again (positions up to the one the watch held
+    /// before the read, and not returned, are hidden).
     async fn read_log(
         &self,
         from: Position,
