@@ -134,3 +134,33 @@ async fn truncate_and_retention_hide_old_versions() {
     let events = json(tmp.path(), &["events", "POKEMONS", "pikachu"]);
     assert_eq!(versions(&events), [2, 3], "the truncation stays");
 }
+
+#[tokio::test]
+async fn an_export_leaves_deleted_aggregates_and_lifecycle_events_out_and_imports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, copy) = (tmp.path().join("source"), tmp.path().join("copy"));
+    pokemon_store(&source).await;
+    json(&source, &["delete", "POKEMONS", "bulbasaur", "--hard"]);
+    let file = tmp.path().join("events.jsonl");
+    annals()
+        .arg("--dir")
+        .arg(&source)
+        .args(["export", "-o"])
+        .arg(&file)
+        .assert()
+        .success();
+    annals()
+        .arg("--dir")
+        .arg(&copy)
+        .arg("import")
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(contains("imported 4 events"));
+    let ids = json(&copy, &["ls", "POKEMONS"]);
+    let ids: Vec<&str> = ids["aggregateIds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["aggregateId"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["pikachu"]);
+}

@@ -29,7 +29,8 @@ pub const READ_BATCH_EVENTS: usize = 1000;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Only the events of this event store (repeatable).
+    /// Only the events of this event store (repeatable). Without it, every store but
+    /// `$lifecycle`, whose events record deletes and retention rules, not events to import.
     #[arg(long = "store", value_name = "STORE")]
     stores: Vec<String>,
     /// Start at this global position.
@@ -135,7 +136,12 @@ pub async fn export(target: &Target, out: &Out, args: ExportArgs) -> Result<(), 
         let Some(last) = batch.last() else { break };
         let last = last.position;
         for logged in batch.iter().filter(|e| e.position <= end) {
-            if !args.stores.is_empty() && !args.stores.contains(&logged.event_store_id) {
+            let wanted = if args.stores.is_empty() {
+                logged.event_store_id != annals::storage::LIFECYCLE_STORE
+            } else {
+                args.stores.contains(&logged.event_store_id)
+            };
+            if !wanted {
                 continue;
             }
             let line = serde_json::to_string(&EventLine::of(logged)?)
