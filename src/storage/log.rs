@@ -293,6 +293,19 @@ impl LogAdapter {
         let event = record.to_event(store, version, Timestamp::now());
         let position = self.append_refs(&[event.as_event_ref()]).await?;
         rules.apply(store, version, &record);
+        if let LifecycleRecord::Deleted {
+            aggregate_id,
+            mode: DeleteMode::Hard,
+        } = &record
+        {
+            // A hard-deleted aggregate's snapshots hold its state: they go with it. They are
+            // derived data no read uses any more (their event is hidden), so a failure here
+            // does not undo the delete.
+            if let Err(error) = self.snapshots.prune(store, aggregate_id, 0) {
+                tracing::warn!(store, aggregate = %aggregate_id, %error,
+                    "the snapshots of a hard-deleted aggregate could not be removed");
+            }
+        }
         Ok(position)
     }
 

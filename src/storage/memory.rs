@@ -142,6 +142,14 @@ impl InMemoryAdapter {
         let event = record.to_event(store, version, Timestamp::now());
         let position = state.commit(vec![event])[0];
         state.lifecycle.apply(store, version, &record);
+        if let LifecycleRecord::Deleted {
+            aggregate_id,
+            mode: DeleteMode::Hard,
+        } = &record
+        {
+            // A hard-deleted aggregate's snapshots hold its state: they go with it.
+            self.snapshots.prune(store, aggregate_id, 0)?;
+        }
         self.published.send_replace(state.last_position);
         Ok(position)
     }
@@ -459,6 +467,10 @@ impl StorageAdapter for InMemoryAdapter {
         let mut report = CompactionReport::default();
         let mut removed = std::collections::HashSet::new();
         for (event_store_id, aggregate_id, keep_from) in cuts {
+            if keep_from == u64::MAX {
+                // Snapshots written by a read that raced the hard delete.
+                self.snapshots.prune(&event_store_id, &aggregate_id, 0)?;
+            }
             let Some(stream) = state
                 .stores
                 .get_mut(&event_store_id)

@@ -33,6 +33,8 @@ pub(super) struct LifecycleSql {
     set_truncated: String,
     set_retention: String,
     remove_retention: String,
+    delete_snapshots: String,
+    delete_hard_deleted_snapshots: String,
     candidates: String,
     remember_compacted: String,
     delete_hidden: String,
@@ -108,6 +110,14 @@ impl LifecycleSql {
                  DO UPDATE SET max_age_ms = $2, max_count = $3"
             ),
             remove_retention: format!("DELETE FROM {schema}.retention WHERE event_store_id = $1"),
+            delete_snapshots: format!(
+                "DELETE FROM {schema}.snapshots WHERE event_store_id = $1 AND aggregate_id = $2"
+            ),
+            delete_hard_deleted_snapshots: format!(
+                "DELETE FROM {schema}.snapshots s USING {schema}.aggregate_rules r \
+                 WHERE r.deleted = 2 AND s.event_store_id = r.event_store_id \
+                 AND s.aggregate_id = r.aggregate_id"
+            ),
             retention_of: format!(
                 "SELECT max_age_ms, max_count FROM {schema}.retention WHERE event_store_id = $1"
             ),
@@ -262,6 +272,12 @@ pub(super) async fn record(
             tx.execute(&sql.set_deleted, &[&store, aggregate_id, &deleted])
                 .await
                 .map_err(err)?;
+            if *mode == DeleteMode::Hard {
+                // Its snapshots hold its state: they go with it, in the same transaction.
+                tx.execute(&sql.delete_snapshots, &[&store, aggregate_id])
+                    .await
+                    .map_err(err)?;
+            }
         }
         LifecycleRecord::Restored { aggregate_id } => {
             // Only a soft delete gets here (a hard one was refused above).
@@ -364,6 +380,10 @@ pub(super) async fn compact(
         .map_err(err)?;
     let gone = tx
         .query_one(&sql.delete_hidden, &params)
+        .await
+        .map_err(err)?;
+    // Snapshots written by a read that raced the delete.
+    tx.execute(&sql.delete_hard_deleted_snapshots, &[])
         .await
         .map_err(err)?;
     let events: i64 = gone.try_get(0).map_err(err)?;

@@ -156,12 +156,19 @@ pub async fn soft_delete_hides_refuses_pushes_and_restores(adapter: Arc<dyn Stor
     assert_eq!(ids, ["a", "b"], "{CHECK}: listing after the restore");
 }
 
-/// A hard delete hides like a soft one, and is final: restoring or soft-deleting it again is
-/// refused with `AggregateDeleted { hard: true }`, and so are pushes and truncation.
+/// A hard delete hides like a soft one, removes the aggregate's snapshots, and is final:
+/// restoring or soft-deleting it again is refused with `AggregateDeleted { hard: true }`, and
+/// so are pushes and truncation.
 pub async fn hard_delete_is_final(adapter: Arc<dyn StorageAdapter>) {
     const CHECK: &str = "hard_delete_is_final";
     let adapter = &*adapter;
     push_versions(CHECK, adapter, STORE, "a", 2).await;
+    let snapshot = crate::storage::SnapshotRecord::new(2, 1, 2, 3, vec![1, 2, 3]);
+    if let Some(snapshots) = adapter.snapshots() {
+        snapshots
+            .put(STORE, "a", &snapshot)
+            .unwrap_or_else(|e| panic!("{CHECK}: put a snapshot: {e}"));
+    }
     adapter
         .delete_aggregate(STORE, "a", DeleteMode::Soft)
         .await
@@ -170,6 +177,15 @@ pub async fn hard_delete_is_final(adapter: Arc<dyn StorageAdapter>) {
         .delete_aggregate(STORE, "a", DeleteMode::Hard)
         .await
         .unwrap_or_else(|e| panic!("{CHECK}: a soft-deleted aggregate can be hard-deleted: {e}"));
+    if let Some(snapshots) = adapter.snapshots() {
+        let left = snapshots
+            .latest(STORE, "a", u64::MAX)
+            .unwrap_or_else(|e| panic!("{CHECK}: read snapshots: {e}"));
+        assert!(
+            left.is_none(),
+            "{CHECK}: the snapshots go with a hard delete"
+        );
+    }
     let key = (STORE, "a");
     expect_deleted(
         CHECK,
