@@ -141,8 +141,8 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// use annals::storage::{DeleteMode, GetEventsOptions, InMemoryAdapter, StorageAdapter};
     /// let adapter = InMemoryAdapter::new();
     /// adapter.delete_aggregate("POKEMONS", "pikachu", DeleteMode::Soft).await?;
-    /// let events = adapter.get_events("POKEMONS", "pikachu", &GetEventsOptions::default());
-    /// assert!(events.await?.is_empty());
+    /// let all = GetEventsOptions::default();
+    /// assert!(adapter.get_events("POKEMONS", "pikachu", &all).await?.is_empty());
     /// adapter.restore_aggregate("POKEMONS", "pikachu").await?;
     /// # Ok::<(), annals::StorageError>(()) }).unwrap();
     /// ```
