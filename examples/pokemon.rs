@@ -6,7 +6,7 @@
 //! shows a typed rejection, and races three trainers for one wild Pokémon.
 //!
 //! ```text
-//! cargo run --release --all-features --example pokemon -- [DIR] [--console]
+//! cargo run --all-features --example pokemon -- [DIR] [--console]
 //! ```
 //!
 //! The events are kept in `DIR` (default `target/pokemon-store`) by annals' embedded log

@@ -59,7 +59,7 @@ pub use snapshot_table::PostgresSnapshots;
 
 /// For the runtime's PostgreSQL state store, which connects with the adapter's settings.
 pub(crate) use self::error::{bad_row as bad_state_row, from_client as from_state_client};
-pub(crate) use self::schema::check_schema_name;
+pub(crate) use self::schema::{History, Migration, check_schema_name};
 /// The client crate, for [`PostgresAdapter::builder_with_config`]'s `Config` without a
 /// separate (and possibly mismatched) dependency.
 pub use tokio_postgres;

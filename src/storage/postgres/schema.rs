@@ -99,7 +99,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 
 /// The schema version this build writes and reads.
 pub(crate) fn latest_version() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
+    EVENT_TABLES.latest_version()
 }
 
 /// Checks a schema name: 1 to 48 bytes of `[a-z0-9_]`, not starting with a digit, not `pg_…`.
@@ -129,56 +129,97 @@ pub(crate) fn check_schema_name(schema: &str) -> Result<(), StorageError> {
 
 /// Brings `schema` up to the latest migration; returns the version it was at before.
 pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, StorageError> {
-    const OP: &str = "migrate the schema";
-    let err = |e| from_client(OP, e);
-    let tx = client.transaction().await.map_err(err)?;
-    // One migrator at a time per schema, across processes; released at commit.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || $1))",
-        &[&schema],
-    )
-    .await
-    .map_err(err)?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.migrations (
-             version integer PRIMARY KEY,
-             name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );"
-    ))
-    .await
-    .map_err(err)?;
-    let row = tx
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {schema}.migrations"),
-            &[],
+    EVENT_TABLES.apply(client, schema).await
+}
+
+/// The adapter's own tables: history `migrations`, [`MIGRATIONS`].
+const EVENT_TABLES: History = History {
+    tables: "the event tables",
+    table: "migrations",
+    lock: "annals.migrate.",
+    migrations: MIGRATIONS,
+};
+
+/// A list of migrations with its own history table: the adapter's tables and the runtime's
+/// state tables evolve independently in one schema, each with one of these.
+pub(crate) struct History {
+    /// What the tables are, for the error refusing a newer schema.
+    pub(crate) tables: &'static str,
+    /// The history table, one row per applied migration.
+    pub(crate) table: &'static str,
+    /// The advisory lock's key prefix (the schema name follows).
+    pub(crate) lock: &'static str,
+    /// Every migration, numbered from 1 without gaps.
+    pub(crate) migrations: &'static [Migration],
+}
+
+impl History {
+    /// The version this build writes and reads.
+    pub(crate) fn latest_version(&self) -> i32 {
+        self.migrations.last().map_or(0, |m| m.version)
+    }
+
+    /// Applies, in one transaction under a transaction-scoped advisory lock (so concurrent
+    /// processes migrate one at a time), every migration newer than the last one recorded,
+    /// each with its record; refuses a schema a newer build migrated. Returns the version the
+    /// schema was at before.
+    pub(crate) async fn apply(
+        &self,
+        client: &mut Client,
+        schema: &str,
+    ) -> Result<i32, StorageError> {
+        const OP: &str = "migrate the schema";
+        let err = |e| from_client(OP, e);
+        let table = self.table;
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1 || $2))",
+            &[&self.lock, &schema],
         )
         .await
         .map_err(err)?;
-    let current: i32 = row.try_get(0).map_err(err)?;
-    if current > latest_version() {
-        return Err(StorageError::InvalidConfiguration {
-            reason: format!(
-                "schema {schema:?} is at migration {current}, newer than the {} this version of \
-                 annals knows; upgrade annals",
-                latest_version()
-            ),
-        });
-    }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tx.batch_execute(&migration.sql.replace("{schema}", schema))
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.{table} (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );"
+        ))
+        .await
+        .map_err(err)?;
+        let row = tx
+            .query_one(
+                &format!("SELECT coalesce(max(version), 0) FROM {schema}.{table}"),
+                &[],
+            )
             .await
             .map_err(err)?;
-        tx.execute(
-            &format!("INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2)"),
-            &[&migration.version, &migration.name],
-        )
-        .await
-        .map_err(err)?;
+        let current: i32 = row.try_get(0).map_err(err)?;
+        let latest = self.latest_version();
+        if current > latest {
+            return Err(StorageError::InvalidConfiguration {
+                reason: format!(
+                    "{} of schema {schema:?} are at migration {current}, newer than the \
+                     {latest} this version of annals knows; upgrade annals",
+                    self.tables
+                ),
+            });
+        }
+        for migration in self.migrations.iter().filter(|m| m.version > current) {
+            tx.batch_execute(&migration.sql.replace("{schema}", schema))
+                .await
+                .map_err(err)?;
+            tx.execute(
+                &format!("INSERT INTO {schema}.{table} (version, name) VALUES ($1, $2)"),
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(current)
     }
-    tx.commit().await.map_err(err)?;
-    Ok(current)
 }
 
 #[cfg(test)]
