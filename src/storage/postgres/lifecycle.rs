@@ -51,28 +51,39 @@ fn last_version_sql(schema: &str, s: &str, a: &str) -> String {
     )
 }
 
+/// What the lifecycle rules leave of the (store, aggregate) pairs `keys` (an SQL source of
+/// columns `k.s`, `k.a`) at `now` (an SQL expression, Unix ms): rows `(s, a, deleted,
+/// first)`, `first` being the first visible version. The same rules as
+/// `Lifecycle::visible`: truncation and `max_count` bound the suffix, then `max_age` expires
+/// from that bound up to the first recent event.
+pub(super) fn visibility_sql(schema: &str, keys: &str, now: &str) -> String {
+    let last = last_version_sql(schema, "k.s", "k.a");
+    format!(
+        "WITH v AS (SELECT k.s, k.a, coalesce(r.deleted, 0::smallint) AS deleted, \
+         l.last, t.max_age_ms, \
+         GREATEST(coalesce(r.truncated_before, 1), 1, \
+         CASE WHEN t.max_count IS NULL THEN 1 ELSE l.last - t.max_count + 1 END) AS bound \
+         FROM {keys} \
+         LEFT JOIN {schema}.aggregate_rules r ON r.event_store_id = k.s AND r.aggregate_id = k.a \
+         LEFT JOIN {schema}.retention t ON t.event_store_id = k.s \
+         CROSS JOIN LATERAL (SELECT {last} AS last) l) \
+         SELECT v.s, v.a, v.deleted, CASE WHEN v.max_age_ms IS NULL THEN v.bound \
+         ELSE coalesce((SELECT min(e.version) FROM {schema}.events e \
+         WHERE e.event_store_id = v.s AND e.aggregate_id = v.a \
+         AND e.version >= v.bound AND e.timestamp_ms >= {now} - v.max_age_ms), \
+         GREATEST(v.bound, v.last + 1)) END AS first \
+         FROM v"
+    )
+}
+
 impl LifecycleSql {
     pub(super) fn new(schema: &str) -> Self {
         let last = last_version_sql(schema, "k.s", "k.a");
         LifecycleSql {
-            // The same rules as `Lifecycle::visible`: truncation and max_count bound the
-            // suffix, then max_age expires from that bound up to the first recent event.
-            visibility: format!(
-                "WITH v AS (SELECT k.s, k.a, coalesce(r.deleted, 0::smallint) AS deleted, \
-                 l.last, t.max_age_ms, \
-                 GREATEST(coalesce(r.truncated_before, 1), 1, \
-                 CASE WHEN t.max_count IS NULL THEN 1 ELSE l.last - t.max_count + 1 END) AS bound \
-                 FROM unnest($1::text[], $2::text[]) AS k(s, a) \
-                 LEFT JOIN {schema}.aggregate_rules r \
-                 ON r.event_store_id = k.s AND r.aggregate_id = k.a \
-                 LEFT JOIN {schema}.retention t ON t.event_store_id = k.s \
-                 CROSS JOIN LATERAL (SELECT {last} AS last) l) \
-                 SELECT v.s, v.a, v.deleted, CASE WHEN v.max_age_ms IS NULL THEN v.bound \
-                 ELSE coalesce((SELECT min(e.version) FROM {schema}.events e \
-                 WHERE e.event_store_id = v.s AND e.aggregate_id = v.a \
-                 AND e.version >= v.bound AND e.timestamp_ms >= $3::bigint - v.max_age_ms), \
-                 GREATEST(v.bound, v.last + 1)) END \
-                 FROM v"
+            visibility: visibility_sql(
+                schema,
+                "unnest($1::text[], $2::text[]) AS k(s, a)",
+                "$3::bigint",
             ),
             lock_head: format!("SELECT position FROM {schema}.head FOR UPDATE"),
             rules_of: format!(

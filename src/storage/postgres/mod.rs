@@ -257,10 +257,17 @@ const EVENT_COLUMNS: &str =
 
 impl Statements {
     fn new(schema: &str) -> Self {
+        // The aggregate's events within the suffix its lifecycle rules leave ($6: now).
+        let visible = lifecycle::visibility_sql(
+            schema,
+            "(VALUES ($1::text, $2::text)) AS k(s, a)",
+            "$6::bigint",
+        );
         let read_events = |order: &str| {
             format!(
-                "SELECT {EVENT_COLUMNS} FROM {schema}.events WHERE event_store_id = $1 \
-                 AND aggregate_id = $2 AND version BETWEEN $3 AND $4 ORDER BY version {order} \
+                "WITH vis AS ({visible}) SELECT {EVENT_COLUMNS} FROM {schema}.events, vis \
+                 WHERE event_store_id = $1 AND aggregate_id = $2 AND vis.deleted = 0 \
+                 AND version BETWEEN GREATEST($3, vis.first) AND $4 ORDER BY version {order} \
                  LIMIT $5"
             )
         };
@@ -290,9 +297,15 @@ impl Statements {
             head: format!("SELECT position FROM {schema}.head"),
             read_events: read_events("ASC"),
             read_events_reverse: read_events("DESC"),
+            // With whether a lifecycle rule may hide the event (then its visibility is read).
             read_log: format!(
-                "SELECT event_store_id, {EVENT_COLUMNS} FROM {schema}.events \
-                 WHERE position >= $1 ORDER BY position LIMIT $2"
+                "SELECT event_store_id, {EVENT_COLUMNS}, EXISTS (SELECT 1 \
+                 FROM {schema}.aggregate_rules r WHERE r.event_store_id = e.event_store_id \
+                 AND r.aggregate_id = e.aggregate_id \
+                 AND (r.deleted > 0 OR r.truncated_before > 1)) \
+                 OR EXISTS (SELECT 1 FROM {schema}.retention t \
+                 WHERE t.event_store_id = e.event_store_id) \
+                 FROM {schema}.events e WHERE position >= $1 ORDER BY position LIMIT $2"
             ),
             scan_forward: scan(None, "ASC"),
             scan_reverse: scan(None, "DESC"),
@@ -482,21 +495,14 @@ impl StorageAdapter for PostgresAdapter {
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         const OP: &str = "read events";
-        let visibility = self
-            .visibility(&[(event_store_id, aggregate_id)], Timestamp::now())
-            .await?;
-        let first = match visibility.into_values().next() {
-            Some(None) => return Ok(Vec::new()), // deleted
-            Some(Some(first)) => first,
-            None => 1,
-        };
-        let Ok(min) = i64::try_from(options.min_version.unwrap_or(1).max(first)) else {
+        let Ok(min) = i64::try_from(options.min_version.unwrap_or(1)) else {
             return Ok(Vec::new()); // no stored version is that high
         };
         let max = options
             .max_version
             .map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
         let limit = sql_limit(options.limit.unwrap_or(usize::MAX));
+        let now = Timestamp::now().unix_millis();
         let sql = if options.reverse {
             &self.statements.read_events_reverse
         } else {
@@ -506,7 +512,7 @@ impl StorageAdapter for PostgresAdapter {
             .read(
                 OP,
                 sql,
-                &[&event_store_id, &aggregate_id, &min, &max, &limit],
+                &[&event_store_id, &aggregate_id, &min, &max, &limit, &now],
             )
             .await?;
         rows.iter().map(|row| decode_event(OP, row, 0)).collect()
@@ -604,20 +610,25 @@ impl StorageAdapter for PostgresAdapter {
                 .await?;
             let full = rows.len() >= want;
             let mut batch = Vec::with_capacity(rows.len());
+            let mut ruled = Vec::with_capacity(rows.len());
             for row in &rows {
+                let bad = |e: tokio_postgres::Error| bad_row(OP, e.to_string());
                 let StoredEvent { position, event } = decode_event(OP, row, 1)?;
                 batch.push(LoggedEvent {
-                    event_store_id: row.try_get(0).map_err(|e| bad_row(OP, e.to_string()))?,
+                    event_store_id: row.try_get(0).map_err(bad)?,
                     position,
                     event,
                 });
+                ruled.push(row.try_get::<_, bool>(9).map_err(bad)?);
             }
             let Some(last) = batch.last() else { break };
             from = i64::try_from(last.position + 1).unwrap_or(i64::MAX);
+            // Only events a rule may hide need their aggregate's visibility read.
             let mut pairs: Vec<(&str, &str)> = batch
                 .iter()
-                .filter(|e| e.event_store_id != LIFECYCLE_STORE)
-                .map(|e| (e.event_store_id.as_str(), e.event.aggregate_id.as_str()))
+                .zip(&ruled)
+                .filter(|(e, ruled)| **ruled && e.event_store_id != LIFECYCLE_STORE)
+                .map(|(e, _)| (e.event_store_id.as_str(), e.event.aggregate_id.as_str()))
                 .collect();
             pairs.sort_unstable();
             pairs.dedup();
