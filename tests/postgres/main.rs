@@ -25,6 +25,7 @@ mod faults;
 mod global_order;
 mod group_commit;
 mod groups;
+mod lifecycle;
 mod processes;
 mod queue_processes;
 mod schema;
@@ -52,6 +53,7 @@ fn main() -> std::process::ExitCode {
         faults::trials(),
         global_order::trials(),
         groups::trials(),
+        lifecycle::trials(),
         group_commit::trials(),
         processes::trials(),
         queue_processes::trials(),
