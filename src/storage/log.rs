@@ -45,6 +45,9 @@ pub struct LogAdapter {
     limits: Limits,
     /// Aggregate snapshots, in `snapshots.redb` (opened on first use).
     snapshots: LogSnapshots,
+    /// Subjects' data keys, in `keys.redb` (feature `personal`; opened on first use).
+    #[cfg(feature = "personal")]
+    keys: super::Keys,
     /// Where recent `read_log` calls stopped, so a reader continuing from there does not have
     /// to locate its position in the log again.
     log_cursors: std::sync::Mutex<Vec<LogCursor>>,
@@ -149,11 +152,18 @@ impl LogAdapterBuilder {
         }
         let engine = Engine::open_with(Arc::clone(&self.fs), &self.dir, self.engine)
             .map_err(storage_error)?;
+        #[cfg(feature = "personal")]
+        let keys = super::Keys::new(
+            Box::new(super::keys::LogKeys::new(Arc::clone(&self.fs), &self.dir)),
+            None,
+        );
         let snapshots = LogSnapshots::new(self.fs, &self.dir);
         Ok(LogAdapter {
             engine,
             limits,
             snapshots,
+            #[cfg(feature = "personal")]
+            keys,
             log_cursors: std::sync::Mutex::default(),
         })
     }
@@ -243,6 +253,8 @@ impl LogAdapter {
     /// then can another process open the store.
     pub fn close(&self) {
         self.snapshots.close();
+        #[cfg(feature = "personal")]
+        self.keys.close();
         self.engine.close();
     }
 }
@@ -305,6 +317,11 @@ impl StorageAdapter for LogAdapter {
 
     fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
         Some(&self.snapshots)
+    }
+
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
+        Some(&self.keys)
     }
 
     async fn read_log(

@@ -15,6 +15,8 @@ mod adapter;
 mod engine_bridge;
 mod error;
 mod event;
+#[cfg(feature = "personal")]
+pub mod keys;
 mod limit_error;
 mod limits;
 mod log;
@@ -34,6 +36,8 @@ pub use event::{
     AggregateIdEntry, AppendEvent, AppendEventRef, EncodedEvent, EventRef, EventStoreSummary,
     LoggedEvent, Position, StoredEvent,
 };
+#[cfg(feature = "personal")]
+pub use keys::{InMemoryKeys, KeyStore, Keys, SubjectKey};
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
@@ -42,6 +46,8 @@ pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
+#[cfg(all(feature = "postgres", feature = "personal"))]
+pub use postgres::PostgresKeys;
 pub use snapshot_storage::{
     InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,
     event_ref_checksum,

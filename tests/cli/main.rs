@@ -10,5 +10,7 @@ mod fixture;
 mod import;
 mod inspect;
 mod maintenance;
+#[cfg(feature = "personal")]
+mod personal;
 mod runtime_state;
 mod upgrade;

@@ -25,6 +25,8 @@ mod faults;
 mod global_order;
 mod group_commit;
 mod groups;
+#[cfg(feature = "personal")]
+mod personal;
 mod processes;
 mod queue_processes;
 mod schema;
@@ -33,6 +35,16 @@ mod state;
 mod subscriptions;
 
 /// The console's trials, when the console is built.
+#[cfg(feature = "personal")]
+fn personal_trials() -> Vec<libtest_mimic::Trial> {
+    personal::trials()
+}
+
+#[cfg(not(feature = "personal"))]
+fn personal_trials() -> Vec<libtest_mimic::Trial> {
+    Vec::new()
+}
+
 #[cfg(feature = "console")]
 fn console_trials() -> Vec<libtest_mimic::Trial> {
     console::trials()
@@ -52,6 +64,7 @@ fn main() -> std::process::ExitCode {
         faults::trials(),
         global_order::trials(),
         groups::trials(),
+        personal_trials(),
         group_commit::trials(),
         processes::trials(),
         queue_processes::trials(),

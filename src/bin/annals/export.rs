@@ -77,6 +77,24 @@ pub fn decode_part(bytes: &[u8]) -> Result<Option<Json>, codec::CodecError> {
 }
 
 impl EventLine {
+    /// The line with every encrypted personal value whose key `adapter` no longer holds shown
+    /// as forgotten (feature `personal`; unchanged when the adapter keeps no keys).
+    pub fn forgetting(
+        mut self,
+        adapter: &dyn annals::storage::StorageAdapter,
+    ) -> Result<Self, CliError> {
+        #[cfg(feature = "personal")]
+        if let Some(keys) = adapter.keys() {
+            for part in [&mut self.payload, &mut self.metadata].into_iter().flatten() {
+                part.mark_forgotten(keys)
+                    .map_err(|e| CliError::storage("read the store's keys", e))?;
+            }
+        }
+        #[cfg(not(feature = "personal"))]
+        let _ = adapter;
+        Ok(self)
+    }
+
     /// The line of a logged event.
     pub fn of(logged: &LoggedEvent) -> Result<Self, CliError> {
         let mut line = Self::of_event(&logged.event, logged.position, &logged.event_store_id)?;
@@ -138,7 +156,7 @@ pub async fn export(target: &Target, out: &Out, args: ExportArgs) -> Result<(), 
             if !args.stores.is_empty() && !args.stores.contains(&logged.event_store_id) {
                 continue;
             }
-            let line = serde_json::to_string(&EventLine::of(logged)?)
+            let line = serde_json::to_string(&EventLine::of(logged)?.forgetting(adapter.as_ref())?)
                 .map_err(|e| CliError::failed(format!("cannot encode an event as JSON: {e}")))?;
             sink.write_all(line.as_bytes())?;
             sink.write_all(b"\n")?;

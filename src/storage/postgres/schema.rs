@@ -22,7 +22,8 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append new ones; never edit a released one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     name: "events, head, snapshots",
     sql: r#"
@@ -65,7 +66,22 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (event_store_id, aggregate_id, version)
         );
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "personal keys",
+        sql: r#"
+        -- Crypto-shredding (feature `personal`): one data key per subject, as a 41-byte record
+        -- (format byte 1, 8-byte key id, 32-byte secret). Forgetting overwrites the record
+        -- with zeros, then deletes the row.
+        CREATE TABLE {schema}.personal_keys (
+            subject text COLLATE "C" PRIMARY KEY,
+            record bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+    "#,
+    },
+];
 
 /// The schema version this build writes and reads.
 pub(crate) fn latest_version() -> i32 {
