@@ -1407,9 +1407,15 @@ mod gdpr {
                 );
             }
         };
-        print("before", &contacts.get_events(trainer_id, Default::default()).await?);
+        print(
+            "before",
+            &contacts.get_events(trainer_id, Default::default()).await?,
+        );
         contacts.forget(trainer_id).await?;
-        print("after ", &contacts.get_events(trainer_id, Default::default()).await?);
+        print(
+            "after ",
+            &contacts.get_events(trainer_id, Default::default()).await?,
+        );
         let stored = adapter
             .get_events("CONTACTS", trainer_id, &GetEventsOptions::default())
             .await?;

@@ -202,7 +202,10 @@ fn with_keys<R>(f: impl FnOnce(Option<&Keys>) -> R) -> Option<R> {
     ACTIVE.with(|a| {
         let active = a.borrow();
         let active = active.as_ref()?;
-        Some(f(active.adapter.as_deref().and_then(|adapter| adapter.keys())))
+        Some(f(active
+            .adapter
+            .as_deref()
+            .and_then(|adapter| adapter.keys())))
     })
 }
 
@@ -350,9 +353,11 @@ fn body_of<T: Serialize>(value: &Personal<T>) -> Result<Vec<u8>, String> {
     };
     let key = with_keys(|keys| keys.map(|keys| keys.get_or_create(subject, new_key)));
     match key {
-        None => Err("personal data can only be written by an event store (it is encrypted \
+        None => Err(
+            "personal data can only be written by an event store (it is encrypted \
                      with its adapter's keys)"
-            .to_owned()),
+                .to_owned(),
+        ),
         Some(None) => {
             note(|o| o.no_key_store = true);
             Err("personal data cannot be written: the storage adapter keeps no keys".to_owned())
@@ -619,9 +624,8 @@ pub fn mark_forgotten(value: &mut serde_json::Value, keys: &Keys) -> Result<(), 
                 {
                     let alive = keys.get(subject)?.is_some_and(|k| k.id() == sealed.key_id);
                     if !alive {
-                        let marker = marker(FORGOTTEN, subject).map_err(|reason| {
-                            StorageError::InvalidConfiguration { reason }
-                        })?;
+                        let marker = marker(FORGOTTEN, subject)
+                            .map_err(|reason| StorageError::InvalidConfiguration { reason })?;
                         if let Ok(json) = body_to_json(&marker) {
                             *value = json;
                         }
@@ -691,8 +695,7 @@ mod tests {
         let bytes = bytes.unwrap();
         assert!(outcome.failure.is_none() && !outcome.lost);
         assert!(!bytes.windows(5).any(|w| w == b"Ketch"));
-        let (back, outcome) =
-            within(Some(&adapter), || rmp_serde::from_slice::<Trainer>(&bytes));
+        let (back, outcome) = within(Some(&adapter), || rmp_serde::from_slice::<Trainer>(&bytes));
         assert_eq!(back.unwrap(), trainer());
         assert!(!outcome.lost);
     }
@@ -700,7 +703,11 @@ mod tests {
     #[test]
     fn writing_outside_a_store_is_an_error_and_reading_is_unreadable() {
         let err = rmp_serde::to_vec_named(&trainer()).unwrap_err();
-        assert!(err.to_string().contains("only be written by an event store"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("only be written by an event store"),
+            "{err}"
+        );
         let adapter = adapter();
         let (bytes, _) = within(Some(&adapter), || rmp_serde::to_vec_named(&trainer()));
         let read: Trainer = rmp_serde::from_slice(&bytes.unwrap()).unwrap();
@@ -757,7 +764,10 @@ mod tests {
         let (back, _) = within(Some(&adapter), || serde_json::from_value::<Trainer>(json));
         assert_eq!(back.unwrap(), trainer());
         let shown = serde_json::to_value(trainer()).unwrap();
-        assert_eq!(shown["name"], serde_json::json!({ TAG_KEY: { "subject": "ash" } }));
+        assert_eq!(
+            shown["name"],
+            serde_json::json!({ TAG_KEY: { "subject": "ash" } })
+        );
     }
 
     #[test]

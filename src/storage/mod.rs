@@ -44,10 +44,10 @@ pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use log_reader::{LogReader, LogReaderBuilder, LogReaderStats};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
-#[cfg(feature = "postgres")]
-pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
 #[cfg(all(feature = "postgres", feature = "personal"))]
 pub use postgres::PostgresKeys;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
 pub use snapshot_storage::{
     InMemorySnapshots, SnapshotRecord, SnapshotStats, SnapshotStorage, event_checksum,
     event_ref_checksum,

@@ -62,8 +62,10 @@ async fn export_shows_sealed_values_then_forgotten_ones() {
     assert!(misty["sealed"].is_string(), "{misty}");
     assert!(!lines[1].to_string().contains("pallet"), "never decrypted");
 
-    let got = json(&dir, &["get", "TRAINERS", "ash"]);
-    assert!(got.to_string().contains("\"forgotten\":true"), "{got}");
+    let events = json(&dir, &["events", "TRAINERS", "ash"]);
+    assert!(events.to_string().contains("\"forgotten\":true"), "{events}");
+    let got = json(&dir, &["get", "2"]);
+    assert!(got.to_string().contains("\"sealed\""), "{got}");
 
     // Import into a fresh store: the same bytes, still readable with the original's keys only.
     let file = tmp.path().join("events.jsonl");
@@ -85,5 +87,8 @@ async fn export_shows_sealed_values_then_forgotten_ones() {
     let copied = export_lines(&copy);
     assert_eq!(copied[0]["payload"], lines[0]["payload"]);
     // The copy has no keys: the sealed value is shown as forgotten there.
-    assert_eq!(copied[1]["payload"]["email"]["$personal"]["forgotten"], true);
+    assert_eq!(
+        copied[1]["payload"]["email"]["$personal"]["forgotten"],
+        true
+    );
 }

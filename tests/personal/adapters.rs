@@ -11,7 +11,12 @@ async fn personal_values_round_trip_and_are_stored_encrypted(kind: Kind) {
     let adapter = adapter(kind, dir.path());
     let trainers = trainers(&adapter);
     trainers
-        .push_events("ash", 0, [registered("ash", "Ash Ketchum"), caught("pikachu")], &())
+        .push_events(
+            "ash",
+            0,
+            [registered("ash", "Ash Ketchum"), caught("pikachu")],
+            &(),
+        )
         .await
         .expect("push");
     trainers
@@ -41,9 +46,18 @@ async fn personal_values_round_trip_and_are_stored_encrypted(kind: Kind) {
         .await
         .expect("raw read");
     let payload = &stored[0].event.payload;
-    assert!(!payload.windows(5).any(|w| w == b"Ketch"), "the name is in clear");
-    assert!(!payload.windows(6).any(|w| w == b"pallet"), "the email is in clear");
-    assert!(payload.windows(5).any(|w| w == b"Kanto"), "the region is plain");
+    assert!(
+        !payload.windows(5).any(|w| w == b"Ketch"),
+        "the name is in clear"
+    );
+    assert!(
+        !payload.windows(6).any(|w| w == b"pallet"),
+        "the email is in clear"
+    );
+    assert!(
+        payload.windows(5).any(|w| w == b"Kanto"),
+        "the region is plain"
+    );
     // Untyped, the value shows its subject and sealed bytes, never the value.
     let json = annals::codec::to_json(payload).expect("json");
     assert_eq!(json["name"]["$personal"]["subject"], "ash");

@@ -41,10 +41,18 @@ async fn forgetting_a_subject_makes_every_read_path_see_forgotten(kind: Kind) {
     assert_eq!(before.state.name_letters, 3);
     trainers.flush_snapshots().await;
     let snapshots = adapter.snapshots().expect("snapshots");
-    assert!(snapshots.latest("TRAINERS", "ash", u64::MAX).expect("latest").is_some());
+    assert!(
+        snapshots
+            .latest("TRAINERS", "ash", u64::MAX)
+            .expect("latest")
+            .is_some()
+    );
 
     assert!(trainers.forget("ash").await.expect("forget"));
-    assert!(!trainers.forget("ash").await.expect("forget again"), "no key left");
+    assert!(
+        !trainers.forget("ash").await.expect("forget again"),
+        "no key left"
+    );
 
     let events = trainers
         .get_events("ash", Default::default())
@@ -92,7 +100,10 @@ async fn forgetting_a_subject_makes_every_read_path_see_forgotten(kind: Kind) {
         .get_events("misty", Default::default())
         .await
         .expect("events");
-    assert_eq!(name_of(&misty[0]).known().map(String::as_str), Some("Misty"));
+    assert_eq!(
+        name_of(&misty[0]).known().map(String::as_str),
+        Some("Misty")
+    );
 
     // New data about the forgotten subject gets a new key; the old stays forgotten.
     trainers
@@ -155,7 +166,9 @@ async fn a_view_sees_forgotten_values(kind: Kind) {
         Some("(forgotten)")
     );
     assert_eq!(
-        view.get::<String>("names", "brock").expect("get").as_deref(),
+        view.get::<String>("names", "brock")
+            .expect("get")
+            .as_deref(),
         Some("Brock")
     );
     runner.stop().await.expect("stop");

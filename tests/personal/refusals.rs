@@ -28,7 +28,10 @@ fn serializing_personal_data_outside_an_event_store_is_an_error() {
     assert_eq!(back, forgotten);
     // JSON never shows the value.
     let json = serde_json::to_value(&value).expect("json");
-    assert_eq!(json, serde_json::json!({ "$personal": { "subject": "ash" } }));
+    assert_eq!(
+        json,
+        serde_json::json!({ "$personal": { "subject": "ash" } })
+    );
 }
 
 /// An adapter that keeps no keys (only the required methods, delegated).
@@ -57,7 +60,11 @@ impl StorageAdapter for NoKeys {
     ) -> Result<Vec<AggregateIdEntry>, StorageError> {
         self.0.scan_aggregate_ids(store, query).await
     }
-    async fn read_log(&self, from: Position, limit: usize) -> Result<Vec<LoggedEvent>, StorageError> {
+    async fn read_log(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError> {
         self.0.read_log(from, limit).await
     }
     fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
@@ -117,7 +124,10 @@ async fn altered_ciphertext_reads_as_unreadable_and_never_panics(kind: Kind) {
             unreadable += 1;
         }
     }
-    assert!(unreadable > 20, "only {unreadable} altered names read as unreadable");
+    assert!(
+        unreadable > 20,
+        "only {unreadable} altered names read as unreadable"
+    );
 }
 on_both!(altered_ciphertext_reads_as_unreadable_and_never_panics);
 
@@ -184,11 +194,17 @@ async fn personal_values_pass_through_upcasters() {
         })
         .build()
         .expect("new store");
-    let events = new.get_events("ash", Default::default()).await.expect("read");
+    let events = new
+        .get_events("ash", Default::default())
+        .await
+        .expect("read");
     let NewEvent::Registered(r) = &events[0].event;
     assert_eq!(r.name.known().map(String::as_str), Some("Ash"));
     new.forget("ash").await.expect("forget");
-    let events = new.get_events("ash", Default::default()).await.expect("read");
+    let events = new
+        .get_events("ash", Default::default())
+        .await
+        .expect("read");
     let NewEvent::Registered(r) = &events[0].event;
     assert!(r.name.is_forgotten() && r.email.is_forgotten());
 }

@@ -60,9 +60,14 @@ async fn personal_values_round_trip_and_forget_reaches_other_adapters() {
     let there = store(Arc::new(there));
     for subject in ["ash", "misty"] {
         let email = Personal::new(subject, format!("{subject}@pallet.town"));
-        here.push_events(subject, 0, [TrainerEvent::Registered(Registered { email })], &())
-            .await
-            .expect("push");
+        here.push_events(
+            subject,
+            0,
+            [TrainerEvent::Registered(Registered { email })],
+            &(),
+        )
+        .await
+        .expect("push");
     }
     assert_eq!(
         email_of(&there, "ash").await.known().map(String::as_str),
@@ -71,10 +76,16 @@ async fn personal_values_round_trip_and_forget_reaches_other_adapters() {
     );
 
     assert!(here.forget("ash").await.expect("forget"));
-    assert!(email_of(&here, "ash").await.is_forgotten(), "at once where it was forgotten");
+    assert!(
+        email_of(&here, "ash").await.is_forgotten(),
+        "at once where it was forgotten"
+    );
     // The other adapter may serve its cached key until its cache time is up, no longer.
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-    assert!(email_of(&there, "ash").await.is_forgotten(), "within the cache time elsewhere");
+    assert!(
+        email_of(&there, "ash").await.is_forgotten(),
+        "within the cache time elsewhere"
+    );
     assert_eq!(
         email_of(&there, "misty").await.known().map(String::as_str),
         Some("misty@pallet.town")
@@ -83,7 +94,10 @@ async fn personal_values_round_trip_and_forget_reaches_other_adapters() {
     let client = fixture::connect(&url).await;
     let rows = client
         .query(
-            &format!("SELECT subject FROM {}.personal_keys ORDER BY subject", guard.schema),
+            &format!(
+                "SELECT subject FROM {}.personal_keys ORDER BY subject",
+                guard.schema
+            ),
             &[],
         )
         .await

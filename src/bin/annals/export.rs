@@ -85,7 +85,10 @@ impl EventLine {
     ) -> Result<Self, CliError> {
         #[cfg(feature = "personal")]
         if let Some(keys) = adapter.keys() {
-            for part in [&mut self.payload, &mut self.metadata].into_iter().flatten() {
+            for part in [&mut self.payload, &mut self.metadata]
+                .into_iter()
+                .flatten()
+            {
                 part.mark_forgotten(keys)
                     .map_err(|e| CliError::storage("read the store's keys", e))?;
             }

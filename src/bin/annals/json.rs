@@ -424,8 +424,9 @@ impl Json {
             Json::Unsigned(n) => Value::from(*n),
             Json::Negative(n) => Value::from(*n),
             Json::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
-            Json::Float32(f) => serde_json::Number::from_f64(f64::from(*f))
-                .map_or(Value::Null, Value::Number),
+            Json::Float32(f) => {
+                serde_json::Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number)
+            }
             Json::String(s) => Value::String(s.clone()),
             Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
             Json::Object(members) => Value::Object(

@@ -345,7 +345,10 @@ mod tests {
     #[test]
     fn a_time_to_live_rereads_what_another_handle_changed() {
         let shared = std::sync::Arc::new(InMemoryKeys::new());
-        let here = Keys::new(Box::new(std::sync::Arc::clone(&shared)), Some(Duration::ZERO));
+        let here = Keys::new(
+            Box::new(std::sync::Arc::clone(&shared)),
+            Some(Duration::ZERO),
+        );
         let there = Keys::new(Box::new(std::sync::Arc::clone(&shared)), None);
         here.get_or_create("misty", || key(4)).unwrap();
         assert!(there.forget("misty").unwrap());

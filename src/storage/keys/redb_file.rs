@@ -249,13 +249,15 @@ impl KeyStore for LogKeys {
                     .get(subject)
                     .map_err(|e| self.redb_error(e))?
                     .map(|v| v.value().to_vec());
-                let zeroed = existing.as_deref().is_none_or(|v| v.iter().all(|&b| b == 0));
+                let zeroed = existing
+                    .as_deref()
+                    .is_none_or(|v| v.iter().all(|&b| b == 0));
                 match existing.as_deref().and_then(SubjectKey::from_record) {
                     Some(key) => key,
                     None if !zeroed => {
-                        return Err(self.corruption(format!(
-                            "malformed key record of subject {subject:?}"
-                        )));
+                        return Err(
+                            self.corruption(format!("malformed key record of subject {subject:?}"))
+                        );
                     }
                     None => {
                         let record = candidate.to_record();

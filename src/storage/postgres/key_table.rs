@@ -11,8 +11,8 @@ use std::thread;
 use tokio_postgres::{Client, NoTls};
 
 use super::error::{bad_row, from_client, is_connection_lost};
-use crate::storage::keys::{KEY_RECORD_BYTES, KeyStore, SubjectKey};
 use crate::storage::StorageError;
+use crate::storage::keys::{KEY_RECORD_BYTES, KeyStore, SubjectKey};
 
 /// The [`PostgresAdapter`](super::PostgresAdapter)'s [`KeyStore`], in its `personal_keys`
 /// table, shared by every process on the schema. Calls block the calling thread until a worker
@@ -151,7 +151,9 @@ impl Worker {
             match &request.op {
                 Op::Get => {
                     let row = client.query_opt(&select, &[subject]).await.map_err(err)?;
-                    Ok(Answer::Key(row.map(|row| decode(&row)).transpose()?.flatten()))
+                    Ok(Answer::Key(
+                        row.map(|row| decode(&row)).transpose()?.flatten(),
+                    ))
                 }
                 Op::GetOrInsert(candidate) => {
                     let insert = format!(
@@ -167,12 +169,9 @@ impl Worker {
                             .execute(&insert, &[subject, &record])
                             .await
                             .map_err(err)?;
-                        if let Some(row) =
-                            client.query_opt(&select, &[subject]).await.map_err(err)?
-                        {
-                            if let Some(key) = decode(&row)? {
-                                return Ok(Answer::Key(Some(key)));
-                            }
+                        let row = client.query_opt(&select, &[subject]).await.map_err(err)?;
+                        if let Some(key) = row.map(|row| decode(&row)).transpose()?.flatten() {
+                            return Ok(Answer::Key(Some(key)));
                         }
                     }
                     Ok(Answer::Key(None))
@@ -181,9 +180,7 @@ impl Worker {
                     // The key's bytes are first replaced by zeros (committed), then the row is
                     // deleted. Dead row versions remain until VACUUM: see
                     // docs/data-lifecycle.md.
-                    let zero = format!(
-                        "UPDATE {table} SET record = $2 WHERE subject = $1"
-                    );
+                    let zero = format!("UPDATE {table} SET record = $2 WHERE subject = $1");
                     let zeros = vec![0u8; KEY_RECORD_BYTES];
                     let found = client
                         .execute(&zero, &[subject, &zeros])

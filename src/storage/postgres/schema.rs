@@ -24,9 +24,9 @@ pub(crate) struct Migration {
 /// Every migration, in order. Append new ones; never edit a released one.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
-    version: 1,
-    name: "events, head, snapshots",
-    sql: r#"
+        version: 1,
+        name: "events, head, snapshots",
+        sql: r#"
         -- The last committed position. Every commit updates this one row first and holds its
         -- lock until it commits: commits are serialised, so positions follow commit order.
         CREATE TABLE {schema}.head (
