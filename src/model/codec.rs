@@ -154,7 +154,13 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
 /// `{"$personal": {"subject": …, "sealed": "<hex>"}}`, without being decrypted.
 #[cfg(feature = "personal")]
 pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
-    decode::<json_with_ext::Json>(bytes).map(|j| j.0)
+    // `serde_json::Value` reads everything but extensions: bytes without one get exactly what
+    // they got before (errors included), and only bytes it refuses are read again.
+    decode::<serde_json::Value>(bytes).or_else(|plain| {
+        decode::<json_with_ext::Json>(bytes)
+            .map(|j| j.0)
+            .map_err(|_| plain)
+    })
 }
 
 /// MessagePack to JSON like `serde_json::Value`'s own deserialization, plus the personal

@@ -63,7 +63,10 @@ async fn export_shows_sealed_values_then_forgotten_ones() {
     assert!(!lines[1].to_string().contains("pallet"), "never decrypted");
 
     let events = json(&dir, &["events", "TRAINERS", "ash"]);
-    assert!(events.to_string().contains("\"forgotten\":true"), "{events}");
+    assert!(
+        events.to_string().contains("\"forgotten\":true"),
+        "{events}"
+    );
     let got = json(&dir, &["get", "2"]);
     assert!(got.to_string().contains("\"sealed\""), "{got}");
 

@@ -23,7 +23,12 @@ async fn forgetting_a_subject_makes_every_read_path_see_forgotten(kind: Kind) {
     let adapter = adapter(kind, dir.path());
     let trainers = trainers(&adapter);
     trainers
-        .push_events("ash", 0, [registered("ash", "Ash"), caught("pikachu")], &())
+        .push_events(
+            "ash",
+            0,
+            [registered("ash", "Ash Ketchum"), caught("pikachu")],
+            &(),
+        )
         .await
         .expect("push");
     trainers
