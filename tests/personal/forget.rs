@@ -43,7 +43,7 @@ async fn forgetting_a_subject_makes_every_read_path_see_forgotten(kind: Kind) {
         .expect("read")
         .aggregate
         .expect("exists");
-    assert_eq!(before.state.name_letters, 3);
+    assert_eq!(before.state.name_letters, 11);
     trainers.flush_snapshots().await;
     let snapshots = adapter.snapshots().expect("snapshots");
     assert!(

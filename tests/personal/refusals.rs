@@ -208,3 +208,48 @@ async fn personal_values_pass_through_upcasters() {
     let NewEvent::Registered(r) = &events[0].event;
     assert!(r.name.is_forgotten() && r.email.is_forgotten());
 }
+
+/// The JSON forms untyped readers see: a sealed value as its subject and hex bytes (which
+/// read back, through an upcaster for instance), a forgotten one once its key is gone, and
+/// both turn back into the extension they came from.
+#[tokio::test]
+async fn json_forms_round_trip_and_never_show_the_value() {
+    let adapter: Arc<dyn StorageAdapter> = Arc::new(InMemoryAdapter::new());
+    let trainers = trainers(&adapter);
+    trainers
+        .push_events("ash", 0, [registered("ash", "Ash Ketchum")], &())
+        .await
+        .expect("push");
+    let stored = adapter
+        .get_events("TRAINERS", "ash", &GetEventsOptions::default())
+        .await
+        .expect("raw read")
+        .remove(0);
+    let mut json = annals::codec::to_json(&stored.event.payload).expect("json");
+    let sealed = json["name"]["$personal"].clone();
+    assert_eq!(sealed["subject"], "ash");
+    assert!(sealed["sealed"].is_string());
+    assert!(!json.to_string().contains("Ketchum"));
+    // The sealed form turns back into the same extension bytes.
+    let ext = annals::personal::ext_from_json(&json["name"]).expect("ext");
+    assert!(
+        stored.event.payload.windows(ext.len()).any(|w| w == ext),
+        "the extension is the stored one"
+    );
+
+    let keys = adapter.keys().expect("keys");
+    annals::personal::mark_forgotten(&mut json, keys).expect("mark");
+    assert!(
+        json["name"]["$personal"]["sealed"].is_string(),
+        "the key exists"
+    );
+    keys.forget("ash").expect("forget");
+    annals::personal::mark_forgotten(&mut json, keys).expect("mark");
+    assert_eq!(
+        json["name"],
+        serde_json::json!({ "$personal": { "subject": "ash", "forgotten": true } })
+    );
+    let ext = annals::personal::ext_from_json(&json["name"]).expect("marker");
+    let back: Personal<String> = annals::codec::decode(&ext).expect("decode");
+    assert!(back.is_forgotten());
+}
