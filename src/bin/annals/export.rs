@@ -79,11 +79,11 @@ pub fn decode_part(bytes: &[u8]) -> Result<Option<Json>, codec::CodecError> {
 impl EventLine {
     /// The line with every encrypted personal value whose key `adapter` no longer holds shown
     /// as forgotten (feature `personal`; unchanged when the adapter keeps no keys).
+    #[cfg(feature = "personal")]
     pub fn forgetting(
         mut self,
         adapter: &dyn annals::storage::StorageAdapter,
     ) -> Result<Self, CliError> {
-        #[cfg(feature = "personal")]
         if let Some(keys) = adapter.keys() {
             for part in [&mut self.payload, &mut self.metadata]
                 .into_iter()
@@ -93,8 +93,15 @@ impl EventLine {
                     .map_err(|e| CliError::storage("read the store's keys", e))?;
             }
         }
-        #[cfg(not(feature = "personal"))]
-        let _ = adapter;
+        Ok(self)
+    }
+
+    /// The line as it is: without the feature `personal`, payloads hold no personal values.
+    #[cfg(not(feature = "personal"))]
+    pub fn forgetting(
+        self,
+        _adapter: &dyn annals::storage::StorageAdapter,
+    ) -> Result<Self, CliError> {
         Ok(self)
     }
 

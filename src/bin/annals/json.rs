@@ -413,6 +413,7 @@ fn is_personal(members: &[(String, Json)]) -> bool {
     matches!(members, [(key, Json::Object(_))] if key == annals::personal::TAG_KEY)
 }
 
+#[cfg(feature = "personal")]
 impl Json {
     /// The value as a `serde_json` value (object members sorted; integers and floats as
     /// `serde_json` holds them).
