@@ -31,9 +31,10 @@
 //! [`EventStore::forget`]: crate::model::event_store::EventStore::forget
 //! [`StorageAdapter::keys`]: crate::storage::StorageAdapter::keys
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
@@ -168,6 +169,30 @@ pub(crate) struct Outcome {
 
 thread_local! {
     static ACTIVE: RefCell<Option<Active>> = const { RefCell::new(None) };
+    /// Set when a personal value is met outside any scope (see [`scoped`]).
+    static NEEDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` — an encode or decode of one store — with the keys of `adapter()` available to
+/// the personal values it meets, paying for the scope only once the store has met one: until
+/// `seen` (the store's flag) is set, `f` runs without a scope, and only if it meets a personal
+/// value (which then fails to encode, or reads as unreadable) is the flag set and `f` run again
+/// in a scope. So a store that never holds personal data pays one thread-local flag per pass.
+pub(crate) fn scoped<R>(
+    seen: &AtomicBool,
+    adapter: impl FnOnce() -> Option<Arc<dyn StorageAdapter>>,
+    mut f: impl FnMut() -> R,
+) -> (R, Outcome) {
+    if !seen.load(Ordering::Relaxed) {
+        NEEDED.set(false);
+        let result = f();
+        if !NEEDED.get() {
+            return (result, Outcome::default());
+        }
+        seen.store(true, Ordering::Relaxed);
+    }
+    let adapter = adapter();
+    within(adapter.as_ref(), f)
 }
 
 /// Runs `f` with `adapter`'s keys available to the personal values it encodes or decodes;
@@ -353,11 +378,14 @@ fn body_of<T: Serialize>(value: &Personal<T>) -> Result<Vec<u8>, String> {
     };
     let key = with_keys(|keys| keys.map(|keys| keys.get_or_create(subject, new_key)));
     match key {
-        None => Err(
-            "personal data can only be written by an event store (it is encrypted \
-                     with its adapter's keys)"
-                .to_owned(),
-        ),
+        None => {
+            NEEDED.set(true);
+            Err(
+                "personal data can only be written by an event store (it is encrypted with \
+                 its adapter's keys)"
+                    .to_owned(),
+            )
+        }
         Some(None) => {
             note(|o| o.no_key_store = true);
             Err("personal data cannot be written: the storage adapter keeps no keys".to_owned())
@@ -390,7 +418,11 @@ fn read_body<T: DeserializeOwned>(body: &[u8]) -> Result<Personal<T>, String> {
     };
     let key = with_keys(|keys| keys.map(|keys| keys.get(&subject)));
     let key = match key {
-        None | Some(None) => return lost(subject, false),
+        None => {
+            NEEDED.set(true);
+            return lost(subject, false);
+        }
+        Some(None) => return lost(subject, false),
         Some(Some(Err(e))) => {
             let reason = format!("the key store failed: {e}");
             note(|o| o.failure = Some(e));

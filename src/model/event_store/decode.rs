@@ -23,8 +23,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// adapter.
     pub fn decode(&self, stored: StoredEvent) -> Result<EventDetail<E>, Error> {
         let event = stored.as_event_ref();
-        let adapter = self.key_adapter();
-        let (typed, metadata) = self.decode_parts_with(adapter.as_ref(), &event)?;
+        let (typed, metadata) = self.decode_parts_with(None, &event)?;
         Ok(EventDetail {
             aggregate_id: stored.event.aggregate_id,
             version: stored.event.version,
@@ -39,21 +38,11 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// them out): the payload and metadata are decoded from the adapter's bytes, without an
     /// owned copy of them.
     pub fn decode_ref(&self, event: &EventRef<'_>) -> Result<EventDetail<E>, Error> {
-        let adapter = self.key_adapter();
-        self.decode_ref_with(adapter.as_ref(), event)
+        self.decode_ref_with(None, event)
     }
 
-    /// The adapter whose keys decode personal values: the store's (none without the feature
-    /// `personal`, which needs none).
-    fn key_adapter(&self) -> Option<Arc<dyn StorageAdapter>> {
-        if cfg!(feature = "personal") {
-            self.storage_adapter().ok()
-        } else {
-            None
-        }
-    }
-
-    /// [`decode_ref`](Self::decode_ref) with `adapter`'s keys.
+    /// [`decode_ref`](Self::decode_ref) with `adapter`'s keys (the store's adapter's when
+    /// `None`).
     pub(super) fn decode_ref_with(
         &self,
         adapter: Option<&Arc<dyn StorageAdapter>>,
@@ -92,8 +81,9 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         })
     }
 
-    /// [`decode_parts`](Self::decode_parts) with `adapter`'s keys for personal values (feature
-    /// `personal`); a failure of the key store fails the decode.
+    /// [`decode_parts`](Self::decode_parts) with `adapter`'s keys (the store's adapter's when
+    /// `None`) for personal values (feature `personal`), once the store has met one; a failure
+    /// of the key store fails the decode.
     fn decode_parts_with(
         &self,
         adapter: Option<&Arc<dyn StorageAdapter>>,
@@ -101,8 +91,11 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     ) -> Result<(E, E::Metadata), Error> {
         #[cfg(feature = "personal")]
         {
-            let (decoded, outcome) =
-                crate::model::personal::within(adapter, || self.decode_parts(stored));
+            let (decoded, outcome) = crate::model::personal::scoped(
+                &self.inner.personal_seen,
+                || adapter.cloned().or_else(|| self.storage_adapter().ok()),
+                || self.decode_parts(stored),
+            );
             match outcome.failure {
                 Some(failure) => Err(Error::Storage(failure)),
                 None => decoded,

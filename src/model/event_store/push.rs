@@ -193,21 +193,24 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         let adapter = self.storage_adapter()?;
         let timestamp = Timestamp::now();
         let mut scratch = Scratch::take();
+        // In hand, so that an encoding that meets a personal value can run again in a key
+        // scope (feature `personal`).
+        let events: Vec<I::Item> = events.into_iter().collect();
         let buf = &mut scratch.0;
         // One key scope for the whole batch (personal values, feature `personal`).
         let (metadata_end, spans, pushed) = self.within_keys(Some(&adapter), || {
+            buf.clear();
             codec::encode_into(metadata, buf).map_err(|e| Error::Encode {
                 event_store_id: self.event_store_id().to_owned(),
                 event_type: "(metadata)".to_owned(),
                 reason: e.0,
             })?;
             let metadata_end = buf.len();
-            let events = events.into_iter();
-            let mut spans = Vec::with_capacity(events.size_hint().0);
+            let mut spans = Vec::with_capacity(events.len());
             let mut pushed = self.inner.on_event_pushed.as_ref().map(|_| Vec::new());
             let mut version = after_version;
-            for event in events {
-                let event = event.borrow();
+            for item in &events {
+                let event: &E = item.borrow();
                 // Past u64::MAX the version repeats, and the adapter refuses it as taken.
                 version = version.saturating_add(1);
                 let start = buf.len();
@@ -367,20 +370,29 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         metadata: &E::Metadata,
         out: &mut Vec<u8>,
     ) -> Result<Span, Error> {
-        self.within_keys(adapter, || self.encode_parts_plain(event, metadata, out))
+        let start = out.len();
+        self.within_keys(adapter, || {
+            out.truncate(start);
+            self.encode_parts_plain(event, metadata, out)
+        })
     }
 
     /// Runs the encoding `f` with `adapter`'s keys available to personal values (feature
-    /// `personal`; without it, just runs `f`). An encoding that failed for want of keys, or
-    /// because the key store failed, says so.
+    /// `personal`; without it, just runs `f`), once the store has met one (`f` may run twice:
+    /// it must start from the same state each time). An encoding that failed for want of keys,
+    /// or because the key store failed, says so.
     fn within_keys<R>(
         &self,
         adapter: Option<&Arc<dyn StorageAdapter>>,
-        f: impl FnOnce() -> Result<R, Error>,
+        f: impl FnMut() -> Result<R, Error>,
     ) -> Result<R, Error> {
         #[cfg(feature = "personal")]
         {
-            let (encoded, outcome) = crate::model::personal::within(adapter, f);
+            let (encoded, outcome) = crate::model::personal::scoped(
+                &self.inner.personal_seen,
+                || adapter.cloned().or_else(|| self.storage_adapter().ok()),
+                f,
+            );
             encoded.map_err(|e| {
                 if let Some(failure) = outcome.failure {
                     Error::Storage(failure)
@@ -396,6 +408,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         #[cfg(not(feature = "personal"))]
         {
             let _ = adapter;
+            let mut f = f;
             f()
         }
     }
@@ -451,14 +464,8 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         event: &NewEvent<E>,
         timestamp: Timestamp,
     ) -> Result<AppendEvent, Error> {
-        let adapter = if cfg!(feature = "personal") {
-            self.storage_adapter().ok()
-        } else {
-            None
-        };
         with_scratch(|scratch| {
-            let span =
-                self.encode_parts(adapter.as_ref(), &event.event, &event.metadata, scratch)?;
+            let span = self.encode_parts(None, &event.event, &event.metadata, scratch)?;
             Ok(self
                 .append_ref(
                     &event.aggregate_id,
