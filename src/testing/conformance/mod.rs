@@ -46,6 +46,7 @@ mod expect;
 mod fixture;
 mod get_events;
 mod global_log;
+mod keys;
 mod limits;
 mod list_aggregate_ids;
 mod round_trip;
@@ -71,6 +72,7 @@ pub use get_events::{
 pub use global_log::{
     read_log_returns_every_committed_event_in_position_order, watch_log_follows_commits,
 };
+pub use keys::keys_are_created_once_and_forgotten_for_good;
 pub use limits::{
     empty_group_is_refused, invalid_ids_and_types_are_refused, invalid_ids_are_refused_on_reads,
     oversized_event_is_refused, oversized_group_is_refused,
