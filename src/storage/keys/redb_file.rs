@@ -17,12 +17,10 @@ use std::sync::{Arc, RwLock};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{KEY_RECORD_BYTES, KeyStore, SubjectKey};
-use crate::engine::FileSystem;
 use crate::engine::io::{Creation, RedbBackend, create_atomically};
+use crate::engine::{FileSystem, layout};
 use crate::storage::StorageError;
 
-/// The file's name in the store directory.
-pub(crate) const KEYS_FILE: &str = "keys.redb";
 /// The layout of the file this code writes.
 const KEYS_FORMAT_VERSION: u32 = 1;
 /// Subject → key record (format byte, 8-byte id, 32-byte secret).
@@ -76,7 +74,7 @@ impl LogKeys {
     pub(crate) fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> Self {
         LogKeys {
             fs,
-            path: dir.join(KEYS_FILE),
+            path: layout::keys_file(dir),
             state: RwLock::new(State::Unopened),
         }
     }
