@@ -141,6 +141,15 @@ pub enum Error {
         /// Whether the delete is hard (irreversible).
         hard: bool,
     },
+    /// Personal data was to be written, or a subject forgotten, through a storage adapter that
+    /// keeps no keys ([`StorageAdapter::keys`](crate::storage::StorageAdapter::keys) is
+    /// `None`): nothing was written (feature `personal`).
+    #[cfg(feature = "personal")]
+    #[error("store {event_store_id:?}: its storage adapter keeps no keys for personal data")]
+    NoKeyStore {
+        /// The store written.
+        event_store_id: String,
+    },
     /// The storage adapter refused or failed the operation.
     #[error(transparent)]
     Storage(StorageError),

@@ -92,6 +92,15 @@ pub trait StorageAdapter: Send + Sync + 'static {
         None
     }
 
+    /// Where this adapter keeps the data keys of subjects whose personal data its events
+    /// hold (feature `personal`), if it keeps any (the default: none, and then the typed layer
+    /// refuses to write a [`Personal`](crate::model::personal::Personal) value and reads one as
+    /// unreadable). Unlike snapshots, keys are not derived data: a lost key is lost data.
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
+        None
+    }
+
     /// Every event store that holds events, with its number of aggregates and events,
     /// ordered by event store id (what an operator lists; Castore has no equivalent).
     ///

@@ -49,6 +49,9 @@ pub struct LogAdapter {
     limits: Limits,
     /// Aggregate snapshots, in `snapshots.redb` (opened on first use).
     snapshots: LogSnapshots,
+    /// Subjects' data keys, in `keys.redb` (feature `personal`; opened on first use).
+    #[cfg(feature = "personal")]
+    keys: super::Keys,
     /// Where recent `read_log` calls stopped, so a reader continuing from there does not have
     /// to locate its position in the log again.
     log_cursors: std::sync::Mutex<Vec<LogCursor>>,
@@ -157,6 +160,11 @@ impl LogAdapterBuilder {
         }
         let engine = Engine::open_with(Arc::clone(&self.fs), &self.dir, self.engine)
             .map_err(storage_error)?;
+        #[cfg(feature = "personal")]
+        let keys = super::Keys::new(
+            Box::new(super::keys::LogKeys::new(Arc::clone(&self.fs), &self.dir)),
+            None,
+        );
         let snapshots = LogSnapshots::new(self.fs, &self.dir);
         let mut rules = Lifecycle::default();
         fold(&engine, &mut rules, &mut Default::default())?;
@@ -164,6 +172,8 @@ impl LogAdapterBuilder {
             engine,
             limits,
             snapshots,
+            #[cfg(feature = "personal")]
+            keys,
             log_cursors: std::sync::Mutex::default(),
             lifecycle: tokio::sync::RwLock::new(rules),
         })
@@ -254,6 +264,8 @@ impl LogAdapter {
     /// then can another process open the store.
     pub fn close(&self) {
         self.snapshots.close();
+        #[cfg(feature = "personal")]
+        self.keys.close();
         self.engine.close();
     }
 }
@@ -354,6 +366,11 @@ impl StorageAdapter for LogAdapter {
 
     fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
         Some(&self.snapshots)
+    }
+
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
+        Some(&self.keys)
     }
 
     async fn read_log(

@@ -33,6 +33,9 @@ pub struct InMemoryAdapter {
     limits: Limits,
     state: Mutex<State>,
     snapshots: InMemorySnapshots,
+    /// Subjects' data keys (feature `personal`).
+    #[cfg(feature = "personal")]
+    keys: super::Keys,
     /// The last committed position, for [`StorageAdapter::watch_log`].
     published: tokio::sync::watch::Sender<Position>,
 }
@@ -102,6 +105,8 @@ impl InMemoryAdapter {
             limits,
             state: Mutex::default(),
             snapshots: InMemorySnapshots::new(),
+            #[cfg(feature = "personal")]
+            keys: super::Keys::default(),
             published: tokio::sync::watch::Sender::default(),
         }
     }
@@ -257,6 +262,11 @@ impl StorageAdapter for InMemoryAdapter {
 
     fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
         Some(&self.snapshots)
+    }
+
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
+        Some(&self.keys)
     }
 
     async fn read_events(

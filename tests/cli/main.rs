@@ -11,5 +11,7 @@ mod import;
 mod inspect;
 mod lifecycle;
 mod maintenance;
+#[cfg(feature = "personal")]
+mod personal;
 mod runtime_state;
 mod upgrade;

@@ -10,6 +10,8 @@
 mod creation;
 mod full_disk;
 mod io_errors;
+#[cfg(feature = "personal")]
+mod personal;
 mod power_loss;
 mod segment_roll;
 mod workload;

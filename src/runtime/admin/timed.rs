@@ -188,6 +188,11 @@ impl StorageAdapter for TimedAdapter {
         self.inner.snapshots()
     }
 
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&crate::storage::Keys> {
+        self.inner.keys()
+    }
+
     async fn event_store_summaries(&self) -> Result<Vec<EventStoreSummary>, StorageError> {
         self.inner.event_store_summaries().await
     }

@@ -42,6 +42,8 @@
 pub(crate) mod error;
 mod group_commit;
 mod lifecycle;
+#[cfg(feature = "personal")]
+mod key_table;
 mod notify;
 mod schema;
 mod snapshot_table;
@@ -55,6 +57,8 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
+#[cfg(feature = "personal")]
+pub use key_table::PostgresKeys;
 pub use snapshot_table::PostgresSnapshots;
 
 /// For the runtime's PostgreSQL state store, which connects with the adapter's settings.
@@ -86,7 +90,14 @@ pub struct PostgresAdapterBuilder {
     statement_timeout: Option<Duration>,
     connect_timeout: Duration,
     limits: Limits,
+    #[cfg(feature = "personal")]
+    key_cache_ttl: Duration,
 }
+
+/// How long a PostgreSQL adapter trusts a cached key (or the absence of one) by default: a
+/// forget in another process takes effect here within this time.
+#[cfg(feature = "personal")]
+pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 
 impl PostgresAdapterBuilder {
     /// The PostgreSQL schema holding the adapter's tables (default [`DEFAULT_SCHEMA`]): 1 to
@@ -125,6 +136,16 @@ impl PostgresAdapterBuilder {
     /// The limits the adapter enforces (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// How long the adapter trusts a cached key, or the absence of one (default
+    /// [`DEFAULT_KEY_CACHE_TTL`], feature `personal`). Keys are shared by every process on
+    /// the schema: a subject forgotten by another process reads as forgotten here at most this
+    /// long after that forget returned. A forget through this adapter takes effect here at once.
+    #[cfg(feature = "personal")]
+    pub fn key_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.key_cache_ttl = ttl;
         self
     }
 
@@ -187,6 +208,11 @@ impl PostgresAdapterBuilder {
         listener_config.keepalives_idle(Duration::from_secs(30));
         let listener = Listener::spawn(listener_config, &schema, Arc::clone(&published));
         let snapshots = PostgresSnapshots::start(config.clone(), &schema)?;
+        #[cfg(feature = "personal")]
+        let keys = super::Keys::new(
+            Box::new(PostgresKeys::start(config.clone(), &schema)?),
+            Some(self.key_cache_ttl),
+        );
         let writer = GroupCommit::spawn(pool.clone(), &schema, Arc::clone(&published));
         Ok(PostgresAdapter {
             config,
@@ -196,6 +222,8 @@ impl PostgresAdapterBuilder {
             limits: self.limits,
             published,
             snapshots,
+            #[cfg(feature = "personal")]
+            keys,
             _listener: listener,
             lifecycle_sql: lifecycle::LifecycleSql::new(&schema),
             channel: notify::channel(&schema),
@@ -232,6 +260,9 @@ pub struct PostgresAdapter {
     limits: Limits,
     published: Arc<watch::Sender<Position>>,
     snapshots: PostgresSnapshots,
+    /// Subjects' data keys, in `personal_keys` (feature `personal`).
+    #[cfg(feature = "personal")]
+    keys: super::Keys,
     _listener: Listener,
     /// The lifecycle rules' SQL.
     lifecycle_sql: lifecycle::LifecycleSql,
@@ -338,6 +369,8 @@ impl PostgresAdapter {
             statement_timeout: Some(Duration::from_secs(30)),
             connect_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            #[cfg(feature = "personal")]
+            key_cache_ttl: DEFAULT_KEY_CACHE_TTL,
         }
     }
 
@@ -486,6 +519,11 @@ impl StorageAdapter for PostgresAdapter {
 
     fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
         Some(&self.snapshots)
+    }
+
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
+        Some(&self.keys)
     }
 
     async fn read_events(

@@ -95,6 +95,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         );
     "#,
     },
+    Migration {
+        version: 3,
+        name: "personal keys",
+        sql: r#"
+        -- Crypto-shredding (feature `personal`): one data key per subject, as a 41-byte record
+        -- (format byte 1, 8-byte key id, 32-byte secret). Forgetting overwrites the record
+        -- with zeros, then deletes the row.
+        CREATE TABLE {schema}.personal_keys (
+            subject text COLLATE "C" PRIMARY KEY,
+            record bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+    "#,
+    },
 ];
 
 /// The schema version this build writes and reads.

@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             empty_group_is_refused,
             snapshots_round_trip_and_latest_is_at_or_below,
             snapshots_prune_keeps_the_newest_and_delete_removes_one,
+            keys_are_created_once_and_forgotten_for_good,
             read_log_returns_every_committed_event_in_position_order,
             watch_log_follows_commits,
             soft_delete_hides_refuses_pushes_and_restores,

@@ -47,6 +47,7 @@ mod fixture;
 mod get_events;
 mod global_log;
 mod lifecycle;
+mod keys;
 mod limits;
 mod list_aggregate_ids;
 mod round_trip;
@@ -80,6 +81,7 @@ pub use lifecycle::{
     retention_hides_by_count_and_by_age, soft_delete_hides_refuses_pushes_and_restores,
     truncate_before_hides_a_prefix,
 };
+pub use keys::keys_are_created_once_and_forgotten_for_good;
 pub use limits::{
     empty_group_is_refused, invalid_ids_and_types_are_refused, invalid_ids_are_refused_on_reads,
     oversized_event_is_refused, oversized_group_is_refused,
