@@ -6,7 +6,7 @@
 //! shows a typed rejection, and races three trainers for one wild Pokémon.
 //!
 //! ```text
-//! cargo run --release --all-features --example pokemon -- [DIR] [--console]
+//! cargo run --all-features --example pokemon -- [DIR] [--console]
 //! ```
 //!
 //! The events are kept in `DIR` (default `target/pokemon-store`) by annals' embedded log
@@ -1331,10 +1331,101 @@ async fn run() -> DemoResult<()> {
     app.race(&cast).await?;
     app.listing().await?;
     app.training(&cast).await?;
+    #[cfg(feature = "personal")]
+    gdpr::forget_a_trainer(app.timed.clone(), &cast.misty).await?;
     app.views_and_actions(&dir, log, &cast, keep_console)
         .await?;
     println!("\ndone");
     Ok(())
+}
+
+/// A GDPR erasure request (feature `personal`): a trainer's contact details are personal data,
+/// encrypted with a key of the trainer's own; forgetting the trainer destroys the key, and the
+/// events, which stay, read the details as forgotten.
+#[cfg(feature = "personal")]
+mod gdpr {
+    use std::sync::Arc;
+
+    use annals::storage::{GetEventsOptions, StorageAdapter};
+    use annals::{EventDetail, EventStore, Personal};
+    use serde::{Deserialize, Serialize};
+
+    use super::{DemoResult, heading};
+
+    /// Payload of `CONTACT_REGISTERED`: how to reach a trainer.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct ContactRegistered {
+        /// The trainer's full name (personal data of the trainer).
+        pub name: Personal<String>,
+        /// The trainer's email address (personal data of the trainer).
+        pub email: Personal<String>,
+        /// The trainer's home region (not personal: it stays readable).
+        pub region: String,
+    }
+
+    annals::events! {
+        /// Contact details of trainers.
+        pub enum ContactEvent {
+            Registered(ContactRegistered) = "CONTACT_REGISTERED",
+        }
+    }
+
+    /// What a contact reads as: the value, or why there is none.
+    fn shown(value: &Personal<String>) -> String {
+        match value {
+            Personal::Known { value, .. } => value.clone(),
+            Personal::Forgotten { .. } => "(forgotten)".to_owned(),
+            Personal::Unreadable { .. } => "(unreadable)".to_owned(),
+        }
+    }
+
+    /// Misty registers her contact details, then asks to be forgotten.
+    pub async fn forget_a_trainer(
+        adapter: Arc<dyn StorageAdapter>,
+        trainer_id: &str,
+    ) -> DemoResult<()> {
+        heading("GDPR: a trainer asks to be forgotten (crypto-shredding)");
+        let contacts = EventStore::builder("CONTACTS", |_, _: &EventDetail<ContactEvent>| ())
+            .storage_adapter(adapter.clone())
+            .build()?;
+        let registered = ContactEvent::Registered(ContactRegistered {
+            name: Personal::new(trainer_id, "Misty Waterflower".to_owned()),
+            email: Personal::new(trainer_id, "misty@cerulean.gym".to_owned()),
+            region: "Kanto".to_owned(),
+        });
+        contacts
+            .push_events(trainer_id, 0, [registered], &())
+            .await?;
+        let print = |when: &str, events: &[EventDetail<ContactEvent>]| {
+            for event in events {
+                let ContactEvent::Registered(c) = &event.event;
+                println!(
+                    "  {when}: name {}, email {}, region {}",
+                    shown(&c.name),
+                    shown(&c.email),
+                    c.region
+                );
+            }
+        };
+        print(
+            "before",
+            &contacts.get_events(trainer_id, Default::default()).await?,
+        );
+        contacts.forget(trainer_id).await?;
+        print(
+            "after ",
+            &contacts.get_events(trainer_id, Default::default()).await?,
+        );
+        let stored = adapter
+            .get_events("CONTACTS", trainer_id, &GetEventsOptions::default())
+            .await?;
+        let mut untyped = annals::codec::to_json(&stored[0].event.payload)?;
+        if let Some(keys) = adapter.keys() {
+            annals::personal::mark_forgotten(&mut untyped, keys)?;
+        }
+        println!("  as `annals export` shows it: {untyped}");
+        Ok(())
+    }
 }
 
 /// What `main` fails with. Rust prints a failed `main`'s error with `Debug`; this one prints

@@ -101,6 +101,10 @@ pub mod storage;
 pub mod testing;
 
 // The modules of the upper floors are also reachable from the root, where users name them.
+#[cfg(feature = "personal")]
+pub use model::personal;
+#[cfg(feature = "personal")]
+pub use model::personal::Personal;
 pub use model::{aggregate, codec, command, event, event_store, group, snapshot_policy, upcast};
 #[cfg(feature = "console")]
 pub use runtime::admin;

@@ -9,6 +9,7 @@
 //!                            a sealed segment being rewritten by compaction
 //! <dir>/index.redb           the persisted index (derived; rebuilt from the log if lost)
 //! <dir>/snapshots.redb       aggregate snapshots of the log adapter (made on first use)
+//! <dir>/keys.redb            subjects' data keys, feature `personal` (made on first use)
 //! <dir>/state.redb           the runtime's state: consumers, views, dead letters, queues
 //! <dir>/views/               the files of views opened without a directory of their own
 //! ```
@@ -27,6 +28,9 @@ pub const LOG_DIR: &str = "log";
 pub const INDEX_FILE: &str = "index.redb";
 /// The log adapter's aggregate snapshots.
 pub const SNAPSHOTS_FILE: &str = "snapshots.redb";
+/// The log adapter's data keys of subjects (crypto-shredding, feature `personal`). Never in
+/// redb's older file format (it is newer than that), so `upgrade_dir` leaves it alone.
+pub const KEYS_FILE: &str = "keys.redb";
 /// The runtime's state store, by default.
 pub const STATE_FILE: &str = "state.redb";
 /// The directory of the views' files, by default.
@@ -52,6 +56,11 @@ pub fn index_file(dir: &Path) -> PathBuf {
 /// `<dir>/snapshots.redb`.
 pub fn snapshots_file(dir: &Path) -> PathBuf {
     dir.join(SNAPSHOTS_FILE)
+}
+
+/// `<dir>/keys.redb`.
+pub fn keys_file(dir: &Path) -> PathBuf {
+    dir.join(KEYS_FILE)
 }
 
 /// `<dir>/state.redb`.

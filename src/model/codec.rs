@@ -137,8 +137,123 @@ fn value_len(bytes: &[u8]) -> Option<usize> {
 
 /// Renders MessagePack bytes as JSON (for export, HTTP and inspection) without knowing their
 /// Rust type.
+///
+/// With the feature `personal`, an encrypted personal value (a MessagePack extension of type
+/// [`personal::EXT_TYPE`](super::personal::EXT_TYPE)) is shown as
+/// `{"$personal": {"subject": …, "sealed": "<hex>"}}`, without being decrypted.
+#[cfg(not(feature = "personal"))]
 pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
     decode(bytes)
+}
+
+/// Renders MessagePack bytes as JSON (for export, HTTP and inspection) without knowing their
+/// Rust type.
+///
+/// An encrypted personal value (a MessagePack extension of type
+/// [`personal::EXT_TYPE`](super::personal::EXT_TYPE)) is shown as
+/// `{"$personal": {"subject": …, "sealed": "<hex>"}}`, without being decrypted.
+#[cfg(feature = "personal")]
+pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
+    // `serde_json::Value` reads everything but extensions: bytes without one get exactly what
+    // they got before (errors included), and only bytes it refuses are read again.
+    decode::<serde_json::Value>(bytes).or_else(|plain| {
+        decode::<json_with_ext::Json>(bytes)
+            .map(|j| j.0)
+            .map_err(|_| plain)
+    })
+}
+
+/// MessagePack to JSON like `serde_json::Value`'s own deserialization, plus the personal
+/// extension.
+#[cfg(feature = "personal")]
+mod json_with_ext {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    use crate::model::personal;
+
+    pub(super) struct Json(pub(super) Value);
+
+    impl<'de> Deserialize<'de> for Json {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(JsonVisitor).map(Json)
+        }
+    }
+
+    struct JsonVisitor;
+
+    impl<'de> Visitor<'de> for JsonVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any valid JSON value")
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            Json::deserialize(d).map(|j| j.0)
+        }
+
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            // What rmp-serde hands out for an extension: its type and body.
+            let (tag, body) = personal::Ext.visit_newtype_struct(d)?;
+            if tag != personal::EXT_TYPE {
+                return Err(de::Error::custom(format!(
+                    "a MessagePack extension of type {tag} has no JSON form"
+                )));
+            }
+            personal::body_to_json(&body).map_err(de::Error::custom)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(Json(item)) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut fields = serde_json::Map::new();
+            while let Some((key, Json(value))) = map.next_entry::<String, Json>()? {
+                fields.insert(key, value);
+            }
+            Ok(Value::Object(fields))
+        }
+    }
 }
 
 /// Encodes a JSON value as MessagePack (for import).

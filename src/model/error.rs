@@ -125,6 +125,31 @@ pub enum Error {
         /// The given aggregate's version.
         prev_version: u64,
     },
+    /// The aggregate is deleted
+    /// ([`EventStore::delete_aggregate`](crate::model::event_store::EventStore::delete_aggregate)):
+    /// pushes to it are refused, and commands do not retry. A soft delete (`hard: false`) can be
+    /// undone with `restore_aggregate`; a hard one is final. Nothing was written.
+    #[error(
+        "aggregate {aggregate_id:?} of store {event_store_id:?} is {} deleted",
+        if *hard { "hard" } else { "soft" }
+    )]
+    AggregateDeleted {
+        /// The store of the aggregate.
+        event_store_id: String,
+        /// The deleted aggregate.
+        aggregate_id: String,
+        /// Whether the delete is hard (irreversible).
+        hard: bool,
+    },
+    /// Personal data was to be written, or a subject forgotten, through a storage adapter that
+    /// keeps no keys ([`StorageAdapter::keys`](crate::storage::StorageAdapter::keys) is
+    /// `None`): nothing was written (feature `personal`).
+    #[cfg(feature = "personal")]
+    #[error("store {event_store_id:?}: its storage adapter keeps no keys for personal data")]
+    NoKeyStore {
+        /// The store written.
+        event_store_id: String,
+    },
     /// The storage adapter refused or failed the operation.
     #[error(transparent)]
     Storage(StorageError),
@@ -144,6 +169,15 @@ impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::EventAlreadyExists(conflict) => Error::EventAlreadyExists(conflict),
+            StorageError::AggregateDeleted {
+                event_store_id,
+                aggregate_id,
+                hard,
+            } => Error::AggregateDeleted {
+                event_store_id,
+                aggregate_id,
+                hard,
+            },
             other => Error::Storage(other),
         }
     }

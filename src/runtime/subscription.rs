@@ -174,8 +174,12 @@ impl Subscription {
                 self.delivered = event.position + 1;
                 return Ok(Some(event));
             }
+            // Committed before the read: what the read does not return up to here is hidden
+            // by lifecycle rules (deleted, truncated, expired), and is passed.
+            let end = *self.watch.borrow();
             let batch = self.adapter.read_log(self.next, BATCH).await?;
             let Some(last) = batch.last() else {
+                self.next = self.next.max(end + 1);
                 // Everything read was filtered out: the position moves past it.
                 self.delivered = self.next;
                 return Ok(None);

@@ -5,9 +5,10 @@ use std::ops::ControlFlow;
 use async_trait::async_trait;
 
 use super::{
-    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, AppendEventRef, EventRef,
-    EventStoreSummary, GetEventsOptions, Limits, ListAggregateIdsOptions, LoggedEvent, Position,
-    SnapshotStorage, StorageError, StoredEvent,
+    AggregateIdEntry, AggregateIdsPage, AggregateIdsQuery, AppendEvent, AppendEventRef,
+    CompactionReport, DeleteMode, EventRef, EventStoreSummary, GetEventsOptions, Limits,
+    ListAggregateIdsOptions, LoggedEvent, Position, Retention, SnapshotStorage, StorageError,
+    StoredEvent,
 };
 
 /// Events read per call by the default [`StorageAdapter::event_store_summaries`].
@@ -36,6 +37,11 @@ const SUMMARY_READ_EVENTS: usize = 1024;
 ///   returned, [`watch_log`](Self::watch_log) holds a position at least as high as its events'.
 /// - An adapter that offers [`snapshots`](Self::snapshots) stores records byte for byte under
 ///   their key, and its newest-at-or-below and prune queries honour versions.
+/// - Lifecycle rules ([`delete_aggregate`](Self::delete_aggregate),
+///   [`truncate_before`](Self::truncate_before), [`set_retention`](Self::set_retention)) leave
+///   each aggregate a suffix of its versions, or nothing; every read honours them as soon as
+///   the operation returns, and positions skip what they hide (gaps in what `read_log`
+///   returns come only from them). Their `$lifecycle` events are ordinary events of the log.
 #[async_trait]
 pub trait StorageAdapter: Send + Sync + 'static {
     /// The limits this adapter enforces.
@@ -64,8 +70,10 @@ pub trait StorageAdapter: Send + Sync + 'static {
     ) -> Result<Vec<AggregateIdEntry>, StorageError>;
 
     /// Reads up to `limit` committed events, of every store, with positions from `from`
-    /// (inclusive), in position order. Returns fewer when the log holds no more: a reader then
-    /// waits on [`watch_log`](Self::watch_log) and reads again.
+    /// (inclusive), in position order, skipping those the lifecycle rules hide. Returns fewer
+    /// when the log holds no more visible events: a reader then waits on
+    /// [`watch_log`](Self::watch_log) and reads again (positions up to the one the watch held
+    /// before the read, and not returned, are hidden).
     async fn read_log(
         &self,
         from: Position,
@@ -81,6 +89,15 @@ pub trait StorageAdapter: Send + Sync + 'static {
     /// every aggregate is read from its first event). Snapshots are derived data: an adapter
     /// may lose them, and the typed layer checks each one before using it.
     fn snapshots(&self) -> Option<&dyn SnapshotStorage> {
+        None
+    }
+
+    /// Where this adapter keeps the data keys of subjects whose personal data its events
+    /// hold (feature `personal`), if it keeps any (the default: none, and then the typed layer
+    /// refuses to write a [`Personal`](crate::model::personal::Personal) value and reads one as
+    /// unreadable). Unlike snapshots, keys are not derived data: a lost key is lost data.
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
         None
     }
 
@@ -116,6 +133,104 @@ pub trait StorageAdapter: Send + Sync + 'static {
                 event_store_id,
             })
             .collect())
+    }
+
+    /// Deletes an aggregate: its events are hidden from every read and listing at once, and
+    /// pushes to it are refused with [`StorageError::AggregateDeleted`]. A
+    /// [`DeleteMode::Soft`] delete can be undone with
+    /// [`restore_aggregate`](Self::restore_aggregate); a [`DeleteMode::Hard`] one is final and
+    /// its events are removed by the next [`compact`](Self::compact). Returns the position of
+    /// the `$lifecycle` event that records it.
+    ///
+    /// The default refuses with [`StorageError::Unsupported`]: every adapter annals ships
+    /// implements it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use annals::storage::{DeleteMode, GetEventsOptions, InMemoryAdapter, StorageAdapter};
+    /// let adapter = InMemoryAdapter::new();
+    /// adapter.delete_aggregate("POKEMONS", "pikachu", DeleteMode::Soft).await?;
+    /// let all = GetEventsOptions::default();
+    /// assert!(adapter.get_events("POKEMONS", "pikachu", &all).await?.is_empty());
+    /// adapter.restore_aggregate("POKEMONS", "pikachu").await?;
+    /// # Ok::<(), annals::StorageError>(()) }).unwrap();
+    /// ```
+    async fn delete_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        let _ = (event_store_id, aggregate_id, mode);
+        Err(StorageError::Unsupported {
+            operation: "delete an aggregate",
+        })
+    }
+
+    /// Undoes a soft delete: the aggregate's events are visible again and it accepts pushes.
+    /// Refused with [`StorageError::AggregateDeleted`] (`hard: true`) after a hard delete;
+    /// restoring an aggregate that is not deleted changes nothing. Returns the position of the
+    /// `$lifecycle` event that records it. The default refuses with
+    /// [`StorageError::Unsupported`].
+    async fn restore_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, StorageError> {
+        let _ = (event_store_id, aggregate_id);
+        Err(StorageError::Unsupported {
+            operation: "restore an aggregate",
+        })
+    }
+
+    /// Hides the versions of an aggregate below `version` at once (they are removed by the
+    /// next [`compact`](Self::compact)); the aggregate keeps numbering from its last version.
+    /// A `version` past the last one hides every event the aggregate has, not the ones pushed
+    /// later; truncating at or below an earlier truncation changes nothing. Refused with
+    /// [`StorageError::AggregateDeleted`] on a deleted aggregate. Returns the position of the
+    /// `$lifecycle` event that records it. The default refuses with
+    /// [`StorageError::Unsupported`].
+    async fn truncate_before(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<Position, StorageError> {
+        let _ = (event_store_id, aggregate_id, version);
+        Err(StorageError::Unsupported {
+            operation: "truncate an aggregate",
+        })
+    }
+
+    /// Sets the retention rule of an event store, replacing the one before
+    /// ([`Retention::default`] removes it). Reads honour it at once; the next
+    /// [`compact`](Self::compact) removes what it hides. `max_count: Some(0)` is refused with
+    /// [`StorageError::InvalidRetention`]. Returns the position of the `$lifecycle` event that
+    /// records it. The default refuses with [`StorageError::Unsupported`].
+    async fn set_retention(
+        &self,
+        event_store_id: &str,
+        retention: Retention,
+    ) -> Result<Position, StorageError> {
+        let _ = (event_store_id, retention);
+        Err(StorageError::Unsupported {
+            operation: "set a retention rule",
+        })
+    }
+
+    /// The retention rule of an event store ([`Retention::default`] when it has none, and
+    /// always on adapters without lifecycle rules).
+    async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
+        self.limits().check_event_store_id(event_store_id)?;
+        Ok(Retention::default())
+    }
+
+    /// Physically removes the events the lifecycle rules hide (hard-deleted aggregates,
+    /// truncated versions, expired events), keeping every other event readable at its
+    /// position. Soft-deleted aggregates and `$lifecycle` events are never removed. The
+    /// default removes nothing (an adapter without lifecycle rules hides nothing).
+    async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        Ok(CompactionReport::default())
     }
 
     /// Castore's `getEvents`: the events of an aggregate, ordered by version. Empty when the

@@ -51,6 +51,47 @@ pub enum StorageError {
         /// The version that would have been accepted, when known.
         expected: Option<u64>,
     },
+    /// The aggregate is deleted ([`StorageAdapter::delete_aggregate`]): its events are hidden
+    /// and pushes to it are refused. A soft delete (`hard: false`) can be undone with
+    /// [`StorageAdapter::restore_aggregate`]; a hard one is final. Nothing was written.
+    ///
+    /// [`StorageAdapter::delete_aggregate`]: super::StorageAdapter::delete_aggregate
+    /// [`StorageAdapter::restore_aggregate`]: super::StorageAdapter::restore_aggregate
+    #[error(
+        "aggregate {aggregate_id:?} of store {event_store_id:?} is {} deleted",
+        if *hard { "hard" } else { "soft" }
+    )]
+    AggregateDeleted {
+        /// The store of the aggregate.
+        event_store_id: String,
+        /// The deleted aggregate.
+        aggregate_id: String,
+        /// Whether the delete is hard (irreversible).
+        hard: bool,
+    },
+    /// A retention rule that cannot be applied (say `max_count: Some(0)`). Nothing was written.
+    #[error("invalid retention rule: {reason}")]
+    InvalidRetention {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `$lifecycle` event of the store could not be read (written by a newer annals, or
+    /// damaged), so the rules in force are unknown: the store is not opened. Nothing was
+    /// changed.
+    #[error("unreadable lifecycle event at position {position}: {reason}")]
+    UnreadableLifecycleEvent {
+        /// Its global position.
+        position: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The adapter does not keep lifecycle rules (deletes, truncation, retention). Nothing was
+    /// written.
+    #[error("this storage adapter cannot {operation}")]
+    Unsupported {
+        /// What was asked.
+        operation: &'static str,
+    },
     /// An id, type, size or count broke a [`Limits`](super::Limits) bound. Nothing was written.
     #[error(transparent)]
     Limit(#[from] LimitError),

@@ -7,13 +7,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::engine_bridge::{event_ref, logged_event, storage_error};
+use super::lifecycle::{Lifecycle, LifecycleRecord};
+use super::log_lifecycle::{
+    LogIndexFacts, fold, last_version, read_visible, scan_visible, visible_options, visible_summary,
+};
 use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, EventRef, EventStoreSummary,
-    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
-    Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, CompactionReport, DeleteMode,
+    EventRef, EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, Retention,
+    StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
@@ -46,9 +50,16 @@ pub struct LogAdapter {
     limits: Limits,
     /// Aggregate snapshots, in `snapshots.redb` (opened on first use).
     snapshots: LogSnapshots,
+    /// Subjects' data keys, in `keys.redb` (feature `personal`; opened on first use).
+    #[cfg(feature = "personal")]
+    keys: super::Keys,
     /// Where recent `read_log` calls stopped, so a reader continuing from there does not have
     /// to locate its position in the log again.
     log_cursors: std::sync::Mutex<Vec<LogCursor>>,
+    /// The lifecycle rules, folded from the `$lifecycle` events at open. Also the gate between
+    /// pushes (shared, for their check and append) and lifecycle operations (exclusive, for
+    /// their check, append and fold), so no push a delete should refuse lands after it.
+    lifecycle: tokio::sync::RwLock<Lifecycle>,
 }
 
 /// How many `read_log` continuation points a log adapter remembers.
@@ -150,12 +161,22 @@ impl LogAdapterBuilder {
         }
         let engine = Engine::open_with(Arc::clone(&self.fs), &self.dir, self.engine)
             .map_err(storage_error)?;
+        #[cfg(feature = "personal")]
+        let keys = super::Keys::new(
+            Box::new(super::keys::LogKeys::new(Arc::clone(&self.fs), &self.dir)),
+            None,
+        );
         let snapshots = LogSnapshots::new(self.fs, &self.dir);
+        let mut rules = Lifecycle::default();
+        fold(&engine, &mut rules, &mut Default::default())?;
         Ok(LogAdapter {
             engine,
             limits,
             snapshots,
+            #[cfg(feature = "personal")]
+            keys,
             log_cursors: std::sync::Mutex::default(),
+            lifecycle: tokio::sync::RwLock::new(rules),
         })
     }
 }
@@ -304,6 +325,8 @@ impl LogAdapter {
     /// then can another process open the store.
     pub fn close(&self) {
         self.snapshots.close();
+        #[cfg(feature = "personal")]
+        self.keys.close();
         self.engine.close();
     }
 }
@@ -333,6 +356,44 @@ impl LogAdapter {
 }
 
 impl LogAdapter {
+    /// Checks a lifecycle operation against the rules in force and records it: appends its
+    /// `$lifecycle` event and folds it, holding the gate exclusively.
+    async fn record(&self, store: &str, record: LifecycleRecord) -> Result<Position, StorageError> {
+        let mut rules = self.lifecycle.write().await;
+        rules.check(store, &record)?;
+        let record = record.clamped(|aggregate| last_version(&self.engine, store, aggregate))?;
+        let version = rules.next_version(store);
+        let event = record.to_event(store, version, Timestamp::now());
+        let position = self.append_refs(&[event.as_event_ref()]).await?;
+        rules.apply(store, version, &record);
+        if let LifecycleRecord::Deleted {
+            aggregate_id,
+            mode: DeleteMode::Hard,
+        } = &record
+        {
+            // A hard-deleted aggregate's snapshots hold its state: they go with it. They are
+            // derived data no read uses any more (their event is hidden), so a failure here
+            // does not undo the delete.
+            if let Err(error) = self.snapshots.prune(store, aggregate_id, 0) {
+                tracing::warn!(store, aggregate = %aggregate_id, %error,
+                    "the snapshots of a hard-deleted aggregate could not be removed");
+            }
+        }
+        Ok(position)
+    }
+
+    /// Runs `f` with the compaction predicate of the rules in force now: what the engine's
+    /// compaction of sealed segments is handed, entry by entry.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn with_compaction_rules<R>(
+        &self,
+        f: impl FnOnce(&super::lifecycle::Compaction<'_>) -> R,
+    ) -> R {
+        let rules = self.lifecycle.read().await.clone();
+        let facts = LogIndexFacts(&self.engine);
+        f(&rules.compaction(Timestamp::now(), &facts))
+    }
+
     /// Encodes `events` (validated) straight into a commit, in a buffer reused from an earlier
     /// one, and appends it; returns the position of the first.
     async fn append_refs(&self, events: &[AppendEventRef<'_>]) -> Result<Position, StorageError> {
@@ -368,6 +429,11 @@ impl StorageAdapter for LogAdapter {
         Some(&self.snapshots)
     }
 
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
+        Some(&self.keys)
+    }
+
     async fn read_log(
         &self,
         from: Position,
@@ -381,19 +447,25 @@ impl StorageAdapter for LogAdapter {
                 None => LogCursor::at(from),
             }
         };
-        let batch = self.engine.read_log(cursor, limit).map_err(storage_error)?;
+        let rules = self.lifecycle.read().await;
+        let mut next = cursor;
+        let events = read_visible(&rules, &self.engine, limit, &mut |want| {
+            let batch = self.engine.read_log(next, want).map_err(storage_error)?;
+            next = batch.next;
+            Ok(batch
+                .events
+                .into_iter()
+                .map(|(position, e)| logged_event(position, e))
+                .collect())
+        })?;
         {
             let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
             if cursors.len() >= LOG_CURSORS {
                 cursors.remove(0);
             }
-            cursors.push(batch.next);
+            cursors.push(next);
         }
-        Ok(batch
-            .events
-            .into_iter()
-            .map(|(position, e)| logged_event(position, e))
-            .collect())
+        Ok(events)
     }
 
     fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
@@ -402,14 +474,20 @@ impl StorageAdapter for LogAdapter {
 
     async fn event_store_summaries(&self) -> Result<Vec<EventStoreSummary>, StorageError> {
         let summaries = self.engine.store_summaries().map_err(storage_error)?;
-        Ok(summaries
-            .into_iter()
-            .map(|s| EventStoreSummary {
+        let rules = self.lifecycle.read().await;
+        let mut out = Vec::with_capacity(summaries.len());
+        for s in summaries {
+            let mut summary = EventStoreSummary {
                 event_store_id: s.store,
                 aggregates: s.aggregates,
                 events: s.events,
-            })
-            .collect())
+            };
+            visible_summary(&rules, &self.engine, &mut summary)?;
+            if summary.aggregates > 0 {
+                out.push(summary);
+            }
+        }
+        Ok(out)
     }
 
     async fn read_events(
@@ -419,7 +497,14 @@ impl StorageAdapter for LogAdapter {
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         let mut events = Vec::new();
-        self.visit_log(event_store_id, aggregate_id, options, &mut |event| {
+        let rules = self.lifecycle.read().await;
+        let Some(options) =
+            visible_options(&rules, &self.engine, event_store_id, aggregate_id, options)?
+        else {
+            return Ok(events);
+        };
+        drop(rules);
+        self.visit_log(event_store_id, aggregate_id, &options, &mut |event| {
             events.push(event.to_stored());
             ControlFlow::Continue(())
         })?;
@@ -453,7 +538,14 @@ impl StorageAdapter for LogAdapter {
             }
             return Ok(());
         }
-        self.visit_log(event_store_id, aggregate_id, options, visit)
+        let rules = self.lifecycle.read().await;
+        let Some(options) =
+            visible_options(&rules, &self.engine, event_store_id, aggregate_id, options)?
+        else {
+            return Ok(());
+        };
+        drop(rules);
+        self.visit_log(event_store_id, aggregate_id, &options, visit)
     }
 
     #[tracing::instrument(
@@ -465,7 +557,10 @@ impl StorageAdapter for LogAdapter {
     async fn append(&self, events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
         let count = events.len() as u64;
         let refs: Vec<AppendEventRef<'_>> = events.iter().map(AppendEvent::as_event_ref).collect();
+        let rules = self.lifecycle.read().await;
+        rules.check_push(refs.iter().map(|e| (e.event_store_id, e.aggregate_id)))?;
         let first = self.append_refs(&refs).await?;
+        drop(rules);
         Ok((first..first + count).collect())
     }
 
@@ -481,7 +576,11 @@ impl StorageAdapter for LogAdapter {
     ) -> Result<Position, StorageError> {
         self.limits
             .check_events(events.len(), events.iter().copied())?;
-        self.append_refs(events).await
+        let rules = self.lifecycle.read().await;
+        rules.check_push(events.iter().map(|e| (e.event_store_id, e.aggregate_id)))?;
+        let first = self.append_refs(events).await;
+        drop(rules);
+        first
     }
 
     async fn scan_aggregate_ids(
@@ -489,29 +588,171 @@ impl StorageAdapter for LogAdapter {
         event_store_id: &str,
         query: &AggregateIdsQuery,
     ) -> Result<Vec<AggregateIdEntry>, StorageError> {
-        let cursor = query.after_entry.as_ref().map(|c| {
-            (
-                c.initial_event_timestamp.unix_millis(),
-                c.aggregate_id.as_str(),
-            )
-        });
-        let found = self
-            .engine
-            .list_aggregates(
-                event_store_id,
-                query.initial_event_after.map(Timestamp::unix_millis),
-                query.initial_event_before.map(Timestamp::unix_millis),
-                query.reverse,
-                cursor,
-                query.scan_limit().unwrap_or(usize::MAX),
-            )
-            .map_err(storage_error)?;
-        Ok(found
-            .into_iter()
-            .map(|(t, aggregate_id)| AggregateIdEntry {
-                initial_event_timestamp: Timestamp::from_unix_millis(t),
-                aggregate_id,
-            })
-            .collect())
+        let rules = self.lifecycle.read().await;
+        scan_visible(&rules, &self.engine, event_store_id, query)
     }
+
+    async fn delete_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_delete(&self.limits, event_store_id, aggregate_id, mode)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn restore_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_restore(&self.limits, event_store_id, aggregate_id)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn truncate_before(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_truncate(&self.limits, event_store_id, aggregate_id, version)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn set_retention(
+        &self,
+        event_store_id: &str,
+        retention: Retention,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_retention(&self.limits, event_store_id, retention)?;
+        self.record(event_store_id, record).await
+    }
+
+    async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
+        self.limits.check_event_store_id(event_store_id)?;
+        Ok(self.lifecycle.read().await.retention(event_store_id))
+    }
+
+    /// Reclaims nothing yet: the engine's compaction of sealed segments plugs in here, handed
+    /// the predicate of the rules in force (reads already hide everything it would remove).
+    async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        Ok(CompactionReport::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::EncodedEvent;
+
+    fn event(aggregate: &str, version: u64, millis: i64) -> AppendEvent {
+        AppendEvent {
+            event_store_id: "S".into(),
+            event: EncodedEvent {
+                aggregate_id: aggregate.into(),
+                version,
+                timestamp: Timestamp::from_unix_millis(millis),
+                event_type: "E".into(),
+                schema_version: 1,
+                payload: Vec::new(),
+                metadata: Vec::new(),
+            },
+        }
+    }
+
+    /// The predicate handed to the engine's compaction keeps exactly what reads show (plus
+    /// every `$lifecycle` entry and soft-deleted events), asking the log for last versions and
+    /// timestamps: checked over every entry of a real log, read raw.
+    #[tokio::test]
+    async fn the_compaction_predicate_keeps_what_reads_show_over_the_raw_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let adapter = LogAdapter::builder(dir.path()).open().unwrap();
+        let young = Timestamp::now().unix_millis() + 86_400_000;
+        for (aggregate, stamps) in [
+            ("hard", vec![1, 2]),
+            ("soft", vec![1, 2]),
+            ("cut", vec![young; 3]),
+            ("aged", vec![1, young, 2, young]),
+            ("counted", vec![young; 5]),
+        ] {
+            for (i, millis) in stamps.into_iter().enumerate() {
+                adapter
+                    .push_event(event(aggregate, i as u64 + 1, millis))
+                    .await
+                    .unwrap();
+            }
+        }
+        adapter
+            .delete_aggregate("S", "hard", DeleteMode::Hard)
+            .await
+            .unwrap();
+        adapter
+            .delete_aggregate("S", "soft", DeleteMode::Soft)
+            .await
+            .unwrap();
+        adapter.truncate_before("S", "cut", 3).await.unwrap();
+        let rule = Retention {
+            max_age: Some(std::time::Duration::from_secs(3_600)),
+            max_count: Some(3),
+        };
+        adapter.set_retention("S", rule).await.unwrap();
+
+        let raw = adapter
+            .engine
+            .read_log(LogCursor::at(1), usize::MAX)
+            .unwrap()
+            .events;
+        let kept: Vec<(String, String, u64)> = adapter
+            .with_compaction_rules(|rules| {
+                raw.iter()
+                    .filter(|(_, e)| {
+                        let at = Timestamp::from_unix_millis(e.timestamp_ms);
+                        rules.keeps(&e.store, &e.aggregate, e.version, at)
+                    })
+                    .map(|(_, e)| (e.store.clone(), e.aggregate.clone(), e.version))
+                    .collect()
+            })
+            .await;
+        let ids = |store: &str, aggregate: &str, versions: &[u64]| {
+            versions
+                .iter()
+                .map(|v| (store.to_owned(), aggregate.to_owned(), *v))
+                .collect::<Vec<_>>()
+        };
+        let mut want = [
+            ids("S", "soft", &[1, 2]),
+            ids("S", "cut", &[3]),
+            // max_count 3 leaves 2..=4; version 2 is young, so nothing more expires.
+            ids("S", "aged", &[2, 3, 4]),
+            ids("S", "counted", &[3, 4, 5]),
+            ids(LIFECYCLE_STORE_ID, "S", &[1, 2, 3, 4]),
+        ]
+        .concat();
+        want.sort();
+        let mut kept = kept;
+        kept.sort();
+        assert_eq!(kept, want);
+        // What reads show is what is kept, the soft-deleted aggregate aside.
+        for aggregate in ["cut", "aged", "counted"] {
+            let shown: Vec<u64> = adapter
+                .get_events("S", aggregate, &GetEventsOptions::default())
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.event.version)
+                .collect();
+            let kept: Vec<u64> = want
+                .iter()
+                .filter(|(s, a, _)| s == "S" && a == aggregate)
+                .map(|(_, _, v)| *v)
+                .collect();
+            assert_eq!(shown, kept, "{aggregate}");
+        }
+    }
+
+    const LIFECYCLE_STORE_ID: &str = crate::storage::LIFECYCLE_STORE;
 }

@@ -1,5 +1,6 @@
 //! The live reader of a log store: reads a store directory while another process writes it.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -8,10 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::engine_bridge::{event_ref, logged_event, storage_error};
+use super::lifecycle::Lifecycle;
+use super::log_lifecycle::{fold, read_visible, scan_visible, visible_options, visible_summary};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventRef, EventStoreSummary,
-    GetEventsOptions, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
-    Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, CompactionReport, DeleteMode, EventRef,
+    EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, Retention, StorageAdapter,
+    StorageError, StoredEvent,
 };
 use crate::engine::{FileSystem, LiveLog, LogCursor, OsFileSystem};
 
@@ -28,7 +31,8 @@ const LOG_CURSORS: usize = 16;
 /// store no process holds). It implements the read side of [`StorageAdapter`] — events by
 /// aggregate and in global order, aggregate listings, summaries, [`watch_log`] — and refuses
 /// appends with [`StorageError::ReadOnly`]. It keeps no snapshots: aggregates are read from
-/// their first event.
+/// their first event. Its reads honour the lifecycle rules (deletes, truncation, retention) it
+/// has read from the log; lifecycle operations are refused with [`StorageError::ReadOnly`].
 ///
 /// **What it sees.** Only whole, verified commits (every checksum, gap-free positions,
 /// versions `1..=n` — but for the events a compaction removed, whose positions are skipped
@@ -83,7 +87,12 @@ pub struct LogReader {
     limits: Limits,
     /// Where recent `read_log` calls stopped (see [`super::LogAdapter`]).
     log_cursors: Mutex<Vec<LogCursor>>,
+    /// The lifecycle rules read so far.
+    rules: std::sync::RwLock<ReaderRules>,
 }
+
+/// The lifecycle rules a reader has read, and the last `$lifecycle` version folded per store.
+type ReaderRules = (Lifecycle, HashMap<String, u64>);
 
 /// Configures and opens a [`LogReader`]; made by [`LogReader::builder`].
 #[derive(Debug, Clone)]
@@ -147,11 +156,14 @@ impl LogReaderBuilder {
         if let Some(every) = self.poll {
             live.follow(every).map_err(storage_error)?;
         }
-        Ok(LogReader {
+        let reader = LogReader {
             live,
             limits: self.limits,
             log_cursors: Mutex::default(),
-        })
+            rules: std::sync::RwLock::default(),
+        };
+        drop(reader.rules()?);
+        Ok(reader)
     }
 }
 
@@ -196,6 +208,22 @@ impl LogReader {
         }
     }
 
+    /// The lifecycle rules, with the `$lifecycle` events read since the last call folded in.
+    fn rules(&self) -> Result<std::sync::RwLockReadGuard<'_, ReaderRules>, StorageError> {
+        {
+            let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
+            let (lifecycle, folded) = &mut *rules;
+            fold(&*self.live, lifecycle, folded)?;
+        }
+        Ok(self.rules.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn read_only(&self) -> StorageError {
+        StorageError::ReadOnly {
+            path: self.dir().to_owned(),
+        }
+    }
+
     /// Stops following the store: the background thread ends and [`watch_log`] followers
     /// find the log closed. What was read stays readable.
     ///
@@ -224,19 +252,25 @@ impl StorageAdapter for LogReader {
                 None => LogCursor::at(from),
             }
         };
-        let batch = self.live.read_log(cursor, limit).map_err(storage_error)?;
+        let rules = self.rules()?;
+        let mut next = cursor;
+        let events = read_visible(&rules.0, &*self.live, limit, &mut |want| {
+            let batch = self.live.read_log(next, want).map_err(storage_error)?;
+            next = batch.next;
+            Ok(batch
+                .events
+                .into_iter()
+                .map(|(position, e)| logged_event(position, e))
+                .collect())
+        })?;
         {
             let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
             if cursors.len() >= LOG_CURSORS {
                 cursors.remove(0);
             }
-            cursors.push(batch.next);
+            cursors.push(next);
         }
-        Ok(batch
-            .events
-            .into_iter()
-            .map(|(position, e)| logged_event(position, e))
-            .collect())
+        Ok(events)
     }
 
     fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
@@ -244,16 +278,20 @@ impl StorageAdapter for LogReader {
     }
 
     async fn event_store_summaries(&self) -> Result<Vec<EventStoreSummary>, StorageError> {
-        Ok(self
-            .live
-            .store_summaries()
-            .into_iter()
-            .map(|s| EventStoreSummary {
+        let rules = self.rules()?;
+        let mut out = Vec::new();
+        for s in self.live.store_summaries() {
+            let mut summary = EventStoreSummary {
                 event_store_id: s.store,
                 aggregates: s.aggregates,
                 events: s.events,
-            })
-            .collect())
+            };
+            visible_summary(&rules.0, &*self.live, &mut summary)?;
+            if summary.aggregates > 0 {
+                out.push(summary);
+            }
+        }
+        Ok(out)
     }
 
     async fn read_events(
@@ -263,7 +301,10 @@ impl StorageAdapter for LogReader {
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         let mut events = Vec::new();
-        self.visit_log(event_store_id, aggregate_id, options, &mut |event| {
+        let Some(options) = self.visible_options(event_store_id, aggregate_id, options)? else {
+            return Ok(events);
+        };
+        self.visit_log(event_store_id, aggregate_id, &options, &mut |event| {
             events.push(event.to_stored());
             ControlFlow::Continue(())
         })?;
@@ -297,7 +338,10 @@ impl StorageAdapter for LogReader {
             }
             return Ok(());
         }
-        self.visit_log(event_store_id, aggregate_id, options, visit)
+        let Some(options) = self.visible_options(event_store_id, aggregate_id, options)? else {
+            return Ok(());
+        };
+        self.visit_log(event_store_id, aggregate_id, &options, visit)
     }
 
     async fn append(&self, _events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
@@ -311,31 +355,66 @@ impl StorageAdapter for LogReader {
         event_store_id: &str,
         query: &AggregateIdsQuery,
     ) -> Result<Vec<AggregateIdEntry>, StorageError> {
-        let cursor = query.after_entry.as_ref().map(|c| {
-            (
-                c.initial_event_timestamp.unix_millis(),
-                c.aggregate_id.as_str(),
-            )
-        });
-        let found = self.live.list_aggregates(
-            event_store_id,
-            query.initial_event_after.map(Timestamp::unix_millis),
-            query.initial_event_before.map(Timestamp::unix_millis),
-            query.reverse,
-            cursor,
-            query.scan_limit().unwrap_or(usize::MAX),
-        );
-        Ok(found
-            .into_iter()
-            .map(|(t, aggregate_id)| AggregateIdEntry {
-                initial_event_timestamp: Timestamp::from_unix_millis(t),
-                aggregate_id,
-            })
-            .collect())
+        let rules = self.rules()?;
+        scan_visible(&rules.0, &*self.live, event_store_id, query)
+    }
+
+    async fn delete_aggregate(
+        &self,
+        _event_store_id: &str,
+        _aggregate_id: &str,
+        _mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        Err(self.read_only())
+    }
+
+    async fn restore_aggregate(
+        &self,
+        _event_store_id: &str,
+        _aggregate_id: &str,
+    ) -> Result<Position, StorageError> {
+        Err(self.read_only())
+    }
+
+    async fn truncate_before(
+        &self,
+        _event_store_id: &str,
+        _aggregate_id: &str,
+        _version: u64,
+    ) -> Result<Position, StorageError> {
+        Err(self.read_only())
+    }
+
+    async fn set_retention(
+        &self,
+        _event_store_id: &str,
+        _retention: Retention,
+    ) -> Result<Position, StorageError> {
+        Err(self.read_only())
+    }
+
+    async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
+        self.limits.check_event_store_id(event_store_id)?;
+        Ok(self.rules()?.0.retention(event_store_id))
+    }
+
+    async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        Err(self.read_only())
     }
 }
 
 impl LogReader {
+    /// `options` narrowed to what the rules leave of the aggregate (`None`: nothing).
+    fn visible_options(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        options: &GetEventsOptions,
+    ) -> Result<Option<GetEventsOptions>, StorageError> {
+        let rules = self.rules()?;
+        visible_options(&rules.0, &*self.live, event_store_id, aggregate_id, options)
+    }
+
     /// Visits the events of one aggregate matching `options` in ascending version order.
     fn visit_log(
         &self,

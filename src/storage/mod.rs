@@ -15,9 +15,13 @@ mod adapter;
 mod engine_bridge;
 mod error;
 mod event;
+pub mod lifecycle;
+#[cfg(feature = "personal")]
+pub mod keys;
 mod limit_error;
 mod limits;
 mod log;
+mod log_lifecycle;
 mod log_reader;
 mod log_snapshots;
 mod memory;
@@ -37,12 +41,17 @@ pub use event::{
     AggregateIdEntry, AppendEvent, AppendEventRef, EncodedEvent, EventRef, EventStoreSummary,
     LoggedEvent, Position, StoredEvent,
 };
+pub use lifecycle::{CompactionReport, DeleteMode, LIFECYCLE_STORE, Retention};
+#[cfg(feature = "personal")]
+pub use keys::{InMemoryKeys, KeyStore, Keys, SubjectKey};
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};
 pub use log_reader::{LogReader, LogReaderBuilder, LogReaderStats};
 pub use memory::InMemoryAdapter;
 pub use page::{AggregateIdsPage, AggregateIdsQuery, GetEventsOptions, ListAggregateIdsOptions};
+#[cfg(all(feature = "postgres", feature = "personal"))]
+pub use postgres::PostgresKeys;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAdapter, PostgresAdapterBuilder, PostgresSnapshots};
 pub use snapshot_storage::{

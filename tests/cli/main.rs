@@ -9,6 +9,9 @@ mod damaged_store;
 mod fixture;
 mod import;
 mod inspect;
+mod lifecycle;
 mod maintenance;
+#[cfg(feature = "personal")]
+mod personal;
 mod runtime_state;
 mod upgrade;

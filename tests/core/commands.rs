@@ -281,3 +281,45 @@ async fn pokemons_with_pikachu_wild() -> (std::sync::Arc<annals::storage::InMemo
         .unwrap();
     (adapter, pokemons)
 }
+
+#[tokio::test]
+async fn command_on_a_deleted_aggregate_fails_with_the_typed_error_without_retrying() {
+    let pokemons = pokemons(adapter());
+    pokemons
+        .push_events("pikachu", 0, [appeared("Pikachu", 1)], &Default::default())
+        .await
+        .unwrap();
+    pokemons
+        .delete_aggregate("pikachu", annals::storage::DeleteMode::Soft)
+        .await
+        .unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&attempts);
+    // The handler decides from what it reads: a deleted aggregate reads as new, so it pushes
+    // version 1, which exists; the push must be refused as deleted, not as a conflict.
+    let level_up = Command::new(
+        "LEVEL_UP",
+        (pokemons.clone(),),
+        move |id: String, (pokemons,): (Pokemons,), ()| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let read = pokemons.get_aggregate(&id, Default::default()).await?;
+                let version = read.aggregate.map_or(0, |a| a.version);
+                pokemons
+                    .push_events(&id, version, [leveled_up()], &Default::default())
+                    .await?;
+                Ok::<(), Error>(())
+            }
+        },
+    );
+    let error = level_up.handle("pikachu".to_owned(), ()).await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::AggregateDeleted { aggregate_id, hard: false, .. } if aggregate_id == "pikachu"
+        ),
+        "{error:?}"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "no retry");
+}

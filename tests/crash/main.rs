@@ -12,6 +12,8 @@ mod compaction;
 mod creation;
 mod full_disk;
 mod io_errors;
+#[cfg(feature = "personal")]
+mod personal;
 mod power_loss;
 mod segment_roll;
 mod workload;

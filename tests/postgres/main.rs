@@ -25,6 +25,9 @@ mod faults;
 mod global_order;
 mod group_commit;
 mod groups;
+mod lifecycle;
+#[cfg(feature = "personal")]
+mod personal;
 mod processes;
 mod queue_processes;
 mod schema;
@@ -33,6 +36,16 @@ mod state;
 mod subscriptions;
 
 /// The console's trials, when the console is built.
+#[cfg(feature = "personal")]
+fn personal_trials() -> Vec<libtest_mimic::Trial> {
+    personal::trials()
+}
+
+#[cfg(not(feature = "personal"))]
+fn personal_trials() -> Vec<libtest_mimic::Trial> {
+    Vec::new()
+}
+
 #[cfg(feature = "console")]
 fn console_trials() -> Vec<libtest_mimic::Trial> {
     console::trials()
@@ -52,6 +65,8 @@ fn main() -> std::process::ExitCode {
         faults::trials(),
         global_order::trials(),
         groups::trials(),
+        lifecycle::trials(),
+        personal_trials(),
         group_commit::trials(),
         processes::trials(),
         queue_processes::trials(),

@@ -181,3 +181,48 @@ async fn a_waiting_subscription_ends_with_closed_when_the_log_store_closes() {
         "{ended:?}"
     );
 }
+
+/// Events hidden by a lifecycle rule at the end of the log are passed, not waited on: a
+/// subscription that caught up waits for the next commit instead of reading the hidden tail
+/// again and again.
+#[tokio::test]
+async fn a_subscription_passes_hidden_events_at_the_end_of_the_log() {
+    use annals::storage::Retention;
+    let adapter = Arc::new(InMemoryAdapter::new());
+    let rule = Retention {
+        max_age: Some(Duration::from_secs(3_600)),
+        max_count: None,
+    };
+    let set = adapter.set_retention("POKEMONS", rule).await.expect("rule");
+    // Events from 2023: expired as soon as they are committed.
+    adapter
+        .push_event_group(vec![event("POKEMONS", "p", 1, "CREATED")])
+        .await
+        .expect("push");
+    let last = adapter
+        .push_event_group(vec![event("POKEMONS", "p", 2, "CHANGED")])
+        .await
+        .expect("push")[0];
+    let mut subscription = Subscription::new(adapter.clone(), 1, Filter::all());
+    let lifecycle = subscription.next().await.expect("the rule's event");
+    assert_eq!(lifecycle.position, set);
+    assert!(subscription.try_next().await.expect("read").is_none());
+    assert_eq!(
+        subscription.position(),
+        last + 1,
+        "the hidden tail is passed"
+    );
+    // Waiting now waits for a new commit.
+    let waited = tokio::time::timeout(Duration::from_millis(50), subscription.next()).await;
+    assert!(waited.is_err(), "nothing new was delivered: {waited:?}");
+    let young = annals::storage::AppendEvent {
+        event: annals::storage::EncodedEvent {
+            timestamp: annals::storage::Timestamp::now(),
+            ..event("POKEMONS", "p", 3, "CHANGED").event
+        },
+        ..event("POKEMONS", "p", 3, "CHANGED")
+    };
+    let young_at = adapter.push_event(young).await.expect("push");
+    let delivered = subscription.next().await.expect("the young event");
+    assert_eq!(delivered.position, young_at);
+}

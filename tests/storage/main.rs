@@ -71,4 +71,5 @@ mod log_small_segments {
     });
 }
 
+mod lifecycle;
 mod mutants;

@@ -5,8 +5,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use annals::storage::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, GetEventsOptions, InMemoryAdapter, Limits,
-    LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, DeleteMode, GetEventsOptions,
+    InMemoryAdapter, Limits, LoggedEvent, Position, StorageAdapter, StorageError, StoredEvent,
+    Timestamp,
 };
 use annals::testing::conformance;
 use async_trait::async_trait;
@@ -28,6 +29,10 @@ enum Flaw {
     ExclusiveLogStart,
     /// Hands out a log watch that never moves.
     FrozenLogWatch,
+    /// Acknowledges deletes without recording them.
+    ForgetsDeletes,
+    /// Acknowledges truncations without recording them.
+    ForgetsTruncations,
 }
 
 struct Flawed {
@@ -133,6 +138,38 @@ impl StorageAdapter for Flawed {
         }
         self.append(events).await
     }
+
+    async fn delete_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        match self.flaw {
+            Flaw::ForgetsDeletes => Ok(*self.inner.watch_log().borrow()),
+            _ => {
+                self.inner
+                    .delete_aggregate(event_store_id, aggregate_id, mode)
+                    .await
+            }
+        }
+    }
+
+    async fn truncate_before(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<Position, StorageError> {
+        match self.flaw {
+            Flaw::ForgetsTruncations => Ok(*self.inner.watch_log().borrow()),
+            _ => {
+                self.inner
+                    .truncate_before(event_store_id, aggregate_id, version)
+                    .await
+            }
+        }
+    }
 }
 
 /// Runs `check` on an adapter with `flaw` and asserts that the check fails.
@@ -234,5 +271,24 @@ fn suite_catches_groups_visible_in_part_under_concurrency() {
         caught,
         "concurrent_event_groups_are_all_or_nothing passed an adapter whose groups are \
          visible in part, five runs out of five"
+    );
+}
+
+#[test]
+fn suite_catches_deletes_and_truncations_that_are_not_honoured() {
+    assert_caught(
+        Flaw::ForgetsDeletes,
+        "soft_delete_hides_refuses_pushes_and_restores",
+        conformance::soft_delete_hides_refuses_pushes_and_restores,
+    );
+    assert_caught(
+        Flaw::ForgetsDeletes,
+        "a_push_racing_a_delete_lands_before_it_or_is_refused",
+        conformance::a_push_racing_a_delete_lands_before_it_or_is_refused,
+    );
+    assert_caught(
+        Flaw::ForgetsTruncations,
+        "truncate_before_hides_a_prefix",
+        conformance::truncate_before_hides_a_prefix,
     );
 }

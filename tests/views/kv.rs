@@ -136,3 +136,74 @@ async fn raw_handlers_receive_the_logged_events_their_filter_admits() {
     );
     runner.stop().await.expect("stop");
 }
+
+async fn kv_view_removes_the_rows_of_deleted_aggregates_of_its_store_only(log: Log) {
+    use annals::storage::DeleteMode;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let adapter = adapter(&log, dir.path());
+    let pokemons = pokemons(&adapter);
+    // A store of the same event types under another id: its deletes are not this view's.
+    let others: Pokemons =
+        annals::EventStore::builder("OTHERS", |_, _: &EventDetail<PokemonEvent>| ())
+            .storage_adapter(adapter.clone())
+            .build()
+            .expect("build");
+    grow(&pokemons, "pikachu", 1).await;
+    grow(&pokemons, "eevee", 0).await;
+    grow(&others, "pikachu", 0).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let state = Arc::new(StateStore::open(dir.path().join("state.redb")).expect("state"));
+    let view = event_counts(&pokemons, 1)
+        .on_deleted(
+            &pokemons,
+            move |tables: &mut KvTables<'_>, id: &str, mode: DeleteMode| {
+                sink.lock().unwrap().push((id.to_owned(), mode));
+                tables.remove("events", id)?;
+                tables.remove("names", id).map(drop)
+            },
+        )
+        .build(state)
+        .expect("build");
+    let runner = view.run(adapter.clone());
+    others
+        .delete_aggregate("pikachu", DeleteMode::Hard)
+        .await
+        .expect("delete in the other store");
+    let deleted = pokemons
+        .delete_aggregate("pikachu", DeleteMode::Soft)
+        .await
+        .expect("delete");
+    view.wait_for(deleted, PATIENCE)
+        .await
+        .expect("delete applied");
+    assert_eq!(view.get::<u64>("events", "pikachu").expect("get"), None);
+    assert_eq!(view.get::<u64>("events", "eevee").expect("get"), Some(1));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("pikachu".to_owned(), DeleteMode::Soft)],
+        "only this store's delete, once"
+    );
+    // Restored: the view does not rebuild the rows by itself, but new events count again.
+    pokemons
+        .restore_aggregate("pikachu")
+        .await
+        .expect("restore");
+    let live = grow_more(&pokemons, "pikachu", 3).await;
+    view.wait_for(live, PATIENCE).await.expect("applied");
+    assert_eq!(view.get::<u64>("events", "pikachu").expect("get"), Some(1));
+    runner.stop().await.expect("stop cleanly");
+}
+on_both_logs!(kv_view_removes_the_rows_of_deleted_aggregates_of_its_store_only);
+
+/// Pushes one level-up of `id` at `version`; returns its position.
+async fn grow_more(pokemons: &Pokemons, id: &str, version: u64) -> annals::storage::Position {
+    pokemons
+        .push_event(
+            NewEvent::new(id, version, PokemonEvent::LeveledUp(crate::LeveledUp {})),
+            Default::default(),
+        )
+        .await
+        .expect("push")
+        .position
+}

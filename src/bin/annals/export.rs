@@ -29,7 +29,8 @@ pub const READ_BATCH_EVENTS: usize = 1000;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Only the events of this event store (repeatable).
+    /// Only the events of this event store (repeatable). Without it, every store but
+    /// `$lifecycle`, whose events record deletes and retention rules, not events to import.
     #[arg(long = "store", value_name = "STORE")]
     stores: Vec<String>,
     /// Start at this global position.
@@ -77,6 +78,34 @@ pub fn decode_part(bytes: &[u8]) -> Result<Option<Json>, codec::CodecError> {
 }
 
 impl EventLine {
+    /// The line with every encrypted personal value whose key `adapter` no longer holds shown
+    /// as forgotten (feature `personal`; unchanged when the adapter keeps no keys).
+    #[cfg(feature = "personal")]
+    pub fn forgetting(
+        mut self,
+        adapter: &dyn annals::storage::StorageAdapter,
+    ) -> Result<Self, CliError> {
+        if let Some(keys) = adapter.keys() {
+            for part in [&mut self.payload, &mut self.metadata]
+                .into_iter()
+                .flatten()
+            {
+                part.mark_forgotten(keys)
+                    .map_err(|e| CliError::storage("read the store's keys", e))?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// The line as it is: without the feature `personal`, payloads hold no personal values.
+    #[cfg(not(feature = "personal"))]
+    pub fn forgetting(
+        self,
+        _adapter: &dyn annals::storage::StorageAdapter,
+    ) -> Result<Self, CliError> {
+        Ok(self)
+    }
+
     /// The line of a logged event.
     pub fn of(logged: &LoggedEvent) -> Result<Self, CliError> {
         let mut line = Self::of_event(&logged.event, logged.position, &logged.event_store_id)?;
@@ -135,10 +164,15 @@ pub async fn export(target: &Target, out: &Out, args: ExportArgs) -> Result<(), 
         let Some(last) = batch.last() else { break };
         let last = last.position;
         for logged in batch.iter().filter(|e| e.position <= end) {
-            if !args.stores.is_empty() && !args.stores.contains(&logged.event_store_id) {
+            let wanted = if args.stores.is_empty() {
+                logged.event_store_id != annals::storage::LIFECYCLE_STORE
+            } else {
+                args.stores.contains(&logged.event_store_id)
+            };
+            if !wanted {
                 continue;
             }
-            let line = serde_json::to_string(&EventLine::of(logged)?)
+            let line = serde_json::to_string(&EventLine::of(logged)?.forgetting(adapter.as_ref())?)
                 .map_err(|e| CliError::failed(format!("cannot encode an event as JSON: {e}")))?;
             sink.write_all(line.as_bytes())?;
             sink.write_all(b"\n")?;

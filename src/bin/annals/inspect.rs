@@ -264,7 +264,7 @@ pub async fn events(target: &Target, out: &Out, args: EventsArgs) -> Result<(), 
     }
     let lines = events
         .iter()
-        .map(|e| EventLine::of_event(&e.event, e.position, s))
+        .map(|e| EventLine::of_event(&e.event, e.position, s)?.forgetting(store.adapter.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     if out.json {
         return out.json_doc(&lines);
@@ -314,7 +314,7 @@ pub async fn get(target: &Target, out: &Out, position: Position) -> Result<(), C
         )
         .hint(format!("positions run from 1 to {last}")));
     };
-    let line = EventLine::of(&event)?;
+    let line = EventLine::of(&event)?.forgetting(store.adapter.as_ref())?;
     if out.json {
         return out.json_doc(&line);
     }
@@ -386,7 +386,7 @@ pub async fn tail(target: &Target, out: &Out, args: TailArgs) -> Result<(), CliE
                 CliError::storage(format_args!("follow the log of {}", store.name), e)
             })?,
         };
-        let line = EventLine::of(&event)?;
+        let line = EventLine::of(&event)?.forgetting(store.adapter.as_ref())?;
         if out.json {
             out.json_line(&line)?;
         } else {

@@ -389,6 +389,13 @@ impl Serialize for Json {
                 }
                 seq.end()
             }
+            #[cfg(feature = "personal")]
+            Json::Object(members) if is_personal(members) && !serializer.is_human_readable() => {
+                // Written back as the extension it was read from (`annals import`).
+                let body = annals::personal::body_from_json(&self.to_value())
+                    .map_err(serde::ser::Error::custom)?;
+                annals::personal::ExtBody(&body).serialize(serializer)
+            }
             Json::Object(members) => {
                 let mut map = serializer.serialize_map(Some(members.len()))?;
                 for (key, value) in members {
@@ -396,6 +403,83 @@ impl Serialize for Json {
                 }
                 map.end()
             }
+        }
+    }
+}
+
+/// Whether an object's members are the JSON form of a personal value.
+#[cfg(feature = "personal")]
+fn is_personal(members: &[(String, Json)]) -> bool {
+    matches!(members, [(key, Json::Object(_))] if key == annals::personal::TAG_KEY)
+}
+
+#[cfg(feature = "personal")]
+impl Json {
+    /// The value as a `serde_json` value (object members sorted; integers and floats as
+    /// `serde_json` holds them).
+    pub fn to_value(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Unsigned(n) => Value::from(*n),
+            Json::Negative(n) => Value::from(*n),
+            Json::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Json::Float32(f) => {
+                serde_json::Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number)
+            }
+            Json::String(s) => Value::String(s.clone()),
+            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A `serde_json` value as a [`Json`].
+    pub fn from_value(value: serde_json::Value) -> Json {
+        use serde_json::Value;
+        match value {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(b),
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => Json::Unsigned(u),
+                (None, Some(i)) => Json::Negative(i),
+                _ => Json::Float(n.as_f64().unwrap_or_default()),
+            },
+            Value::String(s) => Json::String(s),
+            Value::Array(items) => Json::Array(items.into_iter().map(Json::from_value).collect()),
+            Value::Object(members) => Json::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (k, Json::from_value(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Marks every encrypted personal value whose key `keys` no longer holds as forgotten
+    /// (see [`annals::personal::mark_forgotten`]).
+    #[cfg(feature = "personal")]
+    pub fn mark_forgotten(
+        &mut self,
+        keys: &annals::storage::Keys,
+    ) -> Result<(), annals::StorageError> {
+        match self {
+            Json::Array(items) => items.iter_mut().try_for_each(|i| i.mark_forgotten(keys)),
+            Json::Object(members) if is_personal(members) => {
+                let mut value = self.to_value();
+                annals::personal::mark_forgotten(&mut value, keys)?;
+                *self = Json::from_value(value);
+                Ok(())
+            }
+            Json::Object(members) => members
+                .iter_mut()
+                .try_for_each(|(_, v)| v.mark_forgotten(keys)),
+            _ => Ok(()),
         }
     }
 }
@@ -467,6 +551,20 @@ impl<'de> Visitor<'de> for JsonVisitor {
             items.push(item);
         }
         Ok(Json::Array(items))
+    }
+
+    /// A MessagePack extension: a personal value's JSON form (feature `personal`).
+    #[cfg(feature = "personal")]
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        let (tag, body) = annals::personal::read_ext(deserializer)?;
+        if tag != annals::personal::EXT_TYPE {
+            return Err(de::Error::custom(format!(
+                "a MessagePack extension of type {tag} has no JSON form"
+            )));
+        }
+        annals::personal::body_to_json(&body)
+            .map(Json::from_value)
+            .map_err(de::Error::custom)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {

@@ -11,6 +11,7 @@
 //! | [`import`] | `import` |
 //! | [`runtime_state`] | `consumers`, `views`, `dead-letters` |
 //! | [`maintenance`] | `verify`, `rebuild-index`, `compact`, `snapshots prune` |
+//! | [`lifecycle`] | `delete`, `restore`, `truncate`, `retention` |
 //! | [`remote`] | `--url`: the read commands through a running application's console |
 //!
 //! Exit status (stable, see `docs/cli.md`): 0 success; 1 `verify` found problems; 2 usage
@@ -24,6 +25,7 @@ mod export;
 mod import;
 mod inspect;
 mod json;
+mod lifecycle;
 mod maintenance;
 mod open;
 mod output;
@@ -134,6 +136,15 @@ enum Command {
     /// Aggregate snapshots.
     #[command(subcommand)]
     Snapshots(maintenance::SnapshotsCommand),
+    /// Deletes an aggregate: hidden from reads, pushes refused (soft, or for good with
+    /// --hard).
+    Delete(lifecycle::DeleteArgs),
+    /// Restores a soft-deleted aggregate.
+    Restore(lifecycle::RestoreArgs),
+    /// Hides the versions of an aggregate below a version.
+    Truncate(lifecycle::TruncateArgs),
+    /// Shows, sets or removes the retention rule of an event store.
+    Retention(lifecycle::RetentionArgs),
 }
 
 fn main() -> ExitCode {
@@ -221,6 +232,10 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Compact { store } => maintenance::compact(&target, store, &out).await?,
         Command::Upgrade { store } => maintenance::upgrade(&target, store, &out)?,
         Command::Snapshots(command) => maintenance::snapshots(&target, &out, command).await?,
+        Command::Delete(args) => lifecycle::delete(&target, &out, args).await?,
+        Command::Restore(args) => lifecycle::restore(&target, &out, args).await?,
+        Command::Truncate(args) => lifecycle::truncate(&target, &out, args).await?,
+        Command::Retention(args) => lifecycle::retention(&target, &out, args).await?,
     }
     Ok(0)
 }

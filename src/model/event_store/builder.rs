@@ -181,6 +181,8 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStoreBuilder<E, S> {
                 on_event_pushed: self.on_event_pushed,
                 snapshots: self.snapshots,
                 evolution: Arc::new(self.evolution),
+                #[cfg(feature = "personal")]
+                personal_seen: Default::default(),
             }),
         })
     }

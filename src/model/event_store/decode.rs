@@ -5,20 +5,25 @@
 //! deserialized straight from the adapter's buffer, and only what the typed values own is
 //! allocated.
 
+use std::sync::Arc;
+
 use crate::model::codec;
 use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events, PayloadError};
 use crate::model::event_store::store::EventStore;
-use crate::storage::{EventRef, StoredEvent};
+use crate::storage::{EventRef, StorageAdapter, StoredEvent};
 
 impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// Turns a stored event into a typed one, or a typed error naming it. An event stored
     /// under an alias of a type is read as that type; one stored with an older schema version
     /// is upcast to the current one (see [`upcast`](crate::model::upcast)); one stored with a newer
     /// schema version than the type declares is [`Error::SchemaVersionTooNew`].
+    ///
+    /// With the feature `personal`, personal values are decrypted with the keys of the store's
+    /// adapter.
     pub fn decode(&self, stored: StoredEvent) -> Result<EventDetail<E>, Error> {
         let event = stored.as_event_ref();
-        let (typed, metadata) = self.decode_parts(&event)?;
+        let (typed, metadata) = self.decode_parts_with(None, &event)?;
         Ok(EventDetail {
             aggregate_id: stored.event.aggregate_id,
             version: stored.event.version,
@@ -33,7 +38,17 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// them out): the payload and metadata are decoded from the adapter's bytes, without an
     /// owned copy of them.
     pub fn decode_ref(&self, event: &EventRef<'_>) -> Result<EventDetail<E>, Error> {
-        let (typed, metadata) = self.decode_parts(event)?;
+        self.decode_ref_with(None, event)
+    }
+
+    /// [`decode_ref`](Self::decode_ref) with `adapter`'s keys (the store's adapter's when
+    /// `None`).
+    pub(super) fn decode_ref_with(
+        &self,
+        adapter: Option<&Arc<dyn StorageAdapter>>,
+        event: &EventRef<'_>,
+    ) -> Result<EventDetail<E>, Error> {
+        let (typed, metadata) = self.decode_parts_with(adapter, event)?;
         Ok(EventDetail {
             aggregate_id: event.aggregate_id.to_owned(),
             version: event.version,
@@ -47,10 +62,11 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// event of one aggregate, so that nothing is allocated per event beyond the typed values.
     pub(super) fn decode_into(
         &self,
+        adapter: &Arc<dyn StorageAdapter>,
         event: &EventRef<'_>,
         aggregate_id: String,
     ) -> Result<EventDetail<E>, Error> {
-        let (typed, metadata) = self.decode_parts(event)?;
+        let (typed, metadata) = self.decode_parts_with(Some(adapter), event)?;
         let mut aggregate_id = aggregate_id;
         if aggregate_id != event.aggregate_id {
             aggregate_id.clear();
@@ -63,6 +79,33 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             event: typed,
             metadata,
         })
+    }
+
+    /// [`decode_parts`](Self::decode_parts) with `adapter`'s keys (the store's adapter's when
+    /// `None`) for personal values (feature `personal`), once the store has met one; a failure
+    /// of the key store fails the decode.
+    fn decode_parts_with(
+        &self,
+        adapter: Option<&Arc<dyn StorageAdapter>>,
+        stored: &EventRef<'_>,
+    ) -> Result<(E, E::Metadata), Error> {
+        #[cfg(feature = "personal")]
+        {
+            let (decoded, outcome) = crate::model::personal::scoped(
+                &self.inner.personal_seen,
+                || adapter.cloned().or_else(|| self.storage_adapter().ok()),
+                || self.decode_parts(stored),
+            );
+            match outcome.failure {
+                Some(failure) => Err(Error::Storage(failure)),
+                None => decoded,
+            }
+        }
+        #[cfg(not(feature = "personal"))]
+        {
+            let _ = adapter;
+            self.decode_parts(stored)
+        }
     }
 
     /// The typed event and metadata of a stored event.

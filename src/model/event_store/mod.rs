@@ -7,9 +7,12 @@
 // One file per part of the store, none importing this facade: `store` (the type and its fold),
 // `builder`, `options` (options and responses), `read` (the read path with snapshots), `push`
 // (the push path), `decode` (stored events into typed ones), `snapshot_writes` (the background
-// snapshot writes in flight).
+// snapshot writes in flight), `forget` (crypto-shredding, feature `personal`).
 mod builder;
 mod decode;
+mod lifecycle;
+#[cfg(feature = "personal")]
+mod forget;
 mod options;
 mod push;
 mod read;

@@ -10,6 +10,7 @@
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -19,7 +20,9 @@ use crate::model::error::Error;
 use crate::model::event::{EventDetail, Events, NewEvent};
 use crate::model::event_store::options::{PushEventOptions, PushEventResponse, PushedEvents};
 use crate::model::event_store::store::EventStore;
-use crate::storage::{AppendEvent, AppendEventRef, LimitError, Position, Timestamp};
+use crate::storage::{
+    AppendEvent, AppendEventRef, LimitError, Position, StorageAdapter, Timestamp,
+};
 
 thread_local! {
     /// Where pushes encode payloads and metadata: a buffer reused by every push of the thread,
@@ -113,7 +116,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         self.check_prev_aggregate(&event, options.prev_aggregate.as_ref())?;
         let timestamp = event.timestamp.unwrap_or_else(Timestamp::now);
         let mut scratch = Scratch::take();
-        let span = self.encode_parts(&event.event, &event.metadata, &mut scratch.0)?;
+        let span = self.encode_parts(
+            Some(&adapter),
+            &event.event,
+            &event.metadata,
+            &mut scratch.0,
+        )?;
         let append = self.append_ref(
             &event.aggregate_id,
             event.version,
@@ -185,34 +193,41 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         let adapter = self.storage_adapter()?;
         let timestamp = Timestamp::now();
         let mut scratch = Scratch::take();
+        // In hand, so that an encoding that meets a personal value can run again in a key
+        // scope (feature `personal`).
+        let events: Vec<I::Item> = events.into_iter().collect();
         let buf = &mut scratch.0;
-        codec::encode_into(metadata, buf).map_err(|e| Error::Encode {
-            event_store_id: self.event_store_id().to_owned(),
-            event_type: "(metadata)".to_owned(),
-            reason: e.0,
-        })?;
-        let metadata_end = buf.len();
-        let events = events.into_iter();
-        let mut spans = Vec::with_capacity(events.size_hint().0);
-        let mut pushed = self.inner.on_event_pushed.as_ref().map(|_| Vec::new());
-        let mut version = after_version;
-        for event in events {
-            let event = event.borrow();
-            // Past u64::MAX the version repeats, and the adapter refuses it as taken.
-            version = version.saturating_add(1);
-            let start = buf.len();
-            self.encode_payload(event, buf)?;
-            spans.push((event.event_type(), start, buf.len()));
-            if let Some(pushed) = &mut pushed {
-                pushed.push(EventDetail {
-                    aggregate_id: aggregate_id.to_owned(),
-                    version,
-                    timestamp,
-                    event: event.clone(),
-                    metadata: metadata.clone(),
-                });
+        // One key scope for the whole batch (personal values, feature `personal`).
+        let (metadata_end, spans, pushed) = self.within_keys(Some(&adapter), || {
+            buf.clear();
+            codec::encode_into(metadata, buf).map_err(|e| Error::Encode {
+                event_store_id: self.event_store_id().to_owned(),
+                event_type: "(metadata)".to_owned(),
+                reason: e.0,
+            })?;
+            let metadata_end = buf.len();
+            let mut spans = Vec::with_capacity(events.len());
+            let mut pushed = self.inner.on_event_pushed.as_ref().map(|_| Vec::new());
+            let mut version = after_version;
+            for item in &events {
+                let event: &E = item.borrow();
+                // Past u64::MAX the version repeats, and the adapter refuses it as taken.
+                version = version.saturating_add(1);
+                let start = buf.len();
+                self.encode_payload(event, buf)?;
+                spans.push((event.event_type(), start, buf.len()));
+                if let Some(pushed) = &mut pushed {
+                    pushed.push(EventDetail {
+                        aggregate_id: aggregate_id.to_owned(),
+                        version,
+                        timestamp,
+                        event: event.clone(),
+                        metadata: metadata.clone(),
+                    });
+                }
             }
-        }
+            Ok((metadata_end, spans, pushed))
+        })?;
         let buf = &scratch.0;
         let appends: Vec<AppendEventRef<'_>> = spans
             .iter()
@@ -277,7 +292,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         let mut spans = Vec::with_capacity(events.len());
         for event in &events {
             let event = event.borrow();
-            spans.push(self.encode_parts(&event.event, &event.metadata, &mut scratch.0)?);
+            spans.push(self.encode_parts(
+                Some(&adapter),
+                &event.event,
+                &event.metadata,
+                &mut scratch.0,
+            )?);
         }
         let buf = &scratch.0;
         let appends: Vec<AppendEventRef<'_>> = events
@@ -342,7 +362,59 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     }
 
     /// Appends `event`'s payload and `metadata`, encoded, to `out`; returns where they lie.
+    /// With the feature `personal`, personal values are encrypted with `adapter`'s keys.
     fn encode_parts(
+        &self,
+        adapter: Option<&Arc<dyn StorageAdapter>>,
+        event: &E,
+        metadata: &E::Metadata,
+        out: &mut Vec<u8>,
+    ) -> Result<Span, Error> {
+        let start = out.len();
+        self.within_keys(adapter, || {
+            out.truncate(start);
+            self.encode_parts_plain(event, metadata, out)
+        })
+    }
+
+    /// Runs the encoding `f` with `adapter`'s keys available to personal values (feature
+    /// `personal`; without it, just runs `f`), once the store has met one (`f` may run twice:
+    /// it must start from the same state each time). An encoding that failed for want of keys,
+    /// or because the key store failed, says so.
+    fn within_keys<R>(
+        &self,
+        adapter: Option<&Arc<dyn StorageAdapter>>,
+        f: impl FnMut() -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        #[cfg(feature = "personal")]
+        {
+            let (encoded, outcome) = crate::model::personal::scoped(
+                &self.inner.personal_seen,
+                || adapter.cloned().or_else(|| self.storage_adapter().ok()),
+                f,
+            );
+            encoded.map_err(|e| {
+                if let Some(failure) = outcome.failure {
+                    Error::Storage(failure)
+                } else if outcome.no_key_store {
+                    Error::NoKeyStore {
+                        event_store_id: self.event_store_id().to_owned(),
+                    }
+                } else {
+                    e
+                }
+            })
+        }
+        #[cfg(not(feature = "personal"))]
+        {
+            let _ = adapter;
+            let mut f = f;
+            f()
+        }
+    }
+
+    /// [`encode_parts`](Self::encode_parts) within whatever key scope is current.
+    fn encode_parts_plain(
         &self,
         event: &E,
         metadata: &E::Metadata,
@@ -393,7 +465,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         timestamp: Timestamp,
     ) -> Result<AppendEvent, Error> {
         with_scratch(|scratch| {
-            let span = self.encode_parts(&event.event, &event.metadata, scratch)?;
+            let span = self.encode_parts(None, &event.event, &event.metadata, scratch)?;
             Ok(self
                 .append_ref(
                     &event.aggregate_id,

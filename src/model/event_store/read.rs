@@ -61,6 +61,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> Fold<E, S> {
     fn visit(
         &mut self,
         store: &EventStore<E, S>,
+        adapter: &Arc<dyn StorageAdapter>,
         snapshots: Option<&Snapshots<E, S>>,
         stored: EventRef<'_>,
     ) -> ControlFlow<()> {
@@ -90,7 +91,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> Fold<E, S> {
             .map(|_| (stored.position, event_ref_checksum(&stored)));
         // The previous last event's id is reused: no allocation per event for it.
         let id = self.last.take().map(|l| l.aggregate_id).unwrap_or_default();
-        let event = match store.decode_into(&stored, id) {
+        let event = match store.decode_into(adapter, &stored, id) {
             Ok(event) => event,
             Err(e) => {
                 self.error = Some(e);
@@ -140,7 +141,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 self.event_store_id(),
                 aggregate_id,
                 &options,
-                &mut |stored| match self.decode_ref(&stored) {
+                &mut |stored| match self.decode_ref_with(Some(&adapter), &stored) {
                     Ok(event) => {
                         events.push(event);
                         ControlFlow::Continue(())
@@ -387,7 +388,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
         loop {
             let start = match (snapshots, adapter.snapshots()) {
                 (Some(snapshots), Some(storage)) => {
-                    self.usable_snapshot(storage, snapshots, aggregate_id, bound)
+                    self.usable_snapshot(&adapter, storage, snapshots, aggregate_id, bound)
                 }
                 _ => None,
             };
@@ -414,7 +415,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             };
             adapter
                 .visit_events(self.event_store_id(), aggregate_id, &range, &mut |stored| {
-                    fold.visit(self, snapshots, stored)
+                    fold.visit(self, &adapter, snapshots, stored)
                 })
                 .await?;
             if let Some(e) = fold.error {
@@ -456,6 +457,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
     /// is intact and decodes; those in the way are deleted.
     fn usable_snapshot(
         &self,
+        adapter: &Arc<dyn StorageAdapter>,
         storage: &dyn SnapshotStorage,
         snapshots: &Snapshots<E, S>,
         aggregate_id: &str,
@@ -491,7 +493,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
             } else if !record.is_intact() {
                 Some("its checksum does not match".to_owned())
             } else {
-                match (snapshots.decode)(&record.state) {
+                match self.decode_snapshot(adapter, snapshots, &record.state) {
                     Ok(state) => {
                         let aggregate = Aggregate {
                             aggregate_id: aggregate_id.to_owned(),
@@ -500,7 +502,7 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                         };
                         return Some((aggregate, record));
                     }
-                    Err(e) => Some(format!("its state does not decode: {e}")),
+                    Err(e) => Some(e),
                 }
             };
             if let Some(problem) = problem {
@@ -521,6 +523,35 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 );
             }
             bound = record.version.checked_sub(1)?.min(bound.saturating_sub(1));
+        }
+    }
+
+    /// A snapshot's state, decoded with `adapter`'s keys for personal values (feature
+    /// `personal`). A state holding an encrypted value whose key is gone (or that does not
+    /// authenticate) is refused: the aggregate is replayed, so that the reducer decides what
+    /// the forgotten value means.
+    fn decode_snapshot(
+        &self,
+        adapter: &Arc<dyn StorageAdapter>,
+        snapshots: &Snapshots<E, S>,
+        state: &[u8],
+    ) -> Result<S, String> {
+        #[cfg(feature = "personal")]
+        {
+            let (decoded, outcome) =
+                crate::model::personal::within(Some(adapter), || (snapshots.decode)(state));
+            if let Some(failure) = outcome.failure {
+                return Err(format!("the key store failed: {failure}"));
+            }
+            if outcome.lost {
+                return Err("it holds personal data that is forgotten or unreadable".to_owned());
+            }
+            decoded.map_err(|e| format!("its state does not decode: {e}"))
+        }
+        #[cfg(not(feature = "personal"))]
+        {
+            let _ = adapter;
+            (snapshots.decode)(state).map_err(|e| format!("its state does not decode: {e}"))
         }
     }
 
@@ -564,7 +595,12 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                 return;
             };
             let id = aggregate.aggregate_id.as_str();
-            let state = match encode(&aggregate.state) {
+            #[cfg(feature = "personal")]
+            let (state, _) =
+                crate::model::personal::within(Some(&adapter), || encode(&aggregate.state));
+            #[cfg(not(feature = "personal"))]
+            let state = encode(&aggregate.state);
+            let state = match state {
                 Ok(state) => state,
                 Err(e) => {
                     tracing::warn!(

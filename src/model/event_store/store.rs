@@ -89,6 +89,10 @@ pub(super) struct Inner<E: Events, S> {
     pub(super) on_event_pushed: Option<PushHook<E, S>>,
     pub(super) snapshots: Option<Snapshots<E, S>>,
     pub(super) evolution: Arc<Evolution>,
+    /// Whether the store has met a personal value (feature `personal`): until then its
+    /// encodes and decodes run without a key scope (see `personal::scoped`).
+    #[cfg(feature = "personal")]
+    pub(super) personal_seen: std::sync::atomic::AtomicBool,
 }
 
 impl<E: Events, S> Clone for EventStore<E, S> {
@@ -188,6 +192,8 @@ impl<E: Events, S: Clone + Send + Sync + 'static> EventStore<E, S> {
                     writes: Arc::new(Writes::default()),
                 }),
                 evolution: Arc::clone(&self.inner.evolution),
+                #[cfg(feature = "personal")]
+                personal_seen: Default::default(),
             }),
         }
     }

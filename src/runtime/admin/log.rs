@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::params;
-use super::render::{Decoded, event_json, logged_ref};
+use super::render::{Decoded, event_json, logged_ref, mark_forgotten};
 use super::shared::Shared;
 
 /// Events per page when the request does not say, and at most.
@@ -48,7 +48,9 @@ pub(crate) async fn page(
                 .stores
                 .get(&logged.event_store_id)
                 .map_or(Decoded::Untyped, |t| t.decode(&event));
-            event_json(&logged.event_store_id, &event, decoded)
+            let mut shown = event_json(&logged.event_store_id, &event, decoded);
+            mark_forgotten(&mut shown, shared.adapter.as_ref());
+            shown
         })
         .collect();
     let next = events.last().map_or(from, |e| e.position + 1);

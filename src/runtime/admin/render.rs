@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::model::codec;
-use crate::storage::{EventRef, LoggedEvent};
+use crate::storage::{EventRef, LoggedEvent, StorageAdapter};
 
 /// Bytes of a payload that does not decode shown in hexadecimal, at most.
 const HEX_SHOWN: usize = 256;
@@ -58,6 +58,24 @@ pub(crate) fn event_json(event_store_id: &str, event: &EventRef<'_>, decoded: De
     Value::Object(out)
 }
 
+/// Shows, in the JSON of an event, every encrypted personal value whose key `adapter` no longer
+/// holds as forgotten (feature `personal`; a key store that fails leaves the values as they
+/// are, sealed). Without the feature, does nothing.
+pub(crate) fn mark_forgotten(shown: &mut Value, adapter: &dyn StorageAdapter) {
+    #[cfg(feature = "personal")]
+    if let Some(keys) = adapter.keys() {
+        for part in ["payload", "metadata"] {
+            if let Some(value) = shown.get_mut(part)
+                && let Err(e) = crate::model::personal::mark_forgotten(value, keys)
+            {
+                tracing::warn!(error = %e, "the console could not read the store's keys");
+            }
+        }
+    }
+    #[cfg(not(feature = "personal"))]
+    let _ = (shown, adapter);
+}
+
 /// A logged event borrowed as an [`EventRef`].
 pub(crate) fn logged_ref(event: &LoggedEvent) -> EventRef<'_> {
     EventRef {
@@ -75,7 +93,7 @@ pub(crate) fn logged_ref(event: &LoggedEvent) -> EventRef<'_> {
 /// MessagePack bytes as a JSON value; bytes that are not MessagePack JSON can hold (binary
 /// strings, maps keyed by numbers, damage) are shown as their size and leading bytes in hex.
 fn plain(bytes: &[u8]) -> Value {
-    match codec::decode::<Value>(bytes) {
+    match codec::to_json(bytes) {
         Ok(value) => value,
         Err(e) => {
             let shown = &bytes[..bytes.len().min(HEX_SHOWN)];

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::params;
-use super::render::{Decoded, event_json};
+use super::render::{Decoded, event_json, mark_forgotten};
 use super::shared::Shared;
 use crate::runtime::action::http::shortened;
 use crate::storage::{GetEventsOptions, ListAggregateIdsOptions};
@@ -155,6 +155,7 @@ pub(crate) async fn aggregate(
             let event = stored.as_event_ref();
             let decoded = typed.map_or(Decoded::Untyped, |t| t.decode(&event));
             let mut shown = event_json(&store, &event, decoded);
+            mark_forgotten(&mut shown, shared.adapter.as_ref());
             if let Some(state) = states.as_ref().and_then(|s| s.get(i)) {
                 match state {
                     Ok(state) => shown["stateAfter"] = state.clone(),

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::params;
-use super::render::{Decoded, event_json, logged_ref};
+use super::render::{Decoded, event_json, logged_ref, mark_forgotten};
 use super::shared::Shared;
 use crate::runtime::subscription::{Filter, Subscription};
 
@@ -76,7 +76,8 @@ fn events(
                     .stores
                     .get(&logged.event_store_id)
                     .map_or(Decoded::Untyped, |t| t.decode(&event));
-                let json = event_json(&logged.event_store_id, &event, decoded);
+                let mut json = event_json(&logged.event_store_id, &event, decoded);
+                mark_forgotten(&mut json, shared.adapter.as_ref());
                 let message = Event::default()
                     .event("event")
                     .id(logged.position.to_string())

@@ -18,9 +18,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::storage::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EventRef, EventStoreSummary,
-    GetEventsOptions, Limits, LoggedEvent, Position, SnapshotStorage, StorageAdapter, StorageError,
-    StoredEvent,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, CompactionReport, DeleteMode, EventRef,
+    EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, Retention, SnapshotStorage,
+    StorageAdapter, StorageError, StoredEvent,
 };
 
 /// The histogram's upper bounds, in seconds: from a fast group commit to a stalled disk.
@@ -188,6 +188,11 @@ impl StorageAdapter for TimedAdapter {
         self.inner.snapshots()
     }
 
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&crate::storage::Keys> {
+        self.inner.keys()
+    }
+
     async fn event_store_summaries(&self) -> Result<Vec<EventStoreSummary>, StorageError> {
         self.inner.event_store_summaries().await
     }
@@ -202,6 +207,54 @@ impl StorageAdapter for TimedAdapter {
         self.inner
             .visit_events(event_store_id, aggregate_id, options, visit)
             .await
+    }
+
+    async fn delete_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        self.inner
+            .delete_aggregate(event_store_id, aggregate_id, mode)
+            .await
+    }
+
+    async fn restore_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, StorageError> {
+        self.inner
+            .restore_aggregate(event_store_id, aggregate_id)
+            .await
+    }
+
+    async fn truncate_before(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<Position, StorageError> {
+        self.inner
+            .truncate_before(event_store_id, aggregate_id, version)
+            .await
+    }
+
+    async fn set_retention(
+        &self,
+        event_store_id: &str,
+        retention: Retention,
+    ) -> Result<Position, StorageError> {
+        self.inner.set_retention(event_store_id, retention).await
+    }
+
+    async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
+        self.inner.retention(event_store_id).await
+    }
+
+    async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        self.inner.compact().await
     }
 }
 

@@ -3,10 +3,10 @@
 //! The tables live in the schema of the [`PostgresAdapter`](crate::storage::PostgresAdapter)
 //! whose events they follow, beside the adapter's own, with a migration history of their own
 //! (`state_migrations`), so the adapter and the state store evolve independently. [`migrate`]
-//! works as the adapter's does: under a transaction-scoped advisory lock (concurrent processes
-//! migrate one at a time), every migration newer than the last recorded is applied in one
-//! transaction with its record, and a schema migrated by a newer annals (a version this build
-//! does not know) is refused with [`StorageError::InvalidConfiguration`], untouched.
+//! runs them with the adapter's migration runner (`storage::postgres::History`): under a
+//! transaction-scoped advisory lock, every migration newer than the last recorded in one
+//! transaction with its record, and a schema migrated by a newer annals refused with
+//! [`StorageError::InvalidConfiguration`], untouched.
 //! Migration 1 holds the runtime's state; migration 2 the tables of consumer groups
 //! (`runtime/lease/table.rs`).
 //!
@@ -18,15 +18,15 @@
 use tokio_postgres::Client;
 
 use crate::storage::StorageError;
-use crate::storage::postgres::from_state_client;
+use crate::storage::postgres::{History, Migration};
 
-/// One schema change: its number (1, 2, …, in order), a name, and its SQL, where `{schema}`
-/// stands for the schema name.
-pub(crate) struct Migration {
-    pub(crate) version: i32,
-    pub(crate) name: &'static str,
-    pub(crate) sql: &'static str,
-}
+/// The state tables' migrations, with their own history table (`state_migrations`).
+const STATE_TABLES: History = History {
+    tables: "the state tables",
+    table: "state_migrations",
+    lock: "annals.migrate_state.",
+    migrations: MIGRATIONS,
+};
 
 /// Every migration, in order. Append new ones; never edit a released one.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -106,64 +106,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The state schema version this build writes and reads.
-pub(crate) fn latest_version() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
-}
-
 /// Brings the state tables of `schema` up to the latest migration; returns the version they
 /// were at before.
 pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, StorageError> {
-    const OP: &str = "migrate the state tables";
-    let err = |e| from_state_client(OP, e);
-    let tx = client.transaction().await.map_err(err)?;
-    // One migrator at a time per schema, across processes; released at commit.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('annals.migrate_state.' || $1))",
-        &[&schema],
-    )
-    .await
-    .map_err(err)?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.state_migrations (
-             version integer PRIMARY KEY,
-             name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );"
-    ))
-    .await
-    .map_err(err)?;
-    let row = tx
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {schema}.state_migrations"),
-            &[],
-        )
-        .await
-        .map_err(err)?;
-    let current: i32 = row.try_get(0).map_err(err)?;
-    if current > latest_version() {
-        return Err(StorageError::InvalidConfiguration {
-            reason: format!(
-                "the state tables of schema {schema:?} are at migration {current}, newer than \
-                 the {} this version of annals knows; upgrade annals",
-                latest_version()
-            ),
-        });
-    }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tx.batch_execute(&migration.sql.replace("{schema}", schema))
-            .await
-            .map_err(err)?;
-        tx.execute(
-            &format!("INSERT INTO {schema}.state_migrations (version, name) VALUES ($1, $2)"),
-            &[&migration.version, &migration.name],
-        )
-        .await
-        .map_err(err)?;
-    }
-    tx.commit().await.map_err(err)?;
-    Ok(current)
+    STATE_TABLES.apply(client, schema).await
 }
 
 #[cfg(test)]

@@ -55,7 +55,8 @@ use crate::model::event_store::EventStore;
 use crate::runtime::lease::Fence;
 use crate::runtime::state::{StateStore, StateTxn, TxnError, view_checkpoint_name};
 use crate::runtime::subscription::Filter;
-use crate::storage::{LoggedEvent, Position, StorageAdapter};
+use crate::storage::lifecycle::LifecycleRecord;
+use crate::storage::{DeleteMode, LIFECYCLE_STORE, LoggedEvent, Position, StorageAdapter};
 
 fn database(table: &str) -> impl FnOnce(TxnError) -> KvError + '_ {
     move |e| KvError::Database {
@@ -183,6 +184,85 @@ impl KvViewBuilder {
         let handler: KvHandler = Box::new(move |tables, logged| {
             let event = decode(logged)?;
             handler(tables, &event).map_err(|e| Failure::Handler(e.into()))
+        });
+        self.handlers.push((filter, handler));
+        self
+    }
+
+    /// Handles the deletion of an aggregate of `store` (the `aggregate_deleted` event of the
+    /// `$lifecycle` store, see
+    /// [`EventStore::delete_aggregate`](crate::model::event_store::EventStore::delete_aggregate)):
+    /// `handler` gets the aggregate id and the [`DeleteMode`], in the transaction of the view's
+    /// batch, so it can remove the aggregate's rows with the checkpoint that passes the delete.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::{sync::Arc, time::Duration};
+    /// use annals::{EventDetail, EventStore, NewEvent, state::StateStore};
+    /// use annals::storage::{DeleteMode, InMemoryAdapter};
+    /// use annals::view::{KvError, KvTables, KvView};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)] pub struct Appeared { pub name: String }
+    /// # annals::events! { pub enum PokemonEvent { Appeared(Appeared) = "POKEMON_APPEARED" } }
+    ///
+    /// let adapter = Arc::new(InMemoryAdapter::new());
+    /// let pokemons = EventStore::builder("POKEMONS", |_, _: &EventDetail<PokemonEvent>| ())
+    ///     .storage_adapter(adapter.clone())
+    ///     .build()?;
+    /// let names = KvView::builder("pokemon-names", 1)
+    ///     .on(&pokemons, |tables: &mut KvTables<'_>, event: &EventDetail<PokemonEvent>| {
+    ///         let PokemonEvent::Appeared(appeared) = &event.event;
+    ///         tables.put("names", &event.aggregate_id, &appeared.name)
+    ///     })
+    ///     .on_deleted(&pokemons, |tables: &mut KvTables<'_>, id: &str, _: DeleteMode| {
+    ///         tables.remove("names", id).map(drop)
+    ///     })
+    ///     .build(Arc::new(StateStore::in_memory()))?;
+    /// let runner = names.run(adapter);
+    ///
+    /// let appeared = PokemonEvent::Appeared(Appeared { name: "Pikachu".into() });
+    /// pokemons.push_event(NewEvent::new("p1", 1, appeared), Default::default()).await?;
+    /// let deleted = pokemons.delete_aggregate("p1", DeleteMode::Hard).await?;
+    /// names.wait_for(deleted, Duration::from_secs(10)).await?;
+    /// assert_eq!(names.get::<String>("names", "p1")?, None);
+    /// runner.stop().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    pub fn on_deleted<E, S, H, Err>(mut self, store: &EventStore<E, S>, handler: H) -> Self
+    where
+        E: Events,
+        S: Clone + Send + Sync + 'static,
+        H: Fn(&mut KvTables<'_>, &str, DeleteMode) -> Result<(), Err> + Send + Sync + 'static,
+        Err: Into<BoxError>,
+    {
+        let target = store.event_store_id().to_owned();
+        self.routes.add_store(LIFECYCLE_STORE);
+        let deleted = LifecycleRecord::Deleted {
+            aggregate_id: String::new(),
+            mode: DeleteMode::Soft,
+        };
+        let filter = Filter::all()
+            .stores([LIFECYCLE_STORE])
+            .event_types([deleted.event_type()]);
+        let handler: KvHandler = Box::new(move |tables, logged| {
+            // The `$lifecycle` aggregate is the target store.
+            if logged.event.aggregate_id != target {
+                return Ok(());
+            }
+            let event = &logged.event;
+            match LifecycleRecord::decode(&event.event_type, &event.payload) {
+                Ok(LifecycleRecord::Deleted { aggregate_id, mode }) => {
+                    handler(tables, &aggregate_id, mode).map_err(|e| Failure::Handler(e.into()))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(Failure::Decode(crate::model::Error::Decode {
+                    event_store_id: logged.event_store_id.clone(),
+                    aggregate_id: event.aggregate_id.clone(),
+                    version: event.version,
+                    event_type: event.event_type.clone(),
+                    reason: e.0,
+                })),
+            }
         });
         self.handlers.push((filter, handler));
         self

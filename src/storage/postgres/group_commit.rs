@@ -131,10 +131,15 @@ impl CommitSql {
     fn new(schema: &str) -> CommitSql {
         CommitSql {
             lock_head: format!("SELECT position FROM {schema}.head FOR UPDATE"),
+            // With each aggregate's lifecycle rules: deleted ones are refused, and a version
+            // compaction remembered counts as committed.
             last_versions: format!(
-                "SELECT k.s, k.a, (SELECT max(e.version) FROM {schema}.events e \
-                 WHERE e.event_store_id = k.s AND e.aggregate_id = k.a) \
-                 FROM unnest($1::text[], $2::text[]) AS k(s, a)"
+                "SELECT k.s, k.a, GREATEST((SELECT max(e.version) FROM {schema}.events e \
+                 WHERE e.event_store_id = k.s AND e.aggregate_id = k.a), \
+                 r.compacted_last_version), coalesce(r.deleted, 0::smallint) \
+                 FROM unnest($1::text[], $2::text[]) AS k(s, a) \
+                 LEFT JOIN {schema}.aggregate_rules r \
+                 ON r.event_store_id = k.s AND r.aggregate_id = k.a"
             ),
             // Data-modifying CTEs run exactly once whether or not the query reads them.
             write: format!(
@@ -160,6 +165,9 @@ struct Committer {
 
 /// The latest committed version of each (store, aggregate) of a batch; absent: none.
 type Latest = HashMap<(String, String), u64>;
+
+/// The deleted aggregates of a batch, and whether hard-deleted.
+type Deleted = HashMap<(String, String), bool>;
 
 impl Committer {
     async fn run(self, mut queue: mpsc::UnboundedReceiver<Request>) {
@@ -261,9 +269,9 @@ impl Committer {
             .query(&last_versions, &[&stores, &aggregates])
             .await
             .map_err(err)?;
-        let latest = decode_versions(versions)?;
+        let (latest, deleted) = decode_versions(versions)?;
 
-        let decided = plan(appends, &latest, head);
+        let decided = plan(appends, &latest, &deleted, head);
         let Some(last) = decided
             .iter()
             .zip(appends)
@@ -391,11 +399,17 @@ fn keys<'a>(appends: &[&'a [AppendEvent]]) -> (Vec<&'a str>, Vec<&'a str>) {
     keys.into_iter().unzip()
 }
 
-fn decode_versions(rows: Vec<tokio_postgres::Row>) -> Result<Latest, StorageError> {
+fn decode_versions(rows: Vec<tokio_postgres::Row>) -> Result<(Latest, Deleted), StorageError> {
     const OP: &str = "check versions";
     let bad = |e: tokio_postgres::Error| bad_row(OP, e.to_string());
     let mut latest = HashMap::with_capacity(rows.len());
+    let mut deleted = HashMap::new();
     for row in rows {
+        let mode: i16 = row.try_get(3).map_err(bad)?;
+        if mode > 0 {
+            let key = (row.try_get(0).map_err(bad)?, row.try_get(1).map_err(bad)?);
+            deleted.insert(key, mode == 2);
+        }
         let version: Option<i64> = row.try_get(2).map_err(bad)?;
         if let Some(version) = version {
             let version = u64::try_from(version).map_err(|_| bad_row(OP, "a negative version"))?;
@@ -403,7 +417,7 @@ fn decode_versions(rows: Vec<tokio_postgres::Row>) -> Result<Latest, StorageErro
             latest.insert(key, version);
         }
     }
-    Ok(latest)
+    Ok((latest, deleted))
 }
 
 /// Decides each append of a batch, in order, against the versions committed before the batch
@@ -412,6 +426,7 @@ fn decode_versions(rows: Vec<tokio_postgres::Row>) -> Result<Latest, StorageErro
 fn plan(
     appends: &[&[AppendEvent]],
     latest: &Latest,
+    deleted: &Deleted,
     head: Position,
 ) -> Vec<Result<Position, StorageError>> {
     let mut accepted: HashMap<(&str, &str), u64> = HashMap::new();
@@ -419,6 +434,19 @@ fn plan(
     appends
         .iter()
         .map(|events| {
+            // A push to a deleted aggregate is refused alone, like a conflicting one.
+            if !deleted.is_empty() {
+                for e in events.iter() {
+                    let key = (e.event_store_id.clone(), e.event.aggregate_id.clone());
+                    if let Some(&hard) = deleted.get(&key) {
+                        return Err(StorageError::AggregateDeleted {
+                            event_store_id: key.0,
+                            aggregate_id: key.1,
+                            hard,
+                        });
+                    }
+                }
+            }
             check_commit_versions(events, |store, aggregate| {
                 accepted
                     .get(&(store, aggregate))
@@ -592,7 +620,7 @@ mod tests {
             vec![event("a", 2)],                // taken by the batch
         ];
         let appends: Vec<&[AppendEvent]> = appends.iter().map(Vec::as_slice).collect();
-        let decided = plan(&appends, &latest, 10);
+        let decided = plan(&appends, &latest, &Deleted::new(), 10);
         assert!(matches!(decided[0], Ok(11)));
         assert!(
             matches!(&decided[1], Err(StorageError::EventAlreadyExists(e))
@@ -613,7 +641,7 @@ mod tests {
     fn an_append_with_a_conflict_inside_is_refused_whole() {
         let appends = [vec![event("x", 1), event("y", 2)], vec![event("x", 1)]];
         let appends: Vec<&[AppendEvent]> = appends.iter().map(Vec::as_slice).collect();
-        let decided = plan(&appends, &Latest::new(), 0);
+        let decided = plan(&appends, &Latest::new(), &Deleted::new(), 0);
         assert!(matches!(
             &decided[0],
             Err(StorageError::UnexpectedVersion { version: 2, .. })

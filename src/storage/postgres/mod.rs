@@ -41,6 +41,9 @@
 
 pub(crate) mod error;
 mod group_commit;
+mod lifecycle;
+#[cfg(feature = "personal")]
+mod key_table;
 mod notify;
 mod schema;
 mod snapshot_table;
@@ -54,11 +57,13 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
+#[cfg(feature = "personal")]
+pub use key_table::PostgresKeys;
 pub use snapshot_table::PostgresSnapshots;
 
 /// For the runtime's PostgreSQL state store, which connects with the adapter's settings.
 pub(crate) use self::error::{bad_row as bad_state_row, from_client as from_state_client};
-pub(crate) use self::schema::check_schema_name;
+pub(crate) use self::schema::{History, Migration, check_schema_name};
 /// The client crate, for [`PostgresAdapter::builder_with_config`]'s `Config` without a
 /// separate (and possibly mismatched) dependency.
 pub use tokio_postgres;
@@ -66,9 +71,11 @@ pub use tokio_postgres;
 use self::error::{bad_row, from_client, from_pool, is_connection_lost};
 use self::group_commit::GroupCommit;
 use self::notify::Listener;
+use super::lifecycle::LifecycleRecord;
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, EncodedEvent, GetEventsOptions, Limits,
-    LoggedEvent, Position, SnapshotStorage, StorageAdapter, StorageError, StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, CompactionReport, DeleteMode, EncodedEvent,
+    GetEventsOptions, LIFECYCLE_STORE, Limits, LoggedEvent, Position, Retention, SnapshotStorage,
+    StorageAdapter, StorageError, StoredEvent, Timestamp,
 };
 
 /// The schema used when none is configured.
@@ -83,7 +90,14 @@ pub struct PostgresAdapterBuilder {
     statement_timeout: Option<Duration>,
     connect_timeout: Duration,
     limits: Limits,
+    #[cfg(feature = "personal")]
+    key_cache_ttl: Duration,
 }
+
+/// How long a PostgreSQL adapter trusts a cached key (or the absence of one) by default: a
+/// forget in another process takes effect here within this time.
+#[cfg(feature = "personal")]
+pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 
 impl PostgresAdapterBuilder {
     /// The PostgreSQL schema holding the adapter's tables (default [`DEFAULT_SCHEMA`]): 1 to
@@ -122,6 +136,16 @@ impl PostgresAdapterBuilder {
     /// The limits the adapter enforces (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// How long the adapter trusts a cached key, or the absence of one (default
+    /// [`DEFAULT_KEY_CACHE_TTL`], feature `personal`). Keys are shared by every process on
+    /// the schema: a subject forgotten by another process reads as forgotten here at most this
+    /// long after that forget returned. A forget through this adapter takes effect here at once.
+    #[cfg(feature = "personal")]
+    pub fn key_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.key_cache_ttl = ttl;
         self
     }
 
@@ -184,17 +208,26 @@ impl PostgresAdapterBuilder {
         listener_config.keepalives_idle(Duration::from_secs(30));
         let listener = Listener::spawn(listener_config, &schema, Arc::clone(&published));
         let snapshots = PostgresSnapshots::start(config.clone(), &schema)?;
+        #[cfg(feature = "personal")]
+        let keys = super::Keys::new(
+            Box::new(PostgresKeys::start(config.clone(), &schema)?),
+            Some(self.key_cache_ttl),
+        );
         let writer = GroupCommit::spawn(pool.clone(), &schema, Arc::clone(&published));
         Ok(PostgresAdapter {
             config,
             pool,
             writer,
-            schema,
             statements,
             limits: self.limits,
             published,
             snapshots,
+            #[cfg(feature = "personal")]
+            keys,
             _listener: listener,
+            lifecycle_sql: lifecycle::LifecycleSql::new(&schema),
+            channel: notify::channel(&schema),
+            schema,
         })
     }
 }
@@ -227,7 +260,14 @@ pub struct PostgresAdapter {
     limits: Limits,
     published: Arc<watch::Sender<Position>>,
     snapshots: PostgresSnapshots,
+    /// Subjects' data keys, in `personal_keys` (feature `personal`).
+    #[cfg(feature = "personal")]
+    keys: super::Keys,
     _listener: Listener,
+    /// The lifecycle rules' SQL.
+    lifecycle_sql: lifecycle::LifecycleSql,
+    /// The schema's notification channel, for lifecycle commits.
+    channel: String,
 }
 
 /// The adapter's SQL, with the schema name filled in.
@@ -248,10 +288,17 @@ const EVENT_COLUMNS: &str =
 
 impl Statements {
     fn new(schema: &str) -> Self {
+        // The aggregate's events within the suffix its lifecycle rules leave ($6: now).
+        let visible = lifecycle::visibility_sql(
+            schema,
+            "(VALUES ($1::text, $2::text)) AS k(s, a)",
+            "$6::bigint",
+        );
         let read_events = |order: &str| {
             format!(
-                "SELECT {EVENT_COLUMNS} FROM {schema}.events WHERE event_store_id = $1 \
-                 AND aggregate_id = $2 AND version BETWEEN $3 AND $4 ORDER BY version {order} \
+                "WITH vis AS ({visible}) SELECT {EVENT_COLUMNS} FROM {schema}.events, vis \
+                 WHERE event_store_id = $1 AND aggregate_id = $2 AND vis.deleted = 0 \
+                 AND version BETWEEN GREATEST($3, vis.first) AND $4 ORDER BY version {order} \
                  LIMIT $5"
             )
         };
@@ -263,9 +310,17 @@ impl Statements {
                 ),
                 None => (String::new(), "$4"),
             };
+            // First events, and those of aggregates whose first event compaction removed;
+            // deleted aggregates left out.
             format!(
-                "SELECT timestamp_ms, aggregate_id FROM {schema}.events WHERE event_store_id = $1 \
-                 AND version = 1 AND timestamp_ms BETWEEN $2 AND $3 {cursor} \
+                "SELECT timestamp_ms, aggregate_id FROM (SELECT timestamp_ms, aggregate_id \
+                 FROM {schema}.events WHERE event_store_id = $1 AND version = 1 \
+                 UNION ALL SELECT initial_timestamp_ms, aggregate_id \
+                 FROM {schema}.aggregate_rules WHERE event_store_id = $1 \
+                 AND initial_timestamp_ms IS NOT NULL) f \
+                 WHERE timestamp_ms BETWEEN $2 AND $3 {cursor} AND NOT EXISTS (SELECT 1 \
+                 FROM {schema}.aggregate_rules r WHERE r.event_store_id = $1 \
+                 AND r.aggregate_id = f.aggregate_id AND r.deleted > 0) \
                  ORDER BY timestamp_ms {order}, aggregate_id {order} LIMIT {limit}"
             )
         };
@@ -273,9 +328,15 @@ impl Statements {
             head: format!("SELECT position FROM {schema}.head"),
             read_events: read_events("ASC"),
             read_events_reverse: read_events("DESC"),
+            // With whether a lifecycle rule may hide the event (then its visibility is read).
             read_log: format!(
-                "SELECT event_store_id, {EVENT_COLUMNS} FROM {schema}.events \
-                 WHERE position >= $1 ORDER BY position LIMIT $2"
+                "SELECT event_store_id, {EVENT_COLUMNS}, EXISTS (SELECT 1 \
+                 FROM {schema}.aggregate_rules r WHERE r.event_store_id = e.event_store_id \
+                 AND r.aggregate_id = e.aggregate_id \
+                 AND (r.deleted > 0 OR r.truncated_before > 1)) \
+                 OR EXISTS (SELECT 1 FROM {schema}.retention t \
+                 WHERE t.event_store_id = e.event_store_id) \
+                 FROM {schema}.events e WHERE position >= $1 ORDER BY position LIMIT $2"
             ),
             scan_forward: scan(None, "ASC"),
             scan_reverse: scan(None, "DESC"),
@@ -308,6 +369,8 @@ impl PostgresAdapter {
             statement_timeout: Some(Duration::from_secs(30)),
             connect_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            #[cfg(feature = "personal")]
+            key_cache_ttl: DEFAULT_KEY_CACHE_TTL,
         }
     }
 
@@ -341,6 +404,38 @@ impl PostgresAdapter {
         operation: &'static str,
     ) -> Result<deadpool_postgres::Object, StorageError> {
         self.pool.get().await.map_err(|e| from_pool(operation, e))
+    }
+
+    /// What its lifecycle operations commit with.
+    fn lifecycle_commit(&self) -> lifecycle::Commit<'_> {
+        lifecycle::Commit {
+            pool: &self.pool,
+            sql: &self.lifecycle_sql,
+            channel: &self.channel,
+            published: &self.published,
+        }
+    }
+
+    /// What the lifecycle rules leave of each (store, aggregate) pair at `now`: `None` when
+    /// it is deleted, else its first visible version.
+    async fn visibility(
+        &self,
+        pairs: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Result<lifecycle::Visibility, StorageError> {
+        if pairs.is_empty() {
+            return Ok(Default::default());
+        }
+        let (stores, aggregates): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
+        let now = now.unix_millis();
+        let rows = self
+            .read(
+                "read lifecycle rules",
+                &self.lifecycle_sql.visibility,
+                &[&stores, &aggregates, &now],
+            )
+            .await?;
+        lifecycle::decode_visibility(&rows)
     }
 
     /// Runs one read query, retried once on a new connection if the connection was lost (a
@@ -426,6 +521,11 @@ impl StorageAdapter for PostgresAdapter {
         Some(&self.snapshots)
     }
 
+    #[cfg(feature = "personal")]
+    fn keys(&self) -> Option<&super::Keys> {
+        Some(&self.keys)
+    }
+
     async fn read_events(
         &self,
         event_store_id: &str,
@@ -440,6 +540,7 @@ impl StorageAdapter for PostgresAdapter {
             .max_version
             .map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
         let limit = sql_limit(options.limit.unwrap_or(usize::MAX));
+        let now = Timestamp::now().unix_millis();
         let sql = if options.reverse {
             &self.statements.read_events_reverse
         } else {
@@ -449,7 +550,7 @@ impl StorageAdapter for PostgresAdapter {
             .read(
                 OP,
                 sql,
-                &[&event_store_id, &aggregate_id, &min, &max, &limit],
+                &[&event_store_id, &aggregate_id, &min, &max, &limit, &now],
             )
             .await?;
         rows.iter().map(|row| decode_event(OP, row, 0)).collect()
@@ -535,21 +636,111 @@ impl StorageAdapter for PostgresAdapter {
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StorageError> {
         const OP: &str = "read the log";
-        let from = i64::try_from(from).unwrap_or(i64::MAX);
-        let limit = sql_limit(limit);
-        let rows = self
-            .read(OP, &self.statements.read_log, &[&from, &limit])
-            .await?;
-        rows.iter()
-            .map(|row| {
+        let now = Timestamp::now();
+        let mut from = i64::try_from(from).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        // Hidden events are skipped, reading on so that fewer than `limit` events means the
+        // end of the log.
+        while out.len() < limit {
+            let want = limit - out.len();
+            let rows = self
+                .read(OP, &self.statements.read_log, &[&from, &sql_limit(want)])
+                .await?;
+            let full = rows.len() >= want;
+            let mut batch = Vec::with_capacity(rows.len());
+            let mut ruled = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let bad = |e: tokio_postgres::Error| bad_row(OP, e.to_string());
                 let StoredEvent { position, event } = decode_event(OP, row, 1)?;
-                Ok(LoggedEvent {
-                    event_store_id: row.try_get(0).map_err(|e| bad_row(OP, e.to_string()))?,
+                batch.push(LoggedEvent {
+                    event_store_id: row.try_get(0).map_err(bad)?,
                     position,
                     event,
-                })
-            })
-            .collect()
+                });
+                ruled.push(row.try_get::<_, bool>(9).map_err(bad)?);
+            }
+            let Some(last) = batch.last() else { break };
+            from = i64::try_from(last.position + 1).unwrap_or(i64::MAX);
+            // Only events a rule may hide need their aggregate's visibility read.
+            let mut pairs: Vec<(&str, &str)> = batch
+                .iter()
+                .zip(&ruled)
+                .filter(|(e, ruled)| **ruled && e.event_store_id != LIFECYCLE_STORE)
+                .map(|(e, _)| (e.event_store_id.as_str(), e.event.aggregate_id.as_str()))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            let visibility = self.visibility(&pairs, now).await?;
+            out.extend(batch.into_iter().filter(|e| {
+                let key = (e.event_store_id.clone(), e.event.aggregate_id.clone());
+                match visibility.get(&key) {
+                    Some(None) => false,
+                    Some(Some(first)) => e.event.version >= *first,
+                    None => true,
+                }
+            }));
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        mode: DeleteMode,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_delete(&self.limits, event_store_id, aggregate_id, mode)?;
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
+    }
+
+    async fn restore_aggregate(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_restore(&self.limits, event_store_id, aggregate_id)?;
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
+    }
+
+    async fn truncate_before(
+        &self,
+        event_store_id: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<Position, StorageError> {
+        let record =
+            LifecycleRecord::checked_truncate(&self.limits, event_store_id, aggregate_id, version)?;
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
+    }
+
+    async fn set_retention(
+        &self,
+        event_store_id: &str,
+        retention: Retention,
+    ) -> Result<Position, StorageError> {
+        let record = LifecycleRecord::checked_retention(&self.limits, event_store_id, retention)?;
+        lifecycle::record(&self.lifecycle_commit(), event_store_id, record).await
+    }
+
+    async fn retention(&self, event_store_id: &str) -> Result<Retention, StorageError> {
+        self.limits.check_event_store_id(event_store_id)?;
+        let rows = self
+            .read(
+                "read the retention rule",
+                &self.lifecycle_sql.retention_of,
+                &[&event_store_id],
+            )
+            .await?;
+        lifecycle::decode_retention(&rows)
+    }
+
+    /// Deletes the rows the rules hide; the others keep their positions.
+    async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        lifecycle::compact(&self.pool, &self.lifecycle_sql).await
     }
 
     fn watch_log(&self) -> watch::Receiver<Position> {

@@ -22,10 +22,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append new ones; never edit a released one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events, head, snapshots",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events, head, snapshots",
+        sql: r#"
         -- The last committed position. Every commit updates this one row first and holds its
         -- lock until it commits: commits are serialised, so positions follow commit order.
         CREATE TABLE {schema}.head (
@@ -65,11 +66,54 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (event_store_id, aggregate_id, version)
         );
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "lifecycle rules",
+        sql: r#"
+        -- The lifecycle rules in force, written in the transaction that appends their
+        -- $lifecycle event (which stays the record of what happened). One row per aggregate
+        -- that was deleted, truncated or compacted:
+        -- deleted: 0 no, 1 soft, 2 hard; versions below truncated_before are hidden;
+        -- compacted_last_version and initial_timestamp_ms keep an aggregate's last version and
+        -- first event's timestamp once compaction removed its first event, so its versions
+        -- continue and listings keep it.
+        CREATE TABLE {schema}.aggregate_rules (
+            event_store_id text COLLATE "C" NOT NULL,
+            aggregate_id text COLLATE "C" NOT NULL,
+            deleted smallint NOT NULL DEFAULT 0 CHECK (deleted BETWEEN 0 AND 2),
+            truncated_before bigint NOT NULL DEFAULT 0,
+            compacted_last_version bigint,
+            initial_timestamp_ms bigint,
+            PRIMARY KEY (event_store_id, aggregate_id)
+        );
+        -- The retention rule of each store that has one.
+        CREATE TABLE {schema}.retention (
+            event_store_id text COLLATE "C" PRIMARY KEY,
+            max_age_ms bigint CHECK (max_age_ms >= 0),
+            max_count bigint CHECK (max_count >= 1)
+        );
+    "#,
+    },
+    Migration {
+        version: 3,
+        name: "personal keys",
+        sql: r#"
+        -- Crypto-shredding (feature `personal`): one data key per subject, as a 41-byte record
+        -- (format byte 1, 8-byte key id, 32-byte secret). Forgetting overwrites the record
+        -- with zeros, then deletes the row.
+        CREATE TABLE {schema}.personal_keys (
+            subject text COLLATE "C" PRIMARY KEY,
+            record bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+    "#,
+    },
+];
 
 /// The schema version this build writes and reads.
 pub(crate) fn latest_version() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
+    EVENT_TABLES.latest_version()
 }
 
 /// Checks a schema name: 1 to 48 bytes of `[a-z0-9_]`, not starting with a digit, not `pg_…`.
@@ -99,56 +143,97 @@ pub(crate) fn check_schema_name(schema: &str) -> Result<(), StorageError> {
 
 /// Brings `schema` up to the latest migration; returns the version it was at before.
 pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, StorageError> {
-    const OP: &str = "migrate the schema";
-    let err = |e| from_client(OP, e);
-    let tx = client.transaction().await.map_err(err)?;
-    // One migrator at a time per schema, across processes; released at commit.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || $1))",
-        &[&schema],
-    )
-    .await
-    .map_err(err)?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.migrations (
-             version integer PRIMARY KEY,
-             name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );"
-    ))
-    .await
-    .map_err(err)?;
-    let row = tx
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {schema}.migrations"),
-            &[],
+    EVENT_TABLES.apply(client, schema).await
+}
+
+/// The adapter's own tables: history `migrations`, [`MIGRATIONS`].
+const EVENT_TABLES: History = History {
+    tables: "the event tables",
+    table: "migrations",
+    lock: "annals.migrate.",
+    migrations: MIGRATIONS,
+};
+
+/// A list of migrations with its own history table: the adapter's tables and the runtime's
+/// state tables evolve independently in one schema, each with one of these.
+pub(crate) struct History {
+    /// What the tables are, for the error refusing a newer schema.
+    pub(crate) tables: &'static str,
+    /// The history table, one row per applied migration.
+    pub(crate) table: &'static str,
+    /// The advisory lock's key prefix (the schema name follows).
+    pub(crate) lock: &'static str,
+    /// Every migration, numbered from 1 without gaps.
+    pub(crate) migrations: &'static [Migration],
+}
+
+impl History {
+    /// The version this build writes and reads.
+    pub(crate) fn latest_version(&self) -> i32 {
+        self.migrations.last().map_or(0, |m| m.version)
+    }
+
+    /// Applies, in one transaction under a transaction-scoped advisory lock (so concurrent
+    /// processes migrate one at a time), every migration newer than the last one recorded,
+    /// each with its record; refuses a schema a newer build migrated. Returns the version the
+    /// schema was at before.
+    pub(crate) async fn apply(
+        &self,
+        client: &mut Client,
+        schema: &str,
+    ) -> Result<i32, StorageError> {
+        const OP: &str = "migrate the schema";
+        let err = |e| from_client(OP, e);
+        let table = self.table;
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1 || $2))",
+            &[&self.lock, &schema],
         )
         .await
         .map_err(err)?;
-    let current: i32 = row.try_get(0).map_err(err)?;
-    if current > latest_version() {
-        return Err(StorageError::InvalidConfiguration {
-            reason: format!(
-                "schema {schema:?} is at migration {current}, newer than the {} this version of \
-                 annals knows; upgrade annals",
-                latest_version()
-            ),
-        });
-    }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tx.batch_execute(&migration.sql.replace("{schema}", schema))
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.{table} (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );"
+        ))
+        .await
+        .map_err(err)?;
+        let row = tx
+            .query_one(
+                &format!("SELECT coalesce(max(version), 0) FROM {schema}.{table}"),
+                &[],
+            )
             .await
             .map_err(err)?;
-        tx.execute(
-            &format!("INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2)"),
-            &[&migration.version, &migration.name],
-        )
-        .await
-        .map_err(err)?;
+        let current: i32 = row.try_get(0).map_err(err)?;
+        let latest = self.latest_version();
+        if current > latest {
+            return Err(StorageError::InvalidConfiguration {
+                reason: format!(
+                    "{} of schema {schema:?} are at migration {current}, newer than the \
+                     {latest} this version of annals knows; upgrade annals",
+                    self.tables
+                ),
+            });
+        }
+        for migration in self.migrations.iter().filter(|m| m.version > current) {
+            tx.batch_execute(&migration.sql.replace("{schema}", schema))
+                .await
+                .map_err(err)?;
+            tx.execute(
+                &format!("INSERT INTO {schema}.{table} (version, name) VALUES ($1, $2)"),
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(current)
     }
-    tx.commit().await.map_err(err)?;
-    Ok(current)
 }
 
 #[cfg(test)]

@@ -79,8 +79,17 @@ macro_rules! conformance_tests {
             empty_group_is_refused,
             snapshots_round_trip_and_latest_is_at_or_below,
             snapshots_prune_keeps_the_newest_and_delete_removes_one,
+            keys_are_created_once_and_forgotten_for_good,
             read_log_returns_every_committed_event_in_position_order,
             watch_log_follows_commits,
+            soft_delete_hides_refuses_pushes_and_restores,
+            hard_delete_is_final,
+            truncate_before_hides_a_prefix,
+            retention_hides_by_count_and_by_age,
+            read_log_skips_hidden_events_and_delivers_lifecycle_events,
+            listings_exclude_deleted_aggregates,
+            a_push_racing_a_delete_lands_before_it_or_is_refused,
+            compaction_removes_hidden_events_and_keeps_the_rest,
         }
     };
     (@tests ($factory:expr) $($check:ident),+ $(,)?) => {

@@ -142,7 +142,12 @@ fn check_timestamp_round_trip(t: Timestamp) {
 fn message_pack(rest: &[u8]) {
     let decoded = crate::model::codec::decode::<serde_json::Value>(rest);
     let json = crate::model::codec::to_json(rest);
-    assert_eq!(decoded, json, "to_json is decode");
+    // With the feature `personal`, to_json also reads the personal-value extension, which
+    // `serde_json::Value` refuses; everything else it reads exactly as decode does.
+    let personal_extension = cfg!(feature = "personal") && decoded.is_err() && json.is_ok();
+    if !personal_extension {
+        assert_eq!(decoded, json, "to_json is decode");
+    }
     if let Ok(value) = json {
         let bytes = crate::model::codec::from_json(&value).expect("a JSON value encodes");
         let again = crate::model::codec::to_json(&bytes).expect("encoded JSON decodes");

@@ -1,0 +1,180 @@
+//! Lifecycle rules across a reopen and through a live reader: the rules are the fold of the
+//! `$lifecycle` events, rebuilt by every handle that opens the log.
+
+use annals::storage::{
+    AppendEvent, DeleteMode, EncodedEvent, GetEventsOptions, LIFECYCLE_STORE, LogAdapter,
+    Retention, StorageAdapter, StorageError, Timestamp,
+};
+
+fn event(aggregate: &str, version: u64) -> AppendEvent {
+    AppendEvent {
+        event_store_id: "POKEMONS".into(),
+        event: EncodedEvent {
+            aggregate_id: aggregate.into(),
+            version,
+            timestamp: Timestamp::from_unix_millis(1_000 * version as i64),
+            event_type: "APPEARED".into(),
+            schema_version: 1,
+            payload: vec![0xc0],
+            metadata: Vec::new(),
+        },
+    }
+}
+
+async fn versions(adapter: &dyn StorageAdapter, aggregate: &str) -> Vec<u64> {
+    adapter
+        .get_events("POKEMONS", aggregate, &GetEventsOptions::default())
+        .await
+        .expect("get_events")
+        .iter()
+        .map(|e| e.event.version)
+        .collect()
+}
+
+async fn fill(adapter: &dyn StorageAdapter) {
+    for aggregate in ["pikachu", "eevee", "mew"] {
+        for version in 1..=3 {
+            adapter
+                .push_event(event(aggregate, version))
+                .await
+                .expect("push");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_rules_are_rebuilt_when_the_log_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let adapter = LogAdapter::builder(dir.path()).open().unwrap();
+        fill(&adapter).await;
+        adapter
+            .delete_aggregate("POKEMONS", "pikachu", DeleteMode::Hard)
+            .await
+            .unwrap();
+        adapter
+            .truncate_before("POKEMONS", "eevee", 3)
+            .await
+            .unwrap();
+        let retention = Retention {
+            max_age: None,
+            max_count: Some(2),
+        };
+        adapter.set_retention("POKEMONS", retention).await.unwrap();
+        adapter.close();
+    }
+    let adapter = LogAdapter::builder(dir.path()).open().unwrap();
+    assert!(versions(&adapter, "pikachu").await.is_empty());
+    assert_eq!(versions(&adapter, "eevee").await, [3]);
+    assert_eq!(versions(&adapter, "mew").await, [2, 3]);
+    assert!(matches!(
+        adapter.push_event(event("pikachu", 4)).await,
+        Err(StorageError::AggregateDeleted { hard: true, .. })
+    ));
+    assert_eq!(
+        adapter.retention("POKEMONS").await.unwrap().max_count,
+        Some(2)
+    );
+    // The next lifecycle event of the store continues its numbering.
+    let position = adapter
+        .restore_aggregate("POKEMONS", "eevee")
+        .await
+        .unwrap();
+    let logged = adapter.read_log(position, 1).await.unwrap();
+    assert_eq!(logged[0].event_store_id, LIFECYCLE_STORE);
+    assert_eq!(
+        (
+            logged[0].event.aggregate_id.as_str(),
+            logged[0].event.version
+        ),
+        ("POKEMONS", 4)
+    );
+}
+
+#[tokio::test]
+async fn a_live_reader_honours_the_writers_rules_as_they_come_and_refuses_to_change_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = LogAdapter::builder(dir.path()).open().unwrap();
+    fill(&writer).await;
+    let reader = LogAdapter::open_reader(dir.path()).unwrap();
+    reader.refresh().unwrap();
+    assert_eq!(versions(&reader, "pikachu").await, [1, 2, 3]);
+    writer
+        .delete_aggregate("POKEMONS", "pikachu", DeleteMode::Soft)
+        .await
+        .unwrap();
+    writer
+        .truncate_before("POKEMONS", "eevee", 2)
+        .await
+        .unwrap();
+    reader.refresh().unwrap();
+    assert!(versions(&reader, "pikachu").await.is_empty());
+    assert_eq!(versions(&reader, "eevee").await, [2, 3]);
+    let ids: Vec<String> = reader
+        .list_aggregate_ids("POKEMONS", &Default::default())
+        .await
+        .unwrap()
+        .aggregate_ids
+        .into_iter()
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!ids.contains(&"pikachu".to_owned()));
+    assert!(matches!(
+        reader
+            .delete_aggregate("POKEMONS", "mew", DeleteMode::Soft)
+            .await,
+        Err(StorageError::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        reader.compact().await,
+        Err(StorageError::ReadOnly { .. })
+    ));
+    // The reader's view of the log matches the writer's.
+    assert_eq!(
+        reader.read_log(1, usize::MAX).await.unwrap(),
+        writer.read_log(1, usize::MAX).await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_lifecycle_event_refuses_the_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let adapter = LogAdapter::builder(dir.path()).open().unwrap();
+        fill(&adapter).await;
+        // `append` trusts its caller to have validated the commit: a way to write what a newer
+        // annals might.
+        let unknown = AppendEvent {
+            event_store_id: LIFECYCLE_STORE.into(),
+            event: EncodedEvent {
+                aggregate_id: "POKEMONS".into(),
+                version: 1,
+                timestamp: Timestamp::from_unix_millis(0),
+                event_type: "aggregate_exploded".into(),
+                schema_version: 1,
+                payload: vec![0x80],
+                metadata: Vec::new(),
+            },
+        };
+        adapter.append(vec![unknown]).await.unwrap();
+        adapter.close();
+    }
+    let refused = LogAdapter::builder(dir.path()).open();
+    assert!(
+        matches!(
+            refused,
+            Err(StorageError::UnreadableLifecycleEvent { position: 10, .. })
+        ),
+        "{refused:?}"
+    );
+    let reader = LogAdapter::open_reader(dir.path());
+    assert!(matches!(
+        reader,
+        Err(StorageError::UnreadableLifecycleEvent { .. })
+    ));
+    // Nothing was changed: the store is intact, every event there.
+    let report = annals::engine::verify_dir(dir.path()).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.events, 10);
+}
