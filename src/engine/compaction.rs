@@ -87,9 +87,10 @@ pub struct CompactionReport {
     pub segments_rewritten: u64,
     /// Events removed from the log.
     pub events_removed: u64,
-    /// Size of the rewritten segments' files before.
+    /// Size of the rewritten segments' files before (on adapters without segments: the
+    /// removed events' bytes).
     pub bytes_before: u64,
-    /// Size of the rewritten segments' files after.
+    /// Size of the rewritten segments' files after (0 on adapters without segments).
     pub bytes_after: u64,
 }
 

@@ -15,9 +15,9 @@ use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
 use super::snapshot_storage::{SnapshotStats, SnapshotStorage};
 use super::{
-    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, CompactionReport, DeleteMode,
-    EventRef, EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, Retention,
-    StorageAdapter, StorageError, StoredEvent, Timestamp,
+    AggregateIdEntry, AggregateIdsQuery, AppendEvent, AppendEventRef, DeleteMode, EventRef,
+    EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, Retention, StorageAdapter,
+    StorageError, StoredEvent, Timestamp,
 };
 use crate::engine::frame::{
     ENTRY_HEADER_BYTES, FRAME_ALIGN, FRAME_FOOTER_BYTES, FRAME_HEADER_BYTES,
@@ -46,7 +46,7 @@ use crate::engine::{
 /// ```
 #[derive(Debug)]
 pub struct LogAdapter {
-    engine: Engine,
+    engine: Arc<Engine>,
     limits: Limits,
     /// Aggregate snapshots, in `snapshots.redb` (opened on first use).
     snapshots: LogSnapshots,
@@ -170,7 +170,7 @@ impl LogAdapterBuilder {
         let mut rules = Lifecycle::default();
         fold(&engine, &mut rules, &mut Default::default())?;
         Ok(LogAdapter {
-            engine,
+            engine: Arc::new(engine),
             limits,
             snapshots,
             #[cfg(feature = "personal")]
@@ -279,20 +279,28 @@ impl LogAdapter {
         &self,
         progress: impl Fn(CompactionProgress) + Send + Sync + 'static,
     ) -> Result<CompactionReport, StorageError> {
-        // The data lifecycle's rules plug in here: the predicate keeps what they keep.
-        let keep = |_: &CompactEntry<'_>| true;
-        self.compact_with(Arc::new(keep), progress).await
+        // The rules in force when the compaction starts decide; a rule recorded while it runs
+        // is honoured by reads at once and by the next compaction. The predicate reads the
+        // index (last versions, timestamps) from the compaction's own thread.
+        let rules = self.lifecycle.read().await.clone();
+        let engine = Arc::clone(&self.engine);
+        let run = move || {
+            let facts = LogIndexFacts(&*engine);
+            let compaction = rules.compaction(Timestamp::now(), &facts);
+            let keep = |e: &CompactEntry<'_>| {
+                let timestamp = Timestamp::from_unix_millis(e.timestamp_ms);
+                compaction.retains(e.store, e.aggregate, e.version, timestamp)
+            };
+            crate::engine::compact(&engine.state(), &keep, &progress)
+        };
+        self.run_compaction(run).await
     }
 
-    /// Compacts the log with `keep` deciding which entries stay (see
-    /// [`Engine::compact`]), on a blocking thread so the caller's runtime is not held.
-    pub(crate) async fn compact_with(
+    /// Runs a compaction on a blocking thread, so the caller's runtime is not held.
+    async fn run_compaction(
         &self,
-        keep: Arc<dyn Fn(&CompactEntry<'_>) -> bool + Send + Sync>,
-        progress: impl Fn(CompactionProgress) + Send + Sync + 'static,
+        run: impl FnOnce() -> Result<CompactionReport, crate::engine::EngineError> + Send + 'static,
     ) -> Result<CompactionReport, StorageError> {
-        let state = self.engine.state();
-        let run = move || crate::engine::compact(&state, &*keep, &progress);
         match tokio::task::spawn_blocking(run).await {
             Ok(result) => result.map_err(storage_error),
             Err(e) => Err(StorageError::Io(crate::engine::IoFailure {
@@ -311,7 +319,9 @@ impl LogAdapter {
         &self,
         keep: impl Fn(&CompactEntry<'_>) -> bool + Send + Sync + 'static,
     ) -> Result<CompactionReport, StorageError> {
-        self.compact_with(Arc::new(keep), |_| {}).await
+        let state = self.engine.state();
+        self.run_compaction(move || crate::engine::compact(&state, &keep, &|_| {}))
+            .await
     }
 
     /// Makes every acknowledged append durable (useful under weaker durability).
@@ -361,7 +371,7 @@ impl LogAdapter {
     async fn record(&self, store: &str, record: LifecycleRecord) -> Result<Position, StorageError> {
         let mut rules = self.lifecycle.write().await;
         rules.check(store, &record)?;
-        let record = record.clamped(|aggregate| last_version(&self.engine, store, aggregate))?;
+        let record = record.clamped(|aggregate| last_version(&*self.engine, store, aggregate))?;
         let version = rules.next_version(store);
         let event = record.to_event(store, version, Timestamp::now());
         let position = self.append_refs(&[event.as_event_ref()]).await?;
@@ -390,7 +400,7 @@ impl LogAdapter {
         f: impl FnOnce(&super::lifecycle::Compaction<'_>) -> R,
     ) -> R {
         let rules = self.lifecycle.read().await.clone();
-        let facts = LogIndexFacts(&self.engine);
+        let facts = LogIndexFacts(&*self.engine);
         f(&rules.compaction(Timestamp::now(), &facts))
     }
 
@@ -449,7 +459,7 @@ impl StorageAdapter for LogAdapter {
         };
         let rules = self.lifecycle.read().await;
         let mut next = cursor;
-        let events = read_visible(&rules, &self.engine, limit, &mut |want| {
+        let events = read_visible(&rules, &*self.engine, limit, &mut |want| {
             let batch = self.engine.read_log(next, want).map_err(storage_error)?;
             next = batch.next;
             Ok(batch
@@ -482,7 +492,7 @@ impl StorageAdapter for LogAdapter {
                 aggregates: s.aggregates,
                 events: s.events,
             };
-            visible_summary(&rules, &self.engine, &mut summary)?;
+            visible_summary(&rules, &*self.engine, &mut summary)?;
             if summary.aggregates > 0 {
                 out.push(summary);
             }
@@ -499,7 +509,7 @@ impl StorageAdapter for LogAdapter {
         let mut events = Vec::new();
         let rules = self.lifecycle.read().await;
         let Some(options) =
-            visible_options(&rules, &self.engine, event_store_id, aggregate_id, options)?
+            visible_options(&rules, &*self.engine, event_store_id, aggregate_id, options)?
         else {
             return Ok(events);
         };
@@ -540,7 +550,7 @@ impl StorageAdapter for LogAdapter {
         }
         let rules = self.lifecycle.read().await;
         let Some(options) =
-            visible_options(&rules, &self.engine, event_store_id, aggregate_id, options)?
+            visible_options(&rules, &*self.engine, event_store_id, aggregate_id, options)?
         else {
             return Ok(());
         };
@@ -589,7 +599,7 @@ impl StorageAdapter for LogAdapter {
         query: &AggregateIdsQuery,
     ) -> Result<Vec<AggregateIdEntry>, StorageError> {
         let rules = self.lifecycle.read().await;
-        scan_visible(&rules, &self.engine, event_store_id, query)
+        scan_visible(&rules, &*self.engine, event_store_id, query)
     }
 
     async fn delete_aggregate(
@@ -640,7 +650,7 @@ impl StorageAdapter for LogAdapter {
     /// Reclaims nothing yet: the engine's compaction of sealed segments plugs in here, handed
     /// the predicate of the rules in force (reads already hide everything it would remove).
     async fn compact(&self) -> Result<CompactionReport, StorageError> {
-        Ok(CompactionReport::default())
+        LogAdapter::compact(self).await
     }
 }
 

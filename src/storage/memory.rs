@@ -495,7 +495,7 @@ impl StorageAdapter for InMemoryAdapter {
                 .count();
             for gone in stream.events.drain(..count) {
                 report.events_removed += 1;
-                report.bytes_reclaimed += gone.event.data_len() as u64;
+                report.bytes_before += gone.event.data_len() as u64;
                 removed.insert(gone.position);
             }
             stream.removed += count as u64;

@@ -15,9 +15,9 @@ mod adapter;
 mod engine_bridge;
 mod error;
 mod event;
-pub mod lifecycle;
 #[cfg(feature = "personal")]
 pub mod keys;
+pub mod lifecycle;
 mod limit_error;
 mod limits;
 mod log;
@@ -41,9 +41,9 @@ pub use event::{
     AggregateIdEntry, AppendEvent, AppendEventRef, EncodedEvent, EventRef, EventStoreSummary,
     LoggedEvent, Position, StoredEvent,
 };
-pub use lifecycle::{CompactionReport, DeleteMode, LIFECYCLE_STORE, Retention};
 #[cfg(feature = "personal")]
 pub use keys::{InMemoryKeys, KeyStore, Keys, SubjectKey};
+pub use lifecycle::{DeleteMode, LIFECYCLE_STORE, Retention};
 pub use limit_error::LimitError;
 pub use limits::{Limits, RESERVED_EVENT_TYPES};
 pub use log::{LogAdapter, LogAdapterBuilder, open};

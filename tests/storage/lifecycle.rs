@@ -2,7 +2,7 @@
 //! `$lifecycle` events, rebuilt by every handle that opens the log.
 
 use annals::storage::{
-    AppendEvent, DeleteMode, EncodedEvent, GetEventsOptions, LIFECYCLE_STORE, LogAdapter,
+    AppendEvent, DeleteMode, EncodedEvent, GetEventsOptions, LIFECYCLE_STORE, Limits, LogAdapter,
     Retention, StorageAdapter, StorageError, Timestamp,
 };
 
@@ -177,4 +177,117 @@ async fn an_unreadable_lifecycle_event_refuses_the_open_and_changes_nothing() {
     let report = annals::engine::verify_dir(dir.path()).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(report.events, 10);
+}
+
+/// `count` events of 1 KiB for each aggregate, one commit per version across the aggregates.
+async fn fill_large(adapter: &dyn StorageAdapter, aggregates: &[&str], count: u64) {
+    for version in 1..=count {
+        let events = aggregates
+            .iter()
+            .map(|aggregate| {
+                let mut e = event(aggregate, version);
+                e.event.payload = vec![0x61; 1024];
+                e
+            })
+            .collect();
+        adapter.push_event_group(events).await.expect("push");
+    }
+}
+
+#[tokio::test]
+async fn compaction_of_the_log_removes_what_the_rules_hide_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        LogAdapter::builder(dir.path())
+            .segment_bytes(256 << 10)
+            .limits(Limits {
+                event_bytes_max: 16 << 10,
+                group_events_max: 100,
+                group_bytes_max: 64 << 10,
+                ..Limits::default()
+            })
+            .open()
+            .unwrap()
+    };
+    let aggregates = ["hard", "soft", "cut", "gone", "kept"];
+    let positions_before;
+    {
+        let adapter = open();
+        fill_large(&adapter, &aggregates, 100).await;
+        adapter
+            .delete_aggregate("POKEMONS", "hard", DeleteMode::Hard)
+            .await
+            .unwrap();
+        adapter
+            .delete_aggregate("POKEMONS", "soft", DeleteMode::Soft)
+            .await
+            .unwrap();
+        adapter
+            .truncate_before("POKEMONS", "cut", 61)
+            .await
+            .unwrap();
+        // Past the last version: nothing visible, yet the aggregate goes on at version 101.
+        adapter
+            .truncate_before("POKEMONS", "gone", 500)
+            .await
+            .unwrap();
+        positions_before = adapter.read_log(1, usize::MAX).await.unwrap();
+        // Closing checkpoints the index: every segment but the last is sealed behind it.
+        adapter.close();
+    }
+    let adapter = open();
+    let bytes_before = adapter.stats().segment_bytes;
+    let report = adapter.compact().await.unwrap();
+    // Hidden: 100 (hard) + 60 (cut) + 100 (gone), less what lies in the unsealed last segment
+    // and the last event of "gone", which compaction keeps so that its numbering goes on.
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    assert!((150..=259).contains(&report.events_removed), "{report:?}");
+    assert!(report.bytes_reclaimed() > 100 * 1024, "{report:?}");
+    assert!(adapter.stats().segment_bytes < bytes_before);
+    let check = |adapter: LogAdapter| async move {
+        assert!(versions(&adapter, "hard").await.is_empty());
+        assert!(versions(&adapter, "gone").await.is_empty());
+        assert_eq!(
+            versions(&adapter, "cut").await,
+            (61..=100).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            versions(&adapter, "kept").await,
+            (1..=100).collect::<Vec<_>>()
+        );
+        // The visible log, positions included, is what it was.
+        assert_eq!(
+            adapter.read_log(1, usize::MAX).await.unwrap(),
+            positions_before
+        );
+        adapter.restore_aggregate("POKEMONS", "soft").await.unwrap();
+        assert_eq!(
+            versions(&adapter, "soft").await,
+            (1..=100).collect::<Vec<_>>()
+        );
+        assert!(matches!(
+            adapter.push_event(event("hard", 101)).await,
+            Err(StorageError::AggregateDeleted { hard: true, .. })
+        ));
+        adapter.push_event(event("gone", 101)).await.unwrap();
+        assert_eq!(versions(&adapter, "gone").await, [101]);
+        let verified = adapter.verify().unwrap();
+        assert!(verified.is_clean(), "{verified:?}");
+        adapter.close();
+    };
+    check(adapter).await;
+    // A second compaction finds nothing more (the soft delete was restored) and a reopened
+    // store reads the same.
+    let adapter = open();
+    let again = adapter.compact().await.unwrap();
+    assert_eq!(again.events_removed, 0, "{again:?}");
+    assert_eq!(
+        versions(&adapter, "cut").await,
+        (61..=100).collect::<Vec<_>>()
+    );
+    assert_eq!(versions(&adapter, "gone").await, [101]);
+    assert_eq!(
+        versions(&adapter, "soft").await,
+        (1..=100).collect::<Vec<_>>()
+    );
 }

@@ -10,9 +10,9 @@
 // snapshot writes in flight), `forget` (crypto-shredding, feature `personal`).
 mod builder;
 mod decode;
-mod lifecycle;
 #[cfg(feature = "personal")]
 mod forget;
+mod lifecycle;
 mod options;
 mod push;
 mod read;

@@ -49,15 +49,3 @@ impl Retention {
         self.max_age.is_none() && self.max_count.is_none()
     }
 }
-
-/// What a [`compact`](super::StorageAdapter::compact) reclaimed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CompactionReport {
-    /// Events physically removed.
-    pub events_removed: u64,
-    /// Bytes of storage freed (as the adapter measures it: file bytes on the log adapter,
-    /// event bytes elsewhere).
-    pub bytes_reclaimed: u64,
-    /// Log segments rewritten (0 on adapters without segments).
-    pub segments_rewritten: u64,
-}

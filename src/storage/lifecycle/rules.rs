@@ -351,6 +351,7 @@ impl Lifecycle {
             now,
             index,
             memo: Mutex::default(),
+            last: Mutex::default(),
         }
     }
 }
@@ -373,9 +374,49 @@ pub(crate) struct Compaction<'i> {
     index: &'i dyn IndexFacts,
     /// First visible version of each aggregate whose entries needed it.
     memo: Mutex<HashMap<(String, String), Visible>>,
+    /// Last version of each aggregate that had a hidden entry.
+    last: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl Compaction<'_> {
+    /// Whether a compaction of the log keeps the entry: when [`Compaction::keeps`] does, and
+    /// also for the **last** event of an aggregate that is not hard deleted, hidden or not. An
+    /// aggregate truncated or expired to nothing still exists (listed, numbering on from its
+    /// last version, see docs/data-lifecycle.md); the log's index only knows an aggregate
+    /// whose events the log holds, so its last event stays, hidden from reads by the rules.
+    /// What remains is still a suffix of the aggregate's versions.
+    pub(crate) fn retains(
+        &self,
+        store: &str,
+        aggregate: &str,
+        version: u64,
+        timestamp: Timestamp,
+    ) -> bool {
+        if self.keeps(store, aggregate, version, timestamp) {
+            return true;
+        }
+        let hard = self
+            .rules
+            .stores
+            .get(store)
+            .and_then(|rules| rules.aggregates.get(aggregate))
+            .is_some_and(|a| a.deleted == Some(DeleteMode::Hard));
+        if hard {
+            return false;
+        }
+        let key = (store.to_owned(), aggregate.to_owned());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match last.get(&key) {
+            Some(v) => *v,
+            None => match self.index.last_version(store, aggregate) {
+                Ok(v) => *last.entry(key).or_insert(v),
+                // Unknown: keep the entry (never remove on less information).
+                Err(_) => return true,
+            },
+        };
+        version >= last
+    }
+
     /// Whether the entry survives: [`Lifecycle::keeps`] at the compaction's `now`, asking the
     /// index at most once per aggregate.
     #[cfg_attr(not(test), allow(dead_code))]

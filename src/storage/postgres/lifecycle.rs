@@ -402,7 +402,7 @@ pub(super) async fn compact(
     tx.commit().await.map_err(err)?;
     Ok(CompactionReport {
         events_removed: u64::try_from(events).unwrap_or(0),
-        bytes_reclaimed: u64::try_from(bytes).unwrap_or(0),
-        segments_rewritten: 0,
+        bytes_before: u64::try_from(bytes).unwrap_or(0),
+        ..CompactionReport::default()
     })
 }

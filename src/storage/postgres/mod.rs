@@ -41,9 +41,9 @@
 
 pub(crate) mod error;
 mod group_commit;
-mod lifecycle;
 #[cfg(feature = "personal")]
 mod key_table;
+mod lifecycle;
 mod notify;
 mod schema;
 mod snapshot_table;

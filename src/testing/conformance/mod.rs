@@ -46,8 +46,8 @@ mod expect;
 mod fixture;
 mod get_events;
 mod global_log;
-mod lifecycle;
 mod keys;
+mod lifecycle;
 mod limits;
 mod list_aggregate_ids;
 mod round_trip;
@@ -73,6 +73,7 @@ pub use get_events::{
 pub use global_log::{
     read_log_returns_every_committed_event_in_position_order, watch_log_follows_commits,
 };
+pub use keys::keys_are_created_once_and_forgotten_for_good;
 pub use lifecycle::{
     a_push_racing_a_delete_lands_before_it_or_is_refused,
     compaction_removes_hidden_events_and_keeps_the_rest, hard_delete_is_final,
@@ -81,7 +82,6 @@ pub use lifecycle::{
     retention_hides_by_count_and_by_age, soft_delete_hides_refuses_pushes_and_restores,
     truncate_before_hides_a_prefix,
 };
-pub use keys::keys_are_created_once_and_forgotten_for_good;
 pub use limits::{
     empty_group_is_refused, invalid_ids_and_types_are_refused, invalid_ids_are_refused_on_reads,
     oversized_event_is_refused, oversized_group_is_refused,
