@@ -3,11 +3,13 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::engine_bridge::{event_ref, logged_event, storage_error};
 use super::lifecycle::{Lifecycle, LifecycleRecord};
+use super::log_compactor::{Compactor, compact_by_rules};
 use super::log_lifecycle::{
     LogIndexFacts, fold, last_version, read_visible, scan_visible, visible_options, visible_summary,
 };
@@ -59,7 +61,9 @@ pub struct LogAdapter {
     /// The lifecycle rules, folded from the `$lifecycle` events at open. Also the gate between
     /// pushes (shared, for their check and append) and lifecycle operations (exclusive, for
     /// their check, append and fold), so no push a delete should refuse lands after it.
-    lifecycle: tokio::sync::RwLock<Lifecycle>,
+    lifecycle: Arc<tokio::sync::RwLock<Lifecycle>>,
+    /// The background compaction's thread, when [`LogAdapterBuilder::compact_every`] set one.
+    compactor: Option<Compactor>,
 }
 
 /// How many `read_log` continuation points a log adapter remembers.
@@ -72,9 +76,20 @@ pub struct LogAdapterBuilder {
     engine: EngineOptions,
     limits: Limits,
     fs: Arc<dyn FileSystem>,
+    compact_every: Option<Duration>,
 }
 
 impl LogAdapterBuilder {
+    /// Compacts the log in the background every `interval` (default: never, and
+    /// [`LogAdapter::compact`] runs it on demand): sealed segments holding events the data
+    /// lifecycle's rules hide are rewritten without them, on a thread of the adapter's own,
+    /// beside appends and reads. A pass while no rule is in force reads nothing; one with
+    /// rules reads the sealed segments once. Closing the adapter stops it at its next segment.
+    pub fn compact_every(mut self, interval: Duration) -> Self {
+        self.compact_every = Some(interval);
+        self
+    }
+
     /// When appends are acknowledged (default [`Durability::Immediate`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.engine.durability = durability;
@@ -169,14 +184,31 @@ impl LogAdapterBuilder {
         let snapshots = LogSnapshots::new(self.fs, &self.dir);
         let mut rules = Lifecycle::default();
         fold(&engine, &mut rules, &mut Default::default())?;
+        let engine = Arc::new(engine);
+        let lifecycle = Arc::new(tokio::sync::RwLock::new(rules));
+        let compactor = match self.compact_every {
+            Some(interval) => Some(
+                Compactor::start(Arc::clone(&engine), Arc::clone(&lifecycle), interval).map_err(
+                    |source| {
+                        StorageError::Io(crate::engine::IoFailure {
+                            operation: "start the background compaction",
+                            path: self.dir.clone(),
+                            source,
+                        })
+                    },
+                )?,
+            ),
+            None => None,
+        };
         Ok(LogAdapter {
-            engine: Arc::new(engine),
+            engine,
             limits,
             snapshots,
             #[cfg(feature = "personal")]
             keys,
             log_cursors: std::sync::Mutex::default(),
-            lifecycle: tokio::sync::RwLock::new(rules),
+            lifecycle,
+            compactor,
         })
     }
 }
@@ -202,6 +234,7 @@ impl LogAdapter {
             engine: EngineOptions::default(),
             limits: Limits::default(),
             fs: Arc::new(OsFileSystem),
+            compact_every: None,
         }
     }
 
@@ -284,16 +317,8 @@ impl LogAdapter {
         // index (last versions, timestamps) from the compaction's own thread.
         let rules = self.lifecycle.read().await.clone();
         let engine = Arc::clone(&self.engine);
-        let run = move || {
-            let facts = LogIndexFacts(&*engine);
-            let compaction = rules.compaction(Timestamp::now(), &facts);
-            let keep = |e: &CompactEntry<'_>| {
-                let timestamp = Timestamp::from_unix_millis(e.timestamp_ms);
-                compaction.retains(e.store, e.aggregate, e.version, timestamp)
-            };
-            crate::engine::compact(&engine.state(), &keep, &progress)
-        };
-        self.run_compaction(run).await
+        self.run_compaction(move || compact_by_rules(&engine, &rules, &progress))
+            .await
     }
 
     /// Runs a compaction on a blocking thread, so the caller's runtime is not held.
@@ -334,10 +359,17 @@ impl LogAdapter {
     /// released when the adapter itself is dropped, with the last clone of its `Arc`: only
     /// then can another process open the store.
     pub fn close(&self) {
+        // The background compaction stops at its next segment once the engine is closing.
+        if let Some(compactor) = &self.compactor {
+            compactor.signal();
+        }
         self.snapshots.close();
         #[cfg(feature = "personal")]
         self.keys.close();
         self.engine.close();
+        if let Some(compactor) = &self.compactor {
+            compactor.stop();
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod lifecycle;
 mod limit_error;
 mod limits;
 mod log;
+mod log_compactor;
 mod log_lifecycle;
 mod log_reader;
 mod log_snapshots;

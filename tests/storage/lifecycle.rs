@@ -291,3 +291,53 @@ async fn compaction_of_the_log_removes_what_the_rules_hide_and_nothing_else() {
         (1..=100).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_background_compaction_reclaims_a_hard_deleted_aggregate_without_being_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = || {
+        LogAdapter::builder(dir.path())
+            .segment_bytes(256 << 10)
+            .limits(Limits {
+                event_bytes_max: 16 << 10,
+                group_events_max: 100,
+                group_bytes_max: 64 << 10,
+                ..Limits::default()
+            })
+            .compact_every(std::time::Duration::from_millis(20))
+    };
+    {
+        let adapter = builder().open().unwrap();
+        fill_large(&adapter, &["hard", "kept"], 200).await;
+        // Closing checkpoints the index and stops the compactor (nothing to do yet).
+        adapter.close();
+    }
+    let adapter = builder().open().unwrap();
+    let bytes_before = adapter.stats().segment_bytes;
+    adapter
+        .delete_aggregate("POKEMONS", "hard", DeleteMode::Hard)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while adapter.stats().segment_bytes >= bytes_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background compaction within a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        versions(&adapter, "kept").await,
+        (1..=200).collect::<Vec<_>>()
+    );
+    assert!(versions(&adapter, "hard").await.is_empty());
+    // Close stops the compactor; the store reopens whole and verifies clean.
+    adapter.close();
+    drop(adapter);
+    let adapter = LogAdapter::builder(dir.path()).open().unwrap();
+    assert_eq!(
+        versions(&adapter, "kept").await,
+        (1..=200).collect::<Vec<_>>()
+    );
+    assert!(adapter.verify().unwrap().is_clean());
+}

@@ -142,6 +142,11 @@ impl Lifecycle {
         self.stores.get(store).map_or(0, |s| s.version) + 1
     }
 
+    /// Whether any rule applies to any store (when none does, compaction has nothing to do).
+    pub(crate) fn has_any_rule(&self) -> bool {
+        self.stores.keys().any(|store| self.has_rules(store))
+    }
+
     /// Whether any rule applies to `store` (when none does, everything of it is visible).
     pub(crate) fn has_rules(&self, store: &str) -> bool {
         self.stores
