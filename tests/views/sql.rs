@@ -119,6 +119,45 @@ async fn a_sql_view_joins_pokemons_with_their_trainers(log: Log) {
 }
 on_both_logs!(a_sql_view_joins_pokemons_with_their_trainers);
 
+async fn a_sql_view_removes_the_rows_of_a_deleted_pokemon_in_its_batch(log: Log) {
+    use annals::storage::DeleteMode;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let adapter = adapter(&log, dir.path());
+    let (pokemons, trainers) = (pokemons(&adapter), trainers(&adapter));
+    register(&trainers, "ash", "Ash").await;
+    register(&trainers, "brock", "Brock").await;
+    grow(&pokemons, "pikachu", 1).await;
+    grow(&pokemons, "eevee", 0).await;
+    catch(&pokemons, "pikachu", 3, "ash").await;
+    catch(&pokemons, "eevee", 2, "ash").await;
+    let view = pokedex(&pokemons, &trainers, 1)
+        .on_deleted(&pokemons, |db: &Connection, id: &str, mode: DeleteMode| {
+            assert_eq!(mode, DeleteMode::Hard);
+            db.execute("DELETE FROM pokemons WHERE id = ?1", [id])
+                .map(|_| ())
+        })
+        // A delete in another store (the trainers) is not a Pokémon's.
+        .open(dir.path().join("views"))
+        .expect("open");
+    let runner = view.run(adapter.clone());
+    trainers
+        .delete_aggregate("brock", DeleteMode::Soft)
+        .await
+        .expect("delete a trainer");
+    let deleted = pokemons
+        .delete_aggregate("eevee", DeleteMode::Hard)
+        .await
+        .expect("delete");
+    view.wait_for(deleted, PATIENCE).await.expect("applied");
+    assert_eq!(
+        pokedex_rows(&view),
+        [("Ash".to_owned(), "pikachu-name".to_owned(), 2)],
+        "eevee's row is gone, the trainer's delete changed nothing"
+    );
+    runner.stop().await.expect("stop");
+}
+on_both_logs!(a_sql_view_removes_the_rows_of_a_deleted_pokemon_in_its_batch);
+
 /// Counts events per Pokémon in SQL, failing on eevee's third event while `broken` is set.
 fn fragile_counts(pokemons: &Pokemons, broken: Arc<AtomicBool>, dir: &Path) -> SqlView {
     SqlView::builder("event-counts", 1)

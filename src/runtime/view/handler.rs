@@ -8,7 +8,8 @@ use super::id::ViewId;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
 use crate::runtime::subscription::Filter;
-use crate::storage::{LoggedEvent, StoredEvent};
+use crate::storage::lifecycle::LifecycleRecord;
+use crate::storage::{DeleteMode, LIFECYCLE_STORE, LoggedEvent, StoredEvent};
 
 /// Why a handler did not apply an event.
 pub(crate) enum Failure {
@@ -112,4 +113,42 @@ impl Routes {
             _ => Filter::all(),
         }
     }
+}
+
+/// The deletes of one event store's aggregates, as views see them: the filter admitting the
+/// `$lifecycle` events that record deletes, and a reader turning such an event into the
+/// deleted aggregate's id and mode (`None` for another store's delete).
+pub(crate) fn deletes_of(
+    event_store_id: &str,
+) -> (
+    Filter,
+    impl Fn(&LoggedEvent) -> Result<Option<(String, DeleteMode)>, Failure> + Send + Sync + 'static,
+) {
+    let target = event_store_id.to_owned();
+    let deleted = LifecycleRecord::Deleted {
+        aggregate_id: String::new(),
+        mode: DeleteMode::Soft,
+    };
+    let filter = Filter::all()
+        .stores([LIFECYCLE_STORE])
+        .event_types([deleted.event_type()]);
+    let read = move |logged: &LoggedEvent| {
+        // The `$lifecycle` aggregate is the target store.
+        if logged.event.aggregate_id != target {
+            return Ok(None);
+        }
+        let event = &logged.event;
+        match LifecycleRecord::decode(&event.event_type, &event.payload) {
+            Ok(LifecycleRecord::Deleted { aggregate_id, mode }) => Ok(Some((aggregate_id, mode))),
+            Ok(_) => Ok(None),
+            Err(e) => Err(Failure::Decode(crate::model::Error::Decode {
+                event_store_id: logged.event_store_id.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                version: event.version,
+                event_type: event.event_type.clone(),
+                reason: e.0,
+            })),
+        }
+    };
+    (filter, read)
 }

@@ -43,7 +43,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{BoxError, ViewError};
-use super::handler::{Failure, Routes, decoder, guarded};
+use super::handler::{Failure, Routes, decoder, deletes_of, guarded};
 use super::id::ViewId;
 use super::kv_error::KvError;
 use super::progress::Progress;
@@ -55,7 +55,6 @@ use crate::model::event_store::EventStore;
 use crate::runtime::lease::Fence;
 use crate::runtime::state::{StateStore, StateTxn, TxnError, view_checkpoint_name};
 use crate::runtime::subscription::Filter;
-use crate::storage::lifecycle::LifecycleRecord;
 use crate::storage::{DeleteMode, LIFECYCLE_STORE, LoggedEvent, Position, StorageAdapter};
 
 fn database(table: &str) -> impl FnOnce(TxnError) -> KvError + '_ {
@@ -235,34 +234,13 @@ impl KvViewBuilder {
         H: Fn(&mut KvTables<'_>, &str, DeleteMode) -> Result<(), Err> + Send + Sync + 'static,
         Err: Into<BoxError>,
     {
-        let target = store.event_store_id().to_owned();
         self.routes.add_store(LIFECYCLE_STORE);
-        let deleted = LifecycleRecord::Deleted {
-            aggregate_id: String::new(),
-            mode: DeleteMode::Soft,
-        };
-        let filter = Filter::all()
-            .stores([LIFECYCLE_STORE])
-            .event_types([deleted.event_type()]);
-        let handler: KvHandler = Box::new(move |tables, logged| {
-            // The `$lifecycle` aggregate is the target store.
-            if logged.event.aggregate_id != target {
-                return Ok(());
+        let (filter, deleted) = deletes_of(store.event_store_id());
+        let handler: KvHandler = Box::new(move |tables, logged| match deleted(logged)? {
+            Some((aggregate_id, mode)) => {
+                handler(tables, &aggregate_id, mode).map_err(|e| Failure::Handler(e.into()))
             }
-            let event = &logged.event;
-            match LifecycleRecord::decode(&event.event_type, &event.payload) {
-                Ok(LifecycleRecord::Deleted { aggregate_id, mode }) => {
-                    handler(tables, &aggregate_id, mode).map_err(|e| Failure::Handler(e.into()))
-                }
-                Ok(_) => Ok(()),
-                Err(e) => Err(Failure::Decode(crate::model::Error::Decode {
-                    event_store_id: logged.event_store_id.clone(),
-                    aggregate_id: event.aggregate_id.clone(),
-                    version: event.version,
-                    event_type: event.event_type.clone(),
-                    reason: e.0,
-                })),
-            }
+            None => Ok(()),
         });
         self.handlers.push((filter, handler));
         self

@@ -48,7 +48,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::error::{BoxError, ViewError};
-use super::handler::{Failure, Routes, decoder, guarded};
+use super::handler::{Failure, Routes, decoder, deletes_of, guarded};
 use super::id::ViewId;
 use super::progress::Progress;
 use super::runner::{Backend, Refused, Start, ViewRunner};
@@ -56,7 +56,7 @@ use super::status::ViewStatus;
 use crate::model::event::{EventDetail, Events};
 use crate::model::event_store::EventStore;
 use crate::runtime::subscription::Filter;
-use crate::storage::{LoggedEvent, Position, StorageAdapter};
+use crate::storage::{DeleteMode, LIFECYCLE_STORE, LoggedEvent, Position, StorageAdapter};
 
 /// How long a connection waits for a lock held by another before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -114,6 +114,30 @@ impl SqlViewBuilder {
         let handler: SqlHandler = Box::new(move |db, logged| {
             let event = decode(logged)?;
             handler(db, &event).map_err(|e| Failure::Handler(e.into()))
+        });
+        self.handlers.push((filter, handler));
+        self
+    }
+
+    /// Handles the deletes of `store`'s aggregates (soft and hard, see
+    /// [`EventStore::delete_aggregate`]): the handler gets the deleted aggregate's id and the
+    /// [`DeleteMode`], and writes through the connection inside the batch's transaction, so the
+    /// aggregate's rows go with the checkpoint that passes the delete. (A restore is not
+    /// replayed: a view that must show restored aggregates again is rebuilt.)
+    pub fn on_deleted<E, S, H, Err>(mut self, store: &EventStore<E, S>, handler: H) -> Self
+    where
+        E: Events,
+        S: Clone + Send + Sync + 'static,
+        H: Fn(&Connection, &str, DeleteMode) -> Result<(), Err> + Send + Sync + 'static,
+        Err: Into<BoxError>,
+    {
+        self.routes.add_store(LIFECYCLE_STORE);
+        let (filter, deleted) = deletes_of(store.event_store_id());
+        let handler: SqlHandler = Box::new(move |db, logged| match deleted(logged)? {
+            Some((aggregate_id, mode)) => {
+                handler(db, &aggregate_id, mode).map_err(|e| Failure::Handler(e.into()))
+            }
+            None => Ok(()),
         });
         self.handlers.push((filter, handler));
         self
