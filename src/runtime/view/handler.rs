@@ -115,26 +115,38 @@ impl Routes {
     }
 }
 
-/// The deletes of one event store's aggregates, as views see them: the filter admitting the
-/// `$lifecycle` events that record deletes, and a reader turning such an event into the
-/// deleted aggregate's id and mode (`None` for another store's delete).
-pub(crate) fn deletes_of(
-    event_store_id: &str,
-) -> (
-    Filter,
-    impl Fn(&LoggedEvent) -> Result<Option<(String, DeleteMode)>, Failure> + Send + Sync + 'static,
-) {
-    let target = event_store_id.to_owned();
-    let deleted = LifecycleRecord::Deleted {
-        aggregate_id: String::new(),
-        mode: DeleteMode::Soft,
-    };
-    let filter = Filter::all()
-        .stores([LIFECYCLE_STORE])
-        .event_types([deleted.event_type()]);
-    let read = move |logged: &LoggedEvent| {
-        // The `$lifecycle` aggregate is the target store.
-        if logged.event.aggregate_id != target {
+/// The deletes of one event store's aggregates, as views see them: [`Deletes::filter`] admits
+/// the `$lifecycle` events that record deletes, and [`Deletes::read`] turns such an event into
+/// the deleted aggregate's id and mode.
+pub(crate) struct Deletes {
+    /// The event store whose deletes these are (the `$lifecycle` aggregate id).
+    target: String,
+}
+
+impl Deletes {
+    pub(crate) fn of(event_store_id: &str) -> Self {
+        Deletes {
+            target: event_store_id.to_owned(),
+        }
+    }
+
+    /// The `$lifecycle` events recording deletes (of any store).
+    pub(crate) fn filter(&self) -> Filter {
+        let deleted = LifecycleRecord::Deleted {
+            aggregate_id: String::new(),
+            mode: DeleteMode::Soft,
+        };
+        Filter::all()
+            .stores([LIFECYCLE_STORE])
+            .event_types([deleted.event_type()])
+    }
+
+    /// The aggregate `logged` deletes and how, or `None` for another store's delete.
+    pub(crate) fn read(
+        &self,
+        logged: &LoggedEvent,
+    ) -> Result<Option<(String, DeleteMode)>, Failure> {
+        if logged.event.aggregate_id != self.target {
             return Ok(None);
         }
         let event = &logged.event;
@@ -149,6 +161,5 @@ pub(crate) fn deletes_of(
                 reason: e.0,
             })),
         }
-    };
-    (filter, read)
+    }
 }

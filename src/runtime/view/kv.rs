@@ -43,7 +43,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{BoxError, ViewError};
-use super::handler::{Failure, Routes, decoder, deletes_of, guarded};
+use super::handler::{Deletes, Failure, Routes, decoder, guarded};
 use super::id::ViewId;
 use super::kv_error::KvError;
 use super::progress::Progress;
@@ -235,8 +235,9 @@ impl KvViewBuilder {
         Err: Into<BoxError>,
     {
         self.routes.add_store(LIFECYCLE_STORE);
-        let (filter, deleted) = deletes_of(store.event_store_id());
-        let handler: KvHandler = Box::new(move |tables, logged| match deleted(logged)? {
+        let deletes = Deletes::of(store.event_store_id());
+        let filter = deletes.filter();
+        let handler: KvHandler = Box::new(move |tables, logged| match deletes.read(logged)? {
             Some((aggregate_id, mode)) => {
                 handler(tables, &aggregate_id, mode).map_err(|e| Failure::Handler(e.into()))
             }

@@ -48,7 +48,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::error::{BoxError, ViewError};
-use super::handler::{Failure, Routes, decoder, deletes_of, guarded};
+use super::handler::{Deletes, Failure, Routes, decoder, guarded};
 use super::id::ViewId;
 use super::progress::Progress;
 use super::runner::{Backend, Refused, Start, ViewRunner};
@@ -132,8 +132,9 @@ impl SqlViewBuilder {
         Err: Into<BoxError>,
     {
         self.routes.add_store(LIFECYCLE_STORE);
-        let (filter, deleted) = deletes_of(store.event_store_id());
-        let handler: SqlHandler = Box::new(move |db, logged| match deleted(logged)? {
+        let deletes = Deletes::of(store.event_store_id());
+        let filter = deletes.filter();
+        let handler: SqlHandler = Box::new(move |db, logged| match deletes.read(logged)? {
             Some((aggregate_id, mode)) => {
                 handler(db, &aggregate_id, mode).map_err(|e| Failure::Handler(e.into()))
             }
