@@ -26,9 +26,8 @@ use crate::engine::frame::{
 };
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
-    CompactEntry, CompactionProgress, CompactionReport, Durability, Engine, EngineOptions,
-    EngineStats, FileSystem, IndexStats, LogCounters, LogCursor, NewEntry, OsFileSystem,
-    VerifyReport,
+    CompactionProgress, CompactionReport, Durability, Engine, EngineOptions, EngineStats,
+    FileSystem, IndexStats, LogCounters, LogCursor, NewEntry, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -342,7 +341,7 @@ impl LogAdapter {
     #[doc(hidden)]
     pub async fn compact_where(
         &self,
-        keep: impl Fn(&CompactEntry<'_>) -> bool + Send + Sync + 'static,
+        keep: impl Fn(&crate::engine::CompactEntry<'_>) -> bool + Send + Sync + 'static,
     ) -> Result<CompactionReport, StorageError> {
         let state = self.engine.state();
         self.run_compaction(move || crate::engine::compact(&state, &keep, &|_| {}))
