@@ -18,13 +18,15 @@ use super::tables::{
 impl Index {
     /// A consistent read view.
     pub fn reader(self: &Arc<Self>) -> Result<IndexReader, EngineError> {
-        let txn = self
-            .db()
-            .begin_read()
-            .map_err(|e| self.err("read index")(e.into()))?;
-        Ok(IndexReader {
-            txn,
-            index: Arc::clone(self),
+        contained(&self.path, || {
+            let txn = self
+                .db()
+                .begin_read()
+                .map_err(|e| self.err("read index")(e.into()))?;
+            Ok(IndexReader {
+                txn,
+                index: Arc::clone(self),
+            })
         })
     }
 }
@@ -44,17 +46,19 @@ impl IndexReader {
 
     /// The checkpoint as of this read view (`None`: nothing indexed yet).
     pub(crate) fn checkpoint(&self) -> Result<Option<Cursor>, EngineError> {
-        let err = self.err("read index checkpoint");
-        let meta = self.txn.open_table(META).map_err(|e| err(e.into()))?;
-        let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
-            return Ok(None);
-        };
-        Cursor::decode(value.value()).map(Some).ok_or_else(|| {
-            EngineError::corruption(
-                self.index.path.to_path_buf(),
-                0,
-                "malformed checkpoint record",
-            )
+        contained(&self.index.path, || {
+            let err = self.err("read index checkpoint");
+            let meta = self.txn.open_table(META).map_err(|e| err(e.into()))?;
+            let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
+                return Ok(None);
+            };
+            Cursor::decode(value.value()).map(Some).ok_or_else(|| {
+                EngineError::corruption(
+                    self.index.path.to_path_buf(),
+                    0,
+                    "malformed checkpoint record",
+                )
+            })
         })
     }
 
@@ -82,12 +86,14 @@ impl IndexReader {
 
     /// The latest indexed version of an aggregate.
     pub fn last_version(&self, store: &str, aggregate: &str) -> Result<Option<u64>, EngineError> {
-        let err = self.err("read index");
-        let table = self.txn.open_table(AGGREGATES).map_err(|e| err(e.into()))?;
-        Ok(table
-            .get((store, aggregate))
-            .map_err(|e| err(e.into()))?
-            .map(|v| v.value().0))
+        contained(&self.index.path, || {
+            let err = self.err("read index");
+            let table = self.txn.open_table(AGGREGATES).map_err(|e| err(e.into()))?;
+            Ok(table
+                .get((store, aggregate))
+                .map_err(|e| err(e.into()))?
+                .map(|v| v.value().0))
+        })
     }
 
     /// The first version of an aggregate the log still holds, when compaction removed the

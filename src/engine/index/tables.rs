@@ -237,14 +237,16 @@ impl Index {
 
     /// The log position up to which the index is complete (`None`: nothing indexed yet).
     pub fn checkpoint(&self) -> Result<Option<Cursor>, EngineError> {
-        let err = self.err("read index checkpoint");
-        let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
-        let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
-        let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
-            return Ok(None);
-        };
-        Cursor::decode(value.value()).map(Some).ok_or_else(|| {
-            EngineError::corruption(self.path.to_path_buf(), 0, "malformed checkpoint record")
+        contained(&self.path, || {
+            let err = self.err("read index checkpoint");
+            let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            let Some(value) = meta.get(CHECKPOINT_KEY).map_err(|e| err(e.into()))? else {
+                return Ok(None);
+            };
+            Cursor::decode(value.value()).map(Some).ok_or_else(|| {
+                EngineError::corruption(self.path.to_path_buf(), 0, "malformed checkpoint record")
+            })
         })
     }
 

@@ -140,9 +140,10 @@ impl Queue {
     ///
     /// On PostgreSQL, messages added by other processes wake the wait too (see
     /// `docs/postgres.md`); it looks again at least every few seconds regardless. A connection
-    /// lost while it looks is [`StorageError::Unavailable`](crate::StorageError::Unavailable)
-    /// (a receive whose outcome is unknown hides its message at most until its visibility
-    /// timeout): call it again.
+    /// lost while it looks is
+    /// [`StorageError::Unavailable`](crate::storage::StorageError::Unavailable) (a receive
+    /// whose outcome is unknown hides its message at most until its visibility timeout): call
+    /// it again.
     pub async fn next(&self) -> Result<QueueMessage, QueueError> {
         let bound = self.state.queue_poll_bound();
         loop {
