@@ -37,8 +37,9 @@ const LOG_CURSORS: usize = 16;
 /// **What it sees.** Only whole, verified commits (every checksum, gap-free positions,
 /// versions `1..=n` — but for the events a compaction removed, whose positions are skipped
 /// and below whose versions an aggregate starts): a commit or event group is visible wholly
-/// or not at all, in position order. A frame the writer is still writing, a segment being created, or a torn write left
-/// by a crash is where the reader's log ends for now; damage anywhere else is
+/// or not at all, in position order. A frame the writer is still writing, a segment being
+/// created, or a torn write left by a crash is where the reader's log ends for now; damage
+/// anywhere else is
 /// [`StorageError::Corruption`]. A commit becomes visible once its frame is written — by the
 /// time the writer acknowledges it under `Durability::Immediate` at the latest.
 ///

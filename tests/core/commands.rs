@@ -107,7 +107,10 @@ async fn other_errors_propagate_untouched_without_retry() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::AggregateNotFound { aggregate_id, .. } if aggregate_id == "missingno"),
+        matches!(
+            &error,
+            Error::AggregateNotFound { aggregate_id, .. } if aggregate_id == "missingno"
+        ),
         "{error:?}"
     );
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
@@ -268,8 +271,9 @@ async fn racing_commands_on_one_aggregate_both_succeed_thanks_to_retry() {
     assert_eq!((pikachu.aggregate.version, pikachu.aggregate.level), (3, 7));
 }
 
-async fn pokemons_with_pikachu_wild() -> (std::sync::Arc<annals::storage::InMemoryAdapter>, Pokemons)
-{
+type Wild = (std::sync::Arc<annals::storage::InMemoryAdapter>, Pokemons);
+
+async fn pokemons_with_pikachu_wild() -> Wild {
     let adapter = adapter();
     let pokemons = pokemons(adapter.clone());
     pokemons

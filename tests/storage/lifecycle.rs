@@ -1,9 +1,11 @@
 //! Lifecycle rules across a reopen and through a live reader: the rules are the fold of the
 //! `$lifecycle` events, rebuilt by every handle that opens the log.
 
+use std::time::Duration;
+
 use annals::storage::{
     AppendEvent, DeleteMode, EncodedEvent, GetEventsOptions, LIFECYCLE_STORE, Limits, LogAdapter,
-    Retention, StorageAdapter, StorageError, Timestamp,
+    LogAdapterBuilder, Retention, StorageAdapter, StorageError, Timestamp,
 };
 
 fn event(aggregate: &str, version: u64) -> AppendEvent {
@@ -179,6 +181,18 @@ async fn an_unreadable_lifecycle_event_refuses_the_open_and_changes_nothing() {
     assert_eq!(report.events, 10);
 }
 
+/// A log of 256 KiB segments (limits to match), so a few hundred events seal several.
+fn small_segments(dir: &std::path::Path) -> LogAdapterBuilder {
+    LogAdapter::builder(dir)
+        .segment_bytes(256 << 10)
+        .limits(Limits {
+            event_bytes_max: 16 << 10,
+            group_events_max: 100,
+            group_bytes_max: 64 << 10,
+            ..Limits::default()
+        })
+}
+
 /// `count` events of 1 KiB for each aggregate, one commit per version across the aggregates.
 async fn fill_large(adapter: &dyn StorageAdapter, aggregates: &[&str], count: u64) {
     for version in 1..=count {
@@ -197,18 +211,7 @@ async fn fill_large(adapter: &dyn StorageAdapter, aggregates: &[&str], count: u6
 #[tokio::test]
 async fn compaction_of_the_log_removes_what_the_rules_hide_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        LogAdapter::builder(dir.path())
-            .segment_bytes(256 << 10)
-            .limits(Limits {
-                event_bytes_max: 16 << 10,
-                group_events_max: 100,
-                group_bytes_max: 64 << 10,
-                ..Limits::default()
-            })
-            .open()
-            .unwrap()
-    };
+    let open = || small_segments(dir.path()).open().unwrap();
     let aggregates = ["hard", "soft", "cut", "gone", "kept"];
     let positions_before;
     {
@@ -295,17 +298,7 @@ async fn compaction_of_the_log_removes_what_the_rules_hide_and_nothing_else() {
 #[tokio::test]
 async fn a_background_compaction_reclaims_a_hard_deleted_aggregate_without_being_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let builder = || {
-        LogAdapter::builder(dir.path())
-            .segment_bytes(256 << 10)
-            .limits(Limits {
-                event_bytes_max: 16 << 10,
-                group_events_max: 100,
-                group_bytes_max: 64 << 10,
-                ..Limits::default()
-            })
-            .compact_every(std::time::Duration::from_millis(20))
-    };
+    let builder = || small_segments(dir.path()).compact_every(Duration::from_millis(20));
     {
         let adapter = builder().open().unwrap();
         fill_large(&adapter, &["hard", "kept"], 200).await;
@@ -318,13 +311,13 @@ async fn a_background_compaction_reclaims_a_hard_deleted_aggregate_without_being
         .delete_aggregate("POKEMONS", "hard", DeleteMode::Hard)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while adapter.stats().segment_bytes >= bytes_before {
         assert!(
             std::time::Instant::now() < deadline,
             "no background compaction within a minute"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         versions(&adapter, "kept").await,
