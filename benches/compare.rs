@@ -41,9 +41,11 @@
 //!    also reports the process's RSS growth over one fold. `typed-snapshots` (annals only)
 //!    times `get_aggregate` under `SnapshotPolicy::every(1000)` right after a snapshot and 999
 //!    events after it;
-//! 7. raw (`raw`): one 300-byte `pwrite` + `fdatasync` per commit into a preallocated file:
-//!    the floor under any durable single-event commit on this disk, printed above the table
-//!    with annals' typed single writer as a fraction of it;
+//! 7. raw (`raw`): one 300-byte `pwrite` + `fdatasync` per commit into a preallocated file,
+//!    the floor under any durable single-event commit on this disk; then one `pwrite` of a
+//!    bulk commit's bytes (`ANNALS_BENCH_BATCH` typed events' frames) + `fdatasync` per
+//!    commit, the floor under bulk loads. Printed above the table with annals' typed single
+//!    writer and typed bulk as fractions of them;
 //! 8. scale (annals only): `ANNALS_BENCH_SCALE_EVENTS` events spread round-robin over
 //!    `ANNALS_BENCH_SCALE_AGGREGATES` aggregates, loaded in commits of
 //!    `ANNALS_BENCH_SCALE_BATCH` events under `Durability::None` and made durable with one
@@ -1547,6 +1549,9 @@ fn typed_replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResul
             "RSS growth MiB (state + events)",
         ),
     ] {
+        if keep && std::env::var_os("XX_SKIP_KEEP").is_some() {
+            continue;
+        }
         let mut runs = Vec::new();
         let mut growth = None;
         let cpu = CpuClock::start();
@@ -1696,16 +1701,26 @@ fn typed_snapshots(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchRe
     ])
 }
 
-/// The floor under any durable single-event commit: one 300-byte `pwrite` and one
-/// `fdatasync` per commit into a preallocated file (written and synced once beforehand, so no
-/// commit extends the file), for the write workloads' duration. Returns commits/s.
-/// The raw loop's figures: commits/s and the p50 latency of one `pwrite` + `fdatasync`.
+/// What a typed event's frame adds to its payload and metadata in the raw bulk loop: about
+/// annals' entry header, store name, aggregate id and event type.
+const RAW_FRAME_BYTES: usize = 80;
+
+/// The raw loops' figures: commits/s and the p50 latency of one 300-byte `pwrite` +
+/// `fdatasync`, and the events/s of bulk commits written the same way.
 struct RawBaseline {
     commits_per_sec: f64,
     p50_us: f64,
+    /// Bytes of one raw bulk commit: `batch` events of `event_bytes` each.
+    bulk_bytes: usize,
+    bulk_events_per_sec: f64,
 }
 
-fn raw_fdatasync(config: &Config) -> BenchResult<RawBaseline> {
+/// The floor under any durable commit on this disk, for the write workloads' duration each,
+/// into a preallocated file (written and synced once beforehand, so no commit extends it):
+/// one 300-byte `pwrite` and one `fdatasync` per commit; then one `pwrite` of `batch` ×
+/// `event_bytes` bytes (a bulk commit's frames, appended one after the other) and one
+/// `fdatasync` per commit.
+fn raw_fdatasync(config: &Config, event_bytes: usize) -> BenchResult<RawBaseline> {
     use std::os::unix::fs::FileExt as _;
     const RECORD: usize = 300;
     let dir = scratch(config, "raw")?;
@@ -1740,9 +1755,39 @@ fn raw_fdatasync(config: &Config) -> BenchResult<RawBaseline> {
         i += 1;
         commits += 1;
     }
+    let commits_per_sec = commits as f64 / start.elapsed().as_secs_f64();
+    let p50_us = latencies.percentile_us(50.0);
+    // Bulk: appends of one bulk commit's bytes, wrapping around the preallocated 64 MiB.
+    let bulk_bytes = config.batch.max(1) * event_bytes;
+    let area = (64usize << 20).max(bulk_bytes) / bulk_bytes * bulk_bytes;
+    for chunk in 0..area.div_ceil(zeros.len()) {
+        file.write_all_at(&zeros, (chunk * zeros.len()) as u64)?;
+    }
+    file.sync_all()?;
+    let commit = vec![0x5a_u8; bulk_bytes];
+    let mut offset = 0;
+    let bulk_commit = |offset: &mut usize| -> std::io::Result<()> {
+        file.write_all_at(&commit, *offset as u64)?;
+        file.sync_data()?;
+        *offset = (*offset + bulk_bytes) % area;
+        Ok(())
+    };
+    let warm_up_end = Instant::now() + config.warm_up();
+    while Instant::now() < warm_up_end {
+        bulk_commit(&mut offset)?;
+    }
+    let start = Instant::now();
+    let deadline = start + config.duration();
+    let mut events = 0u64;
+    while Instant::now() < deadline && events < config.max_events {
+        bulk_commit(&mut offset)?;
+        events += config.batch.max(1) as u64;
+    }
     Ok(RawBaseline {
-        commits_per_sec: commits as f64 / start.elapsed().as_secs_f64(),
-        p50_us: latencies.percentile_us(50.0),
+        commits_per_sec,
+        p50_us,
+        bulk_bytes,
+        bulk_events_per_sec: events as f64 / start.elapsed().as_secs_f64(),
     })
 }
 
@@ -2133,11 +2178,13 @@ fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Resul
     let mut measures: Vec<Vec<Measure>> = config.engines.iter().map(|_| Vec::new()).collect();
     let raw = if config.runs("raw") {
         eprintln!("raw: pwrite + fdatasync");
-        let raw = raw_fdatasync(config)?;
+        let (payload, metadata) = corpus.typed.encoded_bytes();
+        let raw = raw_fdatasync(config, payload + metadata + RAW_FRAME_BYTES)?;
         eprintln!(
-            "    {} commits/s, p50 {} µs",
+            "    {} commits/s, p50 {} µs; bulk {} events/s",
             format_value(Some(raw.commits_per_sec)),
-            format_value(Some(raw.p50_us))
+            format_value(Some(raw.p50_us)),
+            format_value(Some(raw.bulk_events_per_sec)),
         );
         Some(raw)
     } else {
@@ -2308,7 +2355,7 @@ fn report(config: &Config, corpus: &Corpus, probes: [(f64, f64); 2], results: &R
         format_value(Some(after_p99)),
     );
     if let Some(raw) = &results.raw {
-        let typed_single = |metric: &str| {
+        let typed_annals = |workload: &str, metric: &str| {
             config
                 .engines
                 .iter()
@@ -2316,19 +2363,26 @@ fn report(config: &Config, corpus: &Corpus, probes: [(f64, f64); 2], results: &R
                 .and_then(|a| {
                     measures[a]
                         .iter()
-                        .find(|m| m.workload.starts_with("typed: 1 writer") && m.metric == metric)
+                        .find(|m| m.workload.starts_with(workload) && m.metric == metric)
                 })
                 .and_then(|m| m.value)
         };
+        let typed_single = |metric: &str| typed_annals("typed: 1 writer", metric);
+        let typed_bulk = typed_annals("typed: bulk", "events/s");
         let _ = writeln!(
             out,
-            "Raw baseline (300-byte `pwrite` + `fdatasync` per commit, preallocated file, same \
-             run): {} commits/s, p50 {} µs; annals typed single writer / raw: {} (commits/s), \
-             {} (p50 latency).\n",
+            "Raw baseline (preallocated file, same run): 300-byte `pwrite` + `fdatasync` per \
+             commit: {} commits/s, p50 {} µs; annals typed single writer / raw: {} \
+             (commits/s), {} (p50 latency). Bulk: one {}-byte `pwrite` ({} events' frames) + \
+             `fdatasync` per commit: {} events/s; annals typed bulk / raw: {}.\n",
             format_value(Some(raw.commits_per_sec)),
             format_value(Some(raw.p50_us)),
             ratio(typed_single("commits/s"), Some(raw.commits_per_sec)),
             ratio(typed_single("p50 latency µs"), Some(raw.p50_us)),
+            group_digits(raw.bulk_bytes as f64),
+            group_digits(config.batch.max(1) as f64),
+            format_value(Some(raw.bulk_events_per_sec)),
+            ratio(typed_bulk, Some(raw.bulk_events_per_sec)),
         );
     }
     let (typed_payload, typed_metadata) = corpus.typed.encoded_bytes();

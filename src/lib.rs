@@ -89,6 +89,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// One function is allowed `unsafe`: `model::codec::reader::utf8`, which skips re-validating
+// ASCII text as UTF-8 (see there).
 #![deny(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]

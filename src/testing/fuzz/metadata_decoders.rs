@@ -1,5 +1,6 @@
 //! Target `metadata_decoders`: page tokens, timestamps, MessagePack values, segment headers
-//! and `EventDetail` JSON decode without panicking and re-encode to the same value.
+//! and `EventDetail` JSON decode without panicking and re-encode to the same value; the fast
+//! MessagePack reader reads what `rmp-serde` reads wherever it does not decline.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +141,11 @@ fn check_timestamp_round_trip(t: Timestamp) {
 }
 
 fn message_pack(rest: &[u8]) {
+    // Where the fast reader does not decline, it reads what rmp-serde reads.
+    fast_reader_agrees::<serde_json::Value>(rest);
+    fast_reader_agrees::<Appeared>(rest);
+    fast_reader_agrees::<FuzzMetadata>(rest);
+    fast_reader_agrees::<Vec<(u8, Option<String>)>>(rest);
     let decoded = crate::model::codec::decode::<serde_json::Value>(rest);
     let json = crate::model::codec::to_json(rest);
     // With the feature `personal`, to_json also reads the personal-value extension, which
@@ -152,6 +158,20 @@ fn message_pack(rest: &[u8]) {
         let bytes = crate::model::codec::from_json(&value).expect("a JSON value encodes");
         let again = crate::model::codec::to_json(&bytes).expect("encoded JSON decodes");
         assert_eq!(again, value, "JSON -> MessagePack -> JSON is stable");
+    }
+}
+
+fn fast_reader_agrees<T>(bytes: &[u8])
+where
+    T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    if let Some(fast) = crate::model::codec::reader::decode::<T>(bytes) {
+        let reference = crate::model::codec::decode_with_rmp_serde::<T>(bytes);
+        assert_eq!(
+            Ok(fast),
+            reference,
+            "the fast reader reads what rmp-serde reads"
+        );
     }
 }
 

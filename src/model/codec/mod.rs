@@ -3,10 +3,14 @@
 //!
 //! Encoding can append to a buffer the caller reuses ([`encode_into`]); decoding reads
 //! straight from the stored bytes, borrowing them where the target type allows
-//! ([`decode_borrowed`]) and copying only what an owned value needs ([`decode`]).
+//! ([`decode_borrowed`]) and copying only what an owned value needs ([`decode`]). Decoding
+//! goes through a fast reader for the common part of the format first (`reader`), which
+//! hands anything else to `rmp-serde` with the same result.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub(crate) mod reader;
 
 /// A value could not be encoded to, or decoded from, MessagePack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +65,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// ```
 pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
     let bytes = if bytes.is_empty() { NIL } else { bytes };
+    // The fast reader takes nearly every payload; what it declines, rmp-serde reads.
+    match reader::decode(bytes) {
+        Some(value) => Ok(value),
+        None => decode_with_rmp_serde(bytes),
+    }
+}
+
+/// [`decode_borrowed`] by `rmp-serde` alone: the reference the fast reader is checked
+/// against, and the decoder of whatever it declines.
+pub(crate) fn decode_with_rmp_serde<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<T, CodecError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     let value = T::deserialize(&mut de).map_err(|e| CodecError(e.to_string()))?;
     // Nothing may follow the value. The borrowing reader does not tell how much it consumed,
