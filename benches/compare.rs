@@ -1549,9 +1549,6 @@ fn typed_replay(config: &Config, opened: &Opened, corpus: &Corpus) -> BenchResul
             "RSS growth MiB (state + events)",
         ),
     ] {
-        if keep && std::env::var_os("XX_SKIP_KEEP").is_some() {
-            continue;
-        }
         let mut runs = Vec::new();
         let mut growth = None;
         let cpu = CpuClock::start();
