@@ -24,7 +24,8 @@
 //!
 //! # Workloads
 //! 1. one writer, one durable commit per event: commits/s, p50 and p99 latency;
-//! 2. N concurrent writers (32 by default) on distinct aggregates: events/s and p99 latency;
+//! 2. N concurrent writers (32 by default) on distinct aggregates: events/s, p99 latency and
+//!    (annals) events per data sync, from `LogAdapter::counters()`;
 //! 3. bulk: 1,000 events per commit: events/s;
 //! 4. replay one aggregate of 100,000 events, decoding each payload with rmp-serde into a
 //!    struct and folding it into a typed aggregate: events/s;
@@ -40,7 +41,8 @@
 //!    payload and metadata and fold the same `EventDetail`s after their reads. The typed replay
 //!    also reports the process's RSS growth over one fold. `typed-snapshots` (annals only)
 //!    times `get_aggregate` under `SnapshotPolicy::every(1000)` right after a snapshot and 999
-//!    events after it;
+//!    events after it. `typed-tasks` (annals only) is typed workload 2 as an async
+//!    application runs it: N tasks on the runtime instead of N blocked threads;
 //! 7. raw (`raw`): one 300-byte `pwrite` + `fdatasync` per commit into a preallocated file,
 //!    the floor under any durable single-event commit on this disk; then one `pwrite` of a
 //!    bulk commit's bytes (`ANNALS_BENCH_BATCH` typed events' frames) + `fdatasync` per
@@ -86,10 +88,11 @@
 //! | `ANNALS_BENCH_DIR` | target/compare-data | where the temporary databases live |
 //!
 //! The workloads are `single`, `concurrent`, `bulk`, `replay`, `typed-single`,
-//! `typed-concurrent`, `typed-bulk`, `typed-replay`, `typed-snapshots`, `raw`, `open` and
-//! `scale`. A short run of the throughput rows only (about two minutes):
+//! `typed-concurrent`, `typed-tasks`, `typed-bulk`, `typed-replay`, `typed-snapshots`, `raw`,
+//! `open` and `scale`. A short run of the throughput rows only (about two minutes):
 //! `ANNALS_BENCH_SECS=2 ANNALS_BENCH_WORKLOADS=single,concurrent,bulk,replay,typed-single,\
-//! typed-concurrent,typed-bulk,typed-replay,typed-snapshots,raw cargo bench --bench compare`.
+//! typed-concurrent,typed-tasks,typed-bulk,typed-replay,typed-snapshots,raw cargo bench \
+//! --bench compare`.
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -134,6 +137,8 @@ struct AnnalsAdapter {
     adapter: Arc<dyn StorageAdapter>,
     /// `true` for an adapter whose commits are durable and that reopens from `dir`.
     durable: bool,
+    /// The log adapter's counters (events, syncs), when it is one.
+    counters: Option<Arc<dyn Fn() -> annals::engine::LogCounters + Send + Sync>>,
 }
 
 /// SWITCH POINT. Opens (or creates) the annals adapter under test in the empty or existing
@@ -142,7 +147,7 @@ struct AnnalsAdapter {
 /// the line would be `Ok(AnnalsAdapter::in_memory(storage::InMemoryAdapter::new()))`.
 fn open_annals_adapter(dir: &Path, runtime: &Handle) -> BenchResult<AnnalsAdapter> {
     let _ = runtime;
-    Ok(AnnalsAdapter::durable(
+    Ok(AnnalsAdapter::log(
         storage::LogAdapter::builder(dir).open()?,
     ))
 }
@@ -164,13 +169,17 @@ impl AnnalsAdapter {
         AnnalsAdapter {
             adapter: Arc::new(adapter),
             durable: false,
+            counters: None,
         }
     }
 
-    fn durable(adapter: impl StorageAdapter) -> Self {
+    fn log(adapter: storage::LogAdapter) -> Self {
+        let log = Arc::new(adapter);
+        let counted = Arc::clone(&log);
         AnnalsAdapter {
-            adapter: Arc::new(adapter),
+            adapter: log,
             durable: true,
+            counters: Some(Arc::new(move || counted.counters())),
         }
     }
 }
@@ -574,6 +583,16 @@ trait Engine: Send + Sync {
         None
     }
 
+    /// The typed store (no snapshots) and its runtime, on engines with an async API.
+    fn typed_store(&self) -> Option<(Accounts, Handle)> {
+        None
+    }
+
+    /// Events and data syncs so far, on engines that count them.
+    fn events_and_syncs(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// Closes the engine cleanly; reopening is [`EngineKind::open`] on the same directory.
     fn close(self: Box<Self>) -> BenchResult<()>;
 }
@@ -620,7 +639,7 @@ impl EngineKind {
                 let opened = open_annals_adapter(dir, &handle)?;
                 Opened {
                     durable: opened.durable,
-                    engine: Box::new(AnnalsEngine::new(opened.adapter, handle)?),
+                    engine: Box::new(AnnalsEngine::new(opened, handle)?),
                 }
             }
             EngineKind::Sqlite => Opened {
@@ -649,6 +668,7 @@ impl EngineKind {
 /// `EventStore` on the same adapter.
 struct AnnalsEngine {
     adapter: Arc<dyn StorageAdapter>,
+    counters: Option<Arc<dyn Fn() -> annals::engine::LogCounters + Send + Sync>>,
     runtime: Handle,
     typed: Accounts,
     snapshotted: Accounts,
@@ -656,7 +676,10 @@ struct AnnalsEngine {
 }
 
 impl AnnalsEngine {
-    fn new(adapter: Arc<dyn StorageAdapter>, runtime: Handle) -> BenchResult<Self> {
+    fn new(opened: AnnalsAdapter, runtime: Handle) -> BenchResult<Self> {
+        let AnnalsAdapter {
+            adapter, counters, ..
+        } = opened;
         let typed = EventStore::builder(STORE, reduce)
             .storage_adapter(adapter.clone())
             .build()?;
@@ -670,6 +693,7 @@ impl AnnalsEngine {
             .build()?;
         Ok(AnnalsEngine {
             adapter,
+            counters,
             runtime,
             typed,
             snapshotted,
@@ -737,6 +761,17 @@ impl Engine for AnnalsEngine {
             version: aggregate.version,
             state: aggregate.state,
             kept,
+        })
+    }
+
+    fn typed_store(&self) -> Option<(Accounts, Handle)> {
+        Some((self.typed.clone(), self.runtime.clone()))
+    }
+
+    fn events_and_syncs(&self) -> Option<(u64, u64)> {
+        self.counters.as_ref().map(|counters| {
+            let c = counters();
+            (c.events, c.syncs)
         })
     }
 
@@ -1068,8 +1103,8 @@ impl Config {
         let engines = env_list("ANNALS_BENCH_ENGINES", "annals,sqlite,redb")?;
         let workloads = env_list(
             "ANNALS_BENCH_WORKLOADS",
-            "single,concurrent,bulk,replay,typed-single,typed-concurrent,typed-bulk,typed-replay,\
-             typed-snapshots,raw,open,scale",
+            "single,concurrent,bulk,replay,typed-single,typed-concurrent,typed-tasks,typed-bulk,\
+             typed-replay,typed-snapshots,raw,open,scale",
         )?;
         if !full {
             return Ok(Config {
@@ -1359,6 +1394,7 @@ fn concurrent_writers(
             .collect();
         barrier.wait();
         let cpu = CpuClock::start();
+        let counted = engine.events_and_syncs();
         let start = Instant::now();
         let deadline = start + config.duration();
         while Instant::now() < deadline && handles.iter().any(|h| !h.is_finished()) {
@@ -1372,8 +1408,10 @@ fn concurrent_writers(
                     .unwrap_or_else(|_| Err("a writer thread panicked".into()))
             })
             .collect();
-        (start, results, cpu)
+        (start, results, (cpu, counted))
     });
+    let (cpu, counted) = cpu;
+    let per_sync = events_per_sync(counted, engine.events_and_syncs());
     let mut total = 0;
     let mut end = start;
     let mut latencies = Latencies::default();
@@ -1388,6 +1426,99 @@ fn concurrent_writers(
         Measure::new(&row, "events/s", true, total as f64 / secs),
         Measure::new(&row, "p99 latency µs", false, latencies.percentile_us(99.0)),
         Measure::maybe(&row, CPU_FIGURE, false, cpu.us_per(total)),
+        Measure::maybe(&row, PER_SYNC_FIGURE, true, per_sync),
+    ])
+}
+
+/// Group commit's figure: events written per data sync over a workload (annals only).
+const PER_SYNC_FIGURE: &str = "events per sync";
+
+/// Events per sync between two readings of an engine's counters.
+fn events_per_sync(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((events_0, syncs_0), (events_1, syncs_1)) = (before?, after?);
+    (syncs_1 > syncs_0).then(|| (events_1 - events_0) as f64 / (syncs_1 - syncs_0) as f64)
+}
+
+/// Typed workload 2 as an async application runs it (annals only): `writers` tasks on the
+/// runtime (one worker thread per CPU), each pushing typed events one per commit to its own
+/// aggregate through `EventStore::push_event`, as concurrent request handlers do. Workload 2
+/// runs OS threads, each blocking on its push, which every engine can; here no thread
+/// blocks, so what a commit costs besides its share of a sync is a task's wake-up.
+fn typed_tasks(config: &Config, opened: &Opened, _corpus: &Corpus) -> BenchResult<Vec<Measure>> {
+    let row = format!("typed: {} tasks, 1 event/commit", config.writers);
+    let figures = [
+        ("events/s", true),
+        ("p99 latency µs", false),
+        (CPU_FIGURE, false),
+        (PER_SYNC_FIGURE, true),
+    ];
+    let engine = &*opened.engine;
+    let Some((store, runtime)) = engine.typed_store() else {
+        return Ok(figures
+            .iter()
+            .map(|&(figure, higher)| Measure::missing(&row, figure, higher))
+            .collect());
+    };
+    let writers = config.writers.max(1);
+    let per_writer_max = (config.max_events / writers as u64).max(1);
+    let corpus = Arc::new(TypedCorpus::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(tokio::sync::Barrier::new(writers + 1));
+    let (start, cpu, counted, results) = runtime.block_on(async {
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let (store, corpus) = (store.clone(), Arc::clone(&corpus));
+                let (stop, ready) = (Arc::clone(&stop), Arc::clone(&ready));
+                tokio::spawn(async move {
+                    let aggregate = format!("task-{w}");
+                    // Warm-up commit outside the timed window: creates the aggregate.
+                    let first = corpus.new_event(&aggregate, 1);
+                    store.push_event(first, Default::default()).await?;
+                    ready.wait().await;
+                    let (mut version, mut commits) = (1, 0);
+                    let mut latencies = Latencies::default();
+                    while !stop.load(Ordering::Relaxed) && commits < per_writer_max {
+                        version += 1;
+                        let t = Instant::now();
+                        let event = corpus.new_event(&aggregate, version);
+                        store.push_event(event, Default::default()).await?;
+                        latencies.record(t.elapsed());
+                        commits += 1;
+                    }
+                    BenchResult::Ok((commits, latencies, Instant::now()))
+                })
+            })
+            .collect();
+        ready.wait().await;
+        let cpu = CpuClock::start();
+        let counted = engine.events_and_syncs();
+        let start = Instant::now();
+        let deadline = start + config.duration();
+        while Instant::now() < deadline && tasks.iter().any(|t| !t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await.unwrap_or_else(|e| Err(e.into())));
+        }
+        (start, cpu, counted, results)
+    });
+    let per_sync = events_per_sync(counted, engine.events_and_syncs());
+    let (mut total, mut end) = (0, start);
+    let mut latencies = Latencies::default();
+    for result in results {
+        let (commits, mut samples, finished) = result?;
+        total += commits;
+        end = end.max(finished);
+        latencies.0.append(&mut samples.0);
+    }
+    let secs = (end - start).as_secs_f64();
+    Ok(vec![
+        Measure::new(&row, figures[0].0, true, total as f64 / secs),
+        Measure::new(&row, figures[1].0, false, latencies.percentile_us(99.0)),
+        Measure::maybe(&row, figures[2].0, false, cpu.us_per(total)),
+        Measure::maybe(&row, figures[3].0, true, per_sync),
     ])
 }
 
@@ -1966,7 +2097,12 @@ fn scale(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Vec<Mea
     let (load_secs, sync_secs, close_secs) = {
         let _runtime = handle.enter();
         let loader = open_annals_bulk_loader(dir.path())?;
-        let engine = AnnalsEngine::new(loader.clone(), handle.clone())?;
+        let opened = AnnalsAdapter {
+            adapter: loader.clone(),
+            durable: true,
+            counters: None,
+        };
+        let engine = AnnalsEngine::new(opened, handle.clone())?;
         let t = Instant::now();
         let batch = config.scale_batch.max(1) as u64;
         let mut next = 0;
@@ -2152,7 +2288,7 @@ struct Results {
 
 /// Runs every workload on every engine.
 fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Results> {
-    let workloads: [(&str, Workload); 9] = [
+    let workloads: [(&str, Workload); 10] = [
         ("single", |c, o, k| single_writer(c, o, k, false)),
         ("concurrent", |c, o, k| concurrent_writers(c, o, k, false)),
         ("bulk", |c, o, k| bulk(c, o, k, false)),
@@ -2161,6 +2297,7 @@ fn run_all(config: &Config, ctx: &Context, corpus: &Corpus) -> BenchResult<Resul
         ("typed-concurrent", |c, o, k| {
             concurrent_writers(c, o, k, true)
         }),
+        ("typed-tasks", typed_tasks),
         ("typed-bulk", |c, o, k| bulk(c, o, k, true)),
         ("typed-replay", typed_replay),
         ("typed-snapshots", typed_snapshots),
