@@ -437,8 +437,7 @@ fn read_body<T: DeserializeOwned>(body: &[u8]) -> Result<Personal<T>, String> {
     let Some(plaintext) = open(&sealed, &key) else {
         return lost(subject, false);
     };
-    let mut de = rmp_serde::Deserializer::from_read_ref(&plaintext);
-    match T::deserialize(&mut de) {
+    match crate::model::codec::decode::<T>(&plaintext) {
         Ok(value) => Ok(Personal::Known { subject, value }),
         Err(e) => Err(format!("personal value of {subject:?}: {e}")),
     }
