@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::engine_bridge::{event_ref, logged_event, storage_error};
+use super::engine_bridge::storage_error;
 use super::lifecycle::{Lifecycle, LifecycleRecord};
 use super::log_compactor::{Compactor, compact_by_rules};
 use super::log_lifecycle::{
-    LogIndexFacts, fold, last_version, read_visible, scan_visible, visible_options, visible_summary,
+    LogCursors, LogIndexFacts, fold, last_version, read_log_visible, read_matching, scan_visible,
+    visible_options, visible_summary, visit_visible,
 };
 use super::log_reader::LogReader;
 use super::log_snapshots::LogSnapshots;
@@ -27,7 +28,7 @@ use crate::engine::frame::{
 use crate::engine::segment::SEGMENT_HEADER_BYTES;
 use crate::engine::{
     CompactionProgress, CompactionReport, Durability, Engine, EngineOptions, EngineStats,
-    FileSystem, IndexStats, LogCounters, LogCursor, NewEntry, OsFileSystem, VerifyReport,
+    FileSystem, IndexStats, LogCounters, NewEntry, OsFileSystem, VerifyReport,
 };
 
 /// Events stored in a directory on local disk, in annals' crash-safe segmented log.
@@ -56,7 +57,7 @@ pub struct LogAdapter {
     keys: super::Keys,
     /// Where recent `read_log` calls stopped, so a reader continuing from there does not have
     /// to locate its position in the log again.
-    log_cursors: std::sync::Mutex<Vec<LogCursor>>,
+    log_cursors: LogCursors,
     /// The lifecycle rules, folded from the `$lifecycle` events at open. Also the gate between
     /// pushes (shared, for their check and append) and lifecycle operations (exclusive, for
     /// their check, append and fold), so no push a delete should refuse lands after it.
@@ -64,9 +65,6 @@ pub struct LogAdapter {
     /// The background compaction's thread, when [`LogAdapterBuilder::compact_every`] set one.
     compactor: Option<Compactor>,
 }
-
-/// How many `read_log` continuation points a log adapter remembers.
-const LOG_CURSORS: usize = 16;
 
 /// Configures and opens a [`LogAdapter`]; made by [`LogAdapter::builder`].
 #[derive(Debug, Clone)]
@@ -205,7 +203,7 @@ impl LogAdapterBuilder {
             snapshots,
             #[cfg(feature = "personal")]
             keys,
-            log_cursors: std::sync::Mutex::default(),
+            log_cursors: LogCursors::default(),
             lifecycle,
             compactor,
         })
@@ -373,30 +371,6 @@ impl LogAdapter {
 }
 
 impl LogAdapter {
-    /// Visits the events of one aggregate matching `options` in ascending version order,
-    /// borrowed from the engine's read buffer, until `visit` breaks.
-    fn visit_log(
-        &self,
-        event_store_id: &str,
-        aggregate_id: &str,
-        options: &GetEventsOptions,
-        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
-    ) -> Result<(), StorageError> {
-        self.engine
-            .visit_events(
-                event_store_id,
-                aggregate_id,
-                options.min_version.unwrap_or(1),
-                options.max_version.unwrap_or(u64::MAX),
-                options.limit,
-                options.reverse,
-                &mut |position, e| visit(event_ref(position, aggregate_id, e)),
-            )
-            .map_err(storage_error)
-    }
-}
-
-impl LogAdapter {
     /// Checks a lifecycle operation against the rules in force and records it: appends its
     /// `$lifecycle` event and folds it, holding the gate exclusively.
     async fn record(&self, store: &str, record: LifecycleRecord) -> Result<Position, StorageError> {
@@ -480,33 +454,8 @@ impl StorageAdapter for LogAdapter {
         from: Position,
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StorageError> {
-        let from = from.max(1);
-        let cursor = {
-            let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
-            match cursors.iter().position(|c| c.position() == from) {
-                Some(i) => cursors.remove(i),
-                None => LogCursor::at(from),
-            }
-        };
         let rules = self.lifecycle.read().await;
-        let mut next = cursor;
-        let events = read_visible(&rules, &*self.engine, limit, &mut |want| {
-            let batch = self.engine.read_log(next, want).map_err(storage_error)?;
-            next = batch.next;
-            Ok(batch
-                .events
-                .into_iter()
-                .map(|(position, e)| logged_event(position, e))
-                .collect())
-        })?;
-        {
-            let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
-            if cursors.len() >= LOG_CURSORS {
-                cursors.remove(0);
-            }
-            cursors.push(next);
-        }
-        Ok(events)
+        read_log_visible(&rules, &*self.engine, &self.log_cursors, from, limit)
     }
 
     fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
@@ -537,22 +486,11 @@ impl StorageAdapter for LogAdapter {
         aggregate_id: &str,
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
-        let mut events = Vec::new();
         let rules = self.lifecycle.read().await;
-        let Some(options) =
-            visible_options(&rules, &*self.engine, event_store_id, aggregate_id, options)?
-        else {
-            return Ok(events);
-        };
+        let options =
+            visible_options(&rules, &*self.engine, event_store_id, aggregate_id, options)?;
         drop(rules);
-        self.visit_log(event_store_id, aggregate_id, &options, &mut |event| {
-            events.push(event.to_stored());
-            ControlFlow::Continue(())
-        })?;
-        if options.reverse {
-            events.reverse();
-        }
-        Ok(events)
+        read_matching(&*self.engine, event_store_id, aggregate_id, options)
     }
 
     async fn visit_events(
@@ -567,26 +505,11 @@ impl StorageAdapter for LogAdapter {
         if options.limit == Some(0) {
             return Ok(());
         }
-        if options.reverse {
-            // The engine visits in ascending order; newest first needs the events in hand.
-            let events = self
-                .read_events(event_store_id, aggregate_id, options)
-                .await?;
-            for event in &events {
-                if visit(event.as_event_ref()).is_break() {
-                    break;
-                }
-            }
-            return Ok(());
-        }
         let rules = self.lifecycle.read().await;
-        let Some(options) =
-            visible_options(&rules, &*self.engine, event_store_id, aggregate_id, options)?
-        else {
-            return Ok(());
-        };
+        let options =
+            visible_options(&rules, &*self.engine, event_store_id, aggregate_id, options)?;
         drop(rules);
-        self.visit_log(event_store_id, aggregate_id, &options, visit)
+        visit_visible(&*self.engine, event_store_id, aggregate_id, options, visit)
     }
 
     #[tracing::instrument(
@@ -688,6 +611,7 @@ impl StorageAdapter for LogAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::LogCursor;
     use crate::storage::EncodedEvent;
 
     fn event(aggregate: &str, version: u64, millis: i64) -> AppendEvent {

@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::Mutex;
 
-use super::engine_bridge::{event_ref, storage_error};
+use super::engine_bridge::{event_ref, logged_event, storage_error};
 use super::lifecycle::{AggregateFacts, IndexFacts, Lifecycle, Visible};
 use super::{
     AggregateIdEntry, AggregateIdsQuery, EventRef, EventStoreSummary, GetEventsOptions,
-    LIFECYCLE_STORE, LoggedEvent, StorageError, Timestamp,
+    LIFECYCLE_STORE, LoggedEvent, Position, StorageError, StoredEvent, Timestamp,
 };
-use crate::engine::{Engine, EntryView, LiveLog};
+use crate::engine::{Engine, EntryView, LiveLog, LogCursor};
 
 /// A log that can be read by aggregate and listed: the engine, or a live reader's view.
 pub(super) trait LogSource: Sync {
@@ -28,6 +29,13 @@ pub(super) trait LogSource: Sync {
         visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<(), StorageError>;
 
+    /// Up to `want` events of the global log from `from`, and where the next read goes on.
+    fn read_from(
+        &self,
+        from: LogCursor,
+        want: usize,
+    ) -> Result<(Vec<LoggedEvent>, LogCursor), StorageError>;
+
     /// Aggregates of a store by initial-event timestamp, as `Engine::list_aggregates`.
     #[allow(clippy::too_many_arguments)]
     fn list(
@@ -41,77 +49,132 @@ pub(super) trait LogSource: Sync {
     ) -> Result<Vec<(i64, String)>, StorageError>;
 }
 
-impl LogSource for Engine {
-    fn visit(
-        &self,
-        store: &str,
-        aggregate: &str,
-        min: u64,
-        max: u64,
-        limit: Option<usize>,
-        reverse: bool,
-        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
-    ) -> Result<(), StorageError> {
-        self.visit_events(
-            store,
-            aggregate,
-            min,
-            max,
-            limit,
-            reverse,
-            &mut |position, e: EntryView<'_>| visit(event_ref(position, aggregate, e)),
-        )
-        .map_err(storage_error)
-    }
+/// The engine and the live reader read alike (their listings differ only in that the
+/// engine's can fail): one implementation for both.
+macro_rules! log_source {
+    ($($log:ty => $listed:expr),* $(,)?) => {$(
+        impl LogSource for $log {
+            fn visit(
+                &self,
+                store: &str,
+                aggregate: &str,
+                min: u64,
+                max: u64,
+                limit: Option<usize>,
+                reverse: bool,
+                visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+            ) -> Result<(), StorageError> {
+                self.visit_events(
+                    store,
+                    aggregate,
+                    min,
+                    max,
+                    limit,
+                    reverse,
+                    &mut |position, e: EntryView<'_>| visit(event_ref(position, aggregate, e)),
+                )
+                .map_err(storage_error)
+            }
 
-    fn list(
-        &self,
-        store: &str,
-        after: Option<i64>,
-        before: Option<i64>,
-        reverse: bool,
-        cursor: Option<(i64, &str)>,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StorageError> {
-        self.list_aggregates(store, after, before, reverse, cursor, limit)
-            .map_err(storage_error)
-    }
+            fn read_from(
+                &self,
+                from: LogCursor,
+                want: usize,
+            ) -> Result<(Vec<LoggedEvent>, LogCursor), StorageError> {
+                let batch = self.read_log(from, want).map_err(storage_error)?;
+                let events = batch
+                    .events
+                    .into_iter()
+                    .map(|(position, e)| logged_event(position, e))
+                    .collect();
+                Ok((events, batch.next))
+            }
+
+            fn list(
+                &self,
+                store: &str,
+                after: Option<i64>,
+                before: Option<i64>,
+                reverse: bool,
+                cursor: Option<(i64, &str)>,
+                limit: usize,
+            ) -> Result<Vec<(i64, String)>, StorageError> {
+                ($listed)(self.list_aggregates(store, after, before, reverse, cursor, limit))
+            }
+        }
+    )*};
 }
 
-impl LogSource for LiveLog {
-    fn visit(
-        &self,
-        store: &str,
-        aggregate: &str,
-        min: u64,
-        max: u64,
-        limit: Option<usize>,
-        reverse: bool,
-        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
-    ) -> Result<(), StorageError> {
-        self.visit_events(
-            store,
-            aggregate,
-            min,
-            max,
-            limit,
-            reverse,
-            &mut |position, e: EntryView<'_>| visit(event_ref(position, aggregate, e)),
-        )
-        .map_err(storage_error)
-    }
+log_source! {
+    Engine => |listed: Result<_, _>| listed.map_err(storage_error),
+    LiveLog => Ok,
+}
 
-    fn list(
-        &self,
-        store: &str,
-        after: Option<i64>,
-        before: Option<i64>,
-        reverse: bool,
-        cursor: Option<(i64, &str)>,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StorageError> {
-        Ok(self.list_aggregates(store, after, before, reverse, cursor, limit))
+/// Visits the events of one aggregate matching `options` (already narrowed to what the rules
+/// leave visible) in ascending version order.
+pub(super) fn visit_matching(
+    log: &dyn LogSource,
+    store: &str,
+    aggregate: &str,
+    options: &GetEventsOptions,
+    visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+) -> Result<(), StorageError> {
+    log.visit(
+        store,
+        aggregate,
+        options.min_version.unwrap_or(1),
+        options.max_version.unwrap_or(u64::MAX),
+        options.limit,
+        options.reverse,
+        visit,
+    )
+}
+
+/// `read_events` of the log adapter and the live reader: the events of one aggregate
+/// matching `options` (narrowed by [`visible_options`]; `None`, nothing is visible), in the
+/// order they ask for.
+pub(super) fn read_matching(
+    log: &dyn LogSource,
+    store: &str,
+    aggregate: &str,
+    options: Option<GetEventsOptions>,
+) -> Result<Vec<StoredEvent>, StorageError> {
+    let mut events = Vec::new();
+    let Some(options) = options else {
+        return Ok(events);
+    };
+    visit_matching(log, store, aggregate, &options, &mut |event| {
+        events.push(event.to_stored());
+        ControlFlow::Continue(())
+    })?;
+    if options.reverse {
+        events.reverse();
     }
+    Ok(events)
+}
+
+/// `visit_events` of the log adapter and the live reader, on `options` narrowed by
+/// [`visible_options`]: ascending reads go straight from the log's read buffer; newest-first
+/// ones need the events in hand, since the log is read in ascending order.
+pub(super) fn visit_visible(
+    log: &dyn LogSource,
+    store: &str,
+    aggregate: &str,
+    options: Option<GetEventsOptions>,
+    visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+) -> Result<(), StorageError> {
+    let Some(options) = options else {
+        return Ok(());
+    };
+    if !options.reverse {
+        return visit_matching(log, store, aggregate, &options, visit);
+    }
+    for event in &read_matching(log, store, aggregate, Some(options))? {
+        if visit(event.as_event_ref()).is_break() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The last version of an aggregate (0 when none): its newest event, read alone.
@@ -258,6 +321,53 @@ pub(super) fn visible_options(
             ..*options
         })),
     }
+}
+
+/// How many `read_log` continuation points a log adapter or reader remembers.
+const LOG_CURSORS: usize = 16;
+
+/// Where recent `read_log` calls stopped, so a reader continuing from there does not have to
+/// locate its position in the log again.
+#[derive(Debug, Default)]
+pub(super) struct LogCursors(Mutex<Vec<LogCursor>>);
+
+impl LogCursors {
+    /// The cursor a read from `from` starts at: a remembered one, or a new one.
+    fn take(&self, from: Position) -> LogCursor {
+        let mut cursors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match cursors.iter().position(|c| c.position() == from) {
+            Some(i) => cursors.remove(i),
+            None => LogCursor::at(from),
+        }
+    }
+
+    /// Remembers where a read stopped, forgetting the oldest past [`LOG_CURSORS`].
+    fn keep(&self, cursor: LogCursor) {
+        let mut cursors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cursors.len() >= LOG_CURSORS {
+            cursors.remove(0);
+        }
+        cursors.push(cursor);
+    }
+}
+
+/// `read_log` of the log adapter and the live reader: up to `limit` events of the global
+/// log from `from` that the rules leave visible.
+pub(super) fn read_log_visible(
+    rules: &Lifecycle,
+    log: &dyn LogSource,
+    cursors: &LogCursors,
+    from: Position,
+    limit: usize,
+) -> Result<Vec<LoggedEvent>, StorageError> {
+    let mut next = cursors.take(from.max(1));
+    let events = read_visible(rules, log, limit, &mut |want| {
+        let (events, after) = log.read_from(next, want)?;
+        next = after;
+        Ok(events)
+    })?;
+    cursors.keep(next);
+    Ok(events)
 }
 
 /// Reads up to `limit` visible events of the log with `read` (a raw read of up to `n` events

@@ -3,23 +3,23 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::engine_bridge::{event_ref, logged_event, storage_error};
+use super::engine_bridge::storage_error;
 use super::lifecycle::Lifecycle;
-use super::log_lifecycle::{fold, read_visible, scan_visible, visible_options, visible_summary};
+use super::log_lifecycle::{
+    LogCursors, fold, read_log_visible, read_matching, scan_visible, visible_options,
+    visible_summary, visit_visible,
+};
 use super::{
     AggregateIdEntry, AggregateIdsQuery, AppendEvent, CompactionReport, DeleteMode, EventRef,
     EventStoreSummary, GetEventsOptions, Limits, LoggedEvent, Position, Retention, StorageAdapter,
     StorageError, StoredEvent,
 };
-use crate::engine::{FileSystem, LiveLog, LogCursor, OsFileSystem};
-
-/// How many `read_log` continuation points a reader remembers (as [`super::LogAdapter`] does).
-const LOG_CURSORS: usize = 16;
+use crate::engine::{FileSystem, LiveLog, OsFileSystem};
 
 /// A read-only view of a log store that another process may be writing, like a SQLite WAL
 /// reader beside its writer: made by [`LogAdapter::open_reader`](super::LogAdapter::open_reader)
@@ -87,7 +87,7 @@ pub struct LogReader {
     live: Arc<LiveLog>,
     limits: Limits,
     /// Where recent `read_log` calls stopped (see [`super::LogAdapter`]).
-    log_cursors: Mutex<Vec<LogCursor>>,
+    log_cursors: LogCursors,
     /// The lifecycle rules read so far.
     rules: std::sync::RwLock<ReaderRules>,
 }
@@ -160,7 +160,7 @@ impl LogReaderBuilder {
         let reader = LogReader {
             live,
             limits: self.limits,
-            log_cursors: Mutex::default(),
+            log_cursors: LogCursors::default(),
             rules: std::sync::RwLock::default(),
         };
         drop(reader.rules()?);
@@ -245,33 +245,8 @@ impl StorageAdapter for LogReader {
         from: Position,
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StorageError> {
-        let from = from.max(1);
-        let cursor = {
-            let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
-            match cursors.iter().position(|c| c.position() == from) {
-                Some(i) => cursors.remove(i),
-                None => LogCursor::at(from),
-            }
-        };
         let rules = self.rules()?;
-        let mut next = cursor;
-        let events = read_visible(&rules.0, &*self.live, limit, &mut |want| {
-            let batch = self.live.read_log(next, want).map_err(storage_error)?;
-            next = batch.next;
-            Ok(batch
-                .events
-                .into_iter()
-                .map(|(position, e)| logged_event(position, e))
-                .collect())
-        })?;
-        {
-            let mut cursors = self.log_cursors.lock().unwrap_or_else(|p| p.into_inner());
-            if cursors.len() >= LOG_CURSORS {
-                cursors.remove(0);
-            }
-            cursors.push(next);
-        }
-        Ok(events)
+        read_log_visible(&rules.0, &*self.live, &self.log_cursors, from, limit)
     }
 
     fn watch_log(&self) -> tokio::sync::watch::Receiver<Position> {
@@ -301,18 +276,8 @@ impl StorageAdapter for LogReader {
         aggregate_id: &str,
         options: &GetEventsOptions,
     ) -> Result<Vec<StoredEvent>, StorageError> {
-        let mut events = Vec::new();
-        let Some(options) = self.visible_options(event_store_id, aggregate_id, options)? else {
-            return Ok(events);
-        };
-        self.visit_log(event_store_id, aggregate_id, &options, &mut |event| {
-            events.push(event.to_stored());
-            ControlFlow::Continue(())
-        })?;
-        if options.reverse {
-            events.reverse();
-        }
-        Ok(events)
+        let options = self.visible_options(event_store_id, aggregate_id, options)?;
+        read_matching(&*self.live, event_store_id, aggregate_id, options)
     }
 
     async fn visit_events(
@@ -327,22 +292,8 @@ impl StorageAdapter for LogReader {
         if options.limit == Some(0) {
             return Ok(());
         }
-        if options.reverse {
-            // Visited in ascending order; newest first needs the events in hand.
-            let events = self
-                .read_events(event_store_id, aggregate_id, options)
-                .await?;
-            for event in &events {
-                if visit(event.as_event_ref()).is_break() {
-                    break;
-                }
-            }
-            return Ok(());
-        }
-        let Some(options) = self.visible_options(event_store_id, aggregate_id, options)? else {
-            return Ok(());
-        };
-        self.visit_log(event_store_id, aggregate_id, &options, visit)
+        let options = self.visible_options(event_store_id, aggregate_id, options)?;
+        visit_visible(&*self.live, event_store_id, aggregate_id, options, visit)
     }
 
     async fn append(&self, _events: Vec<AppendEvent>) -> Result<Vec<Position>, StorageError> {
@@ -414,26 +365,5 @@ impl LogReader {
     ) -> Result<Option<GetEventsOptions>, StorageError> {
         let rules = self.rules()?;
         visible_options(&rules.0, &*self.live, event_store_id, aggregate_id, options)
-    }
-
-    /// Visits the events of one aggregate matching `options` in ascending version order.
-    fn visit_log(
-        &self,
-        event_store_id: &str,
-        aggregate_id: &str,
-        options: &GetEventsOptions,
-        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
-    ) -> Result<(), StorageError> {
-        self.live
-            .visit_events(
-                event_store_id,
-                aggregate_id,
-                options.min_version.unwrap_or(1),
-                options.max_version.unwrap_or(u64::MAX),
-                options.limit,
-                options.reverse,
-                &mut |position, e| visit(event_ref(position, aggregate_id, e)),
-            )
-            .map_err(storage_error)
     }
 }

@@ -16,22 +16,19 @@
 
 use std::fmt;
 use std::io;
-use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::redb_file::{Db, RedbFile};
 use super::{SnapshotRecord, SnapshotStats, SnapshotStorage, StorageError};
-use crate::engine::io::{Creation, RedbBackend, create_atomically};
 use crate::engine::{FileSystem, layout};
 
 /// The layout of the file this code writes.
 const SNAPSHOTS_FORMAT_VERSION: u32 = 1;
 /// (store id, aggregate id, version) → an encoded [`SnapshotRecord`].
 const SNAPSHOTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("snapshots");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const FORMAT_KEY: &str = "format";
 /// First bytes of every record value.
 const RECORD_MAGIC: &[u8; 4] = b"ANSN";
 /// The record layout this code writes.
@@ -41,8 +38,7 @@ const RECORD_HEADER_BYTES: usize = 40;
 
 /// Snapshots of a log adapter, in `snapshots.redb`.
 pub(crate) struct LogSnapshots {
-    fs: Arc<dyn FileSystem>,
-    path: PathBuf,
+    file: RedbFile,
     state: RwLock<State>,
 }
 
@@ -57,30 +53,10 @@ enum State {
     Shut,
 }
 
-/// A redb database whose drop cannot panic the caller.
-struct Db(Option<redb::Database>);
-
-impl Db {
-    fn get(&self) -> &redb::Database {
-        self.0
-            .as_ref()
-            .expect("the database is present until the handle is dropped")
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        // redb's drop can assert on a damaged file; snapshots are derived data.
-        if let Some(db) = self.0.take() {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
-        }
-    }
-}
-
 impl fmt::Debug for LogSnapshots {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogSnapshots")
-            .field("path", &self.path)
+            .field("path", &self.file.path)
             .finish_non_exhaustive()
     }
 }
@@ -89,8 +65,15 @@ impl LogSnapshots {
     /// Snapshots of the store in `dir`; nothing is opened yet.
     pub(crate) fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> Self {
         LogSnapshots {
-            fs,
-            path: layout::snapshots_file(dir),
+            file: RedbFile::new(
+                fs,
+                layout::snapshots_file(dir),
+                "snapshot",
+                "open snapshot file",
+                4 << 20,
+                SNAPSHOTS_FORMAT_VERSION,
+                |txn| txn.open_table(SNAPSHOTS).map(drop),
+            ),
             state: RwLock::new(State::Unopened),
         }
     }
@@ -113,8 +96,9 @@ impl LogSnapshots {
         })?;
         let file_bytes = match records {
             Some(_) => self
+                .file
                 .fs
-                .open(&self.path, false)
+                .open(&self.file.path, false)
                 .and_then(|f| f.size())
                 .map_err(self.io_error("measure"))?,
             None => 0,
@@ -125,16 +109,12 @@ impl LogSnapshots {
         })
     }
 
-    fn corruption(&self, reason: impl Into<String>) -> StorageError {
-        StorageError::corruption(self.path.clone(), 0, reason.into())
-    }
-
     fn io_error(&self, operation: &'static str) -> impl Fn(io::Error) -> StorageError + '_ {
-        move |source| StorageError::io(operation, self.path.clone(), source)
+        move |source| StorageError::io(operation, self.file.path.clone(), source)
     }
 
     fn redb_error(&self, e: impl Into<redb::Error>) -> StorageError {
-        self.corruption(format!("snapshot database: {}", e.into()))
+        self.file.redb_error(e)
     }
 
     /// Runs `op` on the open database. `create` opens (and if needed creates) the file; without
@@ -187,19 +167,17 @@ impl LogSnapshots {
             }
             State::Damaged => {
                 tracing::warn!(
-                    file = %self.path.display(),
+                    file = %self.file.path.display(),
                     "recreating a damaged snapshot file; aggregates are replayed from their events"
                 );
-                self.fs
-                    .remove(&self.path)
+                self.file
+                    .fs
+                    .remove(&self.file.path)
                     .map_err(self.io_error("delete damaged snapshot file"))?;
-                self.open()?
+                self.file.open()?
             }
             State::Unopened => {
-                let exists = self
-                    .fs
-                    .exists(&self.path)
-                    .map_err(self.io_error("look for"))?;
+                let exists = self.file.exists()?;
                 if !exists && !create {
                     return Ok(None);
                 }
@@ -220,98 +198,28 @@ impl LogSnapshots {
         db: &Db,
         op: impl FnOnce(&redb::Database) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        std::panic::catch_unwind(AssertUnwindSafe(|| op(db.get()))).unwrap_or_else(|_| {
-            Err(self.corruption("the snapshot database is damaged (redb failed on it)"))
-        })
+        self.file.guarded(db, op)
     }
 
     /// Opens the file, or deletes a damaged one and creates it anew.
     fn open_or_recreate(&self) -> Result<Db, StorageError> {
-        match self.open() {
+        match self.file.open() {
             Ok(db) => Ok(db),
             // Not damage: the file is kept for `annals upgrade`.
             Err(e @ StorageError::FormatUpgradeRequired { .. }) => Err(e),
             Err(e) => {
                 tracing::warn!(
-                    file = %self.path.display(),
+                    file = %self.file.path.display(),
                     error = %e,
                     "deleting a damaged snapshot file; aggregates are replayed from their events"
                 );
-                self.fs
-                    .remove(&self.path)
+                self.file
+                    .fs
+                    .remove(&self.file.path)
                     .map_err(self.io_error("delete damaged snapshot file"))?;
-                self.open()
+                self.file.open()
             }
         }
-    }
-
-    fn open(&self) -> Result<Db, StorageError> {
-        let io_error =
-            |operation, file: &Path, source| StorageError::io(operation, file.to_owned(), source);
-        let created = create_atomically(
-            self.fs.as_ref(),
-            &self.path,
-            |temp| self.open_at(temp, true).map(drop),
-            io_error,
-        )?;
-        if created == Creation::Busy {
-            // Only a second handle on the same store could be creating it, and the store's
-            // lock rules that out.
-            return Err(StorageError::Locked {
-                path: self.path.clone(),
-            });
-        }
-        self.open_at(&self.path, false)
-    }
-
-    /// Opens the database at `path` and makes sure it has its tables and format mark.
-    fn open_at(&self, path: &Path, create: bool) -> Result<Db, StorageError> {
-        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let file = self
-                .fs
-                .open(path, create)
-                .map_err(self.io_error("open snapshot file"))?;
-            let db = redb::Database::builder()
-                .set_cache_size(4 << 20)
-                .create_with_backend(RedbBackend(file))
-                .map_err(|e| match e {
-                    redb::DatabaseError::UpgradeRequired(found) => {
-                        StorageError::FormatUpgradeRequired {
-                            path: path.to_owned(),
-                            found,
-                        }
-                    }
-                    e => self.redb_error(e),
-                })?;
-            let db = Db(Some(db));
-            self.init(db.get())?;
-            Ok(db)
-        }));
-        opened.unwrap_or_else(|_| {
-            Err(self.corruption("the snapshot database is damaged (redb refused to open it)"))
-        })
-    }
-
-    fn init(&self, db: &redb::Database) -> Result<(), StorageError> {
-        let txn = db.begin_write().map_err(|e| self.redb_error(e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.redb_error(e))?;
-            let format = meta
-                .get(FORMAT_KEY)
-                .map_err(|e| self.redb_error(e))?
-                .map(|v| v.value().to_vec());
-            let ours = SNAPSHOTS_FORMAT_VERSION.to_le_bytes();
-            match format {
-                None => {
-                    meta.insert(FORMAT_KEY, ours.as_slice())
-                        .map_err(|e| self.redb_error(e))?;
-                }
-                Some(v) if v == ours => {}
-                Some(_) => return Err(self.corruption("unknown snapshot file format version")),
-            }
-            txn.open_table(SNAPSHOTS).map_err(|e| self.redb_error(e))?;
-        }
-        txn.commit().map_err(|e| self.redb_error(e))
     }
 
     /// Removes the records at `versions` of one aggregate, in one transaction.
@@ -450,7 +358,7 @@ impl SnapshotStorage for LogSnapshots {
             };
             if !malformed.is_empty() {
                 tracing::warn!(
-                    file = %self.path.display(),
+                    file = %self.file.path.display(),
                     event_store_id,
                     aggregate_id,
                     versions = ?malformed,

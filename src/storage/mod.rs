@@ -29,6 +29,7 @@ mod memory;
 pub mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod redb_file;
 mod snapshot_storage;
 mod timestamp;
 

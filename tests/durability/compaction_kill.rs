@@ -6,10 +6,7 @@
 //! and that the integrity check is clean. It runs for a few seconds (`ANNALS_KILL_SECONDS`).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +18,12 @@ use crate::workload::{self, Ack, TASKS};
 const DIR_VAR: &str = "ANNALS_COMPACT_KILL_CHILD_DIR";
 const RUN_VAR: &str = "ANNALS_COMPACT_KILL_CHILD_RUN";
 const CHILD_TEST: &str = "compaction_kill::compaction_kill_child_appends_and_compacts";
-const SIGKILL: i32 = 9;
+/// The child test, as [`workload::kill_child`] runs it.
+const CHILD: workload::ChildTest = workload::ChildTest {
+    name: CHILD_TEST,
+    dir_var: DIR_VAR,
+    run_var: RUN_VAR,
+};
 
 fn scratch(run: u64) -> String {
     format!("scratch{run}")
@@ -46,7 +48,7 @@ fn acknowledged_commits_survive_sigkill_during_compaction() {
     while run < 3 || started.elapsed() < Duration::from_secs(seconds) {
         rt.block_on(write_scratch(dir.path(), run));
         let delay = Duration::from_millis(50 + rng.below(400));
-        for ack in kill_child(dir.path(), run, delay) {
+        for ack in workload::kill_child(&CHILD, dir.path(), run, delay) {
             acks.insert(ack.commit.clone(), ack);
         }
         let context = format!("after kill {run} (delay {delay:?})");
@@ -69,49 +71,6 @@ async fn write_scratch(dir: &Path, run: u64) {
         log.push_event(e).await.unwrap();
     }
     log.close();
-}
-
-fn kill_child(dir: &Path, run: u64, delay: Duration) -> Vec<Ack> {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            CHILD_TEST,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_VAR, dir)
-        .env(RUN_VAR, run.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(stdout);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-            if line.ends_with(b"\n") {
-                lines.push(String::from_utf8_lossy(&line).into_owned());
-            }
-            line.clear();
-        }
-        lines
-    });
-    std::thread::sleep(delay);
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let lines = reader.join().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(SIGKILL),
-        "run {run}: the child ended by itself ({status}); its output:\n{}",
-        lines.concat()
-    );
-    lines.iter().filter_map(|l| Ack::parse(l)).collect()
 }
 
 /// Reopens the store and checks it; returns how many scratch positions are gone.

@@ -1,10 +1,8 @@
 //! The kill loop (parent) and the appending process it kills (child).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,11 +16,16 @@ const DIR_VAR: &str = "ANNALS_SIGKILL_CHILD_DIR";
 const RUN_VAR: &str = "ANNALS_SIGKILL_CHILD_RUN";
 /// The child test's full name, as the test harness knows it.
 const CHILD_TEST: &str = "sigkill::sigkill_child_appends_until_killed";
+/// The child test, as [`workload::kill_child`] runs it.
+const CHILD: workload::ChildTest = workload::ChildTest {
+    name: CHILD_TEST,
+    dir_var: DIR_VAR,
+    run_var: RUN_VAR,
+};
 const KILLS_DEFAULT: u64 = 100;
 /// Kills per store directory: checking reads the whole store, so long runs start a fresh
 /// directory now and then to keep each check bounded.
 const KILLS_PER_STORE: u64 = 200;
-const SIGKILL: i32 = 9;
 
 /// A small xorshift generator for delays and the child's choices.
 pub struct Rng(u64);
@@ -91,7 +94,7 @@ fn acknowledged_commits_survive_sigkill() {
         totals.stores += 1;
         for _ in 0..KILLS_PER_STORE.min(kills - run) {
             let delay = Duration::from_micros(1_000 + rng.below(49_000));
-            let new_acks = kill_child(dir.path(), run, delay);
+            let new_acks = workload::kill_child(&CHILD, dir.path(), run, delay);
             if new_acks.is_empty() {
                 totals.kills_before_first_ack += 1;
             }
@@ -126,52 +129,6 @@ fn acknowledged_commits_survive_sigkill() {
         totals.commits_stored
     );
     assert_eq!(totals.kills, kills);
-}
-
-/// Runs one child on `dir`, kills it after `delay`, reaps it and returns what it acknowledged.
-fn kill_child(dir: &Path, run: u64, delay: Duration) -> Vec<Ack> {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            CHILD_TEST,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_VAR, dir)
-        .env(RUN_VAR, run.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        // Only whole lines count: a line cut by the kill was not fully reported.
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(stdout);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-            if line.ends_with(b"\n") {
-                lines.push(String::from_utf8_lossy(&line).into_owned());
-            }
-            line.clear();
-        }
-        lines
-    });
-    std::thread::sleep(delay);
-    // The child may have died already (a failure, reported below); then kill is a no-op.
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let lines = reader.join().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(SIGKILL),
-        "run {run}: the child ended by itself ({status}) before the kill; its output:\n{}",
-        lines.concat()
-    );
-    lines.iter().filter_map(|l| Ack::parse(l)).collect()
 }
 
 /// Reopens the killed store, checks it, appends once more and closes it again.

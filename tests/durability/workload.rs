@@ -6,7 +6,11 @@
 //! knowing what the child attempted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use annals::storage::{
     AppendEvent, EncodedEvent, GetEventsOptions, Limits, ListAggregateIdsOptions, LogAdapter,
@@ -291,4 +295,61 @@ pub async fn last_version(log: &LogAdapter, store: &str, aggregate: &str) -> u64
         .expect("reading the last version")
         .first()
         .map_or(0, |e| e.event.version)
+}
+
+/// A child test of this binary that appends until it is killed: its full name, as the test
+/// harness knows it, and the variables naming its store directory (it does nothing without
+/// it) and its run (so commit ids are unique across runs).
+pub struct ChildTest {
+    pub name: &'static str,
+    pub dir_var: &'static str,
+    pub run_var: &'static str,
+}
+
+/// Runs `child` on `dir` as run `run`, kills it with SIGKILL after `delay`, reaps it and
+/// returns what it acknowledged.
+pub fn kill_child(child: &ChildTest, dir: &Path, run: u64, delay: Duration) -> Vec<Ack> {
+    const SIGKILL: i32 = 9;
+    let exe = std::env::current_exe().unwrap();
+    let mut process = Command::new(exe)
+        .args([
+            "--exact",
+            child.name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(child.dir_var, dir)
+        .env(child.run_var, run.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = process.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        // Only whole lines count: a line cut by the kill was not fully reported.
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            if line.ends_with(b"\n") {
+                lines.push(String::from_utf8_lossy(&line).into_owned());
+            }
+            line.clear();
+        }
+        lines
+    });
+    std::thread::sleep(delay);
+    // The child may have died already (a failure, reported below); then kill is a no-op.
+    let _ = process.kill();
+    let status = process.wait().unwrap();
+    let lines = reader.join().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(SIGKILL),
+        "run {run}: the child ended by itself ({status}) before the kill; its output:\n{}",
+        lines.concat()
+    );
+    lines.iter().filter_map(|l| Ack::parse(l)).collect()
 }

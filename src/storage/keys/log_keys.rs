@@ -10,28 +10,24 @@
 //! files, so every call into it runs under `catch_unwind`.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{KEY_RECORD_BYTES, KeyStore, SubjectKey};
-use crate::engine::io::{Creation, RedbBackend, create_atomically};
 use crate::engine::{FileSystem, layout};
 use crate::storage::StorageError;
+use crate::storage::redb_file::{Db, RedbFile};
 
 /// The layout of the file this code writes.
 const KEYS_FORMAT_VERSION: u32 = 1;
 /// Subject → key record (format byte, 8-byte id, 32-byte secret).
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const FORMAT_KEY: &str = "format";
 
 /// Keys of a log adapter, in `keys.redb`.
 pub(crate) struct LogKeys {
-    fs: Arc<dyn FileSystem>,
-    path: PathBuf,
+    file: RedbFile,
     state: RwLock<State>,
 }
 
@@ -42,29 +38,10 @@ enum State {
     Shut,
 }
 
-/// A redb database whose drop cannot panic the caller.
-struct Db(Option<redb::Database>);
-
-impl Db {
-    fn get(&self) -> &redb::Database {
-        self.0
-            .as_ref()
-            .expect("the database is present until the handle is dropped")
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some(db) = self.0.take() {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
-        }
-    }
-}
-
 impl fmt::Debug for LogKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogKeys")
-            .field("path", &self.path)
+            .field("path", &self.file.path)
             .finish_non_exhaustive()
     }
 }
@@ -73,18 +50,25 @@ impl LogKeys {
     /// The keys of the store in `dir`; nothing is opened yet.
     pub(crate) fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> Self {
         LogKeys {
-            fs,
-            path: layout::keys_file(dir),
+            file: RedbFile::new(
+                fs,
+                layout::keys_file(dir),
+                "key",
+                "open key file",
+                1 << 20,
+                KEYS_FORMAT_VERSION,
+                |txn| txn.open_table(KEYS).map(drop),
+            ),
             state: RwLock::new(State::Unopened),
         }
     }
 
     fn corruption(&self, reason: impl Into<String>) -> StorageError {
-        StorageError::corruption(self.path.clone(), 0, reason.into())
+        self.file.corruption(reason)
     }
 
     fn redb_error(&self, e: impl Into<redb::Error>) -> StorageError {
-        self.corruption(format!("key database: {}", e.into()))
+        self.file.redb_error(e)
     }
 
     /// Runs `op` on the open database; opens it first (creating it if `create`). Without
@@ -104,14 +88,11 @@ impl LogKeys {
         }
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         if matches!(*state, State::Unopened) {
-            let exists = self
-                .fs
-                .exists(&self.path)
-                .map_err(|e| StorageError::io("look for", self.path.clone(), e))?;
+            let exists = self.file.exists()?;
             if !exists && !create {
                 return Ok(None);
             }
-            *state = State::Open(self.open()?);
+            *state = State::Open(self.file.open()?);
         }
         match &*state {
             State::Shut => Err(StorageError::Closed),
@@ -125,75 +106,7 @@ impl LogKeys {
         db: &Db,
         op: impl FnOnce(&redb::Database) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        std::panic::catch_unwind(AssertUnwindSafe(|| op(db.get()))).unwrap_or_else(|_| {
-            Err(self.corruption("the key database is damaged (redb failed on it)"))
-        })
-    }
-
-    fn open(&self) -> Result<Db, StorageError> {
-        let io_error =
-            |operation, file: &Path, source| StorageError::io(operation, file.to_owned(), source);
-        let created = create_atomically(
-            self.fs.as_ref(),
-            &self.path,
-            |temp| self.open_at(temp, true).map(drop),
-            io_error,
-        )?;
-        if created == Creation::Busy {
-            return Err(StorageError::Locked {
-                path: self.path.clone(),
-            });
-        }
-        self.open_at(&self.path, false)
-    }
-
-    fn open_at(&self, path: &Path, create: bool) -> Result<Db, StorageError> {
-        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let file = self
-                .fs
-                .open(path, create)
-                .map_err(|e| StorageError::io("open key file", path.to_owned(), e))?;
-            let db = redb::Database::builder()
-                .set_cache_size(1 << 20)
-                .create_with_backend(RedbBackend(file))
-                .map_err(|e| match e {
-                    redb::DatabaseError::UpgradeRequired(found) => {
-                        StorageError::FormatUpgradeRequired {
-                            path: path.to_owned(),
-                            found,
-                        }
-                    }
-                    e => self.redb_error(e),
-                })?;
-            let db = Db(Some(db));
-            self.init(db.get())?;
-            Ok(db)
-        }));
-        opened.unwrap_or_else(|_| {
-            Err(self.corruption("the key database is damaged (redb refused to open it)"))
-        })
-    }
-
-    fn init(&self, db: &redb::Database) -> Result<(), StorageError> {
-        let txn = db.begin_write().map_err(|e| self.redb_error(e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.redb_error(e))?;
-            let format = meta
-                .get(FORMAT_KEY)
-                .map_err(|e| self.redb_error(e))?
-                .map(|v| v.value().to_vec());
-            let ours = KEYS_FORMAT_VERSION.to_le_bytes();
-            match format {
-                None => {
-                    meta.insert(FORMAT_KEY, ours.as_slice())
-                        .map_err(|e| self.redb_error(e))?;
-                }
-                Some(v) if v == ours => {}
-                Some(_) => return Err(self.corruption("unknown key file format version")),
-            }
-            txn.open_table(KEYS).map_err(|e| self.redb_error(e))?;
-        }
-        txn.commit().map_err(|e| self.redb_error(e))
+        self.file.guarded(db, op)
     }
 
     /// The record of `subject` in `db`: `Ok(None)` when there is none, corruption when there
