@@ -437,7 +437,8 @@ fn read_body<T: DeserializeOwned>(body: &[u8]) -> Result<Personal<T>, String> {
     let Some(plaintext) = open(&sealed, &key) else {
         return lost(subject, false);
     };
-    match crate::model::codec::decode::<T>(&plaintext) {
+    let mut de = rmp_serde::Deserializer::from_read_ref(&plaintext);
+    match T::deserialize(&mut de) {
         Ok(value) => Ok(Personal::Known { subject, value }),
         Err(e) => Err(format!("personal value of {subject:?}: {e}")),
     }

@@ -322,6 +322,32 @@ mod tests {
     }
 
     #[test]
+    fn what_the_fast_reader_declines_rmp_serde_reads() {
+        use super::reader::{BIN, EXT, LATIN1, TRAILING, nested};
+        let big = rmp_serde::to_vec(&(u128::MAX / 3)).unwrap();
+        assert_eq!(decode::<u128>(&big), Ok(u128::MAX / 3));
+        assert_eq!(decode::<Vec<u8>>(BIN), Ok(vec![1, 2]));
+        assert_eq!(
+            decode::<u8>(TRAILING).unwrap_err().0,
+            "1 trailing bytes after the value"
+        );
+        // Refused as rmp-serde refuses them, with its messages.
+        let ext = decode::<serde_json::Value>(EXT).unwrap_err();
+        assert_eq!(Err(ext), decode_with_rmp_serde::<serde_json::Value>(EXT));
+        let latin1 = decode::<String>(LATIN1).unwrap_err();
+        assert_eq!(Err(latin1), decode_with_rmp_serde::<String>(LATIN1));
+        // rmp-serde reads deeper than the fast reader; unoptimised, it needs a larger stack.
+        let deep = nested(300);
+        let read = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || decode::<serde_json::Value>(&deep).is_ok())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(read);
+    }
+
+    #[test]
     fn trailing_bytes_are_refused_and_empty_input_is_nil() {
         let mut bytes = encode(&5u32).unwrap();
         bytes.push(0xc0);

@@ -376,17 +376,19 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Declined> {
+        // A map, as rmp-serde writes a variant with a value: `{name: value}`. (rmp-serde takes
+        // only a map there, through `rmp::decode::marker_to_len`; not an array.)
         let marker = self.peek()?;
         let len = match marker {
-            0x80..=0x9f => {
+            0x80..=0x8f => {
                 self.at += 1;
                 usize::from(marker & 0x0f)
             }
-            0xdc | 0xde => {
+            0xde => {
                 self.at += 1;
                 self.len16()?
             }
-            0xdd | 0xdf => {
+            0xdf => {
                 self.at += 1;
                 self.len32()?
             }
@@ -451,7 +453,7 @@ impl<'de> de::MapAccess<'de> for Elements<'_, 'de> {
     }
 }
 
-/// An enum written as a one-entry map (or one-element array): the variant, then its value.
+/// An enum written as a one-entry map: the variant, then its value.
 struct Variant<'a, 'de> {
     de: &'a mut Reader<'de>,
 }
@@ -555,6 +557,28 @@ fn utf8(bytes: &[u8]) -> Option<&str> {
     }
 }
 
+/// Samples of what the reader declines, for the tests of the fallback here and in `codec`:
+/// an ext value (type 5), a string that is not UTF-8, binary (which a `Vec<u8>` asks for as a
+/// sequence), a value followed by a byte.
+#[cfg(test)]
+pub(super) const EXT: &[u8] = &[0xd4, 0x05, 0x01];
+#[cfg(test)]
+pub(super) const LATIN1: &[u8] = &[0xa2, b'o', 0xe9];
+#[cfg(test)]
+pub(super) const BIN: &[u8] = &[0xc4, 0x02, 1, 2];
+#[cfg(test)]
+pub(super) const TRAILING: &[u8] = &[0x01, 0xc0];
+#[cfg(test)]
+const DECLINED: [&[u8]; 4] = [EXT, LATIN1, BIN, TRAILING];
+
+/// An array nested `depth` deep around a nil.
+#[cfg(test)]
+pub(super) fn nested(depth: u16) -> Vec<u8> {
+    std::iter::repeat_n(0x91, usize::from(depth))
+        .chain([0xc0])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -562,8 +586,19 @@ mod tests {
     use proptest::prelude::*;
     use serde::{Deserialize, Serialize};
 
-    use super::decode;
-    use crate::model::codec::{decode_with_rmp_serde, encode};
+    use super::{BIN, DECLINED, EXT, LATIN1, MAX_DEPTH, TRAILING, decode, nested};
+
+    /// The reference: rmp-serde alone, as `codec` falls back to it.
+    fn decode_with_rmp_serde<'de, T: Deserialize<'de>>(
+        bytes: &'de [u8],
+    ) -> Result<T, rmp_serde::decode::Error> {
+        T::deserialize(&mut rmp_serde::Deserializer::from_read_ref(bytes))
+    }
+
+    /// Named fields, as `codec::encode` writes them.
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        rmp_serde::to_vec_named(value).expect("a test value encodes")
+    }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Unit;
@@ -695,7 +730,7 @@ mod tests {
     proptest! {
         #[test]
         fn values_with_named_or_positional_fields_read_as_rmp_serde_reads_them(value in rich()) {
-            let named = encode(&value).unwrap();
+            let named = encode(&value);
             let positional = rmp_serde::to_vec(&value).unwrap();
             for bytes in [&named, &positional] {
                 // Not always `value`: `Some(None)` is written as nil, which reads as `None`.
@@ -707,7 +742,7 @@ mod tests {
 
         #[test]
         fn json_values_read_as_rmp_serde_reads_them(value in json()) {
-            let bytes = encode(&value).unwrap();
+            let bytes = encode(&value);
             prop_assert_eq!(decode::<serde_json::Value>(&bytes), Some(value));
         }
 
@@ -717,53 +752,52 @@ mod tests {
             damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
             cut in any::<prop::sample::Index>(),
         ) {
-            let mut bytes = encode(&value).unwrap();
+            let whole = encode(&value);
+            let cut = cut.index(whole.len());
+            prop_assert!(decode::<Rich>(&whole[..cut]).is_none(), "a truncated value is declined");
+            let mut bytes = whole;
             for (at, byte) in damage {
                 let at = at.index(bytes.len());
                 bytes[at] = byte;
             }
-            agrees::<Rich>(&bytes);
-            agrees::<serde_json::Value>(&bytes);
-            agrees::<serde::de::IgnoredAny>(&bytes);
-            let short = &bytes[..cut.index(bytes.len())];
-            prop_assert!(decode::<Rich>(short).is_none(), "a truncated value is declined");
-            agrees::<serde_json::Value>(short);
+            for bytes in [&bytes[..], &bytes[..cut]] {
+                agrees::<Rich>(bytes);
+                agrees::<serde_json::Value>(bytes);
+                agrees::<serde::de::IgnoredAny>(bytes);
+            }
         }
     }
 
     #[test]
-    fn what_the_reader_does_not_mirror_is_declined_and_read_by_rmp_serde() {
-        // An ext value, a 128-bit integer, a string that is not UTF-8, binary asked for as
-        // a sequence, a one-entry map with a trailing byte, nesting past the limit.
-        let ext = [0xd4, 0x05, 0x01];
-        assert!(decode::<serde_json::Value>(&ext).is_none());
+    fn what_the_reader_does_not_mirror_is_declined() {
+        // `codec`'s tests check that rmp-serde then reads these.
+        for bytes in DECLINED {
+            assert!(decode::<serde_json::Value>(bytes).is_none(), "{bytes:?}");
+        }
+        assert!(decode::<String>(LATIN1).is_none());
+        assert!(decode::<Vec<u8>>(BIN).is_none());
+        assert!(decode::<u8>(TRAILING).is_none());
+        assert!(decode::<serde_json::Value>(EXT).is_none());
         let big = rmp_serde::to_vec(&(u128::MAX / 3)).unwrap();
         assert!(decode::<u128>(&big).is_none());
-        assert_eq!(crate::model::codec::decode::<u128>(&big), Ok(u128::MAX / 3));
-        let latin1 = [0xa2, b'o', 0xe9];
-        assert!(decode::<String>(&latin1).is_none());
-        let bin = [0xc4, 0x02, 1, 2];
-        assert!(decode::<Vec<u8>>(&bin).is_none());
-        assert_eq!(crate::model::codec::decode::<Vec<u8>>(&bin), Ok(vec![1, 2]));
-        let trailing = [0x01, 0xc0];
-        assert!(decode::<u8>(&trailing).is_none());
-        assert_eq!(
-            crate::model::codec::decode::<u8>(&trailing).unwrap_err().0,
-            "1 trailing bytes after the value"
-        );
-        let nested =
-            |depth| -> Vec<u8> { std::iter::repeat_n(0x91, depth).chain([0xc0]).collect() };
-        assert!(decode::<serde_json::Value>(&nested(128)).is_some());
-        assert!(decode::<serde_json::Value>(&nested(129)).is_none());
-        // rmp-serde reads deeper; an unoptimised build needs a larger stack for it.
-        let deep = nested(300);
-        let read = std::thread::Builder::new()
-            .stack_size(64 << 20)
-            .spawn(move || crate::model::codec::decode::<serde_json::Value>(&deep).is_ok())
-            .unwrap()
-            .join()
-            .unwrap();
-        assert!(read);
+        assert!(decode::<serde_json::Value>(&nested(MAX_DEPTH)).is_some());
+        assert!(decode::<serde_json::Value>(&nested(MAX_DEPTH + 1)).is_none());
+    }
+
+    #[test]
+    fn an_enum_is_read_from_a_one_entry_map_only_as_rmp_serde_does() {
+        // `{"Named": "x"}`, then the same with the map marker turned into an array's:
+        // rmp-serde reads the array as a unit variant's name, which fails; so does this reader.
+        let map = encode(&Kind::Named("x".into()));
+        assert_eq!(map[0], 0x81);
+        assert_eq!(decode::<Kind>(&map), Some(Kind::Named("x".into())));
+        let mut array = map.clone();
+        array[0] = 0x91;
+        assert!(decode_with_rmp_serde::<Kind>(&array).is_err());
+        assert!(!agrees::<Kind>(&array));
+        let in_a_list = [&[0x92][..], &array, &encode(&Kind::Plain)].concat();
+        assert!(decode_with_rmp_serde::<Vec<Kind>>(&in_a_list).is_err());
+        assert!(!agrees::<Vec<Kind>>(&in_a_list));
     }
 
     #[test]

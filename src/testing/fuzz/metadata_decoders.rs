@@ -26,6 +26,24 @@ pub struct Appeared {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeveledUp {}
 
+/// Every kind of enum variant, for the fast MessagePack reader's check against rmp-serde.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Shape {
+    /// A unit variant (written as its name).
+    Unit,
+    /// A newtype variant (written as a one-entry map, like the others below).
+    Newtype(String),
+    /// A tuple variant.
+    Tuple(u8, bool),
+    /// A struct variant.
+    Struct {
+        /// A number.
+        a: i32,
+        /// An optional text.
+        b: Option<String>,
+    },
+}
+
 /// Metadata of [`FuzzEvent`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FuzzMetadata {
@@ -146,6 +164,7 @@ fn message_pack(rest: &[u8]) {
     fast_reader_agrees::<Appeared>(rest);
     fast_reader_agrees::<FuzzMetadata>(rest);
     fast_reader_agrees::<Vec<(u8, Option<String>)>>(rest);
+    fast_reader_agrees::<Vec<Shape>>(rest);
     let decoded = crate::model::codec::decode::<serde_json::Value>(rest);
     let json = crate::model::codec::to_json(rest);
     // With the feature `personal`, to_json also reads the personal-value extension, which
@@ -234,6 +253,19 @@ pub(super) fn metadata_seeds() -> Vec<Vec<u8>> {
             &crate::model::codec::encode(
                 &serde_json::json!({"name": "Pikachu", "level": [1, -2, 3.5]}),
             )
+            .unwrap_or_default(),
+        ),
+        with(
+            2,
+            &crate::model::codec::encode(&[
+                Shape::Unit,
+                Shape::Newtype("Pikachu".into()),
+                Shape::Tuple(7, true),
+                Shape::Struct {
+                    a: -3,
+                    b: Some("Ash".into()),
+                },
+            ])
             .unwrap_or_default(),
         ),
         with(3, &header),
