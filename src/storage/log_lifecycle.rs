@@ -1,5 +1,6 @@
 //! The lifecycle rules on the log: what the log adapter and the live reader share to fold the
-//! `$lifecycle` events and honour the rules on every read.
+//! `$lifecycle` events and honour the rules on every read — and so their reads themselves,
+//! written once over a [`LogSource`] (the engine, or the live reader's view of the log).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -112,7 +113,7 @@ log_source! {
 
 /// Visits the events of one aggregate matching `options` (already narrowed to what the rules
 /// leave visible) in ascending version order.
-pub(super) fn visit_matching(
+fn visit_matching(
     log: &dyn LogSource,
     store: &str,
     aggregate: &str,

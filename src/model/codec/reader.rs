@@ -6,13 +6,14 @@
 //! strings — field names included — through `str::from_utf8`, one call of about 70
 //! instructions per string. This reader checks a string with `is_ascii` (a word at a time)
 //! and calls `from_utf8` only for the rest, and reads markers straight from the slice with
-//! one bounds check per step: a typical event decodes in about two thirds of the
-//! instructions (`benches/compare`, `docs/benchmarks.md`).
+//! one bounds check per step: a typical event decodes in about 60% of the instructions
+//! (`benches/compare`, `docs/benchmarks.md`).
 //!
 //! **It declines** what it does not mirror exactly: ext values (so personal values), 128-bit
 //! integers, strings that are not UTF-8 (`rmp-serde` offers those to the visitor as bytes),
-//! binary where a sequence is asked for, nesting deeper than [`MAX_DEPTH`], and every error
-//! it would raise itself — a truncated value, a length mismatch, trailing bytes. A decline
+//! binary where a sequence is asked for, an enum's value form in anything but a one-entry
+//! map, nesting deeper than [`MAX_DEPTH`], and every error it would raise itself — a
+//! truncated value, a length mismatch, trailing bytes. A decline
 //! sets a flag that no visitor can swallow, and the bytes are decoded again by `rmp-serde`,
 //! so a refused value gets `rmp-serde`'s error message.
 //!
@@ -51,7 +52,7 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Option<T> {
 /// The reader's only error: "left to `rmp-serde`". Errors raised by visitors are mapped to
 /// it as well; they are raised again, with their message, by the second decode.
 #[derive(Debug)]
-pub(super) struct Declined;
+struct Declined;
 
 impl fmt::Display for Declined {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
