@@ -96,6 +96,7 @@
 
 use std::error::Error;
 use std::fmt::Write as _;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -508,7 +509,7 @@ trait Engine: Send + Sync {
     fn read_aggregate(
         &self,
         aggregate: &str,
-        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+        visit: &mut (dyn FnMut(EventView<'_>) -> BenchResult<()> + Send),
     ) -> BenchResult<()>;
 
     /// Pushes typed events in one atomic commit. The default does what the typed layer does
@@ -786,23 +787,34 @@ impl Engine for AnnalsEngine {
     fn read_aggregate(
         &self,
         aggregate: &str,
-        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+        visit: &mut (dyn FnMut(EventView<'_>) -> BenchResult<()> + Send),
     ) -> BenchResult<()> {
+        // Borrowed from the adapter's read buffer, as SQLite's and redb's rows are.
         let options = GetEventsOptions::default();
-        let events = self
-            .runtime
-            .block_on(self.adapter.get_events(STORE, aggregate, &options))?;
-        for stored in &events {
-            visit(EventView {
-                version: stored.event.version,
-                position: stored.position,
-                timestamp_ms: stored.event.timestamp.unix_millis(),
-                event_type: &stored.event.event_type,
-                payload: &stored.event.payload,
-                metadata: &stored.event.metadata,
-            })?;
-        }
-        Ok(())
+        let mut failed = None;
+        self.runtime.block_on(self.adapter.visit_events(
+            STORE,
+            aggregate,
+            &options,
+            &mut |event| {
+                let view = EventView {
+                    version: event.version,
+                    position: event.position,
+                    timestamp_ms: event.timestamp.unix_millis(),
+                    event_type: event.event_type,
+                    payload: event.payload,
+                    metadata: event.metadata,
+                };
+                match visit(view) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            },
+        ))?;
+        failed.map_or(Ok(()), Err)
     }
 
     fn close(self: Box<Self>) -> BenchResult<()> {
@@ -905,7 +917,7 @@ impl Engine for SqliteEngine {
     fn read_aggregate(
         &self,
         aggregate: &str,
-        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+        visit: &mut (dyn FnMut(EventView<'_>) -> BenchResult<()> + Send),
     ) -> BenchResult<()> {
         let state = self.lock();
         let mut select = state.conn.prepare_cached(SQLITE_SELECT)?;
@@ -1021,7 +1033,7 @@ impl Engine for RedbEngine {
     fn read_aggregate(
         &self,
         aggregate: &str,
-        visit: &mut dyn FnMut(EventView<'_>) -> BenchResult<()>,
+        visit: &mut (dyn FnMut(EventView<'_>) -> BenchResult<()> + Send),
     ) -> BenchResult<()> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(REDB_EVENTS)?;
