@@ -1483,10 +1483,12 @@ fn typed_tasks(config: &Config, opened: &Opened, _corpus: &Corpus) -> BenchResul
                 let (stop, ready) = (Arc::clone(&stop), Arc::clone(&ready));
                 tokio::spawn(async move {
                     let aggregate = format!("task-{w}");
-                    // Warm-up commit outside the timed window: creates the aggregate.
+                    // Warm-up commit outside the timed window: creates the aggregate. The
+                    // barrier is passed even if it fails, so the others are not left waiting.
                     let first = corpus.new_event(&aggregate, 1);
-                    store.push_event(first, Default::default()).await?;
+                    let warmed = store.push_event(first, Default::default()).await;
                     ready.wait().await;
+                    warmed?;
                     let (mut version, mut commits) = (1, 0);
                     let mut latencies = Latencies::default();
                     while !stop.load(Ordering::Relaxed) && commits < per_writer_max {
