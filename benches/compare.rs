@@ -1381,7 +1381,7 @@ fn concurrent_writers(
     let per_writer_max = (config.max_events / writers as u64).max(1);
     let barrier = Barrier::new(writers + 1);
     let stop = AtomicBool::new(false);
-    let (start, results, cpu) = std::thread::scope(|scope| {
+    let (start, results, cpu, counted) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
                 let (barrier, stop) = (&barrier, &stop);
@@ -1420,12 +1420,25 @@ fn concurrent_writers(
                     .unwrap_or_else(|_| Err("a writer thread panicked".into()))
             })
             .collect();
-        (start, results, (cpu, counted))
+        (start, results, cpu, counted)
     });
-    let (cpu, counted) = cpu;
     let per_sync = events_per_sync(counted, engine.events_and_syncs());
-    let mut total = 0;
-    let mut end = start;
+    let (total, secs, mut latencies) = merge_writers(start, results)?;
+    Ok(vec![
+        Measure::new(&row, "events/s", true, total as f64 / secs),
+        Measure::new(&row, "p99 latency µs", false, latencies.percentile_us(99.0)),
+        Measure::maybe(&row, CPU_FIGURE, false, cpu.us_per(total)),
+        Measure::maybe(&row, PER_SYNC_FIGURE, true, per_sync),
+    ])
+}
+
+/// Concurrent writers' results together: their commits, the seconds from `start` to the last
+/// one's end, and every commit's latency.
+fn merge_writers(
+    start: Instant,
+    results: Vec<BenchResult<(u64, Latencies, Instant)>>,
+) -> BenchResult<(u64, f64, Latencies)> {
+    let (mut total, mut end) = (0, start);
     let mut latencies = Latencies::default();
     for result in results {
         let (commits, mut samples, finished) = result?;
@@ -1433,13 +1446,7 @@ fn concurrent_writers(
         end = end.max(finished);
         latencies.0.append(&mut samples.0);
     }
-    let secs = (end - start).as_secs_f64();
-    Ok(vec![
-        Measure::new(&row, "events/s", true, total as f64 / secs),
-        Measure::new(&row, "p99 latency µs", false, latencies.percentile_us(99.0)),
-        Measure::maybe(&row, CPU_FIGURE, false, cpu.us_per(total)),
-        Measure::maybe(&row, PER_SYNC_FIGURE, true, per_sync),
-    ])
+    Ok((total, (end - start).as_secs_f64(), latencies))
 }
 
 /// Group commit's figure: events written per data sync over a workload (annals only).
@@ -1519,15 +1526,7 @@ fn typed_tasks(config: &Config, opened: &Opened, _corpus: &Corpus) -> BenchResul
         (start, cpu, counted, results)
     });
     let per_sync = events_per_sync(counted, engine.events_and_syncs());
-    let (mut total, mut end) = (0, start);
-    let mut latencies = Latencies::default();
-    for result in results {
-        let (commits, mut samples, finished) = result?;
-        total += commits;
-        end = end.max(finished);
-        latencies.0.append(&mut samples.0);
-    }
-    let secs = (end - start).as_secs_f64();
+    let (total, secs, mut latencies) = merge_writers(start, results)?;
     Ok(vec![
         Measure::new(&row, figures[0].0, true, total as f64 / secs),
         Measure::new(&row, figures[1].0, false, latencies.percentile_us(99.0)),
